@@ -1,0 +1,161 @@
+"""Settings: one frozen dataclass, read from GEOFENCE_* variables or the same-named flags.
+
+Nothing is read at import time; only ``cli.main()`` looks at the environment.
+Every field ``foo_bar`` is set by ``GEOFENCE_FOO_BAR`` and by ``geofence serve --foo-bar``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from geofence.domain.model import ScreeningRules, VisitRules
+
+ENV_PREFIX = "GEOFENCE_"
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A GEOFENCE_* value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8080, metadata={"help": "port to listen on"})
+    redis_url: str | None = field(
+        default=None, metadata={"help": "Redis URL; unset keeps all state in memory"}
+    )
+    redis_prefix: str = field(default="geofence", metadata={"help": "prefix of every Redis key"})
+    redis_timeout_s: float = field(
+        default=2.0, metadata={"help": "Redis connect/command timeout; then 503"}
+    )
+    stores: str = field(
+        default="stores.geojson",
+        metadata={"help": "GeoJSON loaded at start when the catalogue is empty ('' for none)"},
+    )
+    push_url: str | None = field(
+        default=None, metadata={"help": "push gateway URL; unset writes notifications to stdout"}
+    )
+    push_secret: str | None = field(default=None, metadata={"help": "outgoing signature key"})
+    gateway_secret: str | None = field(default=None, metadata={"help": "receipt signature key"})
+    admin_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
+    sdk_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
+    ingest_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
+    id_secret: str | None = field(
+        default=None, metadata={"help": "key of the device-id HMAC (generated in dev mode)"}
+    )
+    default_timezone: str = field(default="Europe/Helsinki", metadata={"help": "IANA zone"})
+    max_fence_area_m2: float = field(default=5_000_000.0, metadata={"help": "largest fence"})
+    max_vertices: int = field(default=5000, metadata={"help": "most vertices in one fence"})
+    region: tuple[float, ...] = field(
+        default=(), metadata={"help": "min_lng,min_lat,max_lng,max_lat fences must lie in"}
+    )
+    h3_resolution: int = field(default=11, metadata={"help": "H3 resolution of the index"})
+    max_body_bytes: int = field(default=1 * MiB, metadata={"help": "request body limit"})
+    max_upload_bytes: int = field(default=64 * MiB, metadata={"help": "store upload limit"})
+    catalogue_poll_s: float = field(
+        default=1.0, metadata={"help": "how often workers look for a new catalogue version"}
+    )
+    device_ttl_s: int = field(default=30 * 86_400, metadata={"help": "device keys' TTL"})
+    position_ttl_s: int = field(default=86_400, metadata={"help": "last position's TTL"})
+    # contract §5 screening
+    max_accuracy_m: float = field(default=100.0, metadata={"help": "coarser pings are flagged"})
+    # contract §5 visit rules
+    dwell_s: float = field(default=120.0, metadata={"help": "dwell before an entry"})
+    max_gap_s: float = field(default=900.0, metadata={"help": "gap that drops a pending visit"})
+    exit_margin_m: float = field(default=30.0, metadata={"help": "hysteresis band width"})
+    exit_s: float = field(default=60.0, metadata={"help": "exit debounce"})
+    visit_timeout_s: float = field(default=14_400.0, metadata={"help": "silent device closes"})
+    entry_cooldown_s: float = field(default=21_600.0, metadata={"help": "between two entries"})
+    # contract §6
+    quiet_hours: str = field(default="21:00-08:00", metadata={"help": "no offers then"})
+    device_cap: int = field(default=2, metadata={"help": "notifications per rolling 48 h"})
+    notify_max_lag_s: float = field(default=900.0, metadata={"help": "late entries get none"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from GEOFENCE_* variables; ``overrides`` (already typed) win."""
+        values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = parse_value(f.name, raw, hints[f.name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def screening_rules(self) -> ScreeningRules:
+        return ScreeningRules(max_accuracy_m=self.max_accuracy_m)
+
+    @property
+    def visit_rules(self) -> VisitRules:
+        return VisitRules(
+            dwell_s=self.dwell_s,
+            max_gap_s=self.max_gap_s,
+            exit_margin_m=self.exit_margin_m,
+            exit_s=self.exit_s,
+            visit_timeout_s=self.visit_timeout_s,
+            entry_cooldown_s=self.entry_cooldown_s,
+        )
+
+    @property
+    def region_bbox(self) -> tuple[float, float, float, float] | None:
+        if not self.region:
+            return None
+        min_lng, min_lat, max_lng, max_lat = self.region
+        return (min_lng, min_lat, max_lng, max_lat)
+
+    @property
+    def dev_mode(self) -> bool:
+        """No keys configured: the service generates some and says so loudly."""
+        return not (self.admin_keys or self.sdk_keys or self.ingest_keys)
+
+
+def parse_value(name: str, raw: str, hint: Any) -> Any:
+    """Turn one environment string into the field's type, or say which variable is wrong."""
+    base = _strip_optional(hint)
+    try:
+        if base is tuple or get_origin(base) is tuple:
+            item = get_args(base)[0] if get_args(base) else str
+            parts = [p.strip() for p in raw.split(",") if p.strip()]
+            return tuple(item(p) for p in parts)
+        if base is bool:
+            return _parse_bool(raw)
+        return base(raw)
+    except (TypeError, ValueError) as e:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {e}") from e
+
+
+def _strip_optional(hint: Any) -> Any:
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def validate(settings: Settings) -> None:
+    """Checks that span fields; raises SettingsError with the variable's name."""
+    if settings.region and len(settings.region) != 4:
+        raise SettingsError("GEOFENCE_REGION needs four numbers: min_lng,min_lat,max_lng,max_lat")
+    if not 0 <= settings.h3_resolution <= 15:
+        raise SettingsError("GEOFENCE_H3_RESOLUTION must be 0..15")
+    if settings.max_body_bytes <= 0 or settings.max_upload_bytes < settings.max_body_bytes:
+        raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
