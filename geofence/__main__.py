@@ -1,0 +1,3 @@
+from geofence.cli import main
+
+raise SystemExit(main())

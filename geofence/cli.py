@@ -1,0 +1,158 @@
+"""The command line: serve | stores validate/import. The only place the environment is read."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import msgspec
+
+from geofence.config import Settings, SettingsError, parse_value, validate
+from geofence.logs import setup_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except SettingsError as e:
+        print(f"geofence: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geofence", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    _add_setting_flags(serve)
+    serve.set_defaults(run=run_serve)
+    stores = commands.add_parser("stores", help="validate or import a store file")
+    stores_cmds = stores.add_subparsers(required=True, metavar="ACTION")
+    for name, run in (("validate", run_stores_validate), ("import", run_stores_import)):
+        cmd = stores_cmds.add_parser(name, help=f"{name} any file GDAL reads (reprojected)")
+        cmd.add_argument("file", type=Path)
+        cmd.add_argument("--repair", action="store_true", help="repair invalid polygons")
+        _add_setting_flags(cmd)
+        cmd.set_defaults(run=run)
+    return parser
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field, named like its GEOFENCE_* variable."""
+    for f in dataclasses.fields(Settings):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"setting_{f.name}",
+            metavar=f.name.upper(),
+            help=f"{f.metadata.get('help', '')} (GEOFENCE_{f.name.upper()}, default {f.default!r})",
+        )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    hints = get_type_hints(Settings)
+    overrides: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = getattr(args, f"setting_{f.name}", None)
+        if raw is not None:
+            overrides[f.name] = parse_value(f.name, raw, hints[f.name])
+    settings = Settings.from_env(os.environ, **overrides)
+    validate(settings)
+    return settings
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from geofence.http.app import create_app
+
+    settings = settings_from(args)
+    setup_logging(settings.log_level)
+    _use_uvloop()
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,  # paths carry device ids; requests are counted in /metrics instead
+        print=lambda line: print(line, file=sys.stderr),
+    )
+    return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; asyncio's own loop works too
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _stores_report(args: argparse.Namespace) -> tuple[Settings, Any]:
+    from geofence.adapters.geofile import read_feature_collection
+    from geofence.domain import geojson
+
+    settings = settings_from(args)
+    doc = read_feature_collection(args.file)
+    report = geojson.parse_feature_collection(
+        doc,
+        default_timezone=settings.default_timezone,
+        max_area_m2=settings.max_fence_area_m2,
+        max_vertices=settings.max_vertices,
+        region=settings.region_bbox,
+        repair=args.repair,
+    )
+    return settings, report
+
+
+def run_stores_validate(args: argparse.Namespace) -> int:
+    from geofence.domain.errors import InvalidInput
+
+    try:
+        _, report = _stores_report(args)
+    except InvalidInput as e:
+        _print_json({"valid": False, "errors": [p.as_dict() for p in e.problems]})
+        return 1
+    _print_json({"valid": True, "stores": len(report.fences), "warnings": report.warnings})
+    return 0
+
+
+def run_stores_import(args: argparse.Namespace) -> int:
+    from geofence.domain.errors import InvalidInput
+
+    try:
+        settings, report = _stores_report(args)
+    except InvalidInput as e:
+        _print_json({"imported": False, "errors": [p.as_dict() for p in e.problems]})
+        return 1
+    version = asyncio.run(_import(settings, report.fences))
+    _print_json(
+        {
+            "imported": True,
+            "stores": len(report.fences),
+            "version": version,
+            "warnings": report.warnings,
+        }
+    )
+    return 0
+
+
+async def _import(settings: Settings, fences: Sequence[Any]) -> int:
+    from geofence.http.app import make_store
+
+    if not settings.redis_url:
+        raise SettingsError("stores import writes to Redis: set GEOFENCE_REDIS_URL")
+    store = make_store(settings)
+    try:
+        return await store.replace_catalogue(fences)
+    finally:
+        await store.close()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(data)).decode() + "\n")

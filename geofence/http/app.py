@@ -1,0 +1,98 @@
+"""The aiohttp application: everything is built here and handed to handlers by typed keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from geofence.adapters.memory import MemoryStore
+from geofence.adapters.push_stdout import StdoutPush
+from geofence.adapters.redis import RedisStore
+from geofence.config import Settings
+from geofence.http.auth import Credentials
+from geofence.http.errors import Handler, problem_middleware
+from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, PUSH, SETTINGS, STORE
+from geofence.http.routes import setup_routes
+from geofence.metrics import Metrics
+from geofence.ports import PushGateway, StateStore
+from geofence.service.catalogue import CatalogueService
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: StateStore | None = None,
+    push: PushGateway | None = None,
+) -> web.Application:
+    """Build the app; tests pass their own store and push doubles explicitly."""
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=[metrics_middleware, problem_middleware],
+        client_max_size=settings.max_upload_bytes,
+    )
+    owned_store = store is None
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[STORE] = store if store is not None else make_store(settings)
+    app[PUSH] = push if push is not None else StdoutPush()
+    app[CATALOGUE] = CatalogueService(settings, app[STORE], metrics)
+    app[CREDENTIALS] = Credentials.from_settings(settings)
+    app.cleanup_ctx.append(_closing(owned_store))
+    app.cleanup_ctx.append(_catalogue_ctx)
+    setup_routes(app)
+    return app
+
+
+def make_store(settings: Settings) -> StateStore:
+    if settings.redis_url:
+        return RedisStore.from_url(
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            prefix=settings.redis_prefix,
+            device_ttl_s=settings.device_ttl_s,
+            position_ttl_s=settings.position_ttl_s,
+        )
+    return MemoryStore(device_ttl_s=settings.device_ttl_s, position_ttl_s=settings.position_ttl_s)
+
+
+def _closing(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[PUSH].close()
+        if owned:
+            await app[STORE].close()
+
+    return ctx
+
+
+async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the catalogue (not fatal if Redis is down: readyz says so) and keep it fresh."""
+    catalogue = app[CATALOGUE]
+    try:
+        await catalogue.start()
+    except Exception:
+        logger.exception("catalogue not loaded at start; will retry")
+    task = asyncio.create_task(catalogue.watch(), name="catalogue-watch")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response

@@ -1,0 +1,98 @@
+"""Thin handlers: check the caller, parse, call the service, respond."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from geofence.http.auth import CallerKind, require
+from geofence.http.errors import HTTPProblem, problem_response
+from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, SETTINGS, STORE
+from geofence.http.openapi import openapi_document
+from geofence.http.schemas import json_response, read_json
+
+# operations
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    catalogue = request.app[CATALOGUE]
+    await request.app[STORE].check()  # Unavailable -> 503
+    if not catalogue.ready:
+        return problem_response(
+            503, "not-ready", "The store catalogue is not loaded yet.", headers={"Retry-After": "1"}
+        )
+    loaded = catalogue.loaded
+    assert loaded is not None
+    return json_response(
+        {"status": "ready", "catalogue_version": loaded.version, "stores": len(loaded.index)}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
+# stores (contract §3)
+
+
+async def put_stores(request: web.Request) -> web.Response:
+    _allow(request, "admin")
+    doc = await read_json(request, Any, limit=request.app[SETTINGS].max_upload_bytes)
+    report = await request.app[CATALOGUE].replace(
+        doc, dry_run=flag(request, "dry_run"), repair=flag(request, "repair")
+    )
+    return json_response(report)
+
+
+async def get_stores(request: web.Request) -> web.Response:
+    _allow(request, "admin")
+    return json_response(
+        await request.app[CATALOGUE].features(), content_type="application/geo+json"
+    )
+
+
+async def put_store(request: web.Request) -> web.Response:
+    _allow(request, "admin")
+    doc = await read_json(request, Any, limit=request.app[SETTINGS].max_upload_bytes)
+    store_id = request.match_info["store_id"]
+    result = await request.app[CATALOGUE].upsert(store_id, doc, repair=flag(request, "repair"))
+    return json_response(result, status=201 if result["created"] else 200)
+
+
+async def get_store(request: web.Request) -> web.Response:
+    _allow(request, "admin")
+    feature = await request.app[CATALOGUE].feature(request.match_info["store_id"])
+    return json_response(feature, content_type="application/geo+json")
+
+
+async def delete_store(request: web.Request) -> web.Response:
+    _allow(request, "admin")
+    await request.app[CATALOGUE].delete(request.match_info["store_id"])
+    return web.Response(status=204)
+
+
+# helpers
+
+
+def _allow(request: web.Request, *kinds: CallerKind) -> None:
+    require(request, request.app[CREDENTIALS], *kinds)
+
+
+def flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0", ""):
+        return False
+    raise HTTPProblem(400, "bad-query", f"?{name} takes true or false, not {raw!r}.")

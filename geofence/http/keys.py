@@ -1,0 +1,18 @@
+"""Typed application keys: how handlers reach what create_app built."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from geofence.config import Settings
+from geofence.http.auth import Credentials
+from geofence.metrics import Metrics
+from geofence.ports import PushGateway, StateStore
+from geofence.service.catalogue import CatalogueService
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", StateStore)
+PUSH = web.AppKey("push", PushGateway)
+METRICS = web.AppKey("metrics", Metrics)
+CATALOGUE = web.AppKey("catalogue", CatalogueService)
+CREDENTIALS = web.AppKey("credentials", Credentials)

@@ -1,0 +1,24 @@
+"""The whole route table on one screen."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from geofence.http import handlers as h
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.get("/healthz", h.healthz),
+            web.get("/readyz", h.readyz),
+            web.get("/metrics", h.metrics),
+            web.get("/openapi.json", h.openapi),
+            # stores (contract §3)
+            web.put("/v1/stores", h.put_stores),
+            web.get("/v1/stores", h.get_stores),
+            web.put("/v1/stores/{store_id}", h.put_store),
+            web.get("/v1/stores/{store_id}", h.get_store),
+            web.delete("/v1/stores/{store_id}", h.delete_store),
+        ]
+    )

@@ -1,0 +1,81 @@
+"""Request and response types at the edge, and the one way bodies are read and decoded.
+
+msgspec rejects what JSON does not allow (NaN, Infinity, trailing garbage), numbers that
+overflow, booleans where numbers belong and, with ``forbid_unknown_fields``, any field the
+contract does not name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from geofence.http.errors import HTTPProblem
+
+T = TypeVar("T")
+
+JSON_TYPES = ("application/json",)
+_AT_PATH = re.compile(r"^(?P<detail>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(
+    data: Any, *, status: int = 200, content_type: str = "application/json"
+) -> web.Response:
+    return web.Response(body=_encoder.encode(data), status=status, content_type=content_type)
+
+
+async def read_body(request: web.Request, *, limit: int) -> bytes:
+    """The raw body, refusing anything but JSON and anything over ``limit`` bytes (413)."""
+    if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
+        raise HTTPProblem(415, "unsupported-media-type", "Send the body as application/json.")
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    """Decode JSON into ``kind``: 400 for malformed JSON, 422 with the path for wrong shape."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as e:
+        raise invalid(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise HTTPProblem(400, "malformed-json", f"The body is not valid JSON: {e}") from None
+
+
+async def read_json(request: web.Request, kind: type[T], *, limit: int) -> T:
+    return decode(await read_body(request, limit=limit), kind)
+
+
+def invalid(message: str, *, prefix: str = "$") -> HTTPProblem:
+    """A 422 for one msgspec validation message, with the JSON path it names."""
+    match = _AT_PATH.match(message)
+    assert match is not None  # the pattern matches any string
+    path = match.group("path") or prefix
+    if path.startswith("$") and prefix != "$":
+        path = prefix + path[1:]
+    detail = match.group("detail")
+    error = {"path": path, "code": _code_of(detail), "detail": detail}
+    return HTTPProblem(422, "validation-error", f"{detail} at {path}", errors=[error])
+
+
+def _code_of(detail: str) -> str:
+    if detail.startswith("Object contains unknown field"):
+        return "unknown-field"
+    if detail.startswith("Object missing required field"):
+        return "missing-field"
+    if detail.startswith("Expected"):
+        return "wrong-type-or-range"
+    return "invalid"
+
+
+def _too_large(limit: int) -> HTTPProblem:
+    return HTTPProblem(413, "payload-too-large", f"The body is larger than {limit} bytes.")

@@ -1,0 +1,44 @@
+"""Prometheus metrics. One registry per app, so several apps can live in one process (tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "geofence_http_requests", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "geofence_http_request_seconds",
+            "Time to answer an HTTP request",
+            ["route"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.pings = Counter(
+            "geofence_pings",
+            "Pings screened, by status and reason",
+            ["status", "reason"],
+            registry=r,
+        )
+        self.events = Counter(
+            "geofence_visit_events", "Visit events emitted", ["type", "reason"], registry=r
+        )
+        self.suppressed_entries = Counter(
+            "geofence_entries_suppressed", "Entries suppressed by the entry cooldown", registry=r
+        )
+        self.state_conflicts = Counter(
+            "geofence_state_conflicts", "Compare-and-set retries on device state", registry=r
+        )
+        self.fences = Gauge("geofence_fences", "Fences in the loaded index", registry=r)
+        self.index_cells = Gauge("geofence_index_cells", "H3 cells in the loaded index", registry=r)
+        self.catalogue_version = Gauge(
+            "geofence_catalogue_version", "Version of the loaded catalogue", registry=r
+        )
+        self.notifications = Counter(
+            "geofence_notifications", "Notifications created", ["offer_id"], registry=r
+        )

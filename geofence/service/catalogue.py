@@ -1,0 +1,174 @@
+"""The store catalogue: validated uploads, the loaded fence index, and its refresh.
+
+The catalogue's truth lives in the state store with a version number. Each worker keeps
+the index of one version and swaps in a new one whole when the version moves, so a ping
+never sees a half-loaded catalogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from geofence.config import Settings
+from geofence.domain import geojson
+from geofence.domain.errors import NotFound, Unavailable
+from geofence.domain.geometry import FenceIndex
+from geofence.domain.model import Fence
+from geofence.metrics import Metrics
+from geofence.ports import StateStore
+
+logger = logging.getLogger(__name__)
+
+
+class LoadedIndex(msgspec.Struct, frozen=True):
+    version: int
+    index: FenceIndex
+
+
+class CatalogueService:
+    def __init__(self, settings: Settings, store: StateStore, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.loaded: LoadedIndex | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def index(self) -> FenceIndex:
+        if self.loaded is None:
+            raise RuntimeError("the catalogue is not loaded yet")
+        return self.loaded.index
+
+    async def start(self) -> None:
+        """Load the catalogue; seed it from GEOFENCE_STORES when the store has none."""
+        if await self.store.catalogue_version() == 0 and self.settings.stores:
+            await self._seed(Path(self.settings.stores))
+        await self.refresh()
+
+    async def _seed(self, path: Path) -> None:
+        doc = msgspec.json.decode(path.read_bytes())
+        report = self.parse(doc, repair=False)
+        version = await self.store.replace_catalogue(report.fences)
+        logger.info(
+            "catalogue seeded file=%s stores=%d version=%d", path.name, len(report.fences), version
+        )
+
+    async def refresh(self) -> bool:
+        """Swap in the stored catalogue if its version moved; True when it did."""
+        async with self._lock:
+            version = await self.store.catalogue_version()
+            if self.loaded is not None and self.loaded.version == version:
+                return False
+            catalogue = await self.store.load_catalogue()
+            index = await self._build(catalogue.fences)
+            self._install(catalogue.version, index)
+            return True
+
+    async def watch(self) -> None:
+        """Poll for a new catalogue version until cancelled; errors are logged, not fatal."""
+        while True:
+            await asyncio.sleep(self.settings.catalogue_poll_s)
+            try:
+                await (self.refresh() if self.ready else self.start())
+            except Unavailable:
+                logger.warning("catalogue refresh: state store unavailable")
+            except Exception:
+                logger.exception("catalogue refresh failed")
+
+    # marketers' operations (contract §3)
+    def parse(self, doc: Any, *, repair: bool) -> geojson.StoreReport:
+        return geojson.parse_feature_collection(doc, repair=repair, **self._limits())
+
+    async def replace(self, doc: Any, *, dry_run: bool, repair: bool) -> dict[str, Any]:
+        report = self.parse(doc, repair=repair)
+        index = await self._build(report.fences)
+        current = await self.store.load_catalogue()
+        version = current.version
+        if not dry_run:
+            version = await self.store.replace_catalogue(report.fences)
+            async with self._lock:
+                self._install(version, index)
+        return {
+            "version": version,
+            "stores": len(report.fences),
+            "cells": index.cells,
+            **diff(current.fences, report.fences),
+            "warnings": report.warnings,
+            "dry_run": dry_run,
+        }
+
+    async def upsert(self, store_id: str, doc: Any, *, repair: bool) -> dict[str, Any]:
+        fence, warnings = geojson.parse_feature(
+            doc, store_id=store_id, repair=repair, **self._limits()
+        )
+        existed = any(f.id == store_id for f in (await self.store.load_catalogue()).fences)
+        version = await self.store.upsert_fence(fence)
+        await self.refresh()
+        return {"version": version, "id": store_id, "created": not existed, "warnings": warnings}
+
+    async def delete(self, store_id: str) -> int:
+        version = await self.store.delete_fence(store_id)
+        if version is None:
+            raise NotFound(f"no store {store_id!r}")
+        await self.refresh()
+        return version
+
+    async def features(self) -> dict[str, Any]:
+        catalogue = await self.store.load_catalogue()
+        return {
+            "type": "FeatureCollection",
+            "version": catalogue.version,
+            "features": [f.to_feature() for f in catalogue.fences],
+        }
+
+    async def feature(self, store_id: str) -> dict[str, Any]:
+        for fence in (await self.store.load_catalogue()).fences:
+            if fence.id == store_id:
+                return fence.to_feature()
+        raise NotFound(f"no store {store_id!r}")
+
+    def _limits(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "default_timezone": s.default_timezone,
+            "max_area_m2": s.max_fence_area_m2,
+            "max_vertices": s.max_vertices,
+            "region": s.region_bbox,
+        }
+
+    async def _build(self, fences: Sequence[Fence]) -> FenceIndex:
+        s = self.settings
+        return await asyncio.to_thread(
+            FenceIndex.build, fences, resolution=s.h3_resolution, exit_margin_m=s.exit_margin_m
+        )
+
+    def _install(self, version: int, index: FenceIndex) -> None:
+        if self.loaded is not None and self.loaded.version > version:
+            return  # a newer version was installed while this one was being built
+        self.loaded = LoadedIndex(version, index)
+        self.metrics.fences.set(len(index))
+        self.metrics.index_cells.set(index.cells)
+        self.metrics.catalogue_version.set(version)
+        logger.info(
+            "catalogue loaded version=%d stores=%d cells=%d", version, len(index), index.cells
+        )
+
+
+def diff(old: Sequence[Fence], new: Sequence[Fence]) -> dict[str, list[str]]:
+    before = {f.id: f for f in old}
+    after = {f.id: f for f in new}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "changed": sorted(k for k in after.keys() & before.keys() if after[k] != before[k]),
+        "removed": sorted(before.keys() - after.keys()),
+    }
