@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite on a fresh machine:  bash scripts/test.sh [pytest args]
+# Creates the venv (GEOFENCE_VENV, default .venv), installs the project with its test extra,
+# makes sure a Redis server answers, runs ruff, mypy and pytest, and fails if any test was
+# skipped: every test here is meant to run. Long soaks run only with --soak.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${GEOFENCE_VENV:-.venv}
+
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+PYTHON="$venv/bin/python" bash scripts/ensure-redis.sh
+
+"$venv/bin/ruff" check geofence tests benchmarks scripts
+"$venv/bin/ruff" format --check geofence tests benchmarks scripts
+"$venv/bin/mypy"
+
+report=$(mktemp -d)/junit.xml
+GEOFENCE_REQUIRE_REDIS=1 "$venv/bin/python" -m pytest --junitxml="$report" "$@"
+"$venv/bin/python" scripts/no_skips.py "$report"

@@ -1,0 +1,88 @@
+"""Shared fixtures: the state stores (memory and a real Redis) and app settings.
+
+Redis tests use GEOFENCE_TEST_REDIS_URL (default redis://127.0.0.1:6379/15) with a key
+prefix of their own, removed afterwards. Without a Redis server they are skipped, unless
+GEOFENCE_REQUIRE_REDIS=1 (as in CI), where a missing server fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from geofence.adapters.memory import MemoryStore
+from geofence.adapters.redis import RedisStore
+from geofence.config import Settings
+from geofence.ports import StateStore
+
+REDIS_URL = os.environ.get("GEOFENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+ADMIN_KEY = "test-admin-key"
+SDK_KEY = "test-sdk-key"
+INGEST_KEY = "test-ingest-key"
+
+
+async def redis_client_or_skip() -> aioredis.Redis:
+    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception as e:
+        await client.aclose()
+        message = f"no Redis at {REDIS_URL}: {e}"
+        if os.environ.get("GEOFENCE_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return client
+
+
+async def drop_prefix(client: aioredis.Redis, prefix: str) -> None:
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.fixture
+async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Makes Redis stores on prefixes of their own; every key is removed afterwards."""
+    made: list[tuple[aioredis.Redis, str]] = []
+
+    async def make(**kwargs: Any) -> RedisStore:
+        client = await redis_client_or_skip()
+        prefix = f"gftest-{uuid.uuid4().hex[:12]}"
+        made.append((client, prefix))
+        return RedisStore(client, prefix=prefix, **kwargs)
+
+    yield make
+    for client, prefix in made:
+        await drop_prefix(client, prefix)
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest, redis_store_factory: Any) -> StateStore:
+    """The same tests run against both stores."""
+    if request.param == "memory":
+        return MemoryStore()
+    store: StateStore = await redis_store_factory()
+    return store
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        admin_keys=(ADMIN_KEY,),
+        sdk_keys=(SDK_KEY,),
+        ingest_keys=(INGEST_KEY,),
+        id_secret="test-id-secret",
+        stores="",
+        catalogue_poll_s=0.05,
+    )
+
+
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}

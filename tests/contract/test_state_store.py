@@ -1,0 +1,175 @@
+"""One contract, two stores: everything here runs on the memory store and on real Redis."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from geofence.domain.devices import ConsentChange, DeviceProfile
+from geofence.domain.model import DeviceState, Fence, Fix, Visit
+from geofence.ports import StateStore
+
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[24.94, 60.17], [24.941, 60.17], [24.941, 60.171], [24.94, 60.171], [24.94, 60.17]]],
+}
+
+
+def fence(fence_id: str, **kw: object) -> Fence:
+    return Fence(id=fence_id, geometry=SQUARE, name=f"Store {fence_id}", **kw)  # type: ignore[arg-type]
+
+
+def profile(ref: str = "ref1", **kw: object) -> DeviceProfile:
+    base: dict[str, object] = {
+        "ref": ref,
+        "token_hash": "h" * 64,
+        "consent": {"location": True, "offers": True},
+        "ledger": (ConsentChange(purpose="location", granted=True, at=1.0),),
+        "created_at": 1.0,
+        "updated_at": 1.0,
+    }
+    return DeviceProfile(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def visit_state(ts: float = 100.0) -> DeviceState:
+    visit = Visit(store_id="a", fence_rev="r1", arrived_at=ts - 10, last_inside_at=ts)
+    return DeviceState(
+        last_ts=ts,
+        last_fix=Fix(lat=60.17, lng=24.94, ts=ts),
+        last_accepted_ts=ts,
+        visits={"a": visit},
+        last_entry_at={"a": ts - 5},
+    )
+
+
+# the catalogue
+
+
+async def test_empty_catalogue_has_version_zero(store: StateStore) -> None:
+    assert await store.catalogue_version() == 0
+    catalogue = await store.load_catalogue()
+    assert catalogue.version == 0
+    assert catalogue.fences == ()
+
+
+async def test_replace_catalogue_swaps_everything_and_moves_version(store: StateStore) -> None:
+    v1 = await store.replace_catalogue([fence("a"), fence("b")])
+    v2 = await store.replace_catalogue([fence("c")])
+    assert v2 > v1 > 0
+    catalogue = await store.load_catalogue()
+    assert catalogue.version == v2 == await store.catalogue_version()
+    assert [f.id for f in catalogue.fences] == ["c"]
+    assert catalogue.fences[0] == fence("c")
+
+
+async def test_replace_with_nothing_empties_the_catalogue(store: StateStore) -> None:
+    await store.replace_catalogue([fence("a")])
+    await store.replace_catalogue([])
+    assert (await store.load_catalogue()).fences == ()
+
+
+async def test_upsert_and_delete_one_fence(store: StateStore) -> None:
+    await store.replace_catalogue([fence("a")])
+    v = await store.upsert_fence(fence("b", tags=("food",)))
+    await store.upsert_fence(fence("a", margin_m=5.0))
+    fences = {f.id: f for f in (await store.load_catalogue()).fences}
+    assert fences["a"].margin_m == 5.0
+    assert fences["b"].tags == ("food",)
+    deleted = await store.delete_fence("a")
+    assert deleted is not None and deleted > v
+    assert await store.delete_fence("a") is None
+    assert [f.id for f in (await store.load_catalogue()).fences] == ["b"]
+
+
+# devices
+
+
+async def test_create_device_once(store: StateStore) -> None:
+    assert await store.create_device(profile()) is True
+    assert await store.create_device(profile(tier="gold")) is False
+    stored = await store.get_device("ref1")
+    assert stored == profile()
+    assert await store.get_device("nobody") is None
+
+
+async def test_put_device_replaces_profile(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.put_device(profile(tier="gold", segments=("vip",)))
+    stored = await store.get_device("ref1")
+    assert stored is not None and stored.tier == "gold" and stored.segments == ("vip",)
+
+
+async def test_every_device_key_has_a_ttl(store: StateStore) -> None:
+    await store.create_device(profile())
+    assert await store.save_state("ref1", visit_state(), 0)
+    keys = await store.device_keys("ref1")
+    assert len(keys) == 3
+    assert all(ttl is not None and ttl > 0 for ttl in keys.values())
+
+
+async def test_position_expires_sooner_than_visit_state(store: StateStore) -> None:
+    store_ttls = {"device_ttl_s": 1000, "position_ttl_s": 10}
+    for name, value in store_ttls.items():
+        setattr(store, name, value)
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0)
+    ttls = sorted(t for t in (await store.device_keys("ref1")).values() if t is not None)
+    assert ttls[0] <= 10 < 900 <= ttls[-1]
+
+
+async def test_erase_device_removes_every_key_and_is_idempotent(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0)
+    await store.create_device(profile("other"))
+    await store.erase_device("ref1")
+    await store.erase_device("ref1")
+    assert await store.device_keys("ref1") == {}
+    assert await store.get_device("ref1") is None
+    assert (await store.load_state("ref1")).version == 0
+    assert await store.get_device("other") is not None
+
+
+async def test_erase_location_keeps_the_profile(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0)
+    await store.erase_location("ref1")
+    loaded = await store.load_state("ref1")
+    assert loaded.state == DeviceState() and loaded.version == 0
+    assert await store.get_device("ref1") is not None
+
+
+# visit state
+
+
+async def test_state_round_trip_with_compare_and_set(store: StateStore) -> None:
+    await store.create_device(profile())
+    empty = await store.load_state("ref1")
+    assert empty.version == 0 and empty.state == DeviceState()
+    assert await store.save_state("ref1", visit_state(100.0), 0) is True
+    loaded = await store.load_state("ref1")
+    assert loaded.version == 1 and loaded.state == visit_state(100.0)
+    # a writer that read version 0 lost the race and must not overwrite
+    assert await store.save_state("ref1", visit_state(200.0), 0) is False
+    assert await store.save_state("ref1", visit_state(300.0), 1) is True
+    final = await store.load_state("ref1")
+    assert final.version == 2 and final.state.last_ts == 300.0
+
+
+async def test_state_without_position_keeps_no_position(store: StateStore) -> None:
+    await store.create_device(profile())
+    state = msgspec.structs.replace(visit_state(), last_fix=None)
+    await store.save_state("ref1", state, 0)
+    assert (await store.load_state("ref1")).state.last_fix is None
+
+
+@pytest.mark.redis
+async def test_redis_keys_of_a_device_share_one_hash_tag(redis_store_factory: object) -> None:
+    from geofence.adapters.redis import RedisStore
+
+    store: RedisStore = await redis_store_factory()  # type: ignore[operator]
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0)
+    keys = list(await store.device_keys("ref1"))
+    assert len(keys) == 3
+    tags = {k[k.index("{") : k.index("}") + 1] for k in keys}
+    assert tags == {"{d:ref1}"}
