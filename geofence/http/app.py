@@ -16,11 +16,12 @@ from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.http.auth import Credentials
 from geofence.http.errors import Handler, problem_middleware
-from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, PUSH, SETTINGS, STORE
+from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, PINGS, PUSH, SETTINGS, STORE
 from geofence.http.routes import setup_routes
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.pings import PingService
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def create_app(
     app[PUSH] = push if push is not None else StdoutPush()
     app[CATALOGUE] = CatalogueService(settings, app[STORE], metrics)
     app[CREDENTIALS] = Credentials.from_settings(settings)
+    app[PINGS] = PingService(settings, app[STORE], app[CATALOGUE], metrics)
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)
     setup_routes(app)

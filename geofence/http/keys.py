@@ -9,6 +9,7 @@ from geofence.http.auth import Credentials
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.pings import PingService
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", StateStore)
@@ -16,3 +17,4 @@ PUSH = web.AppKey("push", PushGateway)
 METRICS = web.AppKey("metrics", Metrics)
 CATALOGUE = web.AppKey("catalogue", CatalogueService)
 CREDENTIALS = web.AppKey("credentials", Credentials)
+PINGS = web.AppKey("pings", PingService)
