@@ -7,7 +7,7 @@ from typing import Any
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
-ADMIN = [{"bearer": []}]
+ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _problem_schema() -> dict[str, Any]:

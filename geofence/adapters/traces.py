@@ -1,0 +1,88 @@
+"""Read location traces for replay: CSV (device_id, ts, lat, lon, accuracy_m[, mocked]) or GPX.
+
+``ts`` in a CSV may be epoch seconds or RFC 3339. GPX has no accuracy, so every fix gets
+``default_accuracy_m``; all its points belong to one device.
+"""
+
+from __future__ import annotations
+
+import csv
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from geofence.domain.model import Ping
+
+REQUIRED_COLUMNS = ("device_id", "ts", "lat", "lon", "accuracy_m")
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read; the message names the line."""
+
+
+class TracePoint(msgspec.Struct, frozen=True):
+    device_id: str
+    ping: Ping
+
+
+def read_trace(
+    path: Path, *, device_id: str = "trace", default_accuracy_m: float = 10.0
+) -> Iterator[TracePoint]:
+    if path.suffix.lower() == ".gpx":
+        return read_gpx(path, device_id=device_id, accuracy_m=default_accuracy_m)
+    return read_csv(path)
+
+
+def read_csv(path: Path) -> Iterator[TracePoint]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise TraceError(f"{path.name}: missing column(s) {', '.join(missing)}")
+        for line, row in enumerate(reader, start=2):
+            yield _csv_point(row, f"{path.name}:{line}")
+
+
+def _csv_point(row: dict[str, str], where: str) -> TracePoint:
+    try:
+        ping = Ping(
+            lat=float(row["lat"]),
+            lng=float(row["lon"]),
+            accuracy_m=float(row["accuracy_m"]),
+            ts=parse_time(row["ts"]),
+            mocked=row.get("mocked", "").strip().lower() in ("1", "true", "yes"),
+        )
+    except ValueError as e:
+        raise TraceError(f"{where}: {e}") from None
+    return TracePoint(row["device_id"], ping)
+
+
+def read_gpx(path: Path, *, device_id: str, accuracy_m: float) -> Iterator[TracePoint]:
+    ns = {"g": "http://www.topografix.com/GPX/1/1"}
+    root = ET.parse(path).getroot()
+    for point in root.iterfind(".//g:trkpt", ns):
+        time = point.find("g:time", ns)
+        if time is None or time.text is None:
+            raise TraceError(f"{path.name}: a trkpt without <time>")
+        ping = Ping(
+            lat=float(point.attrib["lat"]),
+            lng=float(point.attrib["lon"]),
+            accuracy_m=accuracy_m,
+            ts=parse_time(time.text),
+        )
+        yield TracePoint(device_id, ping)
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds or RFC 3339 (with an offset or Z)."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without an offset: {text!r}")
+    return parsed.timestamp()
