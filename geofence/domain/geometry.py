@@ -496,8 +496,9 @@ def _as_lists(value: Any) -> Any:
     return value
 
 
-def overlaps(fences: Sequence[Fence], min_area_m2: float = 0.5) -> list[tuple[str, str, float]]:
-    """Pairs of fences whose shapes (without margins) share more than ``min_area_m2``."""
+def overlaps(fences: Sequence[Fence], min_area_m2: float = 0.0) -> list[tuple[str, str, float]]:
+    """Pairs of fences whose shapes (without margins) share more than ``min_area_m2``;
+    fences that only touch share none."""
     shapes = [_fence_shape_lnglat(f) for f in fences]
     tree = shapely.STRtree(shapes)
     left, right = tree.query(shapes, predicate="intersects")

@@ -1,0 +1,67 @@
+"""Read a store catalogue from any file GDAL can read (GeoJSON, GeoPackage, Shapefile, KML
+where the driver exists) as an RFC 7946 FeatureCollection in WGS 84.
+
+The result has no ``crs`` member and goes straight to ``parse_feature_collection``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely.geometry
+
+WGS84 = "EPSG:4326"
+
+
+@dataclass(frozen=True, slots=True)
+class GeoFile:
+    """The FeatureCollection read, and notes worth showing to whoever imports it."""
+
+    collection: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def read_geofile(path: str | Path, *, layer: str | int | None = None) -> GeoFile:
+    """Read ``path`` (its first layer unless ``layer``) reprojected to WGS 84 lng/lat."""
+    frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+    notes = []
+    if frame.crs is None:
+        notes.append(f"{Path(path).name} declares no CRS; its coordinates are taken as {WGS84}")
+        frame = frame.set_crs(WGS84)
+    elif not frame.crs.equals(WGS84):
+        notes.append(f"reprojected from {frame.crs.to_string()} to {WGS84}")
+        frame = frame.to_crs(WGS84)
+    features = [_feature(row, frame.geometry.name) for row in frame.to_dict("records")]
+    return GeoFile({"type": "FeatureCollection", "features": features}, notes)
+
+
+def _feature(row: dict[str, Any], geometry_column: str) -> dict[str, Any]:
+    geom = row.pop(geometry_column)
+    return {
+        "type": "Feature",
+        "properties": {key: _plain(value) for key, value in row.items()},
+        "geometry": None if geom is None else _plain(shapely.geometry.mapping(geom)),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy arrays and scalars, tuples, NaN and timestamps made plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value != value or (isinstance(value, float) and not math.isfinite(value)):
+        return None  # NaN, NaT and infinities have no JSON form
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def read_feature_collection(path: str | Path, *, layer: str | int | None = None) -> dict[str, Any]:
+    """Just the FeatureCollection of :func:`read_geofile`."""
+    return read_geofile(path, layer=layer).collection
