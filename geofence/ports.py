@@ -52,7 +52,9 @@ class StateStore(Protocol):
 
     async def get_device(self, ref: str) -> DeviceProfile | None: ...
 
-    async def put_device(self, profile: DeviceProfile) -> None: ...
+    async def put_device(self, profile: DeviceProfile) -> bool:
+        """Replace an existing device's profile, refreshing its TTLs; False (and nothing
+        written) when the device does not exist, so an erased device never comes back."""
 
     async def erase_device(self, ref: str) -> None:
         """Remove every key of the device; idempotent."""

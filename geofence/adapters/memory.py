@@ -110,9 +110,12 @@ class MemoryStore:
     async def get_device(self, ref: str) -> DeviceProfile | None:
         return self._profiles.get(ref)
 
-    async def put_device(self, profile: DeviceProfile) -> None:
+    async def put_device(self, profile: DeviceProfile) -> bool:
+        if self._profiles.get(profile.ref) is None:
+            return False
         self._profiles.set(profile.ref, profile, self.device_ttl_s)
         self._states.touch(profile.ref, self.device_ttl_s)
+        return True
 
     async def erase_device(self, ref: str) -> None:
         for table in (self._profiles, self._states, self._fixes):

@@ -62,7 +62,9 @@ return 1
 """
 
 # KEYS: profile, state. ARGV: profile, ttl. Refreshes the state's TTL with the profile's.
+# Only an existing device: an erasure that won the race is not undone.
 PUT_DEVICE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
@@ -151,10 +153,11 @@ class RedisStore:
             raw = await self.client.get(self.keys.profile(ref))
         return None if raw is None else _decode(raw, DeviceProfile)
 
-    async def put_device(self, profile: DeviceProfile) -> None:
+    async def put_device(self, profile: DeviceProfile) -> bool:
         keys = [self.keys.profile(profile.ref), self.keys.state(profile.ref)]
         async with _guard():
-            await self._put_device(keys=keys, args=[_encode(profile), self.device_ttl_s])
+            written = await self._put_device(keys=keys, args=[_encode(profile), self.device_ttl_s])
+        return bool(written)
 
     async def erase_device(self, ref: str) -> None:
         async with _guard():

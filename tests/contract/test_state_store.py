@@ -11,7 +11,9 @@ from geofence.ports import StateStore
 
 SQUARE = {
     "type": "Polygon",
-    "coordinates": [[[24.94, 60.17], [24.941, 60.17], [24.941, 60.171], [24.94, 60.171], [24.94, 60.17]]],
+    "coordinates": [
+        [[24.94, 60.17], [24.941, 60.17], [24.941, 60.171], [24.94, 60.171], [24.94, 60.17]]
+    ],
 }
 
 
@@ -97,6 +99,28 @@ async def test_put_device_replaces_profile(store: StateStore) -> None:
     await store.put_device(profile(tier="gold", segments=("vip",)))
     stored = await store.get_device("ref1")
     assert stored is not None and stored.tier == "gold" and stored.segments == ("vip",)
+
+
+async def test_put_device_never_brings_back_an_erased_device(store: StateStore) -> None:
+    assert await store.put_device(profile()) is False
+    await store.create_device(profile())
+    assert await store.put_device(profile(tier="gold")) is True
+    await store.erase_device("ref1")
+    assert await store.put_device(profile(tier="silver")) is False
+    assert await store.get_device("ref1") is None
+    assert await store.device_keys("ref1") == {}
+
+
+async def test_put_device_refreshes_the_ttls(store: StateStore) -> None:
+    store.device_ttl_s = 100  # type: ignore[attr-defined]
+    store.position_ttl_s = 50  # type: ignore[attr-defined]
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0)
+    store.device_ttl_s = 10_000  # type: ignore[attr-defined]
+    await store.put_device(profile(tier="gold"))
+    ttls = sorted(t or 0 for t in (await store.device_keys("ref1")).values())
+    # profile and visit state start again; the position keeps its own, shorter life
+    assert len(ttls) == 3 and 0 < ttls[0] <= 50 and ttls[1] > 100 and ttls[2] > 100
 
 
 async def test_every_device_key_has_a_ttl(store: StateStore) -> None:
