@@ -16,11 +16,21 @@ from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.http.auth import Credentials
 from geofence.http.errors import Handler, problem_middleware
-from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, PINGS, PUSH, SETTINGS, STORE
+from geofence.http.keys import (
+    CATALOGUE,
+    CREDENTIALS,
+    DEVICES,
+    METRICS,
+    PINGS,
+    PUSH,
+    SETTINGS,
+    STORE,
+)
 from geofence.http.routes import setup_routes
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.devices import DeviceService
 from geofence.service.pings import PingService
 
 logger = logging.getLogger(__name__)
@@ -45,6 +55,7 @@ def create_app(
     app[PUSH] = push if push is not None else StdoutPush()
     app[CATALOGUE] = CatalogueService(settings, app[STORE], metrics)
     app[CREDENTIALS] = Credentials.from_settings(settings)
+    app[DEVICES] = DeviceService(settings, app[STORE])
     app[PINGS] = PingService(settings, app[STORE], app[CATALOGUE], metrics)
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)

@@ -2,13 +2,15 @@
 
 Keys are compared in constant time against every configured key, so the time taken says
 nothing about which key (or how much of one) matched. A device token is
-``<device ref>.<secret>``: the ref names the device whose stored token hash must match.
+``<device ref>.<secret>``: the ref names the device whose stored token hash must match,
+which ``DeviceService.authorize`` checks for every device-scoped route.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import sys
 from collections.abc import Iterable
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 KeyKind = Literal["admin", "sdk", "ingest"]
 CallerKind = Literal["admin", "sdk", "ingest", "device"]
+
+# ``<ref>.<secret>``: anything else is not a device token and answers 401 on every route
+_DEVICE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,256}", re.ASCII)
 
 
 class Credentials(msgspec.Struct, frozen=True):
@@ -98,7 +103,7 @@ def identify(request: web.Request, creds: Credentials) -> Caller:
     kind = creds.kind_of(token)
     if kind is not None:
         return Caller(kind, token)
-    if "." in token:
+    if _DEVICE_TOKEN.fullmatch(token):
         return Caller("device", token)
     raise unauthorized("The credential is not valid.")
 
@@ -107,8 +112,12 @@ def require(request: web.Request, creds: Credentials, *allowed: CallerKind) -> C
     """The caller, if its kind may call this route: 401 unknown, 403 wrong kind."""
     caller = identify(request, creds)
     if caller.kind not in allowed:
-        raise HTTPProblem(403, "forbidden", f"A {caller.kind} credential may not call this.")
+        raise forbidden(caller.kind)
     return caller
+
+
+def forbidden(kind: CallerKind) -> HTTPProblem:
+    return HTTPProblem(403, "forbidden", f"A {kind} credential may not call this.")
 
 
 def unauthorized(detail: str) -> HTTPProblem:
@@ -116,4 +125,5 @@ def unauthorized(detail: str) -> HTTPProblem:
 
 
 def new_device_token(ref: str) -> str:
+    """A fresh device token naming ``ref``; only its hash is ever stored."""
     return f"{ref}.{secrets.token_urlsafe(32)}"

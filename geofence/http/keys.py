@@ -9,6 +9,7 @@ from geofence.http.auth import Credentials
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.devices import DeviceService
 from geofence.service.pings import PingService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,4 +18,5 @@ PUSH = web.AppKey("push", PushGateway)
 METRICS = web.AppKey("metrics", Metrics)
 CATALOGUE = web.AppKey("catalogue", CatalogueService)
 CREDENTIALS = web.AppKey("credentials", Credentials)
+DEVICES = web.AppKey("devices", DeviceService)
 PINGS = web.AppKey("pings", PingService)

@@ -5,6 +5,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+import msgspec
+
+from geofence.domain.devices import ProfilePatch, Registration
+from geofence.http.devices import Registered
+from geofence.service.devices import DeviceExport, DeviceView
+
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -103,8 +109,56 @@ def _store_paths() -> dict[str, Any]:
 
 
 @cache
+def _device_types() -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """The device edge types as JSON Schema, referenced from components/schemas."""
+    types = (Registration, ProfilePatch, Registered, DeviceView, DeviceExport)
+    return msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+
+
+def _device_paths() -> dict[str, Any]:
+    (registration, patch, registered, view, export), _ = _device_types()
+    device = [_path("device_id")]
+    body_errors = (400, 401, 403, 404, 413, 415, 422, 503)
+    return {
+        "/v1/devices": {
+            "post": _op(
+                "register a new device (sdk key); answers its device token",
+                ok=201,
+                schema=registered,
+                body=registration,
+                errors=(400, 401, 403, 409, 413, 415, 422, 503),
+            ),
+        },
+        "/v1/devices/{device_id}": {
+            "patch": _op(
+                "change consent, tier, segments, timezone, push token (device token)",
+                schema=view,
+                body=patch,
+                errors=body_errors,
+                params=device,
+            ),
+            "delete": _op(
+                "erase every key of the device (device token or admin); 204 when repeated",
+                ok=204,
+                schema=None,
+                errors=(401, 403, 404, 503),
+                params=device,
+            ),
+        },
+        "/v1/devices/{device_id}/export": {
+            "get": _op(
+                "everything held about the device (device token or admin)",
+                schema=export,
+                errors=(401, 403, 404, 503),
+                params=device,
+            ),
+        },
+    }
+
+
+@cache
 def openapi_document() -> dict[str, Any]:
-    paths: dict[str, Any] = {**_ops_paths(), **_store_paths()}
+    paths: dict[str, Any] = {**_ops_paths(), **_store_paths(), **_device_paths()}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -117,6 +171,7 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Problem": _problem_schema(),
+                **_device_types()[1],
                 "FeatureCollection": {
                     "type": "object",
                     "required": ["type", "features"],

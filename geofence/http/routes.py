@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from geofence.http import devices as d
 from geofence.http import handlers as h
 
 
@@ -20,5 +21,10 @@ def setup_routes(app: web.Application) -> None:
             web.put("/v1/stores/{store_id}", h.put_store),
             web.get("/v1/stores/{store_id}", h.get_store),
             web.delete("/v1/stores/{store_id}", h.delete_store),
+            # devices (contract §4)
+            web.post("/v1/devices", d.register),
+            web.patch("/v1/devices/{device_id}", d.patch),
+            web.get("/v1/devices/{device_id}/export", d.export),
+            web.delete("/v1/devices/{device_id}", d.delete),
         ]
     )

@@ -1,0 +1,66 @@
+"""Device handlers (contract §4): check the caller first, then parse, call the service, respond.
+
+The caller is checked before the body is read, so a refused request learns nothing about
+what a valid body looks like. Answers that carry a token or personal data are not cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from geofence.domain.devices import ProfilePatch, Registration
+from geofence.http.auth import CallerKind, identify, require
+from geofence.http.keys import CREDENTIALS, DEVICES, SETTINGS
+from geofence.http.schemas import json_response, read_json
+
+OWNER: tuple[CallerKind, ...] = ("device",)
+OWNER_OR_ADMIN: tuple[CallerKind, ...] = ("device", "admin")
+
+
+class Registered(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    device_token: str
+
+
+async def register(request: web.Request) -> web.Response:
+    """``POST /v1/devices``: the app's sdk key registers a new device."""
+    require(request, request.app[CREDENTIALS], "sdk")
+    body = await read_json(request, Registration, limit=request.app[SETTINGS].max_body_bytes)
+    device_id, token = await request.app[DEVICES].register(body)
+    return _private(Registered(device_id=device_id, device_token=token), status=201)
+
+
+async def patch(request: web.Request) -> web.Response:
+    """``PATCH /v1/devices/{device_id}``: the device itself changes its profile or consent."""
+    devices = request.app[DEVICES]
+    caller = identify(request, request.app[CREDENTIALS])
+    device_id = request.match_info["device_id"]
+    profile = await devices.authorize(caller, device_id, OWNER)
+    changes = await read_json(request, ProfilePatch, limit=request.app[SETTINGS].max_body_bytes)
+    updated = await devices.update(profile, changes)
+    return _private(devices.view(device_id, updated))
+
+
+async def export(request: web.Request) -> web.Response:
+    """``GET /v1/devices/{device_id}/export``: the device itself, or an admin."""
+    devices = request.app[DEVICES]
+    caller = identify(request, request.app[CREDENTIALS])
+    device_id = request.match_info["device_id"]
+    profile = await devices.authorize(caller, device_id, OWNER_OR_ADMIN)
+    return _private(await devices.export(device_id, profile))
+
+
+async def delete(request: web.Request) -> web.Response:
+    """``DELETE /v1/devices/{device_id}``: the device itself, or an admin; 204 every time."""
+    caller = identify(request, request.app[CREDENTIALS])
+    await request.app[DEVICES].erase_as(caller, request.match_info["device_id"])
+    return web.Response(status=204)
+
+
+def _private(data: Any, *, status: int = 200) -> web.Response:
+    response = json_response(data, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,226 @@
+"""Devices (contract §4): registration, profile and consent, export, erasure, and who may act.
+
+``authorize`` is the one gate of every device-scoped route: a device token reaches only
+its own device, and another device's id looks exactly like one that does not exist.
+Raw device ids live only in this module's arguments: the store sees refs, and every id
+turned into a ref is handed to the log redactor so that no log line can carry it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Collection
+
+import msgspec
+
+from geofence.config import Settings
+from geofence.domain.devices import (
+    ConsentChange,
+    DeviceProfile,
+    ProfilePatch,
+    Registration,
+    apply_patch,
+    device_ref,
+    new_profile,
+    token_hash,
+    token_matches,
+    valid_device_id,
+    withdrew,
+)
+from geofence.domain.errors import Conflict, NotFound
+from geofence.domain.model import DeviceState
+from geofence.http.auth import Caller, CallerKind, forbidden, new_device_token, unauthorized
+from geofence.http.errors import HTTPProblem
+from geofence.logs import remember_device_id
+from geofence.ports import StateStore
+
+logger = logging.getLogger(__name__)
+
+ERASERS: tuple[CallerKind, ...] = ("device", "admin")
+
+
+class DeviceView(msgspec.Struct, frozen=True, kw_only=True):
+    """A device's profile as its owner sees it (never the token hash)."""
+
+    device_id: str
+    consent: dict[str, bool]
+    tier: str | None
+    segments: tuple[str, ...]
+    timezone: str | None
+    push_token: str | None
+    created_at: float
+    updated_at: float
+
+
+class StoredKey(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    ttl_s: float | None
+
+
+class DeviceExport(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything held about one device (GDPR access), the token hash excepted."""
+
+    device_id: str
+    device_ref: str
+    profile: DeviceView
+    consent_ledger: tuple[ConsentChange, ...]
+    visit_state: DeviceState
+    state_version: int
+    keys: tuple[StoredKey, ...]
+
+
+class DeviceService:
+    def __init__(
+        self, settings: Settings, store: StateStore, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self._secret = (
+            settings.id_secret.encode() if settings.id_secret else development_id_secret()
+        )
+
+    def ref_of(self, device_id: str) -> str:
+        """The device's pseudonym; from now on log lines show it in place of the raw id."""
+        ref = device_ref(device_id, self._secret)
+        remember_device_id(device_id, ref)
+        return ref
+
+    async def register(self, body: Registration) -> tuple[str, str]:
+        """A new device: (device_id, device_token). Conflict when the id is registered."""
+        ref = self.ref_of(body.device_id)
+        token = new_device_token(ref)
+        profile = new_profile(body, ref=ref, token_hash=token_hash(token), now=self.clock())
+        if not await self.store.create_device(profile):
+            raise Conflict("A device with this id is already registered.")
+        logger.info("device registered device=%s %s", ref, _consent_kv(profile))
+        return body.device_id, token
+
+    async def update(self, profile: DeviceProfile, patch: ProfilePatch) -> DeviceProfile:
+        """Apply ``patch``; withdrawing location consent erases the location state at once."""
+        updated = apply_patch(profile, patch, self.clock())
+        if not await self.store.put_device(updated):  # erased meanwhile: not brought back
+            raise _no_such_device()
+        if withdrew(profile, updated, "location"):
+            await self.store.erase_location(profile.ref)
+            logger.info("location erased device=%s reason=consent-withdrawn", profile.ref)
+        logger.info("device updated device=%s %s", profile.ref, _consent_kv(updated))
+        return updated
+
+    def view(self, device_id: str, profile: DeviceProfile) -> DeviceView:
+        return DeviceView(
+            device_id=device_id,
+            consent=dict(profile.consent),
+            tier=profile.tier,
+            segments=profile.segments,
+            timezone=profile.timezone,
+            push_token=profile.push_token,
+            created_at=profile.created_at,
+            updated_at=profile.updated_at,
+        )
+
+    async def export(self, device_id: str, profile: DeviceProfile) -> DeviceExport:
+        stored = await self.store.load_state(profile.ref)
+        keys = await self.store.device_keys(profile.ref)
+        logger.info("device exported device=%s keys=%d", profile.ref, len(keys))
+        return DeviceExport(
+            device_id=device_id,
+            device_ref=profile.ref,
+            profile=self.view(device_id, profile),
+            consent_ledger=profile.ledger,
+            visit_state=stored.state,
+            state_version=stored.version,
+            keys=tuple(StoredKey(name=k, ttl_s=ttl) for k, ttl in sorted(keys.items())),
+        )
+
+    async def erase(self, ref: str) -> None:
+        """Remove everything held about the device; idempotent.
+
+        The one place erasure happens: whatever else comes to hold device data (pending
+        notifications included) is removed here too. Every such key carries the device's
+        hash tag ``{d:<ref>}`` and is listed in the store's ``erase_device``.
+        """
+        await self.store.erase_device(ref)
+        logger.info("device erased device=%s", ref)
+
+    async def erase_as(self, caller: Caller, device_id: str) -> None:
+        """``DELETE``: the owner or an admin; repeating it answers the same.
+
+        Once erased, a device's token can no longer be checked against a hash. The token
+        still names its device through its ref, so its owner repeating the call succeeds,
+        while a token naming another device still gets 404.
+        """
+        try:
+            ref = (await self.authorize(caller, device_id, ERASERS)).ref
+        except NotFound:
+            ref = self._ref_if_erased(caller, device_id)
+        await self.erase(ref)
+
+    def _ref_if_erased(self, caller: Caller, device_id: str) -> str:
+        ref = self.ref_of(device_id) if valid_device_id(device_id) else None
+        if ref is None or (caller.kind == "device" and not _same(caller.device_ref, ref)):
+            raise _no_such_device()
+        return ref
+
+    async def authorize(
+        self, caller: Caller, device_id: str, allow: Collection[CallerKind]
+    ) -> DeviceProfile:
+        """The device's profile if ``caller`` may act on it (contract §1), else refuse.
+
+        403: the caller's kind is not allowed here; an sdk key never is, since it ships
+        inside the app. 401: a device token that is not valid. 404: no such device, or a
+        valid device token of another device (the two are indistinguishable). Admin and
+        ingest keys, where allowed, need only the device to exist.
+        """
+        if caller.kind not in allow or caller.kind == "sdk":
+            raise forbidden(caller.kind)
+        ref = self.ref_of(device_id) if valid_device_id(device_id) else None
+        if caller.kind == "device" and (ref is None or not _same(caller.device_ref, ref)):
+            await self._token_holder(caller)  # a forged token is a 401 wherever it points
+            logger.info("device token refused device=%s reason=other-device", caller.device_ref)
+            raise _no_such_device()
+        profile = None if ref is None else await self.store.get_device(ref)
+        if profile is None:
+            raise _no_such_device()
+        if caller.kind == "device" and not token_matches(caller.token, profile):
+            raise _invalid_token(profile.ref)
+        return profile
+
+    async def _token_holder(self, caller: Caller) -> DeviceProfile:
+        ref = caller.device_ref or ""
+        profile = await self.store.get_device(ref) if ref else None
+        if profile is None or not token_matches(caller.token, profile):
+            raise _invalid_token(ref)
+        return profile
+
+
+@functools.cache
+def development_id_secret() -> bytes:
+    """Development mode: a key for device refs that lives as long as this process."""
+    logger.warning(
+        "DEVELOPMENT MODE: GEOFENCE_ID_SECRET is not set; device refs use a random key "
+        "generated for this process only (refs change on restart and differ between "
+        "processes). Set GEOFENCE_ID_SECRET in production."
+    )
+    return secrets.token_bytes(32)
+
+
+def _same(claimed: str | None, ref: str) -> bool:
+    return claimed is not None and hmac.compare_digest(claimed.encode(), ref.encode())
+
+
+def _no_such_device() -> NotFound:
+    return NotFound("No such device.")
+
+
+def _invalid_token(ref: str) -> HTTPProblem:
+    logger.info("device token refused device=%s reason=invalid", ref)
+    return unauthorized("The device token is not valid.")
+
+
+def _consent_kv(profile: DeviceProfile) -> str:
+    return " ".join(f"{p}={str(g).lower()}" for p, g in sorted(profile.consent.items()))
