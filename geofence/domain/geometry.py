@@ -106,6 +106,7 @@ class _Slot:
     offset_m: float
     margin_m: float
     extent_m: float  # farthest vertex of ``base`` from the plane's origin
+    bbox: tuple[float, float, float, float]  # min_lat, min_lng, max_lat, max_lng, grown
 
     @property
     def reach_m(self) -> float:
@@ -123,20 +124,16 @@ class _Slot:
         return float(shapely.distance(self.base, shapely.Point(x, y)))
 
     def contains(self, lat: float, lng: float) -> bool:
+        b = self.bbox
+        if not (b[0] <= lat <= b[2] and b[1] <= lng <= b[3]):
+            return False
         x, y = to_plane(self.lat0, self.lng0, lat, lng)
         if self.is_circle:
             return math.hypot(x, y) <= self.reach_m
         if self.margin_m == 0.0:
-            return bool(shapely.intersects_xy(self.base, x, y))
+            # the ufunc itself: the public wrapper's argument handling costs 3× the test
+            return bool(shapely.lib.intersects_xy(self.base, x, y))
         return bool(shapely.dwithin(self.base, shapely.Point(x, y), self.margin_m))
-
-    def contains_many(self, lats: FloatArray, lngs: FloatArray) -> npt.NDArray[np.bool_]:
-        xs, ys = to_plane_many(self.lat0, self.lng0, lats, lngs)
-        if self.is_circle:
-            return np.asarray(np.hypot(xs, ys) <= self.reach_m)
-        if self.margin_m == 0.0:
-            return np.asarray(shapely.intersects_xy(self.base, xs, ys))
-        return np.asarray(shapely.dwithin(self.base, shapely.points(xs, ys), self.margin_m))
 
     def distance_m(self, lat: float, lng: float) -> float:
         return max(0.0, self.raw_distance(lat, lng) - self.reach_m)
@@ -164,7 +161,29 @@ def _make_slots(fences: Sequence[Fence]) -> list[_Slot]:
 def _circle_slot(fence: Fence) -> _Slot:
     lng0, lat0 = (float(v) for v in fence.geometry["coordinates"][:2])
     radius, margin = float(fence.radius_m or 0.0), float(fence.margin_m)
-    return _Slot(fence, fence.revision, lat0, lng0, shapely.Point(0.0, 0.0), radius, margin, 0.0)
+    box = _grown_bbox(lat0, lng0, lat0, lng0, radius + margin)
+    centre = shapely.Point(0.0, 0.0)
+    return _Slot(fence, fence.revision, lat0, lng0, centre, radius, margin, 0.0, box)
+
+
+def _grown_bbox(
+    min_lat: float, min_lng: float, max_lat: float, max_lng: float, grow_m: float
+) -> tuple[float, float, float, float]:
+    """A lat/lng box holding every point within ``grow_m`` (+1 m) of the given box.
+
+    A degree of latitude is at least 110.5 km and of longitude at least 111.3 km·cos φ
+    on WGS 84, so dividing by 110 km over-grows the box, never under-grows it.
+    """
+    d_lat = (grow_m + 1.0) / 110_000.0
+    low, high = max(min_lat - d_lat, -90.0), min(max_lat + d_lat, 90.0)
+    cos_lat = math.cos(math.radians(max(abs(low), abs(high))))
+    if cos_lat < 1e-3:
+        return low, -math.inf, high, math.inf
+    d_lng = (grow_m + 1.0) / (110_000.0 * cos_lat)
+    lng_lo, lng_hi = min_lng - d_lng, max_lng + d_lng
+    if lng_lo < -180.0 or lng_hi > 180.0:  # wraps: do not filter on longitude
+        lng_lo, lng_hi = -math.inf, math.inf
+    return low, lng_lo, high, lng_hi
 
 
 class _Shapes:
@@ -180,26 +199,31 @@ class _Shapes:
         coords = np.concatenate(rings) if rings else np.zeros((0, 2))
         self.lngs, self.lats = coords[:, 0], coords[:, 1]
 
-    def origins(self) -> tuple[FloatArray, FloatArray]:
-        n = len(self.parts_per_fence)
-        lo = np.full(n, np.inf), np.full(n, np.inf)
-        hi = np.full(n, -np.inf), np.full(n, -np.inf)
+    def bounds(self) -> FloatArray:
+        """(n, 4): min_lat, min_lng, max_lat, max_lng of each fence."""
+        out = np.empty((len(self.parts_per_fence), 4))
+        out[:, :2], out[:, 2:] = np.inf, -np.inf
         for k, values in enumerate((self.lats, self.lngs)):
-            np.minimum.at(lo[k], self.owner, values)
-            np.maximum.at(hi[k], self.owner, values)
-        return (lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0
+            np.minimum.at(out[:, k], self.owner, values)
+            np.maximum.at(out[:, k + 2], self.owner, values)
+        return out
 
     def slots(self, fences: list[Fence]) -> list[_Slot]:
-        lat0, lng0 = self.origins()
+        bounds = self.bounds()
+        lat0, lng0 = (bounds[:, 0] + bounds[:, 2]) / 2.0, (bounds[:, 1] + bounds[:, 3]) / 2.0
+        boxes = [
+            _grown_bbox(b[0], b[1], b[2], b[3], f.margin_m)
+            for b, f in zip(bounds.tolist(), fences, strict=True)
+        ]
         xs, ys = to_plane_many(lat0[self.owner], lng0[self.owner], self.lats, self.lngs)  # type: ignore[arg-type]
         extent = np.zeros(len(fences))
         np.maximum.at(extent, self.owner, np.hypot(xs, ys))
         bases = self.polygons(xs, ys)
         shapely.prepare(bases)
         return [
-            _Slot(f, f.revision, la, ln, b, 0.0, float(f.margin_m), e)
-            for f, la, ln, b, e in zip(
-                fences, lat0.tolist(), lng0.tolist(), bases, extent.tolist(), strict=True
+            _Slot(f, f.revision, la, ln, b, 0.0, float(f.margin_m), e, box)
+            for f, la, ln, b, e, box in zip(
+                fences, lat0.tolist(), lng0.tolist(), bases, extent.tolist(), boxes, strict=True
             )
         ]
 
@@ -263,6 +287,10 @@ class _Cover:
             self._radius[parent] = _circumradius_m(cell)
         return self._radius[parent]
 
+    @property
+    def max_radius_m(self) -> float:
+        return max(self._radius.values(), default=0.0)
+
     def candidates(self, slot: _Slot) -> tuple[list[int], float]:
         """Every cell whose centre may lie within reach + exit margin + one circumradius."""
         centre = h3.latlng_to_cell(slot.lat0, slot.lng0, self.resolution)
@@ -320,12 +348,21 @@ class FenceIndex:
     and one exact test per fence whose edge crosses the point's cell.
     """
 
-    __slots__ = ("_by_id", "_cells", "_exit_margin_m", "_resolution", "_slots")
+    __slots__ = (
+        "_by_id",
+        "_cells",
+        "_coarse",
+        "_exit_margin_m",
+        "_resolution",
+        "_slots",
+        "_vectors",
+    )
 
     def __init__(
         self,
         slots: list[_Slot],
         cells: dict[int, tuple[int, ...]],
+        coarse: _CoarseGrid,
         *,
         resolution: int,
         exit_margin_m: float,
@@ -335,6 +372,8 @@ class FenceIndex:
         self._by_id = {s.fence.id: i for i, s in enumerate(slots)}
         self._resolution = resolution
         self._exit_margin_m = exit_margin_m
+        self._vectors = _SlotArrays(slots)
+        self._coarse = coarse
         if len(self._by_id) != len(slots):
             raise ValueError("fence ids must be unique")
 
@@ -343,15 +382,20 @@ class FenceIndex:
         cls, fences: Iterable[Fence], *, resolution: int = 11, exit_margin_m: float = 30.0
     ) -> FenceIndex:
         slots = _make_slots(list(fences))
+        cover = _Cover(slots, exit_margin_m, resolution)
         grouped: defaultdict[int, list[int]] = defaultdict(list)
-        for cell, i, kind in _Cover(slots, exit_margin_m, resolution).run():
-            grouped[cell].append((i << _KIND_BITS) | kind)
+        one: dict[int, int] = {}  # a single int object per code, shared by every tuple
+        for cell, i, kind in cover.run():
+            code = (i << _KIND_BITS) | kind
+            grouped[cell].append(one.setdefault(code, code))
         canonical: dict[tuple[int, ...], tuple[int, ...]] = {}
         cells: dict[int, tuple[int, ...]] = {}
         for cell, codes in grouped.items():
-            key = tuple(codes)
+            # interior and edge codes first: ``inside`` stops at the first band code
+            key = tuple(sorted(codes, key=lambda code: code & _KIND_MASK))
             cells[cell] = canonical.setdefault(key, key)
-        return cls(slots, cells, resolution=resolution, exit_margin_m=exit_margin_m)
+        coarse = _CoarseGrid.build(list(cells), cover.max_radius_m)
+        return cls(slots, cells, coarse, resolution=resolution, exit_margin_m=exit_margin_m)
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -393,7 +437,7 @@ class FenceIndex:
         for code in codes:
             kind = code & _KIND_MASK
             if kind == BAND:
-                continue
+                break
             slot = self._slots[code >> _KIND_BITS]
             if kind == INTERIOR or slot.contains(lat, lng):
                 found.append(slot.fence.id)
@@ -411,13 +455,16 @@ class FenceIndex:
         return out
 
     def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
-        """:meth:`inside` for many points; the exact tests run vectorised per fence."""
-        lat_list, lng_list = np.asarray(lats).tolist(), np.asarray(lngs).tolist()
+        """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
+        lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         get, to_cell, res = self._cells.get, h3.latlng_to_cell, self._resolution
-        hits = [get(to_cell(a, b, res)) for a, b in zip(lat_list, lng_list, strict=True)]
-        found: list[list[int]] = [[] for _ in hits]
-        pending: defaultdict[int, list[int]] = defaultdict(list)
-        for i, codes in enumerate(hits):
+        rows_near = np.flatnonzero(self._coarse.contains(lats, lngs))
+        pairs = zip(lats[rows_near].tolist(), lngs[rows_near].tolist(), strict=True)
+        hits = [get(to_cell(a, b, res)) for a, b in pairs]
+        found: list[list[int]] = [[] for _ in range(len(lats))]
+        rows: list[int] = []
+        codes_to_test: list[int] = []
+        for i, codes in zip(rows_near.tolist(), hits, strict=True):
             if codes is None:
                 continue
             for code in codes:
@@ -425,22 +472,101 @@ class FenceIndex:
                 if kind == INTERIOR:
                     found[i].append(code >> _KIND_BITS)
                 elif kind == EDGE:
-                    pending[code >> _KIND_BITS].append(i)
-        self._test_pending(pending, np.asarray(lats), np.asarray(lngs), found)
-        return [sorted(self._slots[s].fence.id for s in row) if row else [] for row in found]
+                    rows.append(i)
+                    codes_to_test.append(code >> _KIND_BITS)
+        point = np.asarray(rows, dtype=np.intp)
+        slot = np.asarray(codes_to_test, dtype=np.intp)
+        ok = self._vectors.contains(slot, lats[point], lngs[point])
+        for i, s in zip(point[ok].tolist(), slot[ok].tolist(), strict=True):
+            found[i].append(s)
+        ids = [s.fence.id for s in self._slots]
+        return [sorted(ids[s] for s in row) if row else [] for row in found]
 
-    def _test_pending(
-        self,
-        pending: dict[int, list[int]],
-        lats: FloatArray,
-        lngs: FloatArray,
-        found: list[list[int]],
-    ) -> None:
-        for slot_no, rows in pending.items():
-            idx = np.asarray(rows, dtype=np.intp)
-            ok = self._slots[slot_no].contains_many(lats[idx], lngs[idx])
-            for i in idx[ok].tolist():
-                found[i].append(slot_no)
+
+class _CoarseGrid:
+    """A sorted array of the lat/lng grid squares that touch any indexed cell.
+
+    ``inside_many`` asks it, in one vectorised step, which points can be near a fence at
+    all, and spends an H3 lookup only on those.
+    """
+
+    STEP_DEG: Final = 0.002
+    COLUMNS: Final = round(360 / 0.002)
+
+    def __init__(self, keys: npt.NDArray[np.int64] | None) -> None:
+        self.keys = keys  # None: every point is a candidate
+
+    @classmethod
+    def build(cls, cells: list[int], radius_m: float) -> _CoarseGrid:
+        if not cells:
+            return cls(np.zeros(0, dtype=np.int64))
+        ll = np.asarray([h3.cell_to_latlng(c) for c in cells], dtype=np.float64)
+        d_lat = (radius_m + 1.0) / 110_000.0
+        cos_lat = np.cos(np.radians(np.minimum(np.abs(ll[:, 0]) + d_lat, 90.0)))
+        if cos_lat.min() < 0.05:  # near a pole a square spans too many columns
+            return cls(None)
+        d_lng = d_lat / cos_lat
+        i_lo, i_hi = cls._row(ll[:, 0] - d_lat), cls._row(ll[:, 0] + d_lat)
+        j_lo, j_hi = cls._col(ll[:, 1] - d_lng), cls._col(ll[:, 1] + d_lng)
+        j_span = (j_hi - j_lo) % cls.COLUMNS
+        keys = []
+        for di in range(int((i_hi - i_lo).max()) + 1):
+            for dj in range(int(j_span.max()) + 1):
+                ok = (di <= i_hi - i_lo) & (dj <= j_span)
+                keys.append(cls._key(i_lo + di, j_lo + dj)[ok])
+        return cls(np.unique(np.concatenate(keys)))
+
+    @classmethod
+    def _row(cls, lats: FloatArray) -> npt.NDArray[np.int64]:
+        return np.floor((lats + 90.0) / cls.STEP_DEG).astype(np.int64)
+
+    @classmethod
+    def _col(cls, lngs: FloatArray) -> npt.NDArray[np.int64]:
+        return np.floor((lngs + 180.0) / cls.STEP_DEG).astype(np.int64) % cls.COLUMNS
+
+    @classmethod
+    def _key(cls, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> Any:
+        return rows * cls.COLUMNS + cols % cls.COLUMNS
+
+    def contains(self, lats: FloatArray, lngs: FloatArray) -> npt.NDArray[np.bool_]:
+        if self.keys is None:
+            return np.ones(len(lats), dtype=bool)
+        if len(self.keys) == 0:
+            return np.zeros(len(lats), dtype=bool)
+        query = self._key(self._row(lats), self._col(lngs))
+        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        return np.asarray(self.keys[at] == query)
+
+
+class _SlotArrays:
+    """The slots' numbers as arrays, for testing many (point, fence) pairs at once."""
+
+    def __init__(self, slots: Sequence[_Slot]) -> None:
+        self.lat0 = np.asarray([s.lat0 for s in slots], dtype=np.float64)
+        self.lng0 = np.asarray([s.lng0 for s in slots], dtype=np.float64)
+        self.reach = np.asarray([s.reach_m for s in slots], dtype=np.float64)
+        self.margin = np.asarray([s.margin_m for s in slots], dtype=np.float64)
+        self.circle = np.asarray([s.is_circle for s in slots], dtype=bool)
+        self.bbox = np.asarray([s.bbox for s in slots], dtype=np.float64).reshape(-1, 4)
+        self.base = np.empty(len(slots), dtype=object)
+        self.base[:] = [s.base for s in slots]
+
+    def contains(
+        self, slot: npt.NDArray[np.intp], lats: FloatArray, lngs: FloatArray
+    ) -> npt.NDArray[np.bool_]:
+        box = self.bbox[slot]
+        ok = (box[:, 0] <= lats) & (lats <= box[:, 2]) & (box[:, 1] <= lngs) & (lngs <= box[:, 3])
+        todo = np.flatnonzero(ok)
+        s = slot[todo]
+        xs, ys = to_plane_many(self.lat0[s], self.lng0[s], lats[todo], lngs[todo])  # type: ignore[arg-type]
+        result = np.hypot(xs, ys) <= self.reach[s]
+        flat = ~self.circle[s] & (self.margin[s] == 0.0)
+        result[flat] = shapely.intersects_xy(self.base[s[flat]], xs[flat], ys[flat])
+        grown = ~self.circle[s] & (self.margin[s] > 0.0)
+        near = shapely.points(xs[grown], ys[grown])
+        result[grown] = shapely.dwithin(self.base[s[grown]], near, self.margin[s[grown]])
+        ok[todo] = result
+        return ok
 
 
 # --- helpers for validating uploads ------------------------------------------------------
