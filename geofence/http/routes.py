@@ -6,6 +6,7 @@ from aiohttp import web
 
 from geofence.http import devices as d
 from geofence.http import handlers as h
+from geofence.http import pings as p
 
 
 def setup_routes(app: web.Application) -> None:
@@ -26,5 +27,8 @@ def setup_routes(app: web.Application) -> None:
             web.patch("/v1/devices/{device_id}", d.patch),
             web.get("/v1/devices/{device_id}/export", d.export),
             web.delete("/v1/devices/{device_id}", d.delete),
+            # pings (contract §5)
+            web.post("/v1/pings", p.post_ping),
+            web.post("/v1/pings/batch", p.post_batch),
         ]
     )

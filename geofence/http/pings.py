@@ -1,0 +1,123 @@
+"""Ping handlers (contract §5): parse at the edge, authorize the device, hand to the service."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+
+from geofence.domain.devices import DeviceProfile
+from geofence.domain.errors import ConsentRequired, NotFound
+from geofence.domain.model import Ping
+from geofence.http.auth import Caller, CallerKind, require
+from geofence.http.errors import HTTPProblem
+from geofence.http.keys import CREDENTIALS, DEVICES, PINGS, SETTINGS
+from geofence.http.schemas import decode, invalid, json_response, read_body
+from geofence.service.pings import PingResult
+
+MAX_BATCH = 1000
+
+Lat = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+Lon = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class PingIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    device_id: DeviceId
+    lat: Lat
+    lon: Lon
+    accuracy_m: float
+    ts: float | str
+    mocked: bool = False
+
+    def to_ping(self) -> Ping:
+        return Ping(
+            lat=self.lat,
+            lng=self.lon,
+            accuracy_m=self.accuracy_m,
+            ts=parse_ts(self.ts),
+            mocked=self.mocked,
+        )
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    pings: list[msgspec.Raw]
+
+
+def parse_ts(ts: float | str) -> float:
+    """RFC 3339 with an offset, or epoch seconds; anything else is a 422 at ``$.ts``."""
+    if isinstance(ts, str):
+        try:
+            parsed = datetime.fromisoformat(ts)
+        except ValueError:
+            raise invalid("Expected an RFC 3339 timestamp - at `$.ts`") from None
+        if parsed.tzinfo is None:
+            raise invalid("Expected an RFC 3339 timestamp with an offset - at `$.ts`")
+        return parsed.timestamp()
+    if not math.isfinite(ts):  # msgspec already refuses these; belt and braces
+        raise invalid("Expected a finite number - at `$.ts`")
+    return float(ts)
+
+
+async def post_ping(request: web.Request) -> web.Response:
+    caller = require(request, request.app[CREDENTIALS], "device")
+    body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
+    ping_in = decode(body, PingIn)
+    ping = ping_in.to_ping()
+    profile = await _located_device(request, caller, ping_in.device_id, ("device",))
+    [result] = await request.app[PINGS].handle(profile.ref, [ping])
+    return json_response(result)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    caller = require(request, request.app[CREDENTIALS], "device", "ingest")
+    body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
+    batch = decode(body, BatchIn)
+    if len(batch.pings) > MAX_BATCH:
+        raise HTTPProblem(422, "batch-too-large", f"At most {MAX_BATCH} pings in one batch.")
+    parsed = [_parse_one(raw, i) for i, raw in enumerate(batch.pings)]
+    results: list[Any] = [p if isinstance(p, dict) else None for p in parsed]
+    groups: dict[str, list[tuple[int, PingIn]]] = {}
+    for i, item in enumerate(parsed):
+        if not isinstance(item, dict):
+            groups.setdefault(item.device_id, []).append((i, item))
+    for device_id, items in groups.items():
+        for i, result in await _device_group(request, caller, device_id, items):
+            results[i] = result
+    return json_response({"results": results})
+
+
+def _parse_one(raw: msgspec.Raw, position: int) -> PingIn | dict[str, Any]:
+    try:
+        ping_in = decode(bytes(raw), PingIn)
+        ping_in.to_ping()
+        return ping_in
+    except HTTPProblem as e:
+        errors = [
+            {**err, "path": f"$.pings[{position}]" + err["path"][1:]} for err in e.errors or []
+        ]
+        return {"status": "invalid", "reason": e.code, "errors": errors}
+
+
+async def _device_group(
+    request: web.Request, caller: Caller, device_id: str, items: list[tuple[int, PingIn]]
+) -> list[tuple[int, PingResult | dict[str, Any]]]:
+    try:
+        profile = await _located_device(request, caller, device_id, ("device", "ingest"))
+    except (NotFound, ConsentRequired) as e:
+        # one device's pings fail alone; a wrong credential (401/403) fails the batch
+        return [(i, {"status": "invalid", "reason": e.code, "errors": []}) for i, _ in items]
+    results = await request.app[PINGS].handle(profile.ref, [p.to_ping() for _, p in items])
+    return [(i, r) for (i, _), r in zip(items, results, strict=True)]
+
+
+async def _located_device(
+    request: web.Request, caller: Caller, device_id: str, allow: tuple[CallerKind, ...]
+) -> DeviceProfile:
+    profile = await request.app[DEVICES].authorize(caller, device_id, allow)
+    if not profile.allows("location"):
+        raise ConsentRequired("The device has not consented to location; the ping is not stored.")
+    return profile

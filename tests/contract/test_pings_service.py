@@ -1,0 +1,143 @@
+"""The ping pipeline over both stores: same events, and no double or lost events under races."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from geofence.adapters.memory import MemoryStore
+from geofence.config import Settings
+from geofence.domain.model import Fence, Ping
+from geofence.metrics import Metrics
+from geofence.ports import StateStore
+from geofence.service.catalogue import CatalogueService
+from geofence.service.pings import PingService
+
+# a 100 m x 100 m square shop in Helsinki, and a second one overlapping its east half
+LAT0, LNG0 = 60.17, 24.94
+M_LAT = 1 / 111_195.0
+M_LNG = 1 / (111_195.0 * math.cos(math.radians(LAT0)))
+
+
+def square(x0_m: float, size_m: float) -> dict[str, object]:
+    x0, x1 = LNG0 + x0_m * M_LNG, LNG0 + (x0_m + size_m) * M_LNG
+    y0, y1 = LAT0, LAT0 + size_m * M_LAT
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+FENCES = [
+    Fence(id="a", geometry=square(0, 100)),
+    Fence(id="b", geometry=square(50, 100), dwell_s=30),
+]
+T0 = 1_800_000_000.0
+
+
+def at(x_m: float, y_m: float, t: float, accuracy_m: float = 10.0) -> Ping:
+    return Ping(lat=LAT0 + y_m * M_LAT, lng=LNG0 + x_m * M_LNG, accuracy_m=accuracy_m, ts=t)
+
+
+async def pipeline(store: StateStore) -> PingService:
+    cfg = Settings(stores="")
+    await store.replace_catalogue(FENCES)
+    catalogue = CatalogueService(cfg, store, Metrics())
+    await catalogue.start()
+    return PingService(cfg, store, catalogue, Metrics(), clock=lambda: T0 + 10_000)
+
+
+def events_of(results: list[object]) -> list[dict[str, object]]:
+    return [msgspec.to_builtins(e) for r in results for e in r.events]  # type: ignore[attr-defined]
+
+
+async def test_walk_in_dwell_and_leave(store: StateStore) -> None:
+    pings = await pipeline(store)
+    walk = [
+        at(-200, 50, T0),
+        at(20, 50, T0 + 60),
+        at(25, 50, T0 + 120),
+        at(30, 50, T0 + 180),
+        at(-100, 50, T0 + 240),
+        at(-150, 50, T0 + 300),
+    ]
+    results = await pings.handle("dev1", walk)
+    assert [r.status for r in results] == ["accepted"] * 6
+    assert events_of(results) == [
+        {"type": "entry", "store_id": "a", "at": T0 + 180, "arrived_at": T0 + 60},
+        {
+            "type": "exit",
+            "store_id": "a",
+            "at": T0 + 300,
+            "left_at": T0 + 240,
+            "dwell_s": 180.0,
+            "reason": "left",
+        },
+    ]
+
+
+async def test_pings_are_taken_in_ts_order_and_answered_in_given_order(store: StateStore) -> None:
+    pings = await pipeline(store)
+    shuffled = [at(60, 50, T0 + 40), at(60, 50, T0), at(60, 50, T0 + 20)]
+    results = await pings.handle("dev1", shuffled)
+    assert [r.status for r in results] == ["accepted"] * 3
+    # only store b (dwell 30 s) confirms, on the ping at T0 + 40, which was given first
+    assert events_of(results[:1]) == [
+        {"type": "entry", "store_id": "b", "at": T0 + 40, "arrived_at": T0}
+    ]
+    again = await pings.handle("dev1", [at(60, 50, T0 + 40)])
+    assert (again[0].status, again[0].reason) == ("ignored", "stale")
+
+
+async def test_state_survives_between_calls(store: StateStore) -> None:
+    pings = await pipeline(store)
+    await pings.handle("dev1", [at(20, 50, T0)])
+    results = await pings.handle("dev1", [at(20, 50, T0 + 120)])
+    assert [e["type"] for e in events_of(results)] == ["entry"]
+    assert (await store.load_state("dev1")).state.last_entry_at == {"a": T0 + 120}
+
+
+async def test_concurrent_workers_emit_each_event_once(store: StateStore) -> None:
+    """Two workers on one store get the same pings of one device at the same moment."""
+    worker_1, worker_2 = await pipeline(store), await pipeline(store)
+    sequence = [at(20, 50, T0 + 10 * i) for i in range(30)]
+    emitted: list[dict[str, object]] = []
+    for ping in sequence:
+        both = await asyncio.gather(
+            worker_1.handle("dev1", [ping]), worker_2.handle("dev1", [ping])
+        )
+        emitted += events_of([r for results in both for r in results])
+    assert emitted == [{"type": "entry", "store_id": "a", "at": T0 + 120, "arrived_at": T0}]
+
+
+moves = st.lists(
+    st.tuples(
+        st.floats(-80, 180),
+        st.floats(-40, 140),
+        st.integers(1, 400),
+        st.sampled_from([5.0, 40.0, 120.0]),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=moves)
+async def test_redis_store_agrees_with_memory_store(
+    store: StateStore, steps: list[tuple[float, float, int, float]]
+) -> None:
+    """Random walks near two overlapping shops: the same answers from either store."""
+    memory = await pipeline(MemoryStore())
+    other = await pipeline(store)
+    device = f"dev-{abs(hash(tuple(steps)))}"
+    t = T0
+    for x, y, dt, accuracy in steps:
+        t += dt
+        ping = at(x, y, t, accuracy)
+        expected = await memory.handle(device, [ping])
+        assert await other.handle(device, [ping]) == expected
+    assert (await store.load_state(device)).state == (await memory.store.load_state(device)).state
