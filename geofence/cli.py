@@ -41,12 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--repair", action="store_true", help="repair invalid polygons")
         _add_setting_flags(cmd)
         cmd.set_defaults(run=run)
+    replay = commands.add_parser("replay", help="replay a trace (CSV or GPX) offline")
+    replay.add_argument("trace", type=Path, help="CSV (device_id,ts,lat,lon,accuracy_m) or GPX")
+    replay.add_argument(
+        "--stores",
+        dest="stores_file",
+        type=Path,
+        required=True,
+        help="the stores, in any format GDAL reads",
+    )
+    replay.add_argument("--device-id", default="trace", help="the device of a GPX track")
+    replay.add_argument(
+        "--default-accuracy-m",
+        type=float,
+        default=10.0,
+        help="accuracy given to GPX fixes, which carry none",
+    )
+    _add_setting_flags(replay, skip=("stores",))
+    replay.set_defaults(run=run_replay)
     return parser
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
     """One flag per Settings field, named like its GEOFENCE_* variable."""
     for f in dataclasses.fields(Settings):
+        if f.name in skip:
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f"setting_{f.name}",
@@ -152,6 +172,27 @@ async def _import(settings: Settings, fences: Sequence[Any]) -> int:
         return await store.replace_catalogue(fences)
     finally:
         await store.close()
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from geofence.adapters.geofile import read_feature_collection
+    from geofence.adapters.traces import read_trace
+    from geofence.domain import geojson
+    from geofence.service.replay import replay
+
+    settings = settings_from(args)
+    doc = read_feature_collection(args.stores_file)
+    report = geojson.parse_feature_collection(doc, default_timezone=settings.default_timezone)
+    trace = read_trace(
+        args.trace, device_id=args.device_id, default_accuracy_m=args.default_accuracy_m
+    )
+
+    async def run() -> None:
+        async for event in replay(settings, report.fences, trace):
+            sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
+
+    asyncio.run(run())
+    return 0
 
 
 def _print_json(data: Any) -> None:

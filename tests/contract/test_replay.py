@@ -1,0 +1,62 @@
+"""`geofence replay` on the real GPS track, kept as a regression fixture.
+
+The track is a bus ride (Limerick route 304, 2019-02-18) with fixes about every second.
+The fences in tests/data/limerick_fences.geojson are circles on its route: the terminus
+where the bus waits 258 s, stops where it waits 133 s, 214 s and 170 s (the last with a
+60 s dwell), and a point it passes without stopping. The expected events were checked by
+hand against the track once: an entry 120 s (60 s for stop-c) after arriving, an exit
+60 s after the first fix more than 30 m outside, nothing for the drive-by.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from geofence.adapters.traces import read_trace
+from geofence.config import Settings
+from geofence.domain import geojson
+from geofence.service.replay import replay
+
+TRACK = Path(__file__).parents[2].parent / "shared" / "data" / "limerick_bus304_2019-02-18.gpx"
+FENCES = Path("tests/data/limerick_fences.geojson")
+EXPECTED = Path("tests/data/limerick_events.json")
+
+
+async def replay_events() -> list[dict[str, object]]:
+    doc = json.loads(FENCES.read_text(encoding="utf-8"))
+    fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
+    trace = read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0)
+    return [event async for event in replay(Settings(stores=""), fences, trace)]
+
+
+async def test_replay_of_the_bus_track_matches_the_fixture() -> None:
+    assert TRACK.exists(), f"the shared GPS track is missing: {TRACK}"
+    events = await replay_events()
+    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+
+
+def test_replay_command_prints_the_same_events_as_json_lines() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geofence",
+            "replay",
+            str(TRACK),
+            "--stores",
+            str(FENCES),
+            "--device-id",
+            "bus-304",
+            "--default-timezone",
+            "Europe/Dublin",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
