@@ -41,7 +41,6 @@ path and one of these codes: ``wrong-type``, ``unknown-field``, ``missing-field`
 
 from __future__ import annotations
 
-import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable
@@ -69,6 +68,7 @@ MAX_PER_DEVICE_LIMIT: Final = 1_000
 MAX_COOLDOWN_S: Final = 366 * DAY_S
 MAX_TTL_S: Final = 7 * DAY_S
 MAX_BUDGET: Final = 1_000_000_000
+MAX_EPOCH_S: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 _RANGE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
@@ -385,7 +385,7 @@ def _text(max_len: int) -> Callable[[Any], str]:
     return check
 
 
-def check_template(body: str) -> None:
+def _check_template(body: str) -> None:
     """Only ``{store_name}`` may appear in braces; any other brace is refused."""
     rest = body.replace(PLACEHOLDER, "")
     if "{" in rest or "}" in rest:
@@ -394,15 +394,15 @@ def check_template(body: str) -> None:
 
 def _body(value: Any) -> str:
     body = _text(MAX_BODY_LEN)(value)
-    check_template(body)
+    _check_template(body)
     return body
 
 
 def _bounded(lo: float, hi: float, kind: type | tuple[type, ...], name: str) -> Any:
     def check(value: Any) -> Any:
         number = _typed(value, kind, name)
-        if not (math.isfinite(number) and lo <= number <= hi):
-            raise _Bad("out-of-range", f"must be within {lo}..{hi}, got {number!r}")
+        if not lo <= number <= hi:  # also refuses NaN and inf; big ints compare exactly
+            raise _Bad("out-of-range", f"must be within {lo}..{hi}")
         return number
 
     return check
@@ -424,11 +424,16 @@ def _nullable(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def parse_time(value: Any) -> float:
     """RFC 3339 with an offset (``Z`` or ``±HH:MM``), or epoch seconds, as epoch seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise _Bad("bad-time", f"{value!r} is not a time")
-        return float(value)
-    match = _RFC3339.match(value) if isinstance(value, str) else None
+    epoch = _epoch(value) if isinstance(value, str) else value
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        raise _Bad("bad-time", "expected RFC 3339 with an offset, or epoch seconds")
+    if not 0 <= epoch <= MAX_EPOCH_S:
+        raise _Bad("bad-time", "must be between 1970 and 9999")
+    return float(epoch)
+
+
+def _epoch(value: str) -> float:
+    match = _RFC3339.match(value)
     if match is None:
         raise _Bad("bad-time", "expected RFC 3339 with an offset, or epoch seconds")
     day, clock, fraction, offset = match.groups()

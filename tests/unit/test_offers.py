@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -635,6 +636,10 @@ BAD_OFFERS: list[tuple[str, dict[str, Any], str, str]] = [
     ("no such day", {"starts_at": "2026-02-30T00:00:00Z"}, "bad-time", "$.starts_at"),
     ("bool time", {"ends_at": True}, "bad-time", "$.ends_at"),
     ("words", {"ends_at": "next week"}, "bad-time", "$.ends_at"),
+    ("huge epoch", {"ends_at": 10**5000}, "bad-time", "$.ends_at"),
+    ("infinite epoch", {"ends_at": float("inf")}, "bad-time", "$.ends_at"),
+    ("negative epoch", {"starts_at": -1}, "bad-time", "$.starts_at"),
+    ("year 1", {"starts_at": "0001-01-01T00:00:00Z"}, "bad-time", "$.starts_at"),
     ("ends first", {"ends_at": "2026-05-31T20:59:59Z"}, "ends-before-starts", "$.ends_at"),
     ("ends at start", {"ends_at": "2026-05-31T21:00:00Z"}, "ends-before-starts", "$.ends_at"),
     ("hours list", {"hours": ["09:00-17:00"]}, "wrong-type", "$.hours"),
@@ -648,6 +653,8 @@ BAD_OFFERS: list[tuple[str, dict[str, Any], str, str]] = [
     ("priority float", {"priority": 1.5}, "wrong-type", "$.priority"),
     ("priority bool", {"priority": True}, "wrong-type", "$.priority"),
     ("priority huge", {"priority": 10**7}, "out-of-range", "$.priority"),
+    ("budget enormous", {"budget": 10**5000}, "out-of-range", "$.budget"),
+    ("cooldown NaN", {"per_device_cooldown_s": math.nan}, "out-of-range", "$.per_device_cooldown_s"),  # noqa: E501
     ("limit zero", {"per_device_limit": 0}, "out-of-range", "$.per_device_limit"),
     ("cooldown negative", {"per_device_cooldown_s": -1}, "out-of-range", "$.per_device_cooldown_s"),
     ("cooldown string", {"per_device_cooldown_s": "1h"}, "wrong-type", "$.per_device_cooldown_s"),
@@ -761,7 +768,13 @@ def test_offer_doc_round_trips(the_offer: Offer) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(10**400), 10**400)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["2026-06-01T00:00:00Z", "09:00-17:00", "{0}"]),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
