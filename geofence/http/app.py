@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -92,11 +91,23 @@ async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
         await catalogue.start()
     except Exception:
         logger.exception("catalogue not loaded at start; will retry")
-    task = asyncio.create_task(catalogue.watch(), name="catalogue-watch")
+    stop = asyncio.Event()
+    task = asyncio.create_task(catalogue.watch(stop), name="catalogue-watch")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stop.set()
+    await stop_task(task, grace_s=app[SETTINGS].redis_timeout_s + 1.0)
+
+
+async def stop_task(task: asyncio.Task[None], *, grace_s: float) -> None:
+    """Let a task that was asked to stop finish; cancel it after ``grace_s``; never hang."""
+    done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        logger.error("task did not stop name=%s", task.get_name())
+    elif not task.cancelled() and task.exception() is not None:
+        logger.error("task failed name=%s", task.get_name(), exc_info=task.exception())
 
 
 @web.middleware

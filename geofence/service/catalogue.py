@@ -74,10 +74,13 @@ class CatalogueService:
             self._install(catalogue.version, index)
             return True
 
-    async def watch(self) -> None:
-        """Poll for a new catalogue version until cancelled; errors are logged, not fatal."""
-        while True:
-            await asyncio.sleep(self.settings.catalogue_poll_s)
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Poll for a new catalogue version until ``stop`` is set; errors are logged, not fatal.
+
+        A stop event rather than cancellation: a cancel that lands inside a Redis command
+        can come back as a connection error, which this loop would log and outlive.
+        """
+        while not await _stopped(stop, self.settings.catalogue_poll_s):
             try:
                 await (self.refresh() if self.ready else self.start())
             except Unavailable:
@@ -162,6 +165,15 @@ class CatalogueService:
         logger.info(
             "catalogue loaded version=%d stores=%d cells=%d", version, len(index), index.cells
         )
+
+
+async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:
+    """Wait up to ``wait_s``; True as soon as ``stop`` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), wait_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def diff(old: Sequence[Fence], new: Sequence[Fence]) -> dict[str, list[str]]:
