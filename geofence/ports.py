@@ -69,7 +69,11 @@ class StateStore(Protocol):
     async def load_state(self, ref: str) -> StoredState: ...
 
     async def save_state(self, ref: str, state: DeviceState, version: int) -> bool:
-        """Compare-and-set: write only if the stored version is still ``version``."""
+        """Compare-and-set: write only if the stored version is still ``version``.
+
+        Raises NotFound when the device has no profile (it was erased meanwhile), so a
+        ping racing an erasure can never bring the device's keys back.
+        """
 
 
 class PushGateway(Protocol):

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from geofence.domain.devices import DeviceProfile
+from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.ports import Catalogue, StoredState
 
@@ -140,6 +141,8 @@ class MemoryStore:
         return StoredState(state=_with_fix(state, self._fixes.get(ref)), version=version)
 
     async def save_state(self, ref: str, state: DeviceState, version: int) -> bool:
+        if self._profiles.get(ref) is None:
+            raise NotFound("the device was erased")
         stored = self._states.get(ref)
         if (stored[1] if stored is not None else 0) != version:
             return False

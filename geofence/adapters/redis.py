@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import Unavailable
+from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.ports import Catalogue, StoredState
 
@@ -50,8 +50,11 @@ class Keys:
         return [self.profile(ref), self.state(ref), self.fix(ref)]
 
 
-# KEYS: state, fix, profile. ARGV: expected version, state, fix ('' = none), ttl, fix ttl.
+# KEYS: state, fix, profile. Returns -1 when the device is gone (erased while the ping
+# was computed: nothing may be written back), 0 on a version conflict, 1 when written.
+# ARGV: expected version, state, fix ('' = none), ttl, fix ttl.
 SAVE_STATE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if current ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', current + 1, 's', ARGV[2])
@@ -193,7 +196,10 @@ class RedisStore:
         body = _encode(msgspec.structs.replace(state, last_fix=None))
         args: list[bytes | int] = [version, body, fix, self.device_ttl_s, self.position_ttl_s]
         async with _guard():
-            return bool(await self._save_state(keys=keys, args=args))
+            written = int(await self._save_state(keys=keys, args=args))
+        if written < 0:
+            raise NotFound("the device was erased")
+        return bool(written)
 
 
 @asynccontextmanager

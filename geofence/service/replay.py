@@ -15,11 +15,16 @@ import msgspec
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.traces import TracePoint
 from geofence.config import Settings
-from geofence.domain.devices import device_ref
+from geofence.domain.devices import DeviceProfile, device_ref
 from geofence.domain.model import Fence
 from geofence.metrics import Metrics
 from geofence.service.catalogue import CatalogueService
 from geofence.service.pings import PingService
+
+
+def _replayed(ref: str) -> DeviceProfile:
+    """A device of the trace, with location consent (the trace was recorded with it)."""
+    return DeviceProfile(ref=ref, token_hash="", consent={"location": True, "offers": True})
 
 
 async def replay(
@@ -37,6 +42,7 @@ async def replay(
     for point in trace:
         latest = max(latest, point.ping.ts)
         ref = device_ref(point.device_id, secret)
+        await store.create_device(_replayed(ref))
         [result] = await pings.handle(ref, [point.ping], now=latest)
         for event in result.events:
             yield {"device_id": point.device_id, **msgspec.to_builtins(event)}

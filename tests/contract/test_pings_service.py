@@ -6,11 +6,14 @@ import asyncio
 import math
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
+from geofence.domain.devices import DeviceProfile
+from geofence.domain.errors import NotFound
 from geofence.domain.model import Fence, Ping
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
@@ -40,9 +43,16 @@ def at(x_m: float, y_m: float, t: float, accuracy_m: float = 10.0) -> Ping:
     return Ping(lat=LAT0 + y_m * M_LAT, lng=LNG0 + x_m * M_LNG, accuracy_m=accuracy_m, ts=t)
 
 
-async def pipeline(store: StateStore) -> PingService:
+async def register(store: StateStore, ref: str) -> None:
+    profile = DeviceProfile(ref=ref, token_hash="-", consent={"location": True, "offers": True})
+    await store.create_device(profile)
+
+
+async def pipeline(store: StateStore, *refs: str) -> PingService:
     cfg = Settings(stores="")
     await store.replace_catalogue(FENCES)
+    for ref in refs or ("dev1",):
+        await register(store, ref)
     catalogue = CatalogueService(cfg, store, Metrics())
     await catalogue.start()
     return PingService(cfg, store, catalogue, Metrics(), clock=lambda: T0 + 10_000)
@@ -131,9 +141,9 @@ async def test_redis_store_agrees_with_memory_store(
     store: StateStore, steps: list[tuple[float, float, int, float]]
 ) -> None:
     """Random walks near two overlapping shops: the same answers from either store."""
-    memory = await pipeline(MemoryStore())
-    other = await pipeline(store)
     device = f"dev-{abs(hash(tuple(steps)))}"
+    memory = await pipeline(MemoryStore(), device)
+    other = await pipeline(store, device)
     t = T0
     for x, y, dt, accuracy in steps:
         t += dt
@@ -141,3 +151,16 @@ async def test_redis_store_agrees_with_memory_store(
         expected = await memory.handle(device, [ping])
         assert await other.handle(device, [ping]) == expected
     assert (await store.load_state(device)).state == (await memory.store.load_state(device)).state
+
+
+async def test_a_ping_racing_an_erasure_writes_nothing_back(store: StateStore) -> None:
+    """The device is erased between reading its state and writing the new one."""
+    pings = await pipeline(store)
+    await pings.handle("dev1", [at(20, 50, T0)])
+    stored = await store.load_state("dev1")
+    await store.erase_device("dev1")
+    with pytest.raises(NotFound):
+        await store.save_state("dev1", stored.state, stored.version)
+    with pytest.raises(NotFound):
+        await pings.handle("dev1", [at(20, 50, T0 + 10)])
+    assert await store.device_keys("dev1") == {}
