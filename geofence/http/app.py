@@ -13,6 +13,7 @@ from geofence.adapters.memory import MemoryStore
 from geofence.adapters.push_stdout import StdoutPush
 from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
+from geofence.domain.errors import Unavailable
 from geofence.http.auth import Credentials
 from geofence.http.errors import Handler, problem_middleware
 from geofence.http.keys import (
@@ -89,6 +90,8 @@ async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
     catalogue = app[CATALOGUE]
     try:
         await catalogue.start()
+    except Unavailable:
+        logger.warning("catalogue not loaded at start: state store unavailable; will retry")
     except Exception:
         logger.exception("catalogue not loaded at start; will retry")
     stop = asyncio.Event()
