@@ -121,34 +121,33 @@ def _stores_report(args: argparse.Namespace) -> tuple[Settings, Any]:
     doc = read_feature_collection(args.file)
     report = geojson.parse_feature_collection(
         doc,
-        default_timezone=settings.default_timezone,
-        max_area_m2=settings.max_fence_area_m2,
-        max_vertices=settings.max_vertices,
-        region=settings.region_bbox,
         repair=args.repair,
+        **settings.catalogue_limits,
     )
     return settings, report
 
 
 def run_stores_validate(args: argparse.Namespace) -> int:
+    from geofence.adapters.geofile import GeoFileError
     from geofence.domain.errors import InvalidInput
 
     try:
         _, report = _stores_report(args)
-    except InvalidInput as e:
-        _print_json({"valid": False, "errors": [p.as_dict() for p in e.problems]})
+    except (InvalidInput, GeoFileError) as e:
+        _print_json({"valid": False, "errors": _errors(e)})
         return 1
     _print_json({"valid": True, "stores": len(report.fences), "warnings": report.warnings})
     return 0
 
 
 def run_stores_import(args: argparse.Namespace) -> int:
+    from geofence.adapters.geofile import GeoFileError
     from geofence.domain.errors import InvalidInput
 
     try:
         settings, report = _stores_report(args)
-    except InvalidInput as e:
-        _print_json({"imported": False, "errors": [p.as_dict() for p in e.problems]})
+    except (InvalidInput, GeoFileError) as e:
+        _print_json({"imported": False, "errors": _errors(e)})
         return 1
     version = asyncio.run(_import(settings, report.fences))
     _print_json(
@@ -182,7 +181,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     doc = read_feature_collection(args.stores_file)
-    report = geojson.parse_feature_collection(doc, default_timezone=settings.default_timezone)
+    report = geojson.parse_feature_collection(doc, **settings.catalogue_limits)
     trace = read_trace(
         args.trace, device_id=args.device_id, default_accuracy_m=args.default_accuracy_m
     )
@@ -193,6 +192,14 @@ def run_replay(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _errors(error: Exception) -> list[dict[str, Any]]:
+    from geofence.domain.errors import InvalidInput
+
+    if isinstance(error, InvalidInput):
+        return [p.as_dict() for p in error.problems]
+    return [{"code": "unreadable-file", "detail": str(error)}]
 
 
 def _print_json(data: Any) -> None:

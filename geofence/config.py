@@ -108,6 +108,16 @@ class Settings:
         )
 
     @property
+    def catalogue_limits(self) -> dict[str, Any]:
+        """What every store upload is checked against, whichever way it arrives."""
+        return {
+            "default_timezone": self.default_timezone,
+            "max_area_m2": self.max_fence_area_m2,
+            "max_vertices": self.max_vertices,
+            "region": self.region_bbox,
+        }
+
+    @property
     def region_bbox(self) -> tuple[float, float, float, float] | None:
         if not self.region:
             return None

@@ -90,7 +90,9 @@ class CatalogueService:
 
     # marketers' operations (contract §3)
     def parse(self, doc: Any, *, repair: bool) -> geojson.StoreReport:
-        return geojson.parse_feature_collection(doc, repair=repair, **self._limits())
+        return geojson.parse_feature_collection(
+            doc, repair=repair, **self.settings.catalogue_limits
+        )
 
     async def replace(self, doc: Any, *, dry_run: bool, repair: bool) -> dict[str, Any]:
         report = self.parse(doc, repair=repair)
@@ -112,7 +114,7 @@ class CatalogueService:
 
     async def upsert(self, store_id: str, doc: Any, *, repair: bool) -> dict[str, Any]:
         fence, warnings = geojson.parse_feature(
-            doc, store_id=store_id, repair=repair, **self._limits()
+            doc, store_id=store_id, repair=repair, **self.settings.catalogue_limits
         )
         existed = any(f.id == store_id for f in (await self.store.load_catalogue()).fences)
         version = await self.store.upsert_fence(fence)
@@ -139,15 +141,6 @@ class CatalogueService:
             if fence.id == store_id:
                 return fence.to_feature()
         raise NotFound(f"no store {store_id!r}")
-
-    def _limits(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "default_timezone": s.default_timezone,
-            "max_area_m2": s.max_fence_area_m2,
-            "max_vertices": s.max_vertices,
-            "region": s.region_bbox,
-        }
 
     async def _build(self, fences: Sequence[Fence]) -> FenceIndex:
         s = self.settings
