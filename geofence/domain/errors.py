@@ -48,6 +48,18 @@ class Conflict(GeofenceError):
     code = "conflict"
 
 
+class Unauthorized(GeofenceError):
+    """A missing or invalid credential."""
+
+    code = "unauthorized"
+
+
+class Forbidden(GeofenceError):
+    """A valid credential of a kind that may not do this."""
+
+    code = "forbidden"
+
+
 class ConsentRequired(GeofenceError):
     code = "consent-required"
 

@@ -20,12 +20,12 @@ import msgspec
 from aiohttp import web
 
 from geofence.config import Settings
-from geofence.http.errors import HTTPProblem
+from geofence.domain.callers import Caller, CallerKind
+from geofence.domain.errors import Forbidden, Unauthorized
 
 logger = logging.getLogger(__name__)
 
 KeyKind = Literal["admin", "sdk", "ingest"]
-CallerKind = Literal["admin", "sdk", "ingest", "device"]
 
 # ``<ref>.<secret>``: anything else is not a device token and answers 401 on every route
 _DEVICE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,256}", re.ASCII)
@@ -70,19 +70,6 @@ class Credentials(msgspec.Struct, frozen=True):
         return found
 
 
-class Caller(msgspec.Struct, frozen=True):
-    kind: CallerKind
-    token: str
-
-    @property
-    def device_ref(self) -> str | None:
-        """The ref a device token claims (still to be checked against the stored hash)."""
-        if self.kind != "device":
-            return None
-        ref, _, _ = self.token.partition(".")
-        return ref
-
-
 def _any_equal(token: str, keys: Iterable[str]) -> bool:
     matched = False
     for key in keys:
@@ -116,14 +103,9 @@ def require(request: web.Request, creds: Credentials, *allowed: CallerKind) -> C
     return caller
 
 
-def forbidden(kind: CallerKind) -> HTTPProblem:
-    return HTTPProblem(403, "forbidden", f"A {kind} credential may not call this.")
+def forbidden(kind: CallerKind) -> Forbidden:
+    return Forbidden(f"A {kind} credential may not call this.")
 
 
-def unauthorized(detail: str) -> HTTPProblem:
-    return HTTPProblem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-def new_device_token(ref: str) -> str:
-    """A fresh device token naming ``ref``; only its hash is ever stored."""
-    return f"{ref}.{secrets.token_urlsafe(32)}"
+def unauthorized(detail: str) -> Unauthorized:
+    return Unauthorized(detail)

@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from geofence.domain.callers import CallerKind
 from geofence.domain.devices import ProfilePatch, Registration
-from geofence.http.auth import CallerKind, identify, require
+from geofence.http.auth import identify, require
 from geofence.http.keys import CREDENTIALS, DEVICES, SETTINGS
 from geofence.http.schemas import json_response, read_json
 

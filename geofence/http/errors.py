@@ -24,6 +24,8 @@ RETRY_AFTER_UNAVAILABLE_S = 1
 
 STATUS: dict[type[domain.GeofenceError], int] = {
     domain.InvalidInput: 422,
+    domain.Unauthorized: 401,
+    domain.Forbidden: 403,
     domain.NotFound: 404,
     domain.Conflict: 409,
     domain.ConsentRequired: 403,
@@ -104,9 +106,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def _from_domain(e: domain.GeofenceError) -> web.Response:
     status = next((s for kind, s in STATUS.items() if isinstance(e, kind)), 400)
-    headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)} if status == 503 else None
+    headers = _HEADERS.get(status)
     errors = [p.as_dict() for p in e.problems] if isinstance(e, domain.InvalidInput) else None
     return problem_response(status, e.code, e.detail, headers=headers, errors=errors)
+
+
+_HEADERS = {
+    401: {"WWW-Authenticate": "Bearer"},
+    503: {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)},
+}
 
 
 def _from_aiohttp(e: web.HTTPException) -> web.Response:

@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from geofence.http.auth import CallerKind, require
+from geofence.domain.callers import CallerKind
+from geofence.http.auth import require
 from geofence.http.errors import HTTPProblem, problem_response
 from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, SETTINGS, STORE
 from geofence.http.openapi import openapi_document

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
+from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import ConsentRequired, NotFound
 from geofence.domain.model import Ping
-from geofence.http.auth import Caller, CallerKind, require
+from geofence.http.auth import require
 from geofence.http.errors import HTTPProblem
 from geofence.http.keys import CREDENTIALS, DEVICES, PINGS, SETTINGS
 from geofence.http.schemas import decode, invalid, json_response, read_body

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 import msgspec
 
 from geofence.config import Settings
+from geofence.domain.callers import Caller, CallerKind, new_device_token
 from geofence.domain.devices import (
     ConsentChange,
     DeviceProfile,
@@ -31,10 +32,8 @@ from geofence.domain.devices import (
     valid_device_id,
     withdrew,
 )
-from geofence.domain.errors import Conflict, NotFound
+from geofence.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 from geofence.domain.model import DeviceState
-from geofence.http.auth import Caller, CallerKind, forbidden, new_device_token, unauthorized
-from geofence.http.errors import HTTPProblem
 from geofence.logs import remember_device_id
 from geofence.ports import StateStore
 
@@ -177,7 +176,7 @@ class DeviceService:
         ingest keys, where allowed, need only the device to exist.
         """
         if caller.kind not in allow or caller.kind == "sdk":
-            raise forbidden(caller.kind)
+            raise Forbidden(f"A {caller.kind} credential may not call this.")
         ref = self.ref_of(device_id) if valid_device_id(device_id) else None
         if caller.kind == "device" and (ref is None or not _same(caller.device_ref, ref)):
             await self._token_holder(caller)  # a forged token is a 401 wherever it points
@@ -217,9 +216,9 @@ def _no_such_device() -> NotFound:
     return NotFound("No such device.")
 
 
-def _invalid_token(ref: str) -> HTTPProblem:
+def _invalid_token(ref: str) -> Unauthorized:
     logger.info("device token refused device=%s reason=invalid", ref)
-    return unauthorized("The device token is not valid.")
+    return Unauthorized("The device token is not valid.")
 
 
 def _consent_kv(profile: DeviceProfile) -> str:
