@@ -174,24 +174,32 @@ async def _import(settings: Settings, fences: Sequence[Any]) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from geofence.adapters.geofile import GeoFileError
+    from geofence.adapters.traces import TraceError
+    from geofence.domain.errors import InvalidInput
+
+    settings = settings_from(args)
+    try:
+        asyncio.run(_replay(settings, args))
+    except (TraceError, GeoFileError, InvalidInput) as e:
+        print(f"geofence replay: {e}: {_errors(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> None:
     from geofence.adapters.geofile import read_feature_collection
     from geofence.adapters.traces import read_trace
     from geofence.domain import geojson
     from geofence.service.replay import replay
 
-    settings = settings_from(args)
     doc = read_feature_collection(args.stores_file)
     report = geojson.parse_feature_collection(doc, **settings.catalogue_limits)
     trace = read_trace(
         args.trace, device_id=args.device_id, default_accuracy_m=args.default_accuracy_m
     )
-
-    async def run() -> None:
-        async for event in replay(settings, report.fences, trace):
-            sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
-
-    asyncio.run(run())
-    return 0
+    async for event in replay(settings, report.fences, trace):
+        sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
 
 
 def _errors(error: Exception) -> list[dict[str, Any]]:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from geofence.adapters.traces import read_trace
+import pytest
+
+from geofence.adapters.traces import TraceError, read_trace
 from geofence.config import Settings
 from geofence.domain import geojson
 from geofence.service.replay import replay
@@ -60,3 +63,39 @@ def test_replay_command_prints_the_same_events_as_json_lines() -> None:
     ).stdout
     events = [json.loads(line) for line in out.splitlines()]
     assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+
+
+def test_replay_of_the_same_track_as_csv(tmp_path: Path) -> None:
+    """CSV with RFC 3339 times gives the same events as the GPX it was written from."""
+    rows = ["device_id,ts,lat,lon,accuracy_m"]
+    for point in read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0):
+        when = datetime.fromtimestamp(point.ping.ts, UTC).isoformat()
+        rows.append(f"bus-304,{when},{point.ping.lat},{point.ping.lng},10")
+    trace = tmp_path / "bus.csv"
+    trace.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geofence",
+            "replay",
+            str(trace),
+            "--stores",
+            str(FENCES),
+            "--default-timezone",
+            "Europe/Dublin",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+
+
+def test_a_csv_without_its_columns_is_refused(tmp_path: Path) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text("device,ts,lat\nx,1,60\n", encoding="utf-8")
+    with pytest.raises(TraceError, match="missing column"):
+        list(read_trace(trace))
