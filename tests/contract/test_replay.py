@@ -41,27 +41,21 @@ async def test_replay_of_the_bus_track_matches_the_fixture() -> None:
     assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
 
 
-def test_replay_command_prints_the_same_events_as_json_lines() -> None:
+def replay_command(trace: Path, *extra: str) -> list[dict[str, object]]:
+    """The events `geofence replay` prints for ``trace`` over the bus-stop fences."""
+    args = ["replay", str(trace), "--stores", str(FENCES), "--default-timezone", "Europe/Dublin"]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geofence",
-            "replay",
-            str(TRACK),
-            "--stores",
-            str(FENCES),
-            "--device-id",
-            "bus-304",
-            "--default-timezone",
-            "Europe/Dublin",
-        ],
+        [sys.executable, "-m", "geofence", *args, *extra],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     ).stdout
-    events = [json.loads(line) for line in out.splitlines()]
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_replay_command_prints_the_same_events_as_json_lines() -> None:
+    events = replay_command(TRACK, "--device-id", "bus-304")
     assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
 
 
@@ -73,25 +67,7 @@ def test_replay_of_the_same_track_as_csv(tmp_path: Path) -> None:
         rows.append(f"bus-304,{when},{point.ping.lat},{point.ping.lng},10")
     trace = tmp_path / "bus.csv"
     trace.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geofence",
-            "replay",
-            str(trace),
-            "--stores",
-            str(FENCES),
-            "--default-timezone",
-            "Europe/Dublin",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    events = [json.loads(line) for line in out.splitlines()]
-    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert replay_command(trace) == json.loads(EXPECTED.read_text(encoding="utf-8"))
 
 
 def test_a_csv_without_its_columns_is_refused(tmp_path: Path) -> None:
