@@ -53,26 +53,31 @@ _KIND_MASK: Final = (1 << _KIND_BITS) - 1
 # --- the local plane ---------------------------------------------------------------------
 
 
+def _metres_per_radian(phi_m: Any, xp: Any) -> tuple[Any, Any]:
+    """East and north metres per radian at mid-latitude ``phi_m`` on the WGS 84 ellipsoid.
+
+    ``xp`` is ``math`` for one point or ``numpy`` for arrays: one formula for both.
+    """
+    s = xp.sin(phi_m)
+    w = 1.0 - _E2 * s * s
+    n = _A / xp.sqrt(w)
+    return n * xp.cos(phi_m), n * (1.0 - _E2) / w
+
+
 def to_plane(lat0: float, lng0: float, lat: float, lng: float) -> tuple[float, float]:
     """Metres east and north of (lat0, lng0)."""
-    phi_m = (lat + lat0) * (0.5 * _RAD)
-    s = math.sin(phi_m)
-    w = 1.0 - _E2 * s * s
-    n = _A / math.sqrt(w)
+    east, north = _metres_per_radian((lat + lat0) * (0.5 * _RAD), math)
     d_lng = (lng - lng0 + 540.0) % 360.0 - 180.0
-    return d_lng * _RAD * n * math.cos(phi_m), (lat - lat0) * _RAD * n * (1.0 - _E2) / w
+    return float(d_lng * _RAD * east), float((lat - lat0) * _RAD * north)
 
 
 def to_plane_many(
     lat0: float, lng0: float, lats: FloatArray, lngs: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Vectorised :func:`to_plane`."""
-    phi_m = (lats + lat0) * (0.5 * _RAD)
-    s = np.sin(phi_m)
-    w = 1.0 - _E2 * s * s
-    n = _A / np.sqrt(w)
+    east, north = _metres_per_radian((lats + lat0) * (0.5 * _RAD), np)
     d_lng = (lngs - lng0 + 540.0) % 360.0 - 180.0
-    return d_lng * _RAD * n * np.cos(phi_m), (lats - lat0) * _RAD * n * (1.0 - _E2) / w
+    return d_lng * _RAD * east, (lats - lat0) * _RAD * north
 
 
 def from_plane_many(
@@ -81,13 +86,9 @@ def from_plane_many(
     """Inverse of :func:`to_plane_many` (a few fixed-point steps on the latitude)."""
     lats = np.full_like(ys, lat0)
     for _ in range(4):
-        phi_m = (lats + lat0) * (0.5 * _RAD)
-        s = np.sin(phi_m)
-        w = 1.0 - _E2 * s * s
-        n = _A / np.sqrt(w)
-        lats = lat0 + ys / (_RAD * n * (1.0 - _E2) / w)
-    lngs = lng0 + xs / (_RAD * n * np.cos(phi_m))
-    return lats, lngs
+        east, north = _metres_per_radian((lats + lat0) * (0.5 * _RAD), np)
+        lats = lat0 + ys / (_RAD * north)
+    return lats, lng0 + xs / (_RAD * east)
 
 
 # --- one fence in its plane --------------------------------------------------------------
