@@ -39,10 +39,13 @@ async def replay(
     pings = PingService(settings, store, catalogue, metrics)
     secret = secrets.token_bytes(16)  # pseudonyms for this run only, as in the service
     latest = float("-inf")
+    known: set[str] = set()
     for point in trace:
         latest = max(latest, point.ping.ts)
         ref = device_ref(point.device_id, secret)
-        await store.create_device(_replayed(ref))
+        if ref not in known:
+            known.add(ref)
+            await store.create_device(_replayed(ref))
         [result] = await pings.handle(ref, [point.ping], now=latest)
         for event in result.events:
             yield {"device_id": point.device_id, **msgspec.to_builtins(event)}
