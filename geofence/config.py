@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from geofence.domain.model import ScreeningRules, VisitRules
+from geofence.domain.offers import Rules as OfferRules
 
 ENV_PREFIX = "GEOFENCE_"
 MiB = 1024 * 1024
@@ -95,6 +96,14 @@ class Settings:
     @property
     def screening_rules(self) -> ScreeningRules:
         return ScreeningRules(max_accuracy_m=self.max_accuracy_m)
+
+    @property
+    def offer_rules(self) -> OfferRules:
+        return OfferRules(
+            quiet_hours=self.quiet_hours,
+            device_cap=self.device_cap,
+            notify_max_lag_s=self.notify_max_lag_s,
+        )
 
     @property
     def visit_rules(self) -> VisitRules:

@@ -9,6 +9,7 @@ import msgspec
 
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.model import DeviceState, Fence
+from geofence.domain.offers import Ledger, Notification, Offer
 
 
 class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,10 +20,28 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StoredState(msgspec.Struct, frozen=True, kw_only=True):
-    """A device's visit state with the version a compare-and-set must name to replace it."""
+    """A device's visit state and offer ledger, with the version a compare-and-set must
+    name to replace them (one version covers both: they change together)."""
 
     state: DeviceState
     version: int
+    ledger: Ledger = msgspec.field(default_factory=Ledger)
+
+
+class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A notification waiting for delivery, with its delivery history."""
+
+    notification: Notification
+    attempts: int = 0
+    last_error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.notification.notification_id
+
+    @property
+    def device_ref(self) -> str:
+        return self.notification.device_ref
 
 
 class StateStore(Protocol):
@@ -68,17 +87,66 @@ class StateStore(Protocol):
     # visit state (contract §5)
     async def load_state(self, ref: str) -> StoredState: ...
 
-    async def save_state(self, ref: str, state: DeviceState, version: int) -> bool:
+    async def save_state(
+        self,
+        ref: str,
+        state: DeviceState,
+        version: int,
+        *,
+        ledger: Ledger | None = None,
+        outbox: Sequence[Notification] = (),
+    ) -> bool:
         """Compare-and-set: write only if the stored version is still ``version``.
 
+        In the same atomic step, replace the ledger (None: unchanged) and put ``outbox``'s
+        notifications in the outbox: a notification exists exactly when its spend does.
         Raises NotFound when the device has no profile (it was erased meanwhile), so a
         ping racing an erasure can never bring the device's keys back.
         """
+
+    # offers (contract §6)
+    async def put_offer(self, offer: Offer) -> bool:
+        """True when the offer is new."""
+
+    async def get_offer(self, offer_id: str) -> Offer | None: ...
+
+    async def list_offers(self) -> list[Offer]:
+        """Every offer, by id."""
+
+    async def delete_offer(self, offer_id: str) -> bool:
+        """False when there was no such offer. Its budget counter goes with it."""
+
+    async def budget_spent(self, offer_ids: Sequence[str]) -> dict[str, int]: ...
+
+    async def reserve_budget(self, offer_id: str, budget: int) -> bool:
+        """Spend one unit if fewer than ``budget`` are spent; never more than ``budget``."""
+
+    async def release_budget(self, offer_id: str) -> None:
+        """Give back a unit reserved for a notification that was not made."""
+
+    # the outbox (contract §6, delivery)
+    async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
+        """Items due by ``now``, hidden from other claims for ``lease_s``; an item whose
+        claimer died comes back when its lease runs out."""
+
+    async def retry_later(self, item: OutboxItem, at: float) -> None:
+        """Keep ``item`` (with its updated history) and make it due at ``at``."""
+
+    async def settle(self, item: OutboxItem) -> None:
+        """Remove a delivered (or dead-lettered) item from the outbox."""
+
+    async def outbox_depth(self) -> int: ...
+
+    # aggregate counters (contract §6, stats): no device in them
+    async def add_counts(self, bucket: int, counts: dict[str, int]) -> None: ...
+
+    async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
+        """The counters summed over ``buckets``."""
 
 
 class PushGateway(Protocol):
     """Where notifications go: the HTTP push gateway, or stdout in the embedded default."""
 
-    async def send(self, payload: dict[str, Any]) -> None: ...
+    async def send(self, payload: dict[str, Any]) -> None: ...  # raises on failure
 
     async def close(self) -> None: ...

@@ -1,8 +1,9 @@
 """The in-process state store: the embedded default and the fast test double.
 
-Single process only, and nothing survives a restart. TTLs follow the same rules as the
-Redis store (checked against an injectable clock on every read), so the contract suite
-can hold both to the same behaviour.
+Single process only, and nothing survives a restart: not the outbox either, so in the
+embedded default a notification not yet written out when the process stops is lost.
+TTLs follow the same rules as the Redis store (checked against an injectable clock on
+every read), so the contract suite can hold both to the same behaviour.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import msgspec
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
-from geofence.ports import Catalogue, StoredState
+from geofence.domain.offers import Ledger, Notification, Offer
+from geofence.ports import Catalogue, OutboxItem, StoredState
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -68,8 +70,13 @@ class MemoryStore:
         self._fences: dict[str, Fence] = {}
         self._version = 0
         self._profiles: _Expiring[DeviceProfile] = _Expiring(clock)
-        self._states: _Expiring[tuple[DeviceState, int]] = _Expiring(clock)
+        # a device's visit state and offer ledger share one version (and one key in Redis)
+        self._states: _Expiring[tuple[DeviceState, int, Ledger]] = _Expiring(clock)
         self._fixes: _Expiring[Fix] = _Expiring(clock)
+        self._offers: dict[str, Offer] = {}
+        self._spent: dict[str, int] = {}
+        self._outbox: dict[str, tuple[OutboxItem, float]] = {}  # id -> (item, due at)
+        self._counts: dict[int, dict[str, int]] = {}
 
     async def check(self) -> None:
         return None
@@ -121,9 +128,15 @@ class MemoryStore:
     async def erase_device(self, ref: str) -> None:
         for table in (self._profiles, self._states, self._fixes):
             table.pop(ref)
+        pending = [k for k, (item, _) in self._outbox.items() if item.device_ref == ref]
+        for key in pending:
+            del self._outbox[key]
 
     async def erase_location(self, ref: str) -> None:
-        self._states.pop(ref)
+        stored = self._states.get(ref)
+        if stored is not None:  # keep the version and the ledger (see save_state)
+            _, version, ledger = stored
+            self._states.set(ref, (DeviceState(), version + 1, ledger), self.device_ttl_s)
         self._fixes.pop(ref)
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
@@ -137,20 +150,100 @@ class MemoryStore:
     # visit state
     async def load_state(self, ref: str) -> StoredState:
         stored = self._states.get(ref)
-        state, version = stored if stored is not None else (DeviceState(), 0)
-        return StoredState(state=_with_fix(state, self._fixes.get(ref)), version=version)
+        state, version, ledger = stored if stored is not None else (DeviceState(), 0, Ledger())
+        state = _with_fix(state, self._fixes.get(ref))
+        return StoredState(state=state, version=version, ledger=ledger)
 
-    async def save_state(self, ref: str, state: DeviceState, version: int) -> bool:
+    async def save_state(
+        self,
+        ref: str,
+        state: DeviceState,
+        version: int,
+        *,
+        ledger: Ledger | None = None,
+        outbox: Sequence[Notification] = (),
+    ) -> bool:
         if self._profiles.get(ref) is None:
             raise NotFound("the device was erased")
         stored = self._states.get(ref)
-        if (stored[1] if stored is not None else 0) != version:
+        current, old_ledger = (stored[1], stored[2]) if stored is not None else (0, Ledger())
+        if current != version:
             return False
-        self._states.set(ref, (_with_fix(state, None), version + 1), self.device_ttl_s)
+        # erase_location keeps the version moving (it never resets it), so a stale
+        # compare-and-set can never overwrite a newer ledger
+        new = (_with_fix(state, None), version + 1, old_ledger if ledger is None else ledger)
+        self._states.set(ref, new, self.device_ttl_s)
         if state.last_fix is not None:
             self._fixes.set(ref, state.last_fix, self.position_ttl_s)
         self._profiles.touch(ref, self.device_ttl_s)
+        for notification in outbox:
+            self._outbox[notification.notification_id] = (
+                OutboxItem(notification=notification),
+                notification.created_at,
+            )
         return True
+
+    # offers
+    async def put_offer(self, offer: Offer) -> bool:
+        created = offer.id not in self._offers
+        self._offers[offer.id] = offer
+        return created
+
+    async def get_offer(self, offer_id: str) -> Offer | None:
+        return self._offers.get(offer_id)
+
+    async def list_offers(self) -> list[Offer]:
+        return [self._offers[k] for k in sorted(self._offers)]
+
+    async def delete_offer(self, offer_id: str) -> bool:
+        self._spent.pop(offer_id, None)
+        return self._offers.pop(offer_id, None) is not None
+
+    async def budget_spent(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        return {k: self._spent.get(k, 0) for k in offer_ids}
+
+    async def reserve_budget(self, offer_id: str, budget: int) -> bool:
+        if self._spent.get(offer_id, 0) >= budget:
+            return False
+        self._spent[offer_id] = self._spent.get(offer_id, 0) + 1
+        return True
+
+    async def release_budget(self, offer_id: str) -> None:
+        if self._spent.get(offer_id, 0) > 0:
+            self._spent[offer_id] -= 1
+
+    # the outbox
+    async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
+        due = sorted((at, key) for key, (_, at) in self._outbox.items() if at <= now)[:limit]
+        claimed = []
+        for _, key in due:
+            item = self._outbox[key][0]
+            self._outbox[key] = (item, now + lease_s)
+            claimed.append(item)
+        return claimed
+
+    async def retry_later(self, item: OutboxItem, at: float) -> None:
+        if item.id in self._outbox:  # not if the device was erased meanwhile
+            self._outbox[item.id] = (item, at)
+
+    async def settle(self, item: OutboxItem) -> None:
+        self._outbox.pop(item.id, None)
+
+    async def outbox_depth(self) -> int:
+        return len(self._outbox)
+
+    # aggregate counters
+    async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:
+        table = self._counts.setdefault(bucket, {})
+        for name, n in counts.items():
+            table[name] = table.get(name, 0) + n
+
+    async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for bucket in buckets:
+            for name, n in self._counts.get(bucket, {}).items():
+                total[name] = total.get(name, 0) + n
+        return total
 
 
 def _with_fix(state: DeviceState, fix: Fix | None) -> DeviceState:

@@ -1,13 +1,16 @@
 """The Redis state store.
 
 Every key name is built in ``Keys`` below, in one place. All keys of one device share the
-hash tag ``{d:<ref>}`` so they live in one Redis Cluster slot and one script can change
-them atomically. Values are msgpack-encoded domain structs. Any connection failure or
-timeout becomes the domain's ``Unavailable`` (the HTTP layer answers 503).
+hash tag of its shard, ``{s<n>}``, with that shard's outbox, so they live in one Redis
+Cluster slot and one script can write a device's state, spend its caps and put the
+notification in the outbox atomically. The delivery side claims from every shard.
+Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
+domain's ``Unavailable`` (the HTTP layer answers 503).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -19,10 +22,13 @@ from redis import exceptions as rexc
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Fence, Fix
-from geofence.ports import Catalogue, StoredState
+from geofence.domain.offers import Ledger, Notification, Offer
+from geofence.ports import Catalogue, OutboxItem, StoredState
 
 T = TypeVar("T")
 _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
+SHARDS = 16
+COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
 
 
 class Keys:
@@ -32,10 +38,18 @@ class Keys:
         self.prefix = prefix
         self.fences = f"{prefix}:{{cat}}:fences"
         self.catalogue_version = f"{prefix}:{{cat}}:version"
+        self.offers = f"{prefix}:{{cat}}:offers"
+
+    @staticmethod
+    def shard_of(ref: str) -> int:
+        return zlib.crc32(ref.encode()) % SHARDS
+
+    def shard(self, n: int) -> str:
+        return f"{self.prefix}:{{s{n}}}"
 
     def device(self, ref: str) -> str:
-        """The hash-tagged stem of every key of one device."""
-        return f"{self.prefix}:{{d:{ref}}}"
+        """The stem of every key of one device, under its shard's hash tag."""
+        return f"{self.shard(self.shard_of(ref))}:d:{ref}"
 
     def profile(self, ref: str) -> str:
         return f"{self.device(ref)}:profile"
@@ -46,22 +60,107 @@ class Keys:
     def fix(self, ref: str) -> str:
         return f"{self.device(ref)}:fix"
 
+    def pending(self, ref: str) -> str:
+        """The ids of the device's notifications still in the outbox (for erasure)."""
+        return f"{self.device(ref)}:pending"
+
+    def outbox(self, shard: int) -> list[str]:
+        """The shard's outbox: a sorted set of ids by due time and a hash of the items."""
+        return [f"{self.shard(shard)}:outbox:due", f"{self.shard(shard)}:outbox:items"]
+
+    def device_outbox(self, ref: str) -> list[str]:
+        return [self.pending(ref), *self.outbox(self.shard_of(ref))]
+
     def of_device(self, ref: str) -> list[str]:
-        return [self.profile(ref), self.state(ref), self.fix(ref)]
+        return [self.profile(ref), self.state(ref), self.fix(ref), *self.device_outbox(ref)]
+
+    def spent(self, offer_id: str) -> str:
+        return f"{self.prefix}:{{o:{offer_id}}}:spent"
+
+    def counts(self, bucket: int) -> str:
+        return f"{self.prefix}:{{stats}}:{bucket}"
 
 
-# KEYS: state, fix, profile. Returns -1 when the device is gone (erased while the ping
-# was computed: nothing may be written back), 0 on a version conflict, 1 when written.
-# ARGV: expected version, state, fix ('' = none), ttl, fix ttl.
+# KEYS: state, fix, profile, pending, outbox due, outbox items. Returns -1 when the device
+# is gone (erased while the ping was computed: nothing may be written back), 0 on a
+# version conflict, 1 when written. The state hash holds the version 'v', the visit state
+# 's' and the offer ledger 'l': one version covers both.
+# ARGV: expected version, state, fix ('' = none), ttl, fix ttl, ledger ('' = unchanged),
+# then (notification id, outbox item, due at) for each notification made.
 SAVE_STATE = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if current ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', current + 1, 's', ARGV[2])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'l', ARGV[6]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5]) end
 redis.call('EXPIRE', KEYS[3], ARGV[4])
+for i = 7, #ARGV, 3 do
+  redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[5], ARGV[i + 2], ARGV[i])
+  redis.call('SADD', KEYS[4], ARGV[i])
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
 return 1
+"""
+
+# KEYS: state, fix. Drops the visits and the position, keeps the ledger, and moves the
+# version on (never back to 0), so a compare-and-set computed before cannot land.
+ERASE_LOCATION = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HDEL', KEYS[1], 's')
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+end
+redis.call('DEL', KEYS[2])
+"""
+
+# KEYS: profile, state, fix, pending, outbox due, outbox items: every key of the device
+# and its notifications still waiting in the outbox.
+ERASE_DEVICE = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('HDEL', KEYS[6], id)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+"""
+
+# KEYS: outbox due, outbox items. ARGV: now, lease, limit. Items due by now are hidden
+# for the lease; a claimer that dies lets them come back when it runs out.
+CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local claimed = {}
+for _, id in ipairs(ids) do
+  local item = redis.call('HGET', KEYS[2], id)
+  if item then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+    table.insert(claimed, item)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return claimed
+"""
+
+# KEYS: outbox due, outbox items. ARGV: id, item, due at. Not if erased meanwhile.
+RETRY_LATER = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: spent counter. ARGV: budget. Spends one unit, never beyond the budget.
+RESERVE_BUDGET = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if spent >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+return 1
+"""
+
+# KEYS: spent counter. Never below zero.
+RELEASE_BUDGET = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
 """
 
 # KEYS: profile, state. ARGV: profile, ttl. Refreshes the state's TTL with the profile's.
@@ -89,6 +188,13 @@ class RedisStore:
         self.position_ttl_s = position_ttl_s
         self._save_state = client.register_script(SAVE_STATE)
         self._put_device = client.register_script(PUT_DEVICE)
+        self._erase_location = client.register_script(ERASE_LOCATION)
+        self._erase_device = client.register_script(ERASE_DEVICE)
+        self._claim = client.register_script(CLAIM)
+        self._retry_later = client.register_script(RETRY_LATER)
+        self._reserve_budget = client.register_script(RESERVE_BUDGET)
+        self._release_budget = client.register_script(RELEASE_BUDGET)
+        self._next_shard = 0
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 2.0, **kwargs: Any) -> RedisStore:
@@ -164,16 +270,16 @@ class RedisStore:
 
     async def erase_device(self, ref: str) -> None:
         async with _guard():
-            await self.client.delete(*self.keys.of_device(ref))
+            await self._erase_device(keys=self.keys.of_device(ref))
 
     async def erase_location(self, ref: str) -> None:
         async with _guard():
-            await self.client.delete(self.keys.state(ref), self.keys.fix(ref))
+            await self._erase_location(keys=[self.keys.state(ref), self.keys.fix(ref)])
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
         found: dict[str, float | None] = {}
         async with _guard():
-            async for key in self.client.scan_iter(match=_escape(self.keys.device(ref)) + "*"):
+            async for key in self.client.scan_iter(match=_escape(self.keys.device(ref)) + ":*"):
                 ttl = await self.client.ttl(key)
                 name = key.decode() if isinstance(key, bytes) else str(key)
                 found[name] = float(ttl) if ttl >= 0 else None
@@ -182,24 +288,137 @@ class RedisStore:
     # visit state
     async def load_state(self, ref: str) -> StoredState:
         async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.state(ref), ["v", "s"])
+            pipe.hmget(self.keys.state(ref), ["v", "s", "l"])
             pipe.get(self.keys.fix(ref))
-            (version, raw_state), raw_fix = await pipe.execute()
+            (version, raw_state, raw_ledger), raw_fix = await pipe.execute()
         state = DeviceState() if raw_state is None else _decode(raw_state, DeviceState)
+        ledger = Ledger() if raw_ledger is None else _decode(raw_ledger, Ledger)
         fix = None if raw_fix is None else _decode(raw_fix, Fix)
         state = msgspec.structs.replace(state, last_fix=fix)
-        return StoredState(state=state, version=int(version or 0))
+        return StoredState(state=state, version=int(version or 0), ledger=ledger)
 
-    async def save_state(self, ref: str, state: DeviceState, version: int) -> bool:
+    async def save_state(
+        self,
+        ref: str,
+        state: DeviceState,
+        version: int,
+        *,
+        ledger: Ledger | None = None,
+        outbox: Sequence[Notification] = (),
+    ) -> bool:
         keys = [self.keys.state(ref), self.keys.fix(ref), self.keys.profile(ref)]
         fix = b"" if state.last_fix is None else _encode(state.last_fix)
         body = _encode(msgspec.structs.replace(state, last_fix=None))
-        args: list[bytes | int] = [version, body, fix, self.device_ttl_s, self.position_ttl_s]
+        args: list[bytes | int | float | str] = [
+            version,
+            body,
+            fix,
+            self.device_ttl_s,
+            self.position_ttl_s,
+            b"" if ledger is None else _encode(ledger),
+        ]
+        for n in outbox:
+            args += [n.notification_id, _encode(OutboxItem(notification=n)), n.created_at]
         async with _guard():
-            written = int(await self._save_state(keys=keys, args=args))
+            written = int(
+                await self._save_state(keys=keys + self.keys.device_outbox(ref), args=args)
+            )
         if written < 0:
             raise NotFound("the device was erased")
         return bool(written)
+
+    # offers
+    async def put_offer(self, offer: Offer) -> bool:
+        async with _guard():
+            return bool(await self.client.hset(self.keys.offers, offer.id, _encode(offer)))
+
+    async def get_offer(self, offer_id: str) -> Offer | None:
+        async with _guard():
+            raw = await self.client.hget(self.keys.offers, offer_id)
+        return None if raw is None else _decode(raw, Offer)
+
+    async def list_offers(self) -> list[Offer]:
+        async with _guard():
+            raw = await self.client.hgetall(self.keys.offers)
+        return sorted((_decode(v, Offer) for v in raw.values()), key=lambda o: o.id)
+
+    async def delete_offer(self, offer_id: str) -> bool:
+        async with _guard():
+            await self.client.delete(self.keys.spent(offer_id))
+            return bool(await self.client.hdel(self.keys.offers, offer_id))
+
+    async def budget_spent(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        if not offer_ids:
+            return {}
+        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+            for offer_id in offer_ids:
+                pipe.get(self.keys.spent(offer_id))
+            spent = await pipe.execute()
+        return {k: int(v or 0) for k, v in zip(offer_ids, spent, strict=True)}
+
+    async def reserve_budget(self, offer_id: str, budget: int) -> bool:
+        async with _guard():
+            return bool(await self._reserve_budget(keys=[self.keys.spent(offer_id)], args=[budget]))
+
+    async def release_budget(self, offer_id: str) -> None:
+        async with _guard():
+            await self._release_budget(keys=[self.keys.spent(offer_id)])
+
+    # the outbox
+    async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
+        """Claim from the shards in turn, starting after the last one served."""
+        claimed: list[OutboxItem] = []
+        start = self._next_shard
+        async with _guard():
+            for step in range(SHARDS):
+                if len(claimed) >= limit:
+                    break
+                shard = (start + step) % SHARDS
+                self._next_shard = (shard + 1) % SHARDS
+                args = [now, lease_s, limit - len(claimed)]
+                raw = await self._claim(keys=self.keys.outbox(shard), args=args)
+                claimed += [_decode(r, OutboxItem) for r in raw]
+        return claimed
+
+    async def retry_later(self, item: OutboxItem, at: float) -> None:
+        keys = self.keys.outbox(self.keys.shard_of(item.device_ref))
+        async with _guard():
+            await self._retry_later(keys=keys, args=[item.id, _encode(item), at])
+
+    async def settle(self, item: OutboxItem) -> None:
+        pending, due, items = self.keys.device_outbox(item.device_ref)
+        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(due, item.id)
+            pipe.hdel(items, item.id)
+            pipe.srem(pending, item.id)
+            await pipe.execute()
+
+    async def outbox_depth(self) -> int:
+        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.zcard(self.keys.outbox(shard)[0])
+            return sum(await pipe.execute())
+
+    # aggregate counters
+    async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:
+        key = self.keys.counts(bucket)
+        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+            for name, n in counts.items():
+                pipe.hincrby(key, name, n)
+            pipe.expire(key, COUNTS_TTL_S)
+            await pipe.execute()
+
+    async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
+        total: dict[str, int] = {}
+        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.hgetall(self.keys.counts(bucket))
+            tables = await pipe.execute()
+        for table in tables:
+            for name, n in table.items():
+                key = name.decode() if isinstance(name, bytes) else str(name)
+                total[key] = total.get(key, 0) + int(n)
+        return total
 
 
 @asynccontextmanager

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
@@ -69,6 +69,7 @@ MAX_COOLDOWN_S: Final = 366 * DAY_S
 MAX_TTL_S: Final = 7 * DAY_S
 MAX_BUDGET: Final = 1_000_000_000
 MAX_EPOCH_S: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_DECISIONS: Final = 10
 
 _RANGE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
@@ -171,6 +172,74 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     body: str
     created_at: float
     expires_at: float
+
+
+class EntryDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """What was decided on one emitted entry: kept for ``explain``, without coordinates."""
+
+    store_id: str
+    entry_at: float
+    decided_at: float
+    device_refused: str | None
+    considered: list[Considered]
+    notification_id: str | None = None
+    offer_id: str | None = None
+
+
+class Ledger(msgspec.Struct, frozen=True, kw_only=True):
+    """What a device has received: only what the caps and ``explain`` need.
+
+    ``device_sent`` keeps the sends inside the device cap's window; ``per_offer_sent``
+    keeps each live offer's sends (at most its largest possible per-device limit);
+    ``decisions`` the last ``MAX_DECISIONS`` entries' decisions.
+    """
+
+    device_sent: tuple[float, ...] = ()
+    per_offer_sent: dict[str, tuple[float, ...]] = msgspec.field(default_factory=dict)
+    decisions: tuple[EntryDecision, ...] = ()
+
+    def spend(self, offer_id: str, at: float) -> Ledger:
+        sent = (*self.per_offer_sent.get(offer_id, ()), at)[-MAX_PER_DEVICE_LIMIT:]
+        return Ledger(
+            device_sent=(*self.device_sent, at),
+            per_offer_sent={**self.per_offer_sent, offer_id: sent},
+            decisions=self.decisions,
+        )
+
+    def remember(self, decision: EntryDecision) -> Ledger:
+        decisions = (*self.decisions, decision)[-MAX_DECISIONS:]
+        return msgspec.structs.replace(self, decisions=decisions)
+
+    def pruned(self, now: float, rules: Rules, live_offers: Iterable[str]) -> Ledger:
+        """Forget sends outside the cap window and the sends of offers that are gone."""
+        since = now - rules.device_cap_window_s
+        live = set(live_offers)
+        return msgspec.structs.replace(
+            self,
+            device_sent=tuple(t for t in self.device_sent if t > since),
+            per_offer_sent={k: v for k, v in self.per_offer_sent.items() if k in live},
+        )
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """An emitted entry with what the decision needs of its store."""
+
+    store_id: str
+    at: float
+    store_name: str
+    store_tags: tuple[str, ...] = ()
+    store_timezone: str
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """The decisions on a run of entries, the notifications to make and the new ledger."""
+
+    ledger: Ledger
+    decisions: list[EntryDecision]
+    notifications: list[Notification]
+
+
+NotificationId = Callable[[Entry], str]
 
 
 # --- time ranges -----------------------------------------------------------------------
@@ -335,6 +404,20 @@ def decide(offers: Iterable[Offer], ctx: Context, rules: Rules) -> Decision:
     return Decision(chosen=chosen, considered=considered, device_refused=device)
 
 
+def audience(
+    offers: Iterable[Offer], store_id: str, store_tags: Sequence[str], now: float
+) -> list[str]:
+    """The offers that ran at ``now`` and target the store: whose funnel the entry enters."""
+    tags = set(store_tags)
+    return [
+        o.id
+        for o in offers
+        if o.active
+        and o.starts_at <= now < o.ends_at
+        and (store_id in o.store_ids or bool(tags & set(o.store_tags)))
+    ]
+
+
 def render(body: str, store_name: str) -> str:
     """The body with the store's name in place: plain replacement, nothing evaluated."""
     return body.replace(PLACEHOLDER, store_name)
@@ -349,6 +432,80 @@ def make_notification(offer: Offer, ctx: Context, notification_id: str) -> Notif
         body=render(offer.body, ctx.store_name),
         created_at=ctx.now,
         expires_at=ctx.now + offer.ttl_s,
+    )
+
+
+def plan(
+    entries: Sequence[Entry],
+    offers: Sequence[Offer],
+    ledger: Ledger,
+    *,
+    device: DeviceView,
+    now: float,
+    rules: Rules,
+    budget_left: dict[str, int | None],
+    notification_id: NotificationId,
+) -> Plan:
+    """Decide every entry in order; a notification made counts against the next ones."""
+    decisions: list[EntryDecision] = []
+    notifications: list[Notification] = []
+    budget = dict(budget_left)
+    for entry in entries:
+        ctx = _context(entry, device, now, ledger, budget)
+        decision = decide(offers, ctx, rules)
+        made = _notify(decision, ctx, entry, notification_id)
+        if made is not None:
+            notifications.append(made)
+            ledger = ledger.spend(made.offer_id, now)
+            _spend_budget(budget, decision.chosen)
+        record = _record(entry, now, decision, made)
+        decisions.append(record)
+        ledger = ledger.remember(record)
+    return Plan(ledger=ledger, decisions=decisions, notifications=notifications)
+
+
+def _context(
+    entry: Entry, device: DeviceView, now: float, ledger: Ledger, budget: dict[str, int | None]
+) -> Context:
+    return Context(
+        store_id=entry.store_id,
+        store_tags=entry.store_tags,
+        store_timezone=entry.store_timezone,
+        store_name=entry.store_name,
+        entry_at=entry.at,
+        now=now,
+        device=device,
+        device_sent=list(ledger.device_sent),
+        per_offer_sent={k: list(v) for k, v in ledger.per_offer_sent.items()},
+        budget_left=budget,
+    )
+
+
+def _notify(
+    decision: Decision, ctx: Context, entry: Entry, notification_id: NotificationId
+) -> Notification | None:
+    if decision.chosen is None:
+        return None
+    return make_notification(decision.chosen, ctx, notification_id(entry))
+
+
+def _spend_budget(budget: dict[str, int | None], offer: Offer | None) -> None:
+    if offer is not None and offer.budget is not None:
+        left = budget.get(offer.id, offer.budget)
+        budget[offer.id] = None if left is None else left - 1
+
+
+def _record(
+    entry: Entry, now: float, decision: Decision, made: Notification | None
+) -> EntryDecision:
+    return EntryDecision(
+        store_id=entry.store_id,
+        entry_at=entry.at,
+        decided_at=now,
+        device_refused=decision.device_refused,
+        considered=decision.considered,
+        notification_id=None if made is None else made.notification_id,
+        offer_id=None if made is None else made.offer_id,
     )
 
 

@@ -34,6 +34,7 @@ from geofence.domain.devices import (
 )
 from geofence.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 from geofence.domain.model import DeviceState
+from geofence.domain.offers import Ledger
 from geofence.logs import remember_device_id
 from geofence.ports import StateStore
 
@@ -69,6 +70,7 @@ class DeviceExport(msgspec.Struct, frozen=True, kw_only=True):
     consent_ledger: tuple[ConsentChange, ...]
     visit_state: DeviceState
     state_version: int
+    offer_ledger: Ledger
     keys: tuple[StoredKey, ...]
 
 
@@ -133,6 +135,7 @@ class DeviceService:
             consent_ledger=profile.ledger,
             visit_state=stored.state,
             state_version=stored.version,
+            offer_ledger=stored.ledger,
             keys=tuple(StoredKey(name=k, ttl_s=ttl) for k, ttl in sorted(keys.items())),
         )
 

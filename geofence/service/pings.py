@@ -1,28 +1,35 @@
-"""Pings in, visit events out: screen -> candidate fences -> visit rules -> state (contract §5).
+"""Pings in, events and notifications out (contract §5-6).
 
-A device's state changes by compare-and-set: load it with its version, compute the new
-state with the pure rules, and write it only if nobody wrote in between; otherwise start
-over from the fresh state. So two workers handling pings of one device at once never emit
-an event twice or lose one: only the write that wins has its events returned.
+screen -> candidate fences -> visit rules -> offers on the entries -> state and outbox.
+
+A device's state changes by compare-and-set: load it (visit state and offer ledger) with
+its version, compute the new state with the pure rules, decide the offers, and write it
+all - state, ledger and the notifications for the outbox - only if nobody wrote in
+between; otherwise give back the budget held and start over from the fresh state. So two
+workers handling pings of one device at once never emit an event twice, never lose one,
+and never spend a device's cap twice: only the write that wins has its results returned.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from geofence.config import Settings
 from geofence.domain.errors import Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
+from geofence.domain.offers import EntryDecision, Notification
 from geofence.domain.screening import Screening, screen
 from geofence.domain.visits import StoreView, step
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.offers import OfferService, Reserved, entries_of, public
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ class PingResult(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None
     events: list[VisitEvent]
     notifications: list[dict[str, object]] = msgspec.field(default_factory=list)
+    decisions: list[EntryDecision] | UnsetType = UNSET  # with ?explain=true only
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -50,37 +58,71 @@ class PingService:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        offers: OfferService | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.catalogue = catalogue
         self.metrics = metrics
         self.clock = clock
+        self.offers = offers if offers is not None else OfferService(settings, store)
+        self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
 
     async def handle(
-        self, ref: str, pings: Sequence[Ping], *, now: float | None = None
+        self,
+        ref: str,
+        pings: Sequence[Ping],
+        *,
+        now: float | None = None,
+        explain: bool = False,
     ) -> list[PingResult]:
         """Apply one device's pings in ts order; results come back in the order given."""
         order = sorted(range(len(pings)), key=lambda i: pings[i].ts)
         ordered = [pings[i] for i in order]
         when = self.clock() if now is None else now
-        outcome = await self._apply(ref, ordered, when)
+        outcome = await self._apply(ref, ordered, when, explain)
         results: list[PingResult | None] = [None] * len(pings)
         for position, result in zip(order, outcome.results, strict=True):
             results[position] = result
         self._count(ref, outcome.results)
         return [r for r in results if r is not None]
 
-    async def _apply(self, ref: str, pings: Sequence[Ping], now: float) -> Outcome:
+    async def _apply(self, ref: str, pings: Sequence[Ping], now: float, explain: bool) -> Outcome:
         for _ in range(MAX_ATTEMPTS):
             stored = await self.store.load_state(ref)
             outcome = self.advance(stored.state, pings, now)
-            if outcome.state == stored.state:
-                return outcome  # nothing to write: ignored pings only
-            if await self.store.save_state(ref, outcome.state, stored.version):
-                return outcome
+            entries = entries_of(self.catalogue.index, _events(outcome))
+            if outcome.state == stored.state and not entries:
+                return _with_offers(outcome, None, explain)  # ignored pings only
+            reserved = (
+                await self.offers.decide(ref, entries, stored.ledger, now) if entries else None
+            )
+            if await self._save(ref, outcome.state, stored.version, reserved):
+                if entries:
+                    await self.offers.count(reserved, entries)
+                return _with_offers(outcome, reserved, explain)
             self.metrics.state_conflicts.inc()
         raise Unavailable("the device's state is changing too fast; retry")
+
+    async def _save(
+        self, ref: str, state: DeviceState, version: int, reserved: Reserved | None
+    ) -> bool:
+        """The compare-and-set; a plan whose write did not land gives its budget back."""
+        ledger = None if reserved is None else reserved.plan.ledger
+        outbox = [] if reserved is None else reserved.plan.notifications
+        try:
+            saved = await self.store.save_state(ref, state, version, ledger=ledger, outbox=outbox)
+        except BaseException:
+            if reserved is not None:
+                await _quietly(self.offers.release(reserved))
+            raise
+        if not saved and reserved is not None:
+            await self.offers.release(reserved)
+        if saved and outbox:
+            for n in outbox:
+                self.metrics.notifications.labels(n.offer_id).inc()
+            self.on_notified()
+        return saved
 
     def advance(self, state: DeviceState, pings: Sequence[Ping], now: float) -> Outcome:
         """The pure part: every ping through screening and the visit rules."""
@@ -111,6 +153,41 @@ class PingService:
                 logger.info(
                     "visit event type=%s store=%s device=%s", event.type, event.store_id, ref
                 )
+
+
+def _events(outcome: Outcome) -> list[VisitEvent]:
+    return [event for result in outcome.results for event in result.events]
+
+
+def _with_offers(outcome: Outcome, reserved: Reserved | None, explain: bool) -> Outcome:
+    """Hang each decision and notification on the result of the ping whose entry made it."""
+    the_plan = None if reserved is None else reserved.plan
+    decided = {} if the_plan is None else {(d.store_id, d.entry_at): d for d in the_plan.decisions}
+    made = {} if the_plan is None else {n.notification_id: n for n in the_plan.notifications}
+    results = [_annotated(r, decided, made, explain) for r in outcome.results]
+    return Outcome(outcome.state, results)
+
+
+def _annotated(
+    result: PingResult,
+    decided: dict[tuple[str, float], EntryDecision],
+    made: dict[str, Notification],
+    explain: bool,
+) -> PingResult:
+    mine = [
+        decided[(e.store_id, e.at)]
+        for e in result.events
+        if e.type == "entry" and (e.store_id, e.at) in decided
+    ]
+    notes = [public(made[d.notification_id]) for d in mine if d.notification_id in made]
+    return msgspec.structs.replace(result, notifications=notes, decisions=mine if explain else UNSET)
+
+
+async def _quietly(release: Awaitable[None]) -> None:
+    try:
+        await release
+    except Exception:  # the store is down: the held unit stays spent, never overspent
+        logger.warning("budget not given back; the store is unavailable")
 
 
 def relevant_stores(

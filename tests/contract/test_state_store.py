@@ -7,6 +7,7 @@ import pytest
 
 from geofence.domain.devices import ConsentChange, DeviceProfile
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
+from geofence.domain.offers import EntryDecision, Ledger, Notification, Offer
 from geofence.ports import StateStore
 
 SQUARE = {
@@ -158,7 +159,10 @@ async def test_erase_location_keeps_the_profile(store: StateStore) -> None:
     await store.save_state("ref1", visit_state(), 0)
     await store.erase_location("ref1")
     loaded = await store.load_state("ref1")
-    assert loaded.state == DeviceState() and loaded.version == 0
+    assert loaded.state == DeviceState()
+    # the version moves on, never back: a write computed before the erasure cannot land
+    assert loaded.version > 1
+    assert await store.save_state("ref1", visit_state(), 1) is False
     assert await store.get_device("ref1") is not None
 
 
@@ -193,7 +197,148 @@ async def test_redis_keys_of_a_device_share_one_hash_tag(redis_store_factory: ob
     store: RedisStore = await redis_store_factory()  # type: ignore[operator]
     await store.create_device(profile())
     await store.save_state("ref1", visit_state(), 0)
+    await store.save_state("ref1", visit_state(200.0), 1, outbox=[notification("n1")])
     keys = list(await store.device_keys("ref1"))
-    assert len(keys) == 3
+    assert len(keys) == 4  # profile, state, position, pending notifications
     tags = {k[k.index("{") : k.index("}") + 1] for k in keys}
-    assert tags == {"{d:ref1}"}
+    shard = store.keys.shard_of("ref1")
+    assert tags == {f"{{s{shard}}}"}
+    # the outbox the same script writes shares the tag
+    assert all(f"{{s{shard}}}" in k for k in store.keys.outbox(shard))
+
+
+# offers, ledger, outbox, budgets, counters (contract §6)
+
+
+def notification(nid: str, ref: str = "ref1", created_at: float = 1_000.0) -> Notification:
+    return Notification(
+        notification_id=nid,
+        device_ref=ref,
+        offer_id="o1",
+        store_id="a",
+        title="Hi",
+        body="At Store a",
+        created_at=created_at,
+        expires_at=created_at + 3_600,
+    )
+
+
+def offer(offer_id: str = "o1", **kw: object) -> Offer:
+    base: dict[str, object] = {
+        "id": offer_id,
+        "title": "T",
+        "body": "B",
+        "store_ids": ("a",),
+        "starts_at": 0.0,
+        "ends_at": 2e9,
+    }
+    return Offer(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_offers_round_trip(store: StateStore) -> None:
+    assert await store.put_offer(offer("o2")) is True
+    assert await store.put_offer(offer("o1", priority=3)) is True
+    assert await store.put_offer(offer("o1", priority=5)) is False
+    assert [o.id for o in await store.list_offers()] == ["o1", "o2"]
+    assert await store.get_offer("o1") == offer("o1", priority=5)
+    assert await store.delete_offer("o1") is True
+    assert await store.delete_offer("o1") is False
+    assert await store.get_offer("o1") is None
+
+
+async def test_budget_is_never_overspent_and_never_negative(store: StateStore) -> None:
+    assert await store.reserve_budget("o1", 2) is True
+    assert await store.reserve_budget("o1", 2) is True
+    assert await store.reserve_budget("o1", 2) is False
+    assert await store.budget_spent(["o1", "o2"]) == {"o1": 2, "o2": 0}
+    await store.release_budget("o1")
+    assert await store.reserve_budget("o1", 2) is True
+    for _ in range(4):
+        await store.release_budget("o2")
+    assert await store.budget_spent(["o2"]) == {"o2": 0}
+    # a lowered budget refuses at once, a raised one frees units
+    assert await store.reserve_budget("o1", 1) is False
+    assert await store.reserve_budget("o1", 3) is True
+
+
+async def test_deleting_an_offer_forgets_its_budget(store: StateStore) -> None:
+    await store.put_offer(offer("o1", budget=1))
+    await store.reserve_budget("o1", 1)
+    await store.delete_offer("o1")
+    assert await store.budget_spent(["o1"]) == {"o1": 0}
+
+
+async def test_ledger_is_written_with_the_state(store: StateStore) -> None:
+    await store.create_device(profile())
+    ledger = Ledger(device_sent=(5.0,), per_offer_sent={"o1": (5.0,)})
+    assert await store.save_state("ref1", visit_state(), 0, ledger=ledger)
+    assert (await store.load_state("ref1")).ledger == ledger
+    # None leaves it alone
+    assert await store.save_state("ref1", visit_state(200.0), 1)
+    assert (await store.load_state("ref1")).ledger == ledger
+    # a lost compare-and-set writes no ledger
+    assert not await store.save_state("ref1", visit_state(), 0, ledger=Ledger())
+    assert (await store.load_state("ref1")).ledger == ledger
+
+
+async def test_erase_location_keeps_the_ledger(store: StateStore) -> None:
+    await store.create_device(profile())
+    decision = EntryDecision(
+        store_id="a", entry_at=1.0, decided_at=2.0, device_refused=None, considered=[]
+    )
+    ledger = Ledger(device_sent=(5.0,), decisions=(decision,))
+    await store.save_state("ref1", visit_state(), 0, ledger=ledger)
+    await store.erase_location("ref1")
+    assert (await store.load_state("ref1")).ledger == ledger
+
+
+async def test_outbox_claim_lease_retry_settle(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.create_device(profile("ref2"))
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    await store.save_state("ref2", visit_state(), 0, outbox=[notification("n2", "ref2", 1_001.0)])
+    assert await store.outbox_depth() == 2
+    assert await store.claim_outbox(999.0, 30, 10) == []  # not due yet
+    claimed = await store.claim_outbox(1_001.0, 30, 10)
+    assert sorted(i.id for i in claimed) == ["n1", "n2"]
+    assert await store.claim_outbox(1_020.0, 30, 10) == []  # leased
+    again = await store.claim_outbox(1_031.0, 30, 1)  # the lease ran out: back again
+    assert len(again) == 1
+    item = msgspec.structs.replace(again[0], attempts=1, last_error="http-500")
+    await store.retry_later(item, 2_000.0)
+    # the other one's lease ran out too; the retried one waits for its time
+    assert [i.id for i in await store.claim_outbox(1_999.0, 30, 10)] == [
+        i.id for i in claimed if i.id != item.id
+    ]
+    retried = [i for i in await store.claim_outbox(2_000.0, 30, 10) if i.id == item.id]
+    assert retried == [item]
+    await store.settle(item)
+    assert await store.outbox_depth() == 1
+
+
+async def test_erasure_removes_pending_notifications(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.create_device(profile("ref2"))
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    await store.save_state("ref2", visit_state(), 0, outbox=[notification("n2", "ref2")])
+    await store.erase_device("ref1")
+    assert [i.id for i in await store.claim_outbox(5_000.0, 30, 10)] == ["n2"]
+    assert await store.outbox_depth() == 1
+    assert await store.device_keys("ref1") == {}
+
+
+async def test_an_erased_device_is_not_rescheduled(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    [item] = await store.claim_outbox(5_000.0, 30, 10)
+    await store.erase_device("ref1")
+    await store.retry_later(item, 6_000.0)
+    assert await store.outbox_depth() == 0
+
+
+async def test_counters_sum_over_buckets(store: StateStore) -> None:
+    await store.add_counts(0, {"entries|store|a": 2, "entries|offer|o1": 1})
+    await store.add_counts(3_600, {"entries|store|a": 1})
+    await store.add_counts(7_200, {"entries|store|b": 5})
+    assert await store.read_counts([0, 3_600]) == {"entries|store|a": 3, "entries|offer|o1": 1}
+    assert await store.read_counts([]) == {}

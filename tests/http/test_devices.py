@@ -128,9 +128,10 @@ async def test_withdrawing_location_erases_location_state_at_once(
     resp = await client.patch("/v1/devices/dev-1", json=patch, headers=bearer(token))
     assert (await resp.json())["consent"] == {"location": False, "offers": True}
     loaded = await store.load_state(ref)
-    assert loaded.version == 0 and loaded.state == DeviceState()
+    assert loaded.state == DeviceState() and loaded.version > 1
+    # the position is gone; the state key keeps only its version and the offer ledger
     keys = await store.device_keys(ref)
-    assert len(keys) == 1 and all("profile" in name for name in keys)
+    assert len(keys) == 2 and not any("fix" in name for name in keys)
 
 
 async def test_export_holds_visit_state_and_keys_but_no_token_hash(

@@ -98,9 +98,9 @@ async def test_redis_key_names_hold_refs_only_and_all_expire(
     client = await aiohttp_client(create_app(settings, store=store))
     refs = [await a_busy_device(client, store, device_id) for device_id in RAW_IDS]
     names = await redis_keys(store)
-    device_keys = [k for k in names if "{d:" in k]
+    device_keys = [k for k in names if ":d:" in k]
     assert len(device_keys) == 3 * len(RAW_IDS)
-    assert {k[k.index("{d:") + 3 : k.index("}")] for k in device_keys} == set(refs)
+    assert {k.split(":d:")[1].split(":")[0] for k in device_keys} == set(refs)
     for name in device_keys:
         assert await store.client.ttl(name) > 0
         value = await store.client.dump(name)

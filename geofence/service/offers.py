@@ -1,0 +1,203 @@
+"""Offers (contract §6): the catalogue of offers, and the decision on emitted entries.
+
+``OfferService.decide`` turns a device's new entries into a ``Plan``: which offer each
+entry gets, if any, and why every other was refused. Caps and per-device limits live in
+the device's ledger, which the ping pipeline writes in the same compare-and-set as the
+visit state; budgets live in a counter of their own, reserved here before that write and
+given back if the write loses. So a budget is never overspent: at worst a worker that
+dies between the two leaves one unit reserved and unsent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from geofence.config import Settings
+from geofence.domain.errors import NotFound
+from geofence.domain.geometry import FenceIndex
+from geofence.domain.model import VisitEvent
+from geofence.domain.offers import (
+    DeviceView,
+    Entry,
+    Ledger,
+    Notification,
+    Offer,
+    Plan,
+    audience,
+    offer_doc,
+    parse_offer,
+    plan,
+)
+from geofence.domain.stats import bucket_of, counter, tally
+from geofence.ports import StateStore
+
+logger = logging.getLogger(__name__)
+
+
+class Reserved(msgspec.Struct, frozen=True):
+    """A plan whose budget units are held; ``release`` gives them back."""
+
+    plan: Plan
+    offers: list[Offer]
+    held: list[str]
+
+
+class OfferService:
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.rules = settings.offer_rules
+
+    # the catalogue of offers
+    async def put(self, offer_id: str, doc: Any) -> tuple[dict[str, Any], bool]:
+        offer = parse_offer(offer_id, doc)
+        created = await self.store.put_offer(offer)
+        logger.info("offer saved offer=%s created=%s", offer.id, created)
+        return await self._doc(offer), created
+
+    async def get(self, offer_id: str) -> dict[str, Any]:
+        offer = await self.store.get_offer(offer_id)
+        if offer is None:
+            raise NotFound(f"No offer {offer_id!r}.")
+        return await self._doc(offer)
+
+    async def all(self) -> list[dict[str, Any]]:
+        offers = await self.store.list_offers()
+        spent = await self.store.budget_spent([o.id for o in offers])
+        return [{**offer_doc(o), "budget_spent": spent[o.id]} for o in offers]
+
+    async def delete(self, offer_id: str) -> None:
+        if not await self.store.delete_offer(offer_id):
+            raise NotFound(f"No offer {offer_id!r}.")
+        logger.info("offer deleted offer=%s", offer_id)
+
+    async def _doc(self, offer: Offer) -> dict[str, Any]:
+        spent = await self.store.budget_spent([offer.id])
+        return {**offer_doc(offer), "budget_spent": spent[offer.id]}
+
+    # the decision on entries
+    async def decide(
+        self, ref: str, entries: Sequence[Entry], ledger: Ledger, now: float
+    ) -> Reserved:
+        """Plan the entries and hold the budget units the plan spends.
+
+        A budget the counter refuses (another worker took the last unit) is read as
+        spent and the entries are planned again, so the plan never names an offer whose
+        unit is not held.
+        """
+        profile = await self.store.get_device(ref)
+        if profile is None:
+            raise NotFound("the device was erased")
+        offers = await self.store.list_offers()
+        left = await self._budget_left(offers)
+        device = DeviceView.of(profile)
+        ledger = ledger.pruned(now, self.rules, (o.id for o in offers))
+        while True:
+            the_plan = plan(
+                entries,
+                offers,
+                ledger,
+                device=device,
+                now=now,
+                rules=self.rules,
+                budget_left=left,
+                notification_id=lambda entry: notification_id(ref, entry),
+            )
+            refused = await self._hold(the_plan, offers)
+            if isinstance(refused, list):
+                notifications = [_addressed(n, ref) for n in the_plan.notifications]
+                final = msgspec.structs.replace(the_plan, notifications=notifications)
+                return Reserved(final, offers, refused)
+            left[refused] = 0
+
+    async def release(self, reserved: Reserved) -> None:
+        for offer_id in reserved.held:
+            await self.store.release_budget(offer_id)
+
+    async def _budget_left(self, offers: Sequence[Offer]) -> dict[str, int | None]:
+        budgeted = [o for o in offers if o.budget is not None]
+        spent = await self.store.budget_spent([o.id for o in budgeted])
+        return {o.id: (o.budget or 0) - spent[o.id] for o in budgeted}
+
+    async def _hold(self, the_plan: Plan, offers: Sequence[Offer]) -> list[str] | str:
+        """Reserve a unit for each budgeted notification; the id of the first refused."""
+        budgets = {o.id: o.budget for o in offers}
+        held: list[str] = []
+        for n in the_plan.notifications:
+            budget = budgets.get(n.offer_id)
+            if budget is None:
+                continue
+            if not await self.store.reserve_budget(n.offer_id, budget):
+                for offer_id in held:
+                    await self.store.release_budget(offer_id)
+                return n.offer_id
+            held.append(n.offer_id)
+        return held
+
+    async def count(self, reserved: Reserved | None, entries: Sequence[Entry]) -> None:
+        """Feed the funnel once the plan is written: entries and notifications."""
+        offers = [] if reserved is None else reserved.offers
+        made = [] if reserved is None else reserved.plan.notifications
+        names: dict[int, list[str]] = {}
+        for entry in entries:
+            targeted = audience(offers, entry.store_id, entry.store_tags, entry.at)
+            names.setdefault(bucket_of(entry.at), []).extend(
+                [
+                    counter("entries", "store", entry.store_id),
+                    *(counter("entries", "offer", offer_id) for offer_id in targeted),
+                ]
+            )
+        for n in made:
+            names.setdefault(bucket_of(n.created_at), []).extend(
+                [
+                    counter("notifications", "store", n.store_id),
+                    counter("notifications", "offer", n.offer_id),
+                ]
+            )
+        for bucket, bucket_names in names.items():
+            await self.store.add_counts(bucket, tally(bucket_names))
+
+
+def entries_of(index: FenceIndex, events: Sequence[VisitEvent]) -> list[Entry]:
+    """The emitted entries with what the decision needs of their stores."""
+    return [_entry(index, e) for e in events if e.type == "entry" and e.store_id in index]
+
+
+def _entry(index: FenceIndex, event: VisitEvent) -> Entry:
+    fence = index.fence(event.store_id)
+    return Entry(
+        store_id=fence.id,
+        at=event.at,
+        store_name=fence.name or fence.id,
+        store_tags=fence.tags,
+        store_timezone=fence.timezone,
+    )
+
+
+def notification_id(ref: str, entry: Entry) -> str:
+    """The same entry always makes the same id: a retried write cannot make a second."""
+    digest = hashlib.blake2b(f"{ref}|{entry.store_id}|{entry.at!r}".encode(), digest_size=16)
+    return str(uuid.UUID(bytes=digest.digest()))
+
+
+def _addressed(n: Notification, ref: str) -> Notification:
+    return msgspec.structs.replace(n, device_ref=ref)
+
+
+def public(n: Notification) -> dict[str, Any]:
+    """A notification as the ping's caller sees it: not whom it goes to."""
+    return {
+        "notification_id": n.notification_id,
+        "offer_id": n.offer_id,
+        "store_id": n.store_id,
+        "title": n.title,
+        "body": n.body,
+        "created_at": n.created_at,
+        "expires_at": n.expires_at,
+    }
