@@ -180,7 +180,9 @@ def _annotated(
         if e.type == "entry" and (e.store_id, e.at) in decided
     ]
     notes = [public(made[d.notification_id]) for d in mine if d.notification_id in made]
-    return msgspec.structs.replace(result, notifications=notes, decisions=mine if explain else UNSET)
+    return msgspec.structs.replace(
+        result, notifications=notes, decisions=mine if explain else UNSET
+    )
 
 
 async def _quietly(release: Awaitable[None]) -> None:
