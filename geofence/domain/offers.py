@@ -73,6 +73,7 @@ MAX_DECISIONS: Final = 10
 
 _RANGE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
 _ID = re.compile(r"^[A-Za-z0-9._~:-]+$")
 _OFF: Final = frozenset({"", "off", "none"})
 
@@ -587,6 +588,14 @@ def parse_time(value: Any) -> float:
     if not 0 <= epoch <= MAX_EPOCH_S:
         raise _Bad("bad-time", "must be between 1970 and 9999")
     return float(epoch)
+
+
+def parse_time_param(text: str) -> float:
+    """A time given as text (a query parameter): epoch seconds or RFC 3339; else ValueError."""
+    try:
+        return parse_time(float(text) if _NUMBER.match(text) else text)
+    except _Bad as bad:
+        raise ValueError(bad.detail) from None
 
 
 def _epoch(value: str) -> float:

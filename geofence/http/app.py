@@ -21,6 +21,7 @@ from geofence.http.keys import (
     CREDENTIALS,
     DEVICES,
     METRICS,
+    OFFERS,
     PINGS,
     PUSH,
     SETTINGS,
@@ -31,6 +32,7 @@ from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.devices import DeviceService
+from geofence.service.offers import OfferService
 from geofence.service.pings import PingService
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ def create_app(
     app[CATALOGUE] = CatalogueService(settings, app[STORE], metrics)
     app[CREDENTIALS] = Credentials.from_settings(settings)
     app[DEVICES] = DeviceService(settings, app[STORE])
-    app[PINGS] = PingService(settings, app[STORE], app[CATALOGUE], metrics)
+    app[OFFERS] = OfferService(settings, app[STORE])
+    app[PINGS] = PingService(settings, app[STORE], app[CATALOGUE], metrics, offers=app[OFFERS])
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)
     setup_routes(app)

@@ -6,8 +6,6 @@ what a valid body looks like. Answers that carry a token or personal data are no
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from aiohttp import web
 
@@ -15,7 +13,7 @@ from geofence.domain.callers import CallerKind
 from geofence.domain.devices import ProfilePatch, Registration
 from geofence.http.auth import identify, require
 from geofence.http.keys import CREDENTIALS, DEVICES, SETTINGS
-from geofence.http.schemas import json_response, read_json
+from geofence.http.schemas import private_json, read_json
 
 OWNER: tuple[CallerKind, ...] = ("device",)
 OWNER_OR_ADMIN: tuple[CallerKind, ...] = ("device", "admin")
@@ -31,7 +29,7 @@ async def register(request: web.Request) -> web.Response:
     require(request, request.app[CREDENTIALS], "sdk")
     body = await read_json(request, Registration, limit=request.app[SETTINGS].max_body_bytes)
     device_id, token = await request.app[DEVICES].register(body)
-    return _private(Registered(device_id=device_id, device_token=token), status=201)
+    return private_json(Registered(device_id=device_id, device_token=token), status=201)
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -42,7 +40,7 @@ async def patch(request: web.Request) -> web.Response:
     profile = await devices.authorize(caller, device_id, OWNER)
     changes = await read_json(request, ProfilePatch, limit=request.app[SETTINGS].max_body_bytes)
     updated = await devices.update(profile, changes)
-    return _private(devices.view(device_id, updated))
+    return private_json(devices.view(device_id, updated))
 
 
 async def export(request: web.Request) -> web.Response:
@@ -51,7 +49,7 @@ async def export(request: web.Request) -> web.Response:
     caller = identify(request, request.app[CREDENTIALS])
     device_id = request.match_info["device_id"]
     profile = await devices.authorize(caller, device_id, OWNER_OR_ADMIN)
-    return _private(await devices.export(device_id, profile))
+    return private_json(await devices.export(device_id, profile))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -59,9 +57,3 @@ async def delete(request: web.Request) -> web.Response:
     caller = identify(request, request.app[CREDENTIALS])
     await request.app[DEVICES].erase_as(caller, request.match_info["device_id"])
     return web.Response(status=204)
-
-
-def _private(data: Any, *, status: int = 200) -> web.Response:
-    response = json_response(data, status=status)
-    response.headers["Cache-Control"] = "no-store"
-    return response

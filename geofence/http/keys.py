@@ -10,6 +10,7 @@ from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.devices import DeviceService
+from geofence.service.offers import OfferService
 from geofence.service.pings import PingService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,3 +21,4 @@ CATALOGUE = web.AppKey("catalogue", CatalogueService)
 CREDENTIALS = web.AppKey("credentials", Credentials)
 DEVICES = web.AppKey("devices", DeviceService)
 PINGS = web.AppKey("pings", PingService)
+OFFERS = web.AppKey("offers", OfferService)

@@ -15,6 +15,7 @@ from geofence.domain.errors import ConsentRequired, NotFound
 from geofence.domain.model import Ping
 from geofence.http.auth import require
 from geofence.http.errors import HTTPProblem
+from geofence.http.handlers import flag
 from geofence.http.keys import CREDENTIALS, DEVICES, PINGS, SETTINGS
 from geofence.http.schemas import decode, invalid, json_response, read_body
 from geofence.service.pings import PingResult
@@ -69,7 +70,8 @@ async def post_ping(request: web.Request) -> web.Response:
     ping_in = decode(body, PingIn)
     ping = ping_in.to_ping()
     profile = await _located_device(request, caller, ping_in.device_id, ("device",))
-    [result] = await request.app[PINGS].handle(profile.ref, [ping])
+    explain = flag(request, "explain")
+    [result] = await request.app[PINGS].handle(profile.ref, [ping], explain=explain)
     return json_response(result)
 
 
@@ -111,7 +113,8 @@ async def _device_group(
     except (NotFound, ConsentRequired) as e:
         # one device's pings fail alone; a wrong credential (401/403) fails the batch
         return [(i, {"status": "invalid", "reason": e.code, "errors": []}) for i, _ in items]
-    results = await request.app[PINGS].handle(profile.ref, [p.to_ping() for _, p in items])
+    pings = [p.to_ping() for _, p in items]
+    results = await request.app[PINGS].handle(profile.ref, pings, explain=flag(request, "explain"))
     return [(i, r) for (i, _), r in zip(items, results, strict=True)]
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from geofence.http import devices as d
 from geofence.http import handlers as h
+from geofence.http import offers as o
 from geofence.http import pings as p
 
 
@@ -27,8 +28,15 @@ def setup_routes(app: web.Application) -> None:
             web.patch("/v1/devices/{device_id}", d.patch),
             web.get("/v1/devices/{device_id}/export", d.export),
             web.delete("/v1/devices/{device_id}", d.delete),
+            web.get("/v1/devices/{device_id}/explain", o.device_explain),
             # pings (contract §5)
             web.post("/v1/pings", p.post_ping),
             web.post("/v1/pings/batch", p.post_batch),
+            # offers and their results (contract §6)
+            web.get("/v1/offers", o.list_offers),
+            web.put("/v1/offers/{offer_id}", o.put_offer),
+            web.get("/v1/offers/{offer_id}", o.get_offer),
+            web.delete("/v1/offers/{offer_id}", o.delete_offer),
+            web.get("/v1/stats", o.stats),
         ]
     )

@@ -29,6 +29,13 @@ def json_response(
     return web.Response(body=_encoder.encode(data), status=status, content_type=content_type)
 
 
+def private_json(data: Any, *, status: int = 200) -> web.Response:
+    """A JSON answer that carries a token or personal data: never cached."""
+    response = json_response(data, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 async def read_body(request: web.Request, *, limit: int) -> bytes:
     """The raw body, refusing anything but JSON and anything over ``limit`` bytes (413)."""
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):

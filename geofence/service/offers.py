@@ -20,6 +20,7 @@ import msgspec
 
 from geofence.config import Settings
 from geofence.domain.errors import NotFound
+from geofence.domain.explain import explain
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import VisitEvent
 from geofence.domain.offers import (
@@ -34,7 +35,7 @@ from geofence.domain.offers import (
     parse_offer,
     plan,
 )
-from geofence.domain.stats import bucket_of, counter, tally
+from geofence.domain.stats import STAGES, By, bucket_of, buckets, counter, funnel, tally
 from geofence.ports import StateStore
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,28 @@ class OfferService:
     async def _doc(self, offer: Offer) -> dict[str, Any]:
         spent = await self.store.budget_spent([offer.id])
         return {**offer_doc(offer), "budget_spent": spent[offer.id]}
+
+    # reading the results
+    async def explain(self, ref: str, now: float) -> dict[str, Any]:
+        """Why this device got what it got: visits, cooldowns, caps, limits, decisions."""
+        stored = await self.store.load_state(ref)
+        offers = await self.store.list_offers()
+        spent = await self.store.budget_spent([o.id for o in offers])
+        return explain(
+            stored.state,
+            stored.ledger,
+            offers,
+            spent,
+            now=now,
+            visit_rules=self.settings.visit_rules,
+            rules=self.rules,
+        )
+
+    async def stats(self, start: float, end: float, by: By) -> dict[str, Any]:
+        counts = await self.store.read_counts(buckets(start, end))
+        rows = funnel(counts, by)
+        totals = {stage: sum(int(r[stage]) for r in rows) for stage in STAGES}  # type: ignore[call-overload]
+        return {"from": start, "to": end, "by": by, "rows": rows, "totals": totals}
 
     # the decision on entries
     async def decide(
