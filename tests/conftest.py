@@ -51,9 +51,10 @@ async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
     """Makes Redis stores on prefixes of their own; every key is removed afterwards."""
     made: list[tuple[aioredis.Redis, str]] = []
 
-    async def make(**kwargs: Any) -> RedisStore:
+    async def make(*, prefix: str | None = None, **kwargs: Any) -> RedisStore:
+        """A store on a new prefix, or a second client on the ``prefix`` of another."""
         client = await redis_client_or_skip()
-        prefix = f"gftest-{uuid.uuid4().hex[:12]}"
+        prefix = prefix or f"gftest-{uuid.uuid4().hex[:12]}"
         made.append((client, prefix))
         return RedisStore(client, prefix=prefix, **kwargs)
 
