@@ -44,6 +44,22 @@ class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
         return self.notification.device_ref
 
 
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A notification that will not be delivered, and why."""
+
+    item: OutboxItem
+    reason: str
+    at: float
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """What a receipt counts against: no device in it, only the funnel's keys."""
+
+    notification_id: str
+    store_id: str
+    offer_id: str
+
+
 class StateStore(Protocol):
     """All durable state. Every method raises domain ``Unavailable`` when the backend is down."""
 
@@ -136,6 +152,25 @@ class StateStore(Protocol):
         """Remove a delivered (or dead-lettered) item from the outbox."""
 
     async def outbox_depth(self) -> int: ...
+
+    async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
+        """Take ``item`` out of the outbox and keep it, with ``reason``, for inspection."""
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The newest dead letters first; those older than the retention are gone."""
+
+    async def requeue(self, notification_id: str, at: float) -> OutboxItem | None:
+        """Put a dead letter back in the outbox, due at ``at``; None when there is none."""
+
+    # receipts (contract §6)
+    async def expect_receipts(self, receipt: Receipt) -> None:
+        """Remember what a sent notification's receipts count against."""
+
+    async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
+        """The receipt's target the first time (notification, event) is seen, else None.
+
+        Raises NotFound for a notification this service never sent.
+        """
 
     # aggregate counters (contract §6, stats): no device in them
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None: ...

@@ -18,9 +18,11 @@ from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
-from geofence.ports import Catalogue, OutboxItem, StoredState
+from geofence.ports import Catalogue, DeadLetter, OutboxItem, Receipt, StoredState
 
 T = TypeVar("T")
+DEAD_LETTER_RETENTION_S = 7 * 86_400
+RECEIPTS_TTL_S = 30 * 86_400
 Clock = Callable[[], float]
 
 
@@ -77,6 +79,8 @@ class MemoryStore:
         self._spent: dict[str, int] = {}
         self._outbox: dict[str, tuple[OutboxItem, float]] = {}  # id -> (item, due at)
         self._counts: dict[int, dict[str, int]] = {}
+        self._dead: dict[str, DeadLetter] = {}
+        self._receipts: _Expiring[tuple[Receipt, frozenset[str]]] = _Expiring(clock)
 
     async def check(self) -> None:
         return None
@@ -131,6 +135,9 @@ class MemoryStore:
         pending = [k for k, (item, _) in self._outbox.items() if item.device_ref == ref]
         for key in pending:
             del self._outbox[key]
+        dead = [k for k, letter in self._dead.items() if letter.item.device_ref == ref]
+        for key in dead:
+            del self._dead[key]
 
     async def erase_location(self, ref: str) -> None:
         stored = self._states.get(ref)
@@ -231,6 +238,39 @@ class MemoryStore:
 
     async def outbox_depth(self) -> int:
         return len(self._outbox)
+
+    async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
+        self._outbox.pop(item.id, None)
+        self._dead[item.id] = DeadLetter(item=item, reason=reason, at=at)
+        cutoff = at - DEAD_LETTER_RETENTION_S
+        for key in [k for k, d in self._dead.items() if d.at <= cutoff]:
+            del self._dead[key]
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        return sorted(self._dead.values(), key=lambda d: (-d.at, d.item.id))[:limit]
+
+    async def requeue(self, notification_id: str, at: float) -> OutboxItem | None:
+        letter = self._dead.pop(notification_id, None)
+        if letter is None:
+            return None
+        self._outbox[notification_id] = (letter.item, at)
+        return letter.item
+
+    # receipts
+    async def expect_receipts(self, receipt: Receipt) -> None:
+        if self._receipts.get(receipt.notification_id) is None:
+            self._receipts.set(receipt.notification_id, (receipt, frozenset()), RECEIPTS_TTL_S)
+
+    async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
+        known = self._receipts.get(notification_id)
+        if known is None:
+            raise NotFound(f"No notification {notification_id!r} was sent.")
+        receipt, seen = known
+        if event in seen:
+            return None
+        ttl = self._receipts.ttl(notification_id) or RECEIPTS_TTL_S
+        self._receipts.set(notification_id, (receipt, seen | {event}), ttl)
+        return receipt
 
     # aggregate counters
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:

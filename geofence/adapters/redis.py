@@ -23,12 +23,14 @@ from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
-from geofence.ports import Catalogue, OutboxItem, StoredState
+from geofence.ports import Catalogue, DeadLetter, OutboxItem, Receipt, StoredState
 
 T = TypeVar("T")
 _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
 SHARDS = 16
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
+DEAD_LETTER_RETENTION_S = 7 * 86_400
+RECEIPTS_TTL_S = 30 * 86_400
 
 
 class Keys:
@@ -68,11 +70,20 @@ class Keys:
         """The shard's outbox: a sorted set of ids by due time and a hash of the items."""
         return [f"{self.shard(shard)}:outbox:due", f"{self.shard(shard)}:outbox:items"]
 
+    def dead(self, shard: int) -> list[str]:
+        """The shard's dead letters: a hash of them and a sorted set of ids by time."""
+        return [f"{self.shard(shard)}:dead:items", f"{self.shard(shard)}:dead:at"]
+
     def device_outbox(self, ref: str) -> list[str]:
         return [self.pending(ref), *self.outbox(self.shard_of(ref))]
 
     def of_device(self, ref: str) -> list[str]:
-        return [self.profile(ref), self.state(ref), self.fix(ref), *self.device_outbox(ref)]
+        """Every key erasure touches: the device's own and its shard's outbox."""
+        own = [self.profile(ref), self.state(ref), self.fix(ref)]
+        return [*own, *self.device_outbox(ref), *self.dead(self.shard_of(ref))]
+
+    def receipts(self, notification_id: str) -> str:
+        return f"{self.prefix}:{{r:{notification_id}}}"
 
     def spent(self, offer_id: str) -> str:
         return f"{self.prefix}:{{o:{offer_id}}}:spent"
@@ -115,14 +126,49 @@ end
 redis.call('DEL', KEYS[2])
 """
 
-# KEYS: profile, state, fix, pending, outbox due, outbox items: every key of the device
-# and its notifications still waiting in the outbox.
+# KEYS: profile, state, fix, pending, outbox due, outbox items, dead items, dead at: every
+# key of the device, and its notifications still in the outbox or among the dead letters.
 ERASE_DEVICE = """
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   redis.call('ZREM', KEYS[5], id)
   redis.call('HDEL', KEYS[6], id)
+  redis.call('HDEL', KEYS[7], id)
+  redis.call('ZREM', KEYS[8], id)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+"""
+
+# KEYS: outbox due, outbox items, dead items, dead at. ARGV: id, dead letter, at, cutoff.
+# Dead letters older than the cutoff go.
+DEAD_LETTER = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])) do
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+end
+"""
+
+# KEYS: dead items, dead at, outbox due, outbox items. ARGV: id, the dead letter as read,
+# the outbox item, due at. Moves it back only if nobody changed it since it was read.
+REQUEUE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return 1
+"""
+
+# KEYS: the notification's receipts. ARGV: event, at. -1: never sent; 0: seen before;
+# else the target the receipt counts against.
+RECORD_RECEIPT = """
+local target = redis.call('HGET', KEYS[1], 'target')
+if not target then return -1 end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+return target
 """
 
 # KEYS: outbox due, outbox items. ARGV: now, lease, limit. Items due by now are hidden
@@ -193,6 +239,9 @@ class RedisStore:
         self._claim = client.register_script(CLAIM)
         self._retry_later = client.register_script(RETRY_LATER)
         self._reserve_budget = client.register_script(RESERVE_BUDGET)
+        self._dead_letter = client.register_script(DEAD_LETTER)
+        self._requeue = client.register_script(REQUEUE)
+        self._record_receipt = client.register_script(RECORD_RECEIPT)
         self._release_budget = client.register_script(RELEASE_BUDGET)
         self._next_shard = 0
 
@@ -398,6 +447,55 @@ class RedisStore:
             for shard in range(SHARDS):
                 pipe.zcard(self.keys.outbox(shard)[0])
             return sum(await pipe.execute())
+
+    async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
+        shard = self.keys.shard_of(item.device_ref)
+        keys = [*self.keys.outbox(shard), *self.keys.dead(shard)]
+        letter = _encode(DeadLetter(item=item, reason=reason, at=at))
+        args: list[bytes | str | float] = [item.id, letter, at, at - DEAD_LETTER_RETENTION_S]
+        async with _guard():
+            await self._dead_letter(keys=keys, args=args)
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        async with _guard():
+            for shard in range(SHARDS):
+                items, at = self.keys.dead(shard)
+                ids: list[Any] = list(await self.client.zrevrange(at, 0, limit - 1))
+                raw = await self.client.hmget(items, ids) if ids else []
+                found += [_decode(r, DeadLetter) for r in raw if r is not None]
+        found.sort(key=lambda d: (-d.at, d.item.id))
+        return found[:limit]
+
+    async def requeue(self, notification_id: str, at: float) -> OutboxItem | None:
+        async with _guard():
+            for shard in range(SHARDS):
+                items, at_key = self.keys.dead(shard)
+                raw = await self.client.hget(items, notification_id)
+                if raw is None:
+                    continue
+                item = _decode(raw, DeadLetter).item
+                keys = [items, at_key, *self.keys.outbox(shard)]
+                args = [notification_id, raw, _encode(item), at]
+                moved = await self._requeue(keys=keys, args=args)
+                return item if moved else None
+        return None
+
+    # receipts
+    async def expect_receipts(self, receipt: Receipt) -> None:
+        key = self.keys.receipts(receipt.notification_id)
+        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "target", _encode(receipt))
+            pipe.expire(key, RECEIPTS_TTL_S)
+            await pipe.execute()
+
+    async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
+        keys = [self.keys.receipts(notification_id)]
+        async with _guard():
+            result = await self._record_receipt(keys=keys, args=[event, at])
+        if result == -1:
+            raise NotFound(f"No notification {notification_id!r} was sent.")
+        return None if result == 0 else _decode(result, Receipt)
 
     # aggregate counters
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:

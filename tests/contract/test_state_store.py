@@ -342,3 +342,46 @@ async def test_counters_sum_over_buckets(store: StateStore) -> None:
     await store.add_counts(7_200, {"entries|store|b": 5})
     assert await store.read_counts([0, 3_600]) == {"entries|store|a": 3, "entries|offer|o1": 1}
     assert await store.read_counts([]) == {}
+
+
+async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state(
+        "ref1", visit_state(), 0, outbox=[notification("n1"), notification("n2")]
+    )
+    [first, second] = sorted(await store.claim_outbox(5_000.0, 30, 10), key=lambda i: i.id)
+    await store.dead_letter(first, "rejected", 5_001.0)
+    await store.dead_letter(second, "expired", 5_002.0)
+    assert await store.outbox_depth() == 0
+    letters = await store.dead_letters(10)
+    assert [(d.item.id, d.reason) for d in letters] == [("n2", "expired"), ("n1", "rejected")]
+    assert await store.requeue("n1", 6_000.0) == first
+    assert await store.requeue("n1", 6_000.0) is None
+    assert await store.requeue("nope", 6_000.0) is None
+    assert [i.id for i in await store.claim_outbox(6_000.0, 30, 10)] == ["n1"]
+    # a week later the old ones are gone
+    await store.dead_letter(first, "rejected", 5_002.0 + 7 * 86_400)
+    assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
+
+
+async def test_erasure_removes_dead_letters_too(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    [item] = await store.claim_outbox(5_000.0, 30, 10)
+    await store.dead_letter(item, "rejected", 5_001.0)
+    await store.erase_device("ref1")
+    assert await store.dead_letters(10) == []
+
+
+async def test_receipts_count_once_per_event(store: StateStore) -> None:
+    from geofence.domain.errors import NotFound
+    from geofence.ports import Receipt
+
+    target = Receipt(notification_id="n1", store_id="a", offer_id="o1")
+    with pytest.raises(NotFound):
+        await store.record_receipt("n1", "delivered", 10.0)
+    await store.expect_receipts(target)
+    await store.expect_receipts(target)
+    assert await store.record_receipt("n1", "delivered", 10.0) == target
+    assert await store.record_receipt("n1", "delivered", 11.0) is None
+    assert await store.record_receipt("n1", "opened", 12.0) == target
