@@ -240,7 +240,8 @@ class MemoryStore:
         return len(self._outbox)
 
     async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
-        self._outbox.pop(item.id, None)
+        if self._outbox.pop(item.id, None) is None:
+            return  # erased meanwhile
         self._dead[item.id] = DeadLetter(item=item, reason=reason, at=at)
         cutoff = at - DEAD_LETTER_RETENTION_S
         for key in [k for k, d in self._dead.items() if d.at <= cutoff]:

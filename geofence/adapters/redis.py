@@ -139,8 +139,9 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 """
 
 # KEYS: outbox due, outbox items, dead items, dead at. ARGV: id, dead letter, at, cutoff.
-# Dead letters older than the cutoff go.
+# Only an item still in the outbox (not one erased meanwhile); older dead letters go.
 DEAD_LETTER = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -149,6 +150,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])) do
   redis.call('HDEL', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
 end
+return 1
 """
 
 # KEYS: dead items, dead at, outbox due, outbox items. ARGV: id, the dead letter as read,

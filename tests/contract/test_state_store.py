@@ -358,10 +358,19 @@ async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateSto
     assert await store.requeue("n1", 6_000.0) == first
     assert await store.requeue("n1", 6_000.0) is None
     assert await store.requeue("nope", 6_000.0) is None
-    assert [i.id for i in await store.claim_outbox(6_000.0, 30, 10)] == ["n1"]
+    assert await store.claim_outbox(6_000.0, 30, 10) == [first]
     # a week later the old ones are gone
     await store.dead_letter(first, "rejected", 5_002.0 + 7 * 86_400)
     assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
+
+
+async def test_an_erased_device_is_not_dead_lettered(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    [item] = await store.claim_outbox(5_000.0, 30, 10)
+    await store.erase_device("ref1")
+    await store.dead_letter(item, "rejected", 5_001.0)
+    assert await store.dead_letters(10) == []
 
 
 async def test_erasure_removes_dead_letters_too(store: StateStore) -> None:
