@@ -159,8 +159,9 @@ class StateStore(Protocol):
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         """The newest dead letters first; those older than the retention are gone."""
 
-    async def requeue(self, notification_id: str, at: float) -> OutboxItem | None:
-        """Put a dead letter back in the outbox, due at ``at``; None when there is none."""
+    async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
+        """Put a dead letter back in the outbox, due at ``at``, unless it has expired by
+        then (it stays a dead letter). The dead letter found, or None."""
 
     # receipts (contract §6)
     async def expect_receipts(self, receipt: Receipt) -> None:

@@ -250,12 +250,13 @@ class MemoryStore:
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         return sorted(self._dead.values(), key=lambda d: (-d.at, d.item.id))[:limit]
 
-    async def requeue(self, notification_id: str, at: float) -> OutboxItem | None:
-        letter = self._dead.pop(notification_id, None)
-        if letter is None:
-            return None
+    async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
+        letter = self._dead.get(notification_id)
+        if letter is None or letter.item.notification.expires_at <= at:
+            return letter
+        del self._dead[notification_id]
         self._outbox[notification_id] = (letter.item, at)
-        return letter.item
+        return letter
 
     # receipts
     async def expect_receipts(self, receipt: Receipt) -> None:

@@ -469,18 +469,20 @@ class RedisStore:
         found.sort(key=lambda d: (-d.at, d.item.id))
         return found[:limit]
 
-    async def requeue(self, notification_id: str, at: float) -> OutboxItem | None:
+    async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
         async with _guard():
             for shard in range(SHARDS):
                 items, at_key = self.keys.dead(shard)
                 raw = await self.client.hget(items, notification_id)
                 if raw is None:
                     continue
-                item = _decode(raw, DeadLetter).item
+                letter = _decode(raw, DeadLetter)
+                if letter.item.notification.expires_at <= at:
+                    return letter
                 keys = [items, at_key, *self.keys.outbox(shard)]
-                args = [notification_id, raw, _encode(item), at]
+                args = [notification_id, raw, _encode(letter.item), at]
                 moved = await self._requeue(keys=keys, args=args)
-                return item if moved else None
+                return letter if moved else None
         return None
 
     # receipts

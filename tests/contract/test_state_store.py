@@ -355,10 +355,14 @@ async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateSto
     assert await store.outbox_depth() == 0
     letters = await store.dead_letters(10)
     assert [(d.item.id, d.reason) for d in letters] == [("n2", "expired"), ("n1", "rejected")]
-    assert await store.requeue("n1", 6_000.0) == first
-    assert await store.requeue("n1", 6_000.0) is None
+    expired = await store.requeue("n2", 1_000.0 + 3_600)  # n2 expires at 4600
+    assert expired is not None and expired.reason == "expired"
+    assert [d.item.id for d in await store.dead_letters(10)] == ["n2", "n1"]  # still there
+    requeued = await store.requeue("n1", 4_000.0)
+    assert requeued is not None and requeued.item == first
+    assert await store.requeue("n1", 4_000.0) is None
     assert await store.requeue("nope", 6_000.0) is None
-    assert await store.claim_outbox(6_000.0, 30, 10) == [first]
+    assert await store.claim_outbox(4_000.0, 30, 10) == [first]
     # a week later the old ones are gone
     await store.dead_letter(first, "rejected", 5_002.0 + 7 * 86_400)
     assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
