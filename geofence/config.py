@@ -42,6 +42,8 @@ class Settings:
         default=None, metadata={"help": "push gateway URL; unset writes notifications to stdout"}
     )
     push_secret: str | None = field(default=None, metadata={"help": "outgoing signature key"})
+    push_timeout_s: float = field(default=5.0, metadata={"help": "one delivery's time limit"})
+    push_concurrency: int = field(default=16, metadata={"help": "deliveries in flight at once"})
     gateway_secret: str | None = field(default=None, metadata={"help": "receipt signature key"})
     admin_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
     sdk_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
@@ -178,3 +180,18 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_H3_RESOLUTION must be 0..15")
     if settings.max_body_bytes <= 0 or settings.max_upload_bytes < settings.max_body_bytes:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
+    _validate_offers(settings)
+
+
+def _validate_offers(settings: Settings) -> None:
+    if settings.push_url and not settings.push_secret:
+        raise SettingsError("GEOFENCE_PUSH_URL needs GEOFENCE_PUSH_SECRET to sign deliveries")
+    if settings.device_cap < 0 or settings.push_concurrency < 1 or settings.push_timeout_s <= 0:
+        raise SettingsError(
+            "GEOFENCE_DEVICE_CAP must be >= 0, GEOFENCE_PUSH_CONCURRENCY >= 1, "
+            "GEOFENCE_PUSH_TIMEOUT_S > 0"
+        )
+    try:
+        settings.offer_rules  # noqa: B018 - builds the rules, which check the quiet hours
+    except ValueError as e:
+        raise SettingsError(f"GEOFENCE_QUIET_HOURS: {e}") from None

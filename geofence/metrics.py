@@ -42,3 +42,30 @@ class Metrics:
         self.notifications = Counter(
             "geofence_notifications", "Notifications created", ["offer_id"], registry=r
         )
+        self.deliveries = Counter(
+            "geofence_deliveries", "Notifications the push gateway accepted", registry=r
+        )
+        self.delivery_retries = Counter(
+            "geofence_delivery_retries",
+            "Deliveries scheduled again, by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "geofence_dead_letters",
+            "Notifications dead-lettered, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "geofence_delivery_seconds",
+            "From a notification's creation to the gateway's acceptance",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+        )
+        self.outbox_depth = Gauge(
+            "geofence_outbox_depth", "Notifications waiting in the outbox", registry=r
+        )
+        self.receipts = Counter(
+            "geofence_receipts", "Receipts counted, by event", ["event"], registry=r
+        )

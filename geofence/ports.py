@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
+from geofence.domain.delivery import Attempt
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.model import DeviceState, Fence
 from geofence.domain.offers import Ledger, Notification, Offer
@@ -183,6 +184,9 @@ class StateStore(Protocol):
 class PushGateway(Protocol):
     """Where notifications go: the HTTP push gateway, or stdout in the embedded default."""
 
-    async def send(self, payload: dict[str, Any]) -> None: ...  # raises on failure
+    needs_token: bool  # whether a device without a push token can be reached at all
+
+    async def send(self, body: bytes, notification_id: str) -> Attempt:
+        """One try; the outcome, never an exception for a failure of the far side."""
 
     async def close(self) -> None: ...

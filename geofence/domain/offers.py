@@ -590,10 +590,12 @@ def parse_time(value: Any) -> float:
     return float(epoch)
 
 
-def parse_time_param(text: str) -> float:
-    """A time given as text (a query parameter): epoch seconds or RFC 3339; else ValueError."""
+def parse_time_param(value: str | float) -> float:
+    """Epoch seconds (also as text, as in a query) or RFC 3339; else ValueError."""
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
     try:
-        return parse_time(float(text) if _NUMBER.match(text) else text)
+        return parse_time(value)
     except _Bad as bad:
         raise ValueError(bad.detail) from None
 

@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from geofence.adapters.memory import MemoryStore
+from geofence.adapters.push_http import HttpPush
 from geofence.adapters.push_stdout import StdoutPush
 from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
+from geofence.delivery import Dispatcher
+from geofence.domain.delivery import RetryPolicy
 from geofence.domain.errors import Unavailable
 from geofence.http.auth import Credentials
 from geofence.http.errors import Handler, problem_middleware
@@ -20,6 +23,7 @@ from geofence.http.keys import (
     CATALOGUE,
     CREDENTIALS,
     DEVICES,
+    DISPATCHER,
     METRICS,
     OFFERS,
     PINGS,
@@ -54,16 +58,27 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STORE] = store if store is not None else make_store(settings)
-    app[PUSH] = push if push is not None else StdoutPush()
-    app[CATALOGUE] = CatalogueService(settings, app[STORE], metrics)
+    app[PUSH] = push if push is not None else make_push(settings)
     app[CREDENTIALS] = Credentials.from_settings(settings)
-    app[DEVICES] = DeviceService(settings, app[STORE])
-    app[OFFERS] = OfferService(settings, app[STORE])
-    app[PINGS] = PingService(settings, app[STORE], app[CATALOGUE], metrics, offers=app[OFFERS])
+    _add_services(app, settings, metrics)
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)
+    app.cleanup_ctx.append(_dispatcher_ctx)
     setup_routes(app)
     return app
+
+
+def _add_services(app: web.Application, settings: Settings, metrics: Metrics) -> None:
+    store = app[STORE]
+    app[CATALOGUE] = CatalogueService(settings, store, metrics)
+    app[DEVICES] = DeviceService(settings, store)
+    app[OFFERS] = OfferService(settings, store)
+    app[PINGS] = PingService(settings, store, app[CATALOGUE], metrics, offers=app[OFFERS])
+    policy = RetryPolicy(timeout_s=settings.push_timeout_s)
+    app[DISPATCHER] = Dispatcher(
+        store, app[PUSH], metrics, policy=policy, concurrency=settings.push_concurrency
+    )
+    app[PINGS].on_notified = app[DISPATCHER].wake
 
 
 def make_store(settings: Settings) -> StateStore:
@@ -76,6 +91,14 @@ def make_store(settings: Settings) -> StateStore:
             position_ttl_s=settings.position_ttl_s,
         )
     return MemoryStore(device_ttl_s=settings.device_ttl_s, position_ttl_s=settings.position_ttl_s)
+
+
+def make_push(settings: Settings) -> PushGateway:
+    if settings.push_url:
+        return HttpPush(
+            settings.push_url, settings.push_secret or "", timeout_s=settings.push_timeout_s
+        )
+    return StdoutPush()
 
 
 def _closing(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -102,6 +125,15 @@ async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     stop.set()
     await stop_task(task, grace_s=app[SETTINGS].redis_timeout_s + 1.0)
+
+
+async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Drain the outbox while the app runs; on shutdown, stop and wait (bounded)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(app[DISPATCHER].run(stop), name="dispatcher")
+    yield
+    stop.set()
+    await stop_task(task, grace_s=app[SETTINGS].push_timeout_s + 1.0)
 
 
 async def stop_task(task: asyncio.Task[None], *, grace_s: float) -> None:

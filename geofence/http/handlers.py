@@ -9,10 +9,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from geofence.domain.callers import CallerKind
 from geofence.http.auth import require
-from geofence.http.errors import HTTPProblem, problem_response
+from geofence.http.errors import problem_response
 from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, SETTINGS, STORE
 from geofence.http.openapi import openapi_document
-from geofence.http.schemas import json_response, read_json
+from geofence.http.schemas import flag, json_response, read_json
 
 # operations
 
@@ -88,12 +88,3 @@ async def delete_store(request: web.Request) -> web.Response:
 
 def _allow(request: web.Request, *kinds: CallerKind) -> None:
     require(request, request.app[CREDENTIALS], *kinds)
-
-
-def flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw in ("true", "1"):
-        return True
-    if raw in ("false", "0", ""):
-        return False
-    raise HTTPProblem(400, "bad-query", f"?{name} takes true or false, not {raw!r}.")

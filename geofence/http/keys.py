@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from geofence.config import Settings
+from geofence.delivery import Dispatcher
 from geofence.http.auth import Credentials
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
@@ -22,3 +23,4 @@ CREDENTIALS = web.AppKey("credentials", Credentials)
 DEVICES = web.AppKey("devices", DeviceService)
 PINGS = web.AppKey("pings", PingService)
 OFFERS = web.AppKey("offers", OfferService)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

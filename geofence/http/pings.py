@@ -15,9 +15,8 @@ from geofence.domain.errors import ConsentRequired, NotFound
 from geofence.domain.model import Ping
 from geofence.http.auth import require
 from geofence.http.errors import HTTPProblem
-from geofence.http.handlers import flag
 from geofence.http.keys import CREDENTIALS, DEVICES, PINGS, SETTINGS
-from geofence.http.schemas import decode, invalid, json_response, read_body
+from geofence.http.schemas import decode, flag, invalid, json_response, read_body
 from geofence.service.pings import PingResult
 
 MAX_BATCH = 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from geofence.http import delivery as dl
 from geofence.http import devices as d
 from geofence.http import handlers as h
 from geofence.http import offers as o
@@ -38,5 +39,9 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/offers/{offer_id}", o.get_offer),
             web.delete("/v1/offers/{offer_id}", o.delete_offer),
             web.get("/v1/stats", o.stats),
+            # delivery (contract §6)
+            web.post("/v1/receipts", dl.post_receipt),
+            web.get("/v1/deadletters", dl.list_dead_letters),
+            web.post("/v1/deadletters/{notification_id}/retry", dl.retry_dead_letter),
         ]
     )

@@ -86,3 +86,12 @@ def _code_of(detail: str) -> str:
 
 def _too_large(limit: int) -> HTTPProblem:
     return HTTPProblem(413, "payload-too-large", f"The body is larger than {limit} bytes.")
+
+
+def flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0", ""):
+        return False
+    raise HTTPProblem(400, "bad-query", f"?{name} takes true or false, not {raw!r}.")

@@ -1,0 +1,201 @@
+"""The outbox drained to the push gateway (contract §6, delivery).
+
+A dispatcher claims due notifications from the outbox with a lease, sends each at most
+``concurrency`` at a time, and settles it by the verdict of ``domain.delivery.judge``:
+delivered (gone from the outbox), retry at a later time (kept, with its history), or
+dead letter. A process killed mid-send loses nothing: its leases run out and another
+dispatcher (or the restarted one) claims the items again, with the same notification id
+as the ``Idempotency-Key``. Consent and the push token are read again just before each
+send, so a withdrawal or an erasure stops what is still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from geofence.domain.delivery import (
+    Attempt,
+    Delivered,
+    RetryAt,
+    RetryPolicy,
+    expired,
+    judge,
+)
+from geofence.domain.devices import DeviceProfile
+from geofence.domain.errors import Unavailable
+from geofence.metrics import Metrics
+from geofence.ports import OutboxItem, PushGateway, Receipt, StateStore
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: StateStore,
+        push: PushGateway,
+        metrics: Metrics,
+        *,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 16,
+        idle_s: float = 0.5,
+        clock: Clock = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.push = push
+        self.metrics = metrics
+        self.policy = policy or RetryPolicy()
+        self.concurrency = concurrency
+        self.idle_s = idle_s
+        self.clock = clock
+        self.rand = rand
+        # longer than a send can take, so a live claimer never loses its items
+        self.lease_s = 3 * self.policy.timeout_s + 5
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New notifications are in the outbox: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until ``stop`` is set; a store that is down is waited out, not fatal."""
+        while not stop.is_set():
+            try:
+                sent = await self.drain_once()
+            except Unavailable:
+                logger.warning("delivery paused: state store unavailable")
+                sent = 0
+            if sent == 0:
+                await self._sleep(stop)
+
+    async def drain_once(self) -> int:
+        """Claim one round of due items and settle each; how many were claimed."""
+        items = await self.store.claim_outbox(self.clock(), self.lease_s, self.concurrency)
+        if items:
+            await asyncio.gather(*(self._settle_safely(item) for item in items))
+        self.metrics.outbox_depth.set(await self.store.outbox_depth())
+        return len(items)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _settle_safely(self, item: OutboxItem) -> None:
+        try:
+            await self.deliver(item)
+        except Unavailable:
+            logger.warning("delivery deferred: state store unavailable")  # the lease returns it
+        except Exception:
+            logger.exception("delivery failed unexpectedly notification=%s", item.id)
+
+    async def deliver(self, item: OutboxItem) -> None:
+        """Send one item (unless it can no longer go) and act on the verdict."""
+        n = item.notification
+        if expired(self.clock(), n.expires_at):
+            await self._dead(item, "expired")
+            return
+        profile = await self.store.get_device(item.device_ref)
+        if profile is None:  # erased meanwhile: nothing of it may be kept, not even here
+            await self.store.settle(item)
+            self.metrics.dead_letters.labels("device-erased").inc()
+            return
+        refusal = _refusal(profile, self.push.needs_token)
+        if refusal is not None:
+            await self._dead(item, refusal)
+            return
+        await self.store.expect_receipts(
+            Receipt(notification_id=n.notification_id, store_id=n.store_id, offer_id=n.offer_id)
+        )
+        attempt = await self.push.send(payload(item, profile), n.notification_id)
+        await self._act(item, attempt, profile)
+
+    async def _act(self, item: OutboxItem, attempt: Attempt, profile: DeviceProfile) -> None:
+        now = self.clock()
+        verdict = judge(
+            attempt,
+            attempt_no=item.attempts,
+            now=now,
+            expires_at=item.notification.expires_at,
+            policy=self.policy,
+            rand=self.rand,
+        )
+        if isinstance(verdict, Delivered):
+            await self.store.settle(item)
+            self.metrics.deliveries.inc()
+            self.metrics.delivery_latency.observe(max(0.0, now - item.notification.created_at))
+        elif isinstance(verdict, RetryAt):
+            await self._retry(item, attempt, verdict.at)
+        else:
+            await self._dead(item, verdict.reason)
+            if verdict.drop_token:
+                await self._drop_token(profile)
+
+    async def _retry(self, item: OutboxItem, attempt: Attempt, at: float) -> None:
+        cause = _cause(attempt)
+        later = msgspec.structs.replace(item, attempts=item.attempts + 1, last_error=cause)
+        await self.store.retry_later(later, at)
+        self.metrics.delivery_retries.labels(cause).inc()
+        logger.info(
+            "delivery retry notification=%s cause=%s in_s=%.0f",
+            item.id,
+            cause,
+            at - self.clock(),
+        )
+
+    async def _dead(self, item: OutboxItem, reason: str) -> None:
+        await self.store.dead_letter(item, reason, self.clock())
+        self.metrics.dead_letters.labels(reason).inc()
+        logger.info("delivery dead-lettered notification=%s reason=%s", item.id, reason)
+
+    async def _drop_token(self, profile: DeviceProfile) -> None:
+        """410 Gone: the gateway says the token is dead; forget it."""
+        if profile.push_token is not None:
+            await self.store.put_device(msgspec.structs.replace(profile, push_token=None))
+            logger.info("push token dropped device=%s", profile.ref)
+
+
+def _refusal(profile: DeviceProfile, needs_token: bool) -> str | None:
+    if not profile.allows("offers"):
+        return "consent-withdrawn"
+    if needs_token and profile.push_token is None:
+        return "no-push-token"
+    return None
+
+
+def _cause(attempt: Attempt) -> str:
+    return attempt.error or f"http-{attempt.status}"
+
+
+def payload(item: OutboxItem, profile: DeviceProfile) -> bytes:
+    """The body contract §6 names, with the push token as it is now."""
+    n = item.notification
+    body: dict[str, Any] = {
+        "notification_id": n.notification_id,
+        "device_ref": n.device_ref,
+        "push_token": profile.push_token,
+        "offer_id": n.offer_id,
+        "store_id": n.store_id,
+        "title": n.title,
+        "body": n.body,
+        "created_at": n.created_at,
+        "expires_at": n.expires_at,
+    }
+    return msgspec.json.encode(body)
