@@ -69,13 +69,13 @@ def _visit(visit: Visit) -> dict[str, Any]:
 
 
 def _device_cap(ledger: Ledger, now: float, rules: Rules) -> dict[str, Any]:
-    window = [t for t in ledger.device_sent if t > now - rules.device_cap_window_s]
-    full = len(window) >= rules.device_cap
+    window = sorted(t for t in ledger.device_sent if t > now - rules.device_cap_window_s)
+    over = len(window) - rules.device_cap  # >= 0: capped until that many sends age out
     return {
         "used": len(window),
         "cap": rules.device_cap,
         "window_s": rules.device_cap_window_s,
-        "frees_at": min(window) + rules.device_cap_window_s if full and window else None,
+        "frees_at": window[over] + rules.device_cap_window_s if over >= 0 and window else None,
     }
 
 

@@ -11,6 +11,7 @@ started, not ended): its audience. Each rate is a stage over the stage before it
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
 from typing import Final, Literal
 
@@ -34,7 +35,8 @@ def buckets(start: float, end: float) -> list[int]:
     """Every bucket that holds a moment of [start, end)."""
     if end <= start:
         return []
-    return list(range(bucket_of(start), bucket_of(end - 1e-6) + 1, BUCKET_S))
+    last = math.ceil(end / BUCKET_S) * BUCKET_S - BUCKET_S  # the bucket holding end's past
+    return list(range(bucket_of(start), last + 1, BUCKET_S))
 
 
 def tally(names: Iterable[str]) -> dict[str, int]:

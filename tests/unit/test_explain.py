@@ -181,11 +181,6 @@ def test_the_device_cap_follows_the_rules() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="over the cap (e.g. after GEOFENCE_DEVICE_CAP is lowered), frees_at is when the "
-    "oldest send leaves the window, though the device is still capped then",
-)
 def test_a_device_over_its_cap_frees_when_it_drops_below_the_cap() -> None:
     ledger = Ledger(device_sent=(NOW - 3 * HOUR, NOW - 2 * HOUR, NOW - HOUR))
     cap = report(ledger=ledger)["device_cap"]
