@@ -1,0 +1,196 @@
+"""The dispatcher against both stores, with a scripted push and a clock of the test's own.
+
+Each case drives ``drain_once`` at chosen moments, so backoff, Retry-After and expiry are
+checked exactly, without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from geofence.delivery import Dispatcher
+from geofence.domain.delivery import Attempt, RetryPolicy
+from geofence.metrics import Metrics
+from geofence.ports import StateStore
+from tests.contract.test_state_store import notification, profile, visit_state
+
+CREATED = 1_000.0
+EXPIRES = CREATED + 3_600
+
+
+class ScriptedPush:
+    """Answers from a script, then 200; records what was sent and when."""
+
+    needs_token = True
+
+    def __init__(self, clock: Callable[[], float], *script: Attempt) -> None:
+        self.clock = clock
+        self.script = list(script)
+        self.calls: list[tuple[float, str, dict[str, Any]]] = []
+
+    async def send(self, body: bytes, notification_id: str) -> Attempt:
+        self.calls.append((self.clock(), notification_id, msgspec.json.decode(body)))
+        return self.script.pop(0) if self.script else Attempt(status=200)
+
+    async def close(self) -> None:
+        return None
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failing(status: int | None = None, **kw: Any) -> Attempt:
+    return Attempt(status=status, **kw)
+
+
+async def setup(store: StateStore, *script: Attempt, rand: float = 1.0) -> tuple[Any, ...]:
+    await store.create_device(profile(push_token="tok-1"))
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    clock = Clock(CREATED)
+    push = ScriptedPush(clock, *script)
+    metrics = Metrics()
+    policy = RetryPolicy(base_s=1.0, cap_s=300.0)
+    dispatcher = Dispatcher(store, push, metrics, policy=policy, clock=clock, rand=lambda: rand)
+    return dispatcher, push, clock, metrics
+
+
+async def drain_at(dispatcher: Dispatcher, clock: Clock, at: float) -> int:
+    clock.now = at
+    return await dispatcher.drain_once()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_5xx_for_a_while_then_delivered_once_with_growing_gaps(store: StateStore) -> None:
+    dispatcher, push, clock, metrics = await setup(store, failing(500), failing(502), failing(503))
+    moments = [CREATED]
+    assert await drain_at(dispatcher, clock, CREATED) == 1
+    for gap in (1.0, 2.0, 4.0):  # rand() = 1: the full backoff, doubling
+        assert await drain_at(dispatcher, clock, moments[-1] + gap - 0.01) == 0
+        assert await drain_at(dispatcher, clock, moments[-1] + gap) == 1
+        moments.append(moments[-1] + gap)
+    assert [t for t, _, _ in push.calls] == moments
+    assert {nid for _, nid, _ in push.calls} == {"n1"}  # one id across every retry
+    assert await store.outbox_depth() == 0
+    assert await drain_at(dispatcher, clock, CREATED + 1_000) == 0
+    assert sample(metrics, "geofence_deliveries_total") == 1
+    assert sample(metrics, "geofence_delivery_retries_total", cause="http-500") == 1
+
+
+async def test_the_body_is_the_contracts(store: StateStore) -> None:
+    dispatcher, push, clock, _ = await setup(store)
+    await drain_at(dispatcher, clock, CREATED)
+    [(_, _, body)] = push.calls
+    assert body == {
+        "notification_id": "n1",
+        "device_ref": "ref1",
+        "push_token": "tok-1",
+        "offer_id": "o1",
+        "store_id": "a",
+        "title": "Hi",
+        "body": "At Store a",
+        "created_at": CREATED,
+        "expires_at": EXPIRES,
+    }
+
+
+async def test_never_sooner_than_retry_after(store: StateStore) -> None:
+    dispatcher, push, clock, _ = await setup(store, failing(429, retry_after_s=7.0), rand=0.0)
+    await drain_at(dispatcher, clock, CREATED)
+    assert await drain_at(dispatcher, clock, CREATED + 6.99) == 0
+    assert await drain_at(dispatcher, clock, CREATED + 7.0) == 1
+    assert [t for t, _, _ in push.calls] == [CREATED, CREATED + 7.0]
+
+
+@pytest.mark.parametrize("error", ["timeout", "connection"])
+async def test_network_failures_are_retried(store: StateStore, error: str) -> None:
+    dispatcher, push, clock, metrics = await setup(store, failing(error=error))
+    await drain_at(dispatcher, clock, CREATED)
+    await drain_at(dispatcher, clock, CREATED + 1.0)
+    assert len(push.calls) == 2 and await store.outbox_depth() == 0
+    assert sample(metrics, "geofence_delivery_retries_total", cause=error) == 1
+
+
+async def test_410_dead_letters_and_drops_the_push_token(store: StateStore) -> None:
+    dispatcher, push, clock, metrics = await setup(store, failing(410))
+    await drain_at(dispatcher, clock, CREATED)
+    [letter] = await store.dead_letters(10)
+    assert (letter.item.id, letter.reason) == ("n1", "rejected")
+    device = await store.get_device("ref1")
+    assert device is not None and device.push_token is None
+    assert sample(metrics, "geofence_dead_letters_total", reason="rejected") == 1
+    assert await drain_at(dispatcher, clock, CREATED + 100) == 0 and len(push.calls) == 1
+
+
+async def test_other_4xx_dead_letters_and_keeps_the_token(store: StateStore) -> None:
+    dispatcher, _, clock, _ = await setup(store, failing(400))
+    await drain_at(dispatcher, clock, CREATED)
+    assert [d.reason for d in await store.dead_letters(10)] == ["rejected"]
+    device = await store.get_device("ref1")
+    assert device is not None and device.push_token == "tok-1"
+
+
+async def test_an_outage_past_expiry_is_never_sent_late(store: StateStore) -> None:
+    outage = [failing(503)] * 50
+    dispatcher, push, clock, _ = await setup(store, *outage)
+    t = CREATED
+    while t < EXPIRES + 600:
+        await drain_at(dispatcher, clock, t)
+        t += 30.0
+    assert push.calls and all(when < EXPIRES for when, _, _ in push.calls)
+    assert [d.reason for d in await store.dead_letters(10)] == ["expired"]
+    assert await store.outbox_depth() == 0
+
+
+async def test_an_expired_item_is_not_sent(store: StateStore) -> None:
+    dispatcher, push, clock, _ = await setup(store)
+    await drain_at(dispatcher, clock, EXPIRES)
+    assert push.calls == []
+    assert [d.reason for d in await store.dead_letters(10)] == ["expired"]
+
+
+async def test_consent_is_checked_again_before_sending(store: StateStore) -> None:
+    dispatcher, push, clock, _ = await setup(store)
+    withdrawn = profile(push_token="tok-1", consent={"location": True, "offers": False})
+    await store.put_device(withdrawn)
+    await drain_at(dispatcher, clock, CREATED)
+    assert push.calls == []
+    assert [d.reason for d in await store.dead_letters(10)] == ["consent-withdrawn"]
+
+
+async def test_no_push_token_is_a_dead_letter(store: StateStore) -> None:
+    dispatcher, push, clock, _ = await setup(store)
+    await store.put_device(profile())
+    await drain_at(dispatcher, clock, CREATED)
+    assert push.calls == [] and [d.reason for d in await store.dead_letters(10)] == [
+        "no-push-token"
+    ]
+
+
+async def test_an_erased_device_gets_nothing_and_leaves_nothing(store: StateStore) -> None:
+    dispatcher, push, _, _ = await setup(store)
+    [item] = await store.claim_outbox(CREATED, 30, 10)  # claimed, then the device goes
+    await store.erase_device("ref1")
+    await dispatcher.deliver(item)
+    assert push.calls == [] and await store.dead_letters(10) == []
+    assert await store.outbox_depth() == 0
+
+
+async def test_a_claimer_that_died_is_taken_over_after_its_lease(store: StateStore) -> None:
+    dispatcher, push, clock, _ = await setup(store)
+    await store.claim_outbox(CREATED, dispatcher.lease_s, 10)  # claimed, never settled
+    assert await drain_at(dispatcher, clock, CREATED + dispatcher.lease_s - 1) == 0
+    assert await drain_at(dispatcher, clock, CREATED + dispatcher.lease_s) == 1
+    assert len(push.calls) == 1 and await store.outbox_depth() == 0
