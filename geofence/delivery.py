@@ -61,7 +61,7 @@ class Dispatcher:
         self.clock = clock
         self.rand = rand
         # longer than a send can take, so a live claimer never loses its items
-        self.lease_s = 3 * self.policy.timeout_s + 5
+        self.lease_s = 2 * self.policy.timeout_s + 5
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
