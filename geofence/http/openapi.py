@@ -1,164 +1,676 @@
-"""The OpenAPI 3.1 document of the service, built from the edge types where they exist."""
+"""The OpenAPI 3.1 document of the service, built from the edge types where they exist.
+
+Bodies that have a msgspec type are generated from it, so the document cannot drift from
+the code. The views built as plain dicts (the stores report, stats, explain, dead letters)
+are written out here; the tests validate real answers against every one of them.
+"""
 
 from __future__ import annotations
 
+import copy
 from functools import cache
-from typing import Any
+from itertools import pairwise
+from typing import Any, Final, get_args
 
 import msgspec
 
+from geofence.domain import errors
 from geofence.domain.devices import ProfilePatch, Registration
+from geofence.domain.model import PingStatus
+from geofence.domain.offers import REQUIRED, Notification, Offer
+from geofence.domain.stats import BYS, STAGES
+from geofence.http.delivery import MAX_LISTED, SIGNATURE, ReceiptIn
 from geofence.http.devices import Registered
+from geofence.http.errors import PROBLEM_JSON
+from geofence.http.pings import MAX_BATCH, PingIn
 from geofence.service.devices import DeviceExport, DeviceView
+from geofence.service.pings import PingResult
 
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
-ANY_OBJECT: dict[str, Any] = {"type": "object"}
-ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
+Schema = dict[str, Any]
+Params = tuple[Schema, ...]
+
+JSON: Final = "application/json"
+GEOJSON: Final = "application/geo+json"
+REF_TEMPLATE: Final = "#/components/schemas/{name}"
+ANY_OBJECT: Final[Schema] = {"type": "object"}
+NUMBER: Final[Schema] = {"type": "number"}
+INTEGER: Final[Schema] = {"type": "integer", "minimum": 0}
+STRING: Final[Schema] = {"type": "string"}
+STRINGS: Final[Schema] = {"type": "array", "items": STRING}
+DATE_TIME: Final[Schema] = {"type": "string", "format": "date-time"}
+TIME_IN: Final[Schema] = {
+    "anyOf": [DATE_TIME, {"type": "number", "minimum": 0}],
+    "description": "RFC 3339 with an offset, or epoch seconds",
+}
+PHASES: Final = ("pending", "confirmed", "suppressed", "departing")
+
+STRUCTS: Final = (
+    Registration,
+    ProfilePatch,
+    Registered,
+    DeviceView,
+    DeviceExport,
+    PingIn,
+    PingResult,
+    Notification,
+    Offer,
+    ReceiptIn,
+    errors.Problem,
+)
+
+# what each problem status means on this service
+PROBLEMS: Final = {
+    400: "malformed JSON, or a query flag that is not true, false, 1 or 0",
+    401: "a missing or invalid credential",
+    403: "a credential of the wrong kind, or the consent the call needs is withheld",
+    404: "no such resource; another device's id answers the same",
+    409: "the request conflicts with what is stored",
+    413: "the body is larger than the configured limit",
+    415: "the body is not JSON",
+    422: "the body or a query parameter breaks a rule; every problem is listed in errors",
+    503: "the state store is unavailable (or the catalogue not loaded yet); retry later",
+}
+PROBLEM_HEADERS: Final = {
+    401: {"WWW-Authenticate": {"required": True, "schema": STRING}},
+    503: {"Retry-After": {"required": True, "schema": STRING}},
+}
+
+BODY: Final = (400, 401, 403, 413, 415, 422, 503)
+LIST: Final = (401, 403, 503)
+ONE: Final = (401, 403, 404, 503)
 
 
-def _problem_schema() -> dict[str, Any]:
+def ref(name: str) -> Schema:
+    return {"$ref": REF_TEMPLATE.format(name=name)}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: Schema, *, optional: tuple[str, ...] = ()) -> Schema:
+    """A closed object whose properties are all required except ``optional``."""
     return {
         "type": "object",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object"}},
-        },
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+        "additionalProperties": False,
     }
 
 
-def _responses(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if schema is None:
-        out[str(ok)] = {"description": "done"}
-    else:
-        out[str(ok)] = {"description": "ok", "content": {"application/json": {"schema": schema}}}
-    for status in errors:
-        out[str(status)] = {
-            "description": "problem",
-            "content": {"application/problem+json": {"schema": PROBLEM}},
-        }
+# --- operations ---------------------------------------------------------------------------
+
+
+def _problem(status: int) -> Schema:
+    schema = {"allOf": [ref("Problem"), {"properties": {"status": {"const": status}}}]}
+    response: Schema = {
+        "description": PROBLEMS[status],
+        "content": {PROBLEM_JSON: {"schema": schema}},
+    }
+    if status in PROBLEM_HEADERS:
+        response["headers"] = PROBLEM_HEADERS[status]
+    return response
+
+
+def _responses(
+    ok: tuple[int, ...], schema: Schema | None, media: str, errs: tuple[int, ...]
+) -> Schema:
+    out: Schema = {}
+    for status in ok:
+        out[str(status)] = {"description": "no content" if schema is None else "ok"}
+        if schema is not None:
+            out[str(status)]["content"] = {media: {"schema": schema}}
+    out.update({str(status): _problem(status) for status in errs})
     return out
 
 
 def _op(
+    op_id: str,
     summary: str,
-    ok: int = 200,
-    schema: dict[str, Any] | None = ANY_OBJECT,
-    errors: tuple[int, ...] = (401, 403),
-    body: dict[str, Any] | None = None,
-    params: list[dict[str, Any]] | None = None,
-    security: list[dict[str, list[str]]] | None = ADMIN,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": _responses(ok, schema, *errors)}
-    if security is not None:
-        op["security"] = security
+    *,
+    ok: tuple[int, ...] = (200,),
+    schema: Schema | None = ANY_OBJECT,
+    errs: tuple[int, ...] = LIST,
+    body: Schema | None = None,
+    params: Params = (),
+    callers: tuple[str, ...] = ("admin key",),
+    media: str = JSON,
+) -> Schema:
+    op: Schema = {
+        "operationId": op_id,
+        "summary": summary,
+        "responses": _responses(ok, schema, media, errs),
+    }
+    if callers:
+        op["description"] = "May be called with: " + ", ".join(callers) + "."
+        op["security"] = [{"bearer": []}]
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
     if params:
-        op["parameters"] = params
+        op["parameters"] = list(params)
     return op
 
 
-def _query_flag(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "schema": {"type": "boolean"}, "description": description}
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def _ops_paths() -> dict[str, Any]:
-    status = {"type": "object", "properties": {"status": {"type": "string"}}}
+def _flag(name: str, description: str) -> Schema:
     return {
-        "/healthz": {"get": _op("process alive", schema=status, errors=(), security=None)},
-        "/readyz": {
-            "get": _op("index loaded, Redis reachable", schema=status, errors=(503,), security=None)
-        },
-        "/metrics": {"get": _op("Prometheus metrics", schema=None, errors=(), security=None)},
-        "/openapi.json": {"get": _op("this document", errors=(), security=None)},
+        "name": name,
+        "in": "query",
+        "description": description + " (true, false, 1 or 0)",
+        "schema": {"type": "boolean", "default": False},
     }
 
 
-def _store_paths() -> dict[str, Any]:
-    store = [_path("store_id")]
-    fc = {"$ref": "#/components/schemas/FeatureCollection"}
-    upload_errors = (400, 401, 403, 413, 415, 422, 503)
-    flags = [
-        _query_flag("dry_run", "validate and report without applying"),
-        _query_flag("repair", "repair invalid polygons with make_valid and report the change"),
-    ]
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+def _path(name: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": STRING}
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+
+def _ops_paths() -> Schema:
+    public: dict[str, Any] = {"callers": (), "errs": ()}
+    text = {"type": "string", "description": "Prometheus text exposition format"}
+    return {
+        "/healthz": {"get": _op("healthz", "process alive", schema=ref("Health"), **public)},
+        "/readyz": {
+            "get": _op(
+                "readyz",
+                "index loaded, Redis reachable when configured",
+                schema=ref("Ready"),
+                callers=(),
+                errs=(503,),
+            )
+        },
+        "/metrics": {
+            "get": _op("metrics", "Prometheus metrics", schema=text, media="text/plain", **public)
+        },
+        "/openapi.json": {"get": _op("openapi", "this document", **public)},
+    }
+
+
+def _store_paths() -> Schema:
+    store = _path("store_id")
+    repair = _flag("repair", "repair invalid polygons with make_valid and report the change")
+    dry_run = _flag("dry_run", "validate and report without applying")
     return {
         "/v1/stores": {
-            "put": _op("replace the catalogue", body=fc, errors=upload_errors, params=flags),
-            "get": _op("the catalogue as a FeatureCollection", schema=fc),
+            "put": _op(
+                "putStores",
+                "replace the whole catalogue atomically",
+                schema=ref("StoresReport"),
+                body=ref("FeatureCollection"),
+                errs=BODY,
+                params=(dry_run, repair),
+            ),
+            "get": _op(
+                "getStores", "the catalogue", schema=ref("FeatureCollection"), media=GEOJSON
+            ),
         },
         "/v1/stores/{store_id}": {
             "put": _op(
-                "upsert one store", body=ANY_OBJECT, errors=upload_errors, params=[*store, flags[1]]
+                "putStore",
+                "upsert one store: 201 when created, 200 when replaced",
+                ok=(200, 201),
+                schema=ref("StoreUpserted"),
+                body=ref("Feature"),
+                errs=BODY,
+                params=(store, repair),
             ),
-            "get": _op("one store as a Feature", errors=(401, 403, 404), params=store),
+            "get": _op(
+                "getStore",
+                "one store",
+                schema=ref("Feature"),
+                media=GEOJSON,
+                errs=ONE,
+                params=(store,),
+            ),
             "delete": _op(
-                "remove one store", ok=204, schema=None, errors=(401, 403, 404), params=store
+                "deleteStore", "remove one store", ok=(204,), schema=None, errs=ONE, params=(store,)
             ),
         },
     }
 
 
-@cache
-def _device_types() -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
-    """The device edge types as JSON Schema, referenced from components/schemas."""
-    types = (Registration, ProfilePatch, Registered, DeviceView, DeviceExport)
-    return msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-
-
-def _device_paths() -> dict[str, Any]:
-    (registration, patch, registered, view, export), _ = _device_types()
-    device = [_path("device_id")]
-    body_errors = (400, 401, 403, 404, 413, 415, 422, 503)
+def _device_paths() -> Schema:
+    device = (_path("device_id"),)
+    owner = ("device token (its own device)",)
+    owner_or_admin = (*owner, "admin key")
     return {
         "/v1/devices": {
             "post": _op(
-                "register a new device (sdk key); answers its device token",
-                ok=201,
-                schema=registered,
-                body=registration,
-                errors=(400, 401, 403, 409, 413, 415, 422, 503),
+                "registerDevice",
+                "register a new device; answers its device token",
+                ok=(201,),
+                schema=ref("Registered"),
+                body=ref("Registration"),
+                errs=(400, 401, 403, 409, 413, 415, 422, 503),
+                callers=("sdk key",),
             ),
         },
         "/v1/devices/{device_id}": {
             "patch": _op(
-                "change consent, tier, segments, timezone, push token (device token)",
-                schema=view,
-                body=patch,
-                errors=body_errors,
+                "patchDevice",
+                "change consent, tier, segments, timezone, push token",
+                schema=ref("DeviceView"),
+                body=ref("ProfilePatch"),
+                errs=(400, 401, 403, 404, 413, 415, 422, 503),
                 params=device,
+                callers=owner,
             ),
             "delete": _op(
-                "erase every key of the device (device token or admin); 204 when repeated",
-                ok=204,
+                "eraseDevice",
+                "erase every key of the device; 204 again when repeated",
+                ok=(204,),
                 schema=None,
-                errors=(401, 403, 404, 503),
+                errs=ONE,
                 params=device,
+                callers=owner_or_admin,
             ),
         },
         "/v1/devices/{device_id}/export": {
             "get": _op(
-                "everything held about the device (device token or admin)",
-                schema=export,
-                errors=(401, 403, 404, 503),
+                "exportDevice",
+                "everything held about the device",
+                schema=ref("DeviceExport"),
+                errs=ONE,
+                params=device,
+                callers=owner_or_admin,
+            ),
+        },
+        "/v1/devices/{device_id}/explain": {
+            "get": _op(
+                "explainDevice",
+                "per store: visit state, cooldown end, limits and caps used, last decisions",
+                schema=ref("DeviceExplain"),
+                errs=ONE,
                 params=device,
             ),
         },
+    }
+
+
+def _ping_paths() -> Schema:
+    explain = _flag("explain", "add the decisions: every offer considered and why it was refused")
+    return {
+        "/v1/pings": {
+            "post": _op(
+                "postPing",
+                "one location fix of the device: its status, visit events and notifications",
+                schema=ref("PingResult"),
+                body=ref("PingIn"),
+                errs=(400, 401, 403, 404, 413, 415, 422, 503),
+                params=(explain,),
+                callers=("device token (its own device)",),
+            ),
+        },
+        "/v1/pings/batch": {
+            "post": _op(
+                "postPingBatch",
+                f"up to {MAX_BATCH} pings: one result per ping, in order; a bad ping fails alone",
+                schema=ref("BatchResults"),
+                body=ref("BatchIn"),
+                errs=BODY,
+                params=(explain,),
+                callers=("device token (its own pings only)", "ingest key"),
+            ),
+        },
+    }
+
+
+def _offer_paths() -> Schema:
+    offer = (_path("offer_id"),)
+    return {
+        "/v1/offers": {
+            "get": _op("listOffers", "every offer", schema=ref("OfferList")),
+        },
+        "/v1/offers/{offer_id}": {
+            "put": _op(
+                "putOffer",
+                "create (201) or replace (200) an offer",
+                ok=(200, 201),
+                schema=ref("Offer"),
+                body=ref("OfferInput"),
+                errs=BODY,
+                params=offer,
+            ),
+            "get": _op("getOffer", "one offer", schema=ref("Offer"), errs=ONE, params=offer),
+            "delete": _op(
+                "deleteOffer", "remove an offer", ok=(204,), schema=None, errs=ONE, params=offer
+            ),
+        },
+    }
+
+
+def _stats_paths() -> Schema:
+    window = "; the window is at most 400 days"
+    params = (
+        _query("from", TIME_IN, "start of the window (default: 7 days before `to`)" + window),
+        _query("to", TIME_IN, "end of the window (default: now)"),
+        _query("by", {"enum": list(BYS), "default": "store"}, "one row per store or per offer"),
+    )
+    return {
+        "/v1/stats": {
+            "get": _op(
+                "stats",
+                "the funnel: entries, notifications, delivered, opened, redeemed, with rates",
+                schema=ref("Stats"),
+                errs=(401, 403, 422, 503),
+                params=params,
+            ),
+        },
+    }
+
+
+def _delivery_paths() -> Schema:
+    limit = {"type": "integer", "minimum": 1, "maximum": MAX_LISTED, "default": 100}
+    receipt = _op(
+        "postReceipt",
+        "a delivery receipt from the push gateway; each (notification, event) counts once",
+        schema=ref("ReceiptRecorded"),
+        body=ref("ReceiptIn"),
+        errs=BODY,
+        callers=(),
+    )
+    receipt["security"] = [{"gatewaySignature": []}]
+    return {
+        "/v1/receipts": {"post": receipt},
+        "/v1/deadletters": {
+            "get": _op(
+                "listDeadLetters",
+                "notifications that will not be delivered, newest first",
+                schema=ref("DeadLetterList"),
+                errs=(401, 403, 422, 503),
+                params=(_query("limit", limit, "how many"),),
+            ),
+        },
+        "/v1/deadletters/{notification_id}/retry": {
+            "post": _op(
+                "retryDeadLetter",
+                "put a dead letter back in the outbox; 409 when it has expired",
+                ok=(202,),
+                schema=ref("Requeued"),
+                errs=(401, 403, 404, 409, 503),
+                params=(_path("notification_id"),),
+            ),
+        },
+    }
+
+
+# --- schemas generated from the types -----------------------------------------------------
+
+
+def _schema_hook(kind: type) -> Schema:
+    if kind is object:
+        return {"description": "any JSON value"}
+    raise NotImplementedError
+
+
+def _ping_result(schema: Schema) -> Schema:
+    """The status is one of the contract's; notifications are the caller's view of them."""
+    out = copy.deepcopy(schema)
+    out["properties"]["status"] = {"enum": list(get_args(PingStatus))}
+    out["properties"]["notifications"]["items"] = ref("Notification")
+    out["properties"]["decisions"]["description"] = "with ?explain=true only"
+    return out
+
+
+def _public_notification(schema: Schema) -> Schema:
+    """``public()``: a notification without whom it goes to."""
+    out = copy.deepcopy(schema)
+    hidden = ("device_ref", "push_token")
+    out["properties"] = {k: v for k, v in out["properties"].items() if k not in hidden}
+    out["required"] = list(out["properties"])
+    out["additionalProperties"] = False
+    out["description"] = "A notification made on an entry, as the ping's caller sees it."
+    return out
+
+
+def _offer_view(schema: Schema) -> Schema:
+    """``offer_doc``: times in RFC 3339 (UTC), with the budget spent so far."""
+    out = copy.deepcopy(schema)
+    out["properties"].update(starts_at=DATE_TIME, ends_at=DATE_TIME, budget_spent=INTEGER)
+    out["required"] = list(out["properties"])
+    out["description"] = "An offer as the API shows it: times in RFC 3339 (UTC)."
+    return out
+
+
+def _offer_input(schema: Schema) -> Schema:
+    """What ``parse_offer`` takes: the id comes from the URL (if given, it must match)."""
+    out = copy.deepcopy(schema)
+    out["properties"].update(starts_at=TIME_IN, ends_at=TIME_IN)
+    out["required"] = list(REQUIRED)
+    out["title"] = "OfferInput"
+    out["description"] = "An offer as sent: `{store_name}` in the body is the store's name."
+    return out
+
+
+@cache
+def _generated() -> Schema:
+    _, components = msgspec.json.schema_components(
+        STRUCTS, schema_hook=_schema_hook, ref_template=REF_TEMPLATE
+    )
+    # the name "Problem" belongs to the RFC 9457 document; no generated type refers to this one
+    components["InputProblem"] = components.pop("Problem")
+    components["PingResult"] = _ping_result(components["PingResult"])
+    components["Notification"] = _public_notification(components["Notification"])
+    components["OfferInput"] = _offer_input(components["Offer"])
+    components["Offer"] = _offer_view(components["Offer"])
+    return components
+
+
+# --- schemas of the views built as dicts ------------------------------------------------------
+
+
+def _problem_schema() -> Schema:
+    """RFC 9457; ``errors`` for validation failures."""
+    return {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": STRING,
+            "title": STRING,
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": STRING,
+            "errors": {"type": "array", "items": ref("InputProblem")},
+        },
+    }
+
+
+def _ops_schemas() -> Schema:
+    return {
+        "Health": obj({"status": {"const": "ok"}}),
+        "Ready": obj(
+            {"status": {"const": "ready"}, "catalogue_version": INTEGER, "stores": INTEGER}
+        ),
+    }
+
+
+def _geojson_schemas() -> Schema:
+    feature = {
+        "type": "object",
+        "required": ["type", "geometry"],
+        "properties": {
+            "type": {"const": "Feature"},
+            "id": STRING,
+            "geometry": {"type": "object", "required": ["type"]},
+            "properties": nullable(ANY_OBJECT),
+        },
+    }
+    collection = {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {
+            "type": {"const": "FeatureCollection"},
+            "version": {**INTEGER, "description": "the catalogue version (GET only)"},
+            "features": {"type": "array", "items": ref("Feature")},
+        },
+    }
+    return {"Feature": feature, "FeatureCollection": collection}
+
+
+def _store_schemas() -> Schema:
+    warnings = {"type": "array", "items": ANY_OBJECT}
+    report = {
+        "version": INTEGER,
+        "stores": INTEGER,
+        "cells": INTEGER,
+        "added": STRINGS,
+        "changed": STRINGS,
+        "removed": STRINGS,
+        "warnings": warnings,
+        "dry_run": {"type": "boolean"},
+    }
+    upserted = {"version": INTEGER, "id": STRING, "created": {"type": "boolean"}}
+    return {
+        "StoresReport": obj(report),
+        "StoreUpserted": obj({**upserted, "warnings": warnings}),
+    }
+
+
+def _ping_schemas() -> Schema:
+    invalid = obj(
+        {
+            "status": {"const": "invalid"},
+            "reason": STRING,
+            "errors": {"type": "array", "items": ref("InputProblem")},
+        }
+    )
+    batch_in = obj({"pings": {"type": "array", "maxItems": MAX_BATCH, "items": ref("PingIn")}})
+    result = {"oneOf": [ref("PingResult"), ref("InvalidPing")]}
+    return {
+        "BatchIn": {**batch_in, "description": "A ping that fails to parse fails alone."},
+        "InvalidPing": invalid,
+        "BatchResults": obj({"results": {"type": "array", "items": result}}),
+    }
+
+
+def _stats_schemas() -> Schema:
+    stages = dict.fromkeys(STAGES, INTEGER)
+    rates = {f"{later}_rate": nullable(NUMBER) for _, later in pairwise(STAGES)}
+    row = obj(
+        {"store_id": STRING, "offer_id": STRING, **stages, "rates": obj(rates)},
+        optional=("store_id", "offer_id"),
+    )
+    row["oneOf"] = [{"required": [f"{by}_id"]} for by in BYS]
+    stats = {
+        "from": DATE_TIME,
+        "to": DATE_TIME,
+        "by": {"enum": list(BYS)},
+        "rows": {"type": "array", "items": ref("StatsRow")},
+        "totals": obj(stages),
+    }
+    return {"StatsRow": row, "Stats": obj(stats)}
+
+
+def _explain_schemas() -> Schema:
+    when = nullable(NUMBER)
+    visit = obj(
+        {
+            "state": {"enum": list(PHASES)},
+            "arrived_at": NUMBER,
+            "last_inside_at": NUMBER,
+            "departing_since": when,
+        }
+    )
+    store = {
+        "store_id": STRING,
+        "visit": nullable(visit),
+        "cooldown_ends_at": when,
+        "decisions": {"type": "array", "items": ref("EntryDecision")},
+    }
+    cap = {"used": INTEGER, "cap": INTEGER, "window_s": NUMBER, "frees_at": when}
+    offer = {
+        "offer_id": STRING,
+        "used": INTEGER,
+        "per_device_limit": INTEGER,
+        "cooldown_ends_at": when,
+        "budget": nullable(INTEGER),
+        "budget_spent": INTEGER,
+    }
+    explain = {
+        "device_ref": STRING,
+        "now": NUMBER,
+        "device_cap": obj(cap),
+        "stores": {"type": "array", "items": obj(store)},
+        "offers": {"type": "array", "items": obj(offer)},
+    }
+    return {"DeviceExplain": obj(explain)}
+
+
+def _offer_schemas() -> Schema:
+    return {"OfferList": obj({"offers": {"type": "array", "items": ref("Offer")}})}
+
+
+def _delivery_schemas() -> Schema:
+    letter = {
+        "notification_id": STRING,
+        "reason": STRING,
+        "at": NUMBER,
+        "attempts": INTEGER,
+        "last_error": nullable(STRING),
+        "device_ref": STRING,
+        "offer_id": STRING,
+        "store_id": STRING,
+        "created_at": NUMBER,
+        "expires_at": NUMBER,
+    }
+    return {
+        "ReceiptRecorded": obj({"status": {"enum": ["recorded", "duplicate"]}}),
+        "DeadLetter": obj(letter),
+        "DeadLetterList": obj({"dead_letters": {"type": "array", "items": ref("DeadLetter")}}),
+        "Requeued": obj({"notification_id": STRING, "due_at": NUMBER}),
+    }
+
+
+def _schemas() -> Schema:
+    return {
+        "Problem": _problem_schema(),
+        **_generated(),
+        **_ops_schemas(),
+        **_geojson_schemas(),
+        **_store_schemas(),
+        **_ping_schemas(),
+        **_offer_schemas(),
+        **_stats_schemas(),
+        **_explain_schemas(),
+        **_delivery_schemas(),
+    }
+
+
+def _security_schemes() -> Schema:
+    return {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an admin, sdk or ingest key, or the device token from registration",
+        },
+        "gatewaySignature": {
+            "type": "apiKey",
+            "in": "header",
+            "name": SIGNATURE,
+            "description": 't=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>',
+        },
+    }
+
+
+def _paths() -> Schema:
+    return {
+        **_ops_paths(),
+        **_store_paths(),
+        **_device_paths(),
+        **_ping_paths(),
+        **_offer_paths(),
+        **_stats_paths(),
+        **_delivery_paths(),
     }
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    paths: dict[str, Any] = {**_ops_paths(), **_store_paths(), **_device_paths()}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -166,20 +678,6 @@ def openapi_document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Geofencing and proximity offers for loyalty programmes.",
         },
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Problem": _problem_schema(),
-                **_device_types()[1],
-                "FeatureCollection": {
-                    "type": "object",
-                    "required": ["type", "features"],
-                    "properties": {
-                        "type": {"const": "FeatureCollection"},
-                        "features": {"type": "array", "items": ANY_OBJECT},
-                    },
-                },
-            },
-        },
+        "paths": _paths(),
+        "components": {"securitySchemes": _security_schemes(), "schemas": _schemas()},
     }
