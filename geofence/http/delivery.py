@@ -9,12 +9,13 @@ import msgspec
 from aiohttp import web
 
 from geofence.domain.delivery import verify
+from geofence.domain.errors import Unauthorized
 from geofence.domain.offers import parse_time_param
 from geofence.domain.stats import bucket_of, counter
 from geofence.http.auth import require
 from geofence.http.errors import HTTPProblem
 from geofence.http.keys import CREDENTIALS, METRICS, SETTINGS, STORE
-from geofence.http.schemas import decode, json_response, read_body
+from geofence.http.schemas import decode, json_response, read_body, unprocessable
 from geofence.ports import DeadLetter
 
 SIGNATURE = "X-Geofence-Signature"
@@ -35,7 +36,7 @@ async def post_receipt(request: web.Request) -> web.Response:
     if not settings.gateway_secret:
         raise HTTPProblem(403, "receipts-disabled", "GEOFENCE_GATEWAY_SECRET is not set.")
     body = await read_body(request, limit=settings.max_body_bytes)
-    verify(settings.gateway_secret, request.headers.get(SIGNATURE), body, time.time())
+    _verify(settings.gateway_secret, request.headers.get(SIGNATURE), body)
     receipt = decode(body, ReceiptIn)
     at = _receipt_time(receipt.at)
     store = request.app[STORE]
@@ -72,6 +73,15 @@ async def retry_dead_letter(request: web.Request) -> web.Response:
     return json_response({"notification_id": notification_id, "due_at": now}, status=202)
 
 
+def _verify(secret: str, header: str | None, body: bytes) -> None:
+    """The gateway's signature, or 401 naming the scheme it should have used."""
+    try:
+        verify(secret, header, body, time.time())
+    except Unauthorized as e:
+        challenge = {"WWW-Authenticate": f'Signature header="{SIGNATURE}"'}
+        raise HTTPProblem(401, e.code, e.detail, headers=challenge) from None
+
+
 def dead_letter_doc(letter: DeadLetter) -> dict[str, Any]:
     n = letter.item.notification
     return {
@@ -92,11 +102,11 @@ def _receipt_time(at: float | str) -> float:
     try:
         return parse_time_param(at)
     except ValueError as e:
-        raise HTTPProblem(422, "bad-time", f"$.at: {e}") from None
+        raise unprocessable("$.at", "bad-time", str(e)) from None
 
 
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LISTED:
-        raise HTTPProblem(422, "bad-query", f"?limit takes 1..{MAX_LISTED}.")
+        raise unprocessable("?limit", "bad-query", f"takes 1..{MAX_LISTED}")
     return int(raw)

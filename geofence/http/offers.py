@@ -11,9 +11,8 @@ from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.offers import format_time, parse_time_param
 from geofence.domain.stats import BYS, MAX_WINDOW_S, By
 from geofence.http.auth import require
-from geofence.http.errors import HTTPProblem
 from geofence.http.keys import CREDENTIALS, DEVICES, OFFERS, SETTINGS
-from geofence.http.schemas import json_response, private_json, read_json
+from geofence.http.schemas import json_response, private_json, read_json, unprocessable
 
 DEFAULT_WINDOW_S = 7 * 86_400
 ADMIN: tuple[CallerKind, ...] = ("admin",)
@@ -48,8 +47,8 @@ async def stats(request: web.Request) -> web.Response:
     end = _time_query(request, "to", time.time())
     start = _time_query(request, "from", end - DEFAULT_WINDOW_S)
     if not 0 < end - start <= MAX_WINDOW_S:
-        detail = f"?from must be before ?to, at most {MAX_WINDOW_S // 86_400} days apart."
-        raise HTTPProblem(422, "bad-window", detail)
+        detail = f"must be before ?to, at most {MAX_WINDOW_S // 86_400} days apart"
+        raise unprocessable("?from", "bad-window", detail)
     report = await request.app[OFFERS].stats(start, end, _by(request))
     return json_response({**report, "from": format_time(start), "to": format_time(end)})
 
@@ -74,11 +73,11 @@ def _time_query(request: web.Request, name: str, default: float) -> float:
     try:
         return parse_time_param(raw)
     except ValueError as e:
-        raise HTTPProblem(422, "bad-time", f"?{name}: {e}") from None
+        raise unprocessable(f"?{name}", "bad-time", str(e)) from None
 
 
 def _by(request: web.Request) -> By:
     by = request.query.get("by", "store")
     if by not in BYS:
-        raise HTTPProblem(422, "bad-query", f"?by takes store or offer, not {by!r}.")
+        raise unprocessable("?by", "bad-query", f"takes store or offer, not {by!r}")
     return "store" if by == "store" else "offer"

@@ -102,7 +102,10 @@ def obj(properties: Schema, *, optional: tuple[str, ...] = ()) -> Schema:
 
 
 def _problem(status: int) -> Schema:
-    schema = {"allOf": [ref("Problem"), {"properties": {"status": {"const": status}}}]}
+    exact: Schema = {"properties": {"status": {"const": status}}}
+    if status == 422:  # a validation failure lists every problem, with its path
+        exact["required"] = ["errors"]
+    schema = {"allOf": [ref("Problem"), exact]}
     response: Schema = {
         "description": PROBLEMS[status],
         "content": {PROBLEM_JSON: {"schema": schema}},

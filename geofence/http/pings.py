@@ -16,7 +16,14 @@ from geofence.domain.model import Ping
 from geofence.http.auth import require
 from geofence.http.errors import HTTPProblem
 from geofence.http.keys import CREDENTIALS, DEVICES, PINGS, SETTINGS
-from geofence.http.schemas import decode, flag, invalid, json_response, read_body
+from geofence.http.schemas import (
+    decode,
+    flag,
+    invalid,
+    json_response,
+    read_body,
+    unprocessable,
+)
 from geofence.service.pings import PingResult
 
 MAX_BATCH = 1000
@@ -79,7 +86,7 @@ async def post_batch(request: web.Request) -> web.Response:
     body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
     batch = decode(body, BatchIn)
     if len(batch.pings) > MAX_BATCH:
-        raise HTTPProblem(422, "batch-too-large", f"At most {MAX_BATCH} pings in one batch.")
+        raise unprocessable("$.pings", "batch-too-large", f"at most {MAX_BATCH} pings in one batch")
     parsed = [_parse_one(raw, i) for i, raw in enumerate(batch.pings)]
     results: list[Any] = [p if isinstance(p, dict) else None for p in parsed]
     groups: dict[str, list[tuple[int, PingIn]]] = {}

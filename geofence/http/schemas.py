@@ -74,6 +74,12 @@ def invalid(message: str, *, prefix: str = "$") -> HTTPProblem:
     return HTTPProblem(422, "validation-error", f"{detail} at {path}", errors=[error])
 
 
+def unprocessable(path: str, code: str, detail: str) -> HTTPProblem:
+    """A 422 for one problem at ``path`` (``$.field`` in a body, ``?name`` in the query)."""
+    error = {"path": path, "code": code, "detail": detail}
+    return HTTPProblem(422, code, f"{detail} at {path}", errors=[error])
+
+
 def _code_of(detail: str) -> str:
     if detail.startswith("Object contains unknown field"):
         return "unknown-field"
