@@ -1,25 +1,37 @@
-"""Delivery rules (contract §6): signatures, and what to do after each try. Pure.
+"""Delivery rules (contract §6): signatures, Retry-After, backoff and the verdict on a try.
 
-A delivery is signed ``X-Geofence-Signature: t=<unix>,v1=<hex>``, the hex being
-HMAC-SHA256(secret, "<t>.<raw body>"). Receipts from the gateway are signed the same way
-and refused when the signature is missing, malformed, wrong, or its time is more than
-``tolerance_s`` away from now (either side). Several ``v1`` values may be given, so a
-secret can be rotated; one match is enough. Comparison is constant-time.
+Pure: no network and no clock; ``now`` and ``rand`` are arguments.
 
-After each try, ``judge`` decides:
+A push is signed ``X-Geofence-Signature: t=<unix>,v1=<hex>``, the hex being
+HMAC-SHA256(secret, ``"<t>." + raw body``). Receipts from the gateway are signed the same
+way; ``verify`` refuses them with ``Unauthorized`` and one of these codes:
 
-=============================  =========================================================
-answer                         verdict
-=============================  =========================================================
-2xx                            delivered
-timeout, connection error,     retry at now + max(backoff, Retry-After): full jitter,
-429, 5xx                       ``rand() * min(cap_s, base_s * 2**attempt)``; dead letter
-                               ``expired`` when that is not before ``expires_at``
-410                            dead letter ``rejected``; the push token is dropped
-any other status               dead letter ``rejected``
-=============================  =========================================================
+====================  ===============================================================
+signature-missing     no header, or an empty one
+signature-malformed   not exactly one ``t=<digits>``, or no ``v1=<64 hex digits>``
+signature-mismatch    no ``v1`` is the HMAC of this body at this ``t`` with the secret
+signature-stale       |now - t| > ``tolerance_s`` (300 s): too old, or from the future
+====================  ===============================================================
 
-Nothing is sent at or after ``expires_at`` (``expired``): a late offer is worse than none.
+Several ``v1`` entries may be given, so a secret can be rotated: one match is enough.
+Every comparison is constant-time. Entries of other schemes (``v0=``) are ignored.
+
+After each try, ``judge`` decides (``attempt_no`` counts the tries before, from 0):
+
+========================  ===============================================================
+answer                    verdict
+========================  ===============================================================
+2xx                       ``Delivered``
+timeout, connection       ``RetryAt(now + max(backoff, Retry-After))``, where backoff is
+error, 429, 5xx           full jitter: ``rand() * min(cap_s, base_s * 2**attempt_no)``;
+                          ``DeadLetter("expired")`` when that is not before ``expires_at``
+410                       ``DeadLetter("rejected", drop_token=True)``: the token is gone
+any other status          ``DeadLetter("rejected")``: 1xx, 3xx and the other 4xx
+========================  ===============================================================
+
+A retry is never sooner than Retry-After (delta-seconds or an HTTP-date) and never at or
+after ``expires_at``: a late offer is worse than none, so ``expired`` is also checked
+before each send.
 """
 
 from __future__ import annotations
@@ -28,21 +40,38 @@ import email.utils
 import hashlib
 import hmac
 import math
+import re
 from collections.abc import Callable
+from datetime import UTC
+from typing import Final
 
 import msgspec
 
 from geofence.domain.errors import Unauthorized
 
-MAX_BACKOFF_EXPONENT = 60
+DEFAULT_TOLERANCE_S: Final = 300.0
+MAX_BACKOFF_EXPONENT: Final = 62  # 2**62 s outgrows any cap; keeps the float finite
+MAX_RETRY_AFTER_S: Final = 10 * 366 * 86_400.0  # beyond any expiry; keeps the sum finite
+
+_T = re.compile(r"[0-9]{1,15}")  # 15 digits: ~31 million years; keeps now - t a float
+_V1 = re.compile(r"[0-9a-fA-F]{64}")
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+class BadSignature(Unauthorized):
+    """A receipt whose signature is refused; ``code`` says why."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     """The outcome of one POST: a status, or an error when no answer came."""
 
-    status: int | None = None
+    status: int | None = None  # None: no HTTP answer
     error: str | None = None  # "timeout" | "connection"
-    retry_after_s: float | None = None
+    retry_after_s: float | None = None  # Retry-After, already in seconds from the answer
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,15 +89,11 @@ class RetryAt(msgspec.Struct, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    reason: str
+    reason: str  # "expired" | "rejected"
     drop_token: bool = False
 
 
 Verdict = Delivered | RetryAt | DeadLetter
-
-
-class BadSignature(Unauthorized):
-    code = "bad-signature"
 
 
 # --- signatures ------------------------------------------------------------------------
@@ -79,67 +104,83 @@ def _mac(secret: str, body: bytes, t: int) -> str:
 
 
 def sign(secret: str, body: bytes, t: int) -> str:
+    """The ``X-Geofence-Signature`` value for ``body`` sent at unix time ``t``."""
     return f"t={t},v1={_mac(secret, body, t)}"
 
 
 def verify(
-    secret: str, header: str | None, body: bytes, now: float, tolerance_s: float = 300.0
+    secret: str,
+    header: str | None,
+    body: bytes,
+    now: float,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
 ) -> None:
     """Return if ``header`` signs ``body`` with ``secret`` recently enough; else refuse."""
-    if not header:
-        raise BadSignature("The X-Geofence-Signature header is missing.")
-    t, candidates = _parse_signature(header)
-    if abs(now - t) > tolerance_s:
-        raise BadSignature("The signature's time is too far from now.")
+    if not header or not header.strip():
+        raise BadSignature("signature-missing", "The X-Geofence-Signature header is missing.")
+    t, candidates = parse_signature(header)
     expected = _mac(secret, body, t)
-    if not any(hmac.compare_digest(expected, c) for c in candidates):
-        raise BadSignature("The signature does not match the body.")
+    # every candidate is compared, so the time taken does not tell which one matched
+    matches = [hmac.compare_digest(expected, c.lower()) for c in candidates]
+    if not any(matches):
+        raise BadSignature("signature-mismatch", "The signature does not match the body.")
+    if abs(now - t) > tolerance_s:
+        detail = f"The signature's time is more than {tolerance_s:g} s from now."
+        raise BadSignature("signature-stale", detail)
 
 
-def _parse_signature(header: str) -> tuple[int, list[str]]:
-    t: int | None = None
+def parse_signature(header: str) -> tuple[int, list[str]]:
+    """``t`` and every ``v1`` of a signature header, or ``signature-malformed``."""
+    times: list[str] = []
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
-            t = int(value)
-        elif key == "v1" and value:
+        if key == "t":
+            times.append(value)
+        elif key == "v1":
             candidates.append(value)
-    if t is None or not candidates:
-        raise BadSignature("The signature is malformed: expected t=<unix>,v1=<hex>.")
-    return t, candidates
+    valid = all(_V1.fullmatch(c) for c in candidates)
+    if len(times) != 1 or not _T.fullmatch(times[0]) or not candidates or not valid:
+        detail = "The signature is malformed: expected t=<unix>,v1=<64 hex digits>."
+        raise BadSignature("signature-malformed", detail)
+    return int(times[0]), candidates
 
 
 # --- retries ---------------------------------------------------------------------------
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP-date; None if unusable."""
+    """Retry-After as seconds from ``now``: delta-seconds or an HTTP-date; None if unusable.
+
+    Never negative (a date in the past is 0); a date without a zone is taken as GMT.
+    """
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), MAX_RETRY_AFTER_S)
     try:
         moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - now)
+        moment = moment.replace(tzinfo=UTC)
+    return min(max(0.0, moment.timestamp() - now), MAX_RETRY_AFTER_S)
 
 
 def backoff_s(attempt: int, policy: RetryPolicy, rand: Callable[[], float]) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt))."""
-    ceiling = min(policy.cap_s, policy.base_s * math.ldexp(1.0, min(attempt, MAX_BACKOFF_EXPONENT)))
-    return rand() * ceiling
+    """Full jitter: ``rand() * min(cap_s, base_s * 2**attempt)``, ``rand()`` in [0, 1)."""
+    exponent = min(max(attempt, 0), MAX_BACKOFF_EXPONENT)
+    return rand() * min(policy.cap_s, policy.base_s * math.ldexp(1.0, exponent))
 
 
 def expired(now: float, expires_at: float) -> bool:
+    """Whether a notification may no longer be sent: at ``expires_at`` it is too late."""
     return now >= expires_at
 
 
 def retryable(attempt: Attempt) -> bool:
+    """No answer (timeout, connection error), 429 or 5xx."""
     status = attempt.status
     return status is None or status == 429 or 500 <= status <= 599
 
@@ -153,6 +194,7 @@ def judge(
     policy: RetryPolicy,
     rand: Callable[[], float],
 ) -> Verdict:
+    """What to do after one try (the table above)."""
     status = attempt.status
     if status is not None and 200 <= status <= 299:
         return Delivered()
