@@ -27,7 +27,7 @@ from shapely.geometry import shape
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import Fence
 
-DATA = Path("/work/shared/data/helsinki_store_polygons.geojson")
+DATA = Path(__file__).parents[1] / "tests" / "data" / "helsinki_store_polygons.geojson"
 REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SIDE_M = 40_000.0
 INSIDE_SHARE = 0.2

@@ -23,7 +23,7 @@ from geofence.config import Settings
 from geofence.domain import geojson
 from geofence.service.replay import replay
 
-TRACK = Path(__file__).parents[2].parent / "shared" / "data" / "limerick_bus304_2019-02-18.gpx"
+TRACK = Path(__file__).parents[1] / "data" / "limerick_bus304_2019-02-18.gpx"
 FENCES = Path("tests/data/limerick_fences.geojson")
 EXPECTED = Path("tests/data/limerick_events.json")
 

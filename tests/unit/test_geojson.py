@@ -17,7 +17,7 @@ from geofence.adapters.geofile import read_feature_collection, read_geofile
 from geofence.domain.errors import InvalidInput
 from geofence.domain.geojson import parse_feature, parse_feature_collection
 
-HELSINKI = Path("/work/shared/data/helsinki_store_polygons.geojson")
+HELSINKI = Path(__file__).parents[1] / "data" / "helsinki_store_polygons.geojson"
 BAD = Path(__file__).parent.parent / "data" / "bad_uploads"
 TZ = "Europe/Helsinki"
 SQUARE = [[24.94, 60.17], [24.941, 60.17], [24.941, 60.1705], [24.94, 60.1705], [24.94, 60.17]]

@@ -19,7 +19,7 @@ from shapely.geometry import mapping, shape
 from geofence.domain.geometry import FenceIndex, to_plane
 from geofence.domain.model import Fence
 
-HELSINKI = Path("/work/shared/data/helsinki_store_polygons.geojson")
+HELSINKI = Path(__file__).parents[1] / "data" / "helsinki_store_polygons.geojson"
 GEOD = pyproj.Geod(ellps="WGS84")
 AMBIGUOUS_M = 1e-6  # closer than this to the grown boundary, either answer is right
 
