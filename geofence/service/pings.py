@@ -20,7 +20,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from geofence.config import Settings
-from geofence.domain.errors import Unavailable
+from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
 from geofence.domain.offers import EntryDecision, Notification
@@ -99,7 +99,7 @@ class PingService:
             )
             if await self._save(ref, outcome.state, stored.version, reserved):
                 if entries:
-                    await self.offers.count(reserved, entries)
+                    await _quietly(self.offers.count(reserved, entries))
                 return _with_offers(outcome, reserved, explain)
             self.metrics.state_conflicts.inc()
         raise Unavailable("the device's state is changing too fast; retry")
@@ -112,10 +112,12 @@ class PingService:
         outbox = [] if reserved is None else reserved.plan.notifications
         try:
             saved = await self.store.save_state(ref, state, version, ledger=ledger, outbox=outbox)
-        except BaseException:
+        except NotFound:  # erased meanwhile: surely not written
             if reserved is not None:
                 await _quietly(self.offers.release(reserved))
             raise
+        # on any other failure the write may have landed: the budget stays spent, so at
+        # worst one unit goes unsent, never one too many
         if not saved and reserved is not None:
             await self.offers.release(reserved)
         if saved and outbox:
@@ -185,11 +187,16 @@ def _annotated(
     )
 
 
-async def _quietly(release: Awaitable[None]) -> None:
+async def _quietly(step: Awaitable[None]) -> None:
+    """A step after the decisive write: its failure must not turn a success into a 503.
+
+    A budget unit not given back stays spent (never overspent); a funnel count missed
+    is one entry fewer in the stats.
+    """
     try:
-        await release
-    except Exception:  # the store is down: the held unit stays spent, never overspent
-        logger.warning("budget not given back; the store is unavailable")
+        await step
+    except Unavailable:
+        logger.warning("step after the write skipped: state store unavailable")
 
 
 def relevant_stores(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import NotFound
+from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import Fence, Ping
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
@@ -164,3 +164,29 @@ async def test_a_ping_racing_an_erasure_writes_nothing_back(store: StateStore) -
     with pytest.raises(NotFound):
         await pings.handle("dev1", [at(20, 50, T0 + 10)])
     assert await store.device_keys("dev1") == {}
+
+
+class LandsThenFails(MemoryStore):
+    """A store whose write lands but whose answer is lost, as on a Redis timeout."""
+
+    async def save_state(self, *args: object, **kwargs: object) -> bool:
+        await super().save_state(*args, **kwargs)  # type: ignore[arg-type]
+        raise Unavailable("the answer was lost")
+
+
+async def test_a_write_whose_answer_is_lost_keeps_its_budget_spent() -> None:
+    from geofence.domain.offers import Offer
+
+    store = LandsThenFails()
+    await store.put_offer(
+        Offer(id="o1", title="T", body="B", store_ids=("a",), starts_at=0, ends_at=4e9, budget=1)
+    )
+    service = await pipeline(store)
+    now = T0 + 10_000
+    service.settings = service.settings.replace(quiet_hours="off")
+    service.offers.rules = service.settings.offer_rules
+    with pytest.raises(Unavailable):
+        await service.handle("dev1", [at(50, 50, now - 200), at(50, 50, now - 60)])
+    # the write landed with its notification: the unit must stay spent, never be reused
+    assert await store.outbox_depth() == 1
+    assert await store.budget_spent(["o1"]) == {"o1": 1}
