@@ -1,0 +1,118 @@
+"""The dispatcher, the signed HTTP push and the fake gateway together, on short time scales."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import msgspec
+
+from geofence.adapters.push_http import HttpPush
+from geofence.delivery import Dispatcher
+from geofence.domain.delivery import RetryPolicy
+from geofence.domain.offers import Notification
+from geofence.metrics import Metrics
+from geofence.ports import StateStore
+from tests.contract.test_state_store import profile, visit_state
+from tests.fakes import FakeGateway
+
+SECRET = "push-secret"
+
+
+def fresh(nid: str, ttl_s: float = 60.0) -> Notification:
+    now = time.time()
+    return Notification(
+        notification_id=nid,
+        device_ref="ref1",
+        offer_id="o1",
+        store_id="a",
+        title="Hi",
+        body="B",
+        created_at=now,
+        expires_at=now + ttl_s,
+    )
+
+
+@asynccontextmanager
+async def dispatching(
+    store: StateStore, gateway: FakeGateway, *notes: Notification
+) -> AsyncIterator[Dispatcher]:
+    await store.create_device(profile(push_token="tok-1"))
+    await store.save_state("ref1", visit_state(), 0, outbox=list(notes))
+    push = HttpPush(gateway.url, SECRET, timeout_s=0.3)
+    policy = RetryPolicy(base_s=0.1, cap_s=1.0, timeout_s=0.3)
+    dispatcher = Dispatcher(store, push, Metrics(), policy=policy, idle_s=0.02, rand=lambda: 1.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await push.close()
+
+
+async def settled(store: StateStore) -> None:
+    async with asyncio.timeout(10):
+        while await store.outbox_depth():
+            await asyncio.sleep(0.02)
+
+
+async def test_500s_then_200_delivered_once_with_growing_gaps(store: StateStore) -> None:
+    async with FakeGateway(secret=SECRET) as gateway:
+        gateway.fail_next(3, 500)
+        async with dispatching(store, gateway, fresh("n1")):
+            await settled(store)
+    statuses = [c.status for c in gateway.calls]
+    assert statuses == [500, 500, 500, 200]
+    times = [c.at_monotonic for c in gateway.calls]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] < gaps[1] < gaps[2]  # 0.1, 0.2, 0.4 s
+    assert all(c.signature_valid for c in gateway.calls)
+    assert {c.header("Idempotency-Key") for c in gateway.calls} == {"n1"}
+
+
+async def test_retry_after_is_honoured(store: StateStore) -> None:
+    async with FakeGateway(secret=SECRET) as gateway:
+        gateway.script(("status", 429, {"Retry-After": "1"}))
+        async with dispatching(store, gateway, fresh("n1")):
+            await settled(store)
+    first, second = gateway.calls
+    assert second.at_monotonic - first.at_monotonic >= 1.0
+
+
+async def test_a_hang_times_out_is_retried_and_leaks_nothing(store: StateStore) -> None:
+    before = len(asyncio.all_tasks())
+    async with FakeGateway(secret=SECRET) as gateway:
+        gateway.script(("hang", 5.0))
+        async with dispatching(store, gateway, fresh("n1")):
+            await settled(store)
+        assert [c.status for c in gateway.calls] == [None, 200]  # the first was abandoned
+        assert gateway.in_flight == 0
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_410_is_a_dead_letter_and_drops_the_token(store: StateStore) -> None:
+    async with FakeGateway(secret=SECRET) as gateway:
+        gateway.script(("status", 410))
+        async with dispatching(store, gateway, fresh("n1")):
+            await settled(store)
+    assert [d.reason for d in await store.dead_letters(5)] == ["rejected"]
+    device = await store.get_device("ref1")
+    assert device is not None and device.push_token is None
+    assert len(gateway.calls) == 1
+
+
+async def test_expiry_during_an_outage_is_never_sent_late(store: StateStore) -> None:
+    note = fresh("n1", ttl_s=1.0)
+    async with FakeGateway(secret=SECRET) as gateway:
+        gateway.fail_for(5.0, ("status", 503))
+        async with dispatching(store, gateway, note):
+            await settled(store)
+    assert gateway.calls and all(c.at < note.expires_at for c in gateway.calls)
+    assert [d.reason for d in await store.dead_letters(5)] == ["expired"]
+    body = msgspec.json.decode(gateway.calls[0].body)
+    assert body["push_token"] == "tok-1" and body["notification_id"] == "n1"
