@@ -103,6 +103,14 @@ def require(request: web.Request, creds: Credentials, *allowed: CallerKind) -> C
     return caller
 
 
+CREDENTIALS = web.AppKey("credentials", Credentials)
+
+
+def allow(request: web.Request, *allowed: CallerKind) -> Caller:
+    """``require`` with the app's credentials: the one check at the top of a handler."""
+    return require(request, request.app[CREDENTIALS], *allowed)
+
+
 def forbidden(kind: CallerKind) -> Forbidden:
     return Forbidden(f"A {kind} credential may not call this.")
 

@@ -7,10 +7,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from geofence.domain.callers import CallerKind
-from geofence.http.auth import require
+from geofence.http.auth import allow
 from geofence.http.errors import problem_response
-from geofence.http.keys import CATALOGUE, CREDENTIALS, METRICS, SETTINGS, STORE
+from geofence.http.keys import CATALOGUE, METRICS, SETTINGS, STORE
 from geofence.http.openapi import openapi_document
 from geofence.http.schemas import flag, json_response, read_json
 
@@ -48,7 +47,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def put_stores(request: web.Request) -> web.Response:
-    _allow(request, "admin")
+    allow(request, "admin")
     doc = await read_json(request, Any, limit=request.app[SETTINGS].max_upload_bytes)
     report = await request.app[CATALOGUE].replace(
         doc, dry_run=flag(request, "dry_run"), repair=flag(request, "repair")
@@ -57,14 +56,14 @@ async def put_stores(request: web.Request) -> web.Response:
 
 
 async def get_stores(request: web.Request) -> web.Response:
-    _allow(request, "admin")
+    allow(request, "admin")
     return json_response(
         await request.app[CATALOGUE].features(), content_type="application/geo+json"
     )
 
 
 async def put_store(request: web.Request) -> web.Response:
-    _allow(request, "admin")
+    allow(request, "admin")
     doc = await read_json(request, Any, limit=request.app[SETTINGS].max_upload_bytes)
     store_id = request.match_info["store_id"]
     result = await request.app[CATALOGUE].upsert(store_id, doc, repair=flag(request, "repair"))
@@ -72,19 +71,12 @@ async def put_store(request: web.Request) -> web.Response:
 
 
 async def get_store(request: web.Request) -> web.Response:
-    _allow(request, "admin")
+    allow(request, "admin")
     feature = await request.app[CATALOGUE].feature(request.match_info["store_id"])
     return json_response(feature, content_type="application/geo+json")
 
 
 async def delete_store(request: web.Request) -> web.Response:
-    _allow(request, "admin")
+    allow(request, "admin")
     await request.app[CATALOGUE].delete(request.match_info["store_id"])
     return web.Response(status=204)
-
-
-# helpers
-
-
-def _allow(request: web.Request, *kinds: CallerKind) -> None:
-    require(request, request.app[CREDENTIALS], *kinds)

@@ -1,4 +1,8 @@
-"""Typed application keys: how handlers reach what create_app built."""
+"""Typed application keys: how handlers reach what create_app built.
+
+``CREDENTIALS`` lives beside ``Credentials`` in auth.py (``allow`` reads it) and is
+re-exported here with the others.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from aiohttp import web
 
 from geofence.config import Settings
 from geofence.delivery import Dispatcher
-from geofence.http.auth import Credentials
+from geofence.http.auth import CREDENTIALS
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
@@ -19,8 +23,20 @@ STORE = web.AppKey("store", StateStore)
 PUSH = web.AppKey("push", PushGateway)
 METRICS = web.AppKey("metrics", Metrics)
 CATALOGUE = web.AppKey("catalogue", CatalogueService)
-CREDENTIALS = web.AppKey("credentials", Credentials)
 DEVICES = web.AppKey("devices", DeviceService)
 PINGS = web.AppKey("pings", PingService)
 OFFERS = web.AppKey("offers", OfferService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+__all__ = [
+    "CATALOGUE",
+    "CREDENTIALS",
+    "DEVICES",
+    "DISPATCHER",
+    "METRICS",
+    "OFFERS",
+    "PINGS",
+    "PUSH",
+    "SETTINGS",
+    "STORE",
+]

@@ -7,11 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from geofence.domain.callers import Caller, CallerKind
+from geofence.domain.callers import CallerKind
 from geofence.domain.offers import format_time, parse_time_param
 from geofence.domain.stats import BYS, MAX_WINDOW_S, By
-from geofence.http.auth import require
-from geofence.http.keys import CREDENTIALS, DEVICES, OFFERS, SETTINGS
+from geofence.http.auth import allow
+from geofence.http.keys import DEVICES, OFFERS, SETTINGS
 from geofence.http.schemas import json_response, private_json, read_json, unprocessable
 
 DEFAULT_WINDOW_S = 7 * 86_400
@@ -19,31 +19,31 @@ ADMIN: tuple[CallerKind, ...] = ("admin",)
 
 
 async def put_offer(request: web.Request) -> web.Response:
-    _admin(request)
+    allow(request, "admin")
     doc = await read_json(request, Any, limit=request.app[SETTINGS].max_body_bytes)
     offer, created = await request.app[OFFERS].put(request.match_info["offer_id"], doc)
     return json_response(offer, status=201 if created else 200)
 
 
 async def get_offer(request: web.Request) -> web.Response:
-    _admin(request)
+    allow(request, "admin")
     return json_response(await request.app[OFFERS].get(request.match_info["offer_id"]))
 
 
 async def list_offers(request: web.Request) -> web.Response:
-    _admin(request)
+    allow(request, "admin")
     return json_response({"offers": await request.app[OFFERS].all()})
 
 
 async def delete_offer(request: web.Request) -> web.Response:
-    _admin(request)
+    allow(request, "admin")
     await request.app[OFFERS].delete(request.match_info["offer_id"])
     return web.Response(status=204)
 
 
 async def stats(request: web.Request) -> web.Response:
     """``GET /v1/stats?from=&to=&by=store|offer``: the funnel, counted by the hour."""
-    _admin(request)
+    allow(request, "admin")
     end = _time_query(request, "to", time.time())
     start = _time_query(request, "from", end - DEFAULT_WINDOW_S)
     if not 0 < end - start <= MAX_WINDOW_S:
@@ -55,15 +55,11 @@ async def stats(request: web.Request) -> web.Response:
 
 async def device_explain(request: web.Request) -> web.Response:
     """``GET /v1/devices/{device_id}/explain``: why the device got what it got."""
-    caller = _admin(request)
+    caller = allow(request, "admin")
     devices = request.app[DEVICES]
     profile = await devices.authorize(caller, request.match_info["device_id"], ADMIN)
     report = await request.app[OFFERS].explain(profile.ref, time.time())
     return private_json({"device_ref": profile.ref, **report})
-
-
-def _admin(request: web.Request) -> Caller:
-    return require(request, request.app[CREDENTIALS], "admin")
 
 
 def _time_query(request: web.Request, name: str, default: float) -> float:

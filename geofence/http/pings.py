@@ -13,9 +13,9 @@ from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import ConsentRequired, NotFound
 from geofence.domain.model import Ping
-from geofence.http.auth import require
+from geofence.http.auth import allow
 from geofence.http.errors import HTTPProblem
-from geofence.http.keys import CREDENTIALS, DEVICES, PINGS, SETTINGS
+from geofence.http.keys import DEVICES, PINGS, SETTINGS
 from geofence.http.schemas import (
     decode,
     flag,
@@ -71,7 +71,7 @@ def parse_ts(ts: float | str) -> float:
 
 
 async def post_ping(request: web.Request) -> web.Response:
-    caller = require(request, request.app[CREDENTIALS], "device")
+    caller = allow(request, "device")
     body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
     ping_in = decode(body, PingIn)
     ping = ping_in.to_ping()
@@ -82,7 +82,7 @@ async def post_ping(request: web.Request) -> web.Response:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    caller = require(request, request.app[CREDENTIALS], "device", "ingest")
+    caller = allow(request, "device", "ingest")
     body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
     batch = decode(body, BatchIn)
     if len(batch.pings) > MAX_BATCH:
