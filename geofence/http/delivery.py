@@ -11,10 +11,9 @@ from aiohttp import web
 from geofence.domain.delivery import verify
 from geofence.domain.errors import Unauthorized
 from geofence.domain.offers import parse_time_param
-from geofence.domain.stats import bucket_of, counter
 from geofence.http.auth import allow
 from geofence.http.errors import HTTPProblem
-from geofence.http.keys import METRICS, SETTINGS, STORE
+from geofence.http.keys import METRICS, OFFERS, SETTINGS, STORE
 from geofence.http.schemas import decode, json_response, read_body, unprocessable
 from geofence.ports import DeadLetter
 
@@ -39,15 +38,8 @@ async def post_receipt(request: web.Request) -> web.Response:
     _verify(settings.gateway_secret, request.headers.get(SIGNATURE), body)
     receipt = decode(body, ReceiptIn)
     at = _receipt_time(receipt.at)
-    store = request.app[STORE]
-    target = await store.record_receipt(receipt.notification_id, receipt.event, at)
-    if target is None:
+    if not await request.app[OFFERS].receipt(receipt.notification_id, receipt.event, at):
         return json_response({"status": "duplicate"})
-    names = [
-        counter(receipt.event, "store", target.store_id),
-        counter(receipt.event, "offer", target.offer_id),
-    ]
-    await store.add_counts(bucket_of(at), dict.fromkeys(names, 1))
     request.app[METRICS].receipts.labels(receipt.event).inc()
     return json_response({"status": "recorded"})
 

@@ -35,7 +35,16 @@ from geofence.domain.offers import (
     parse_offer,
     plan,
 )
-from geofence.domain.stats import STAGES, By, bucket_of, buckets, counter, funnel, tally
+from geofence.domain.stats import (
+    STAGES,
+    By,
+    Stage,
+    bucket_of,
+    buckets,
+    counter,
+    funnel,
+    tally,
+)
 from geofence.ports import StateStore
 
 logger = logging.getLogger(__name__)
@@ -103,6 +112,18 @@ class OfferService:
         rows = funnel(counts, by)
         totals = {stage: sum(int(r[stage]) for r in rows) for stage in STAGES}  # type: ignore[call-overload]
         return {"from": start, "to": end, "by": by, "rows": rows, "totals": totals}
+
+    async def receipt(self, notification_id: str, event: Stage, at: float) -> bool:
+        """Count a gateway's receipt into the funnel; False when it was counted before."""
+        target = await self.store.record_receipt(notification_id, event, at)
+        if target is None:
+            return False
+        names = [
+            counter(event, "store", target.store_id),
+            counter(event, "offer", target.offer_id),
+        ]
+        await self.store.add_counts(bucket_of(at), tally(names))
+        return True
 
     # the decision on entries
     async def decide(
