@@ -407,6 +407,8 @@ def _delivery_paths() -> Schema:
 
 
 def _schema_hook(kind: type) -> Schema:
+    """msgspec's hook for types it has no schema for; raising NotImplementedError is how a
+    hook declines (msgspec then reports the type as unsupported)."""
     if kind is object:
         return {"description": "any JSON value"}
     raise NotImplementedError

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -30,23 +29,10 @@ from geofence.domain.offers import (
     plan,
     rank,
 )
+from tests.unit.test_offers import DAY, HOUR, NOW, offer  # the same offer and moment
 
-HOUR, DAY = 3_600.0, 86_400.0
-NOW = datetime.fromisoformat("2026-06-15T09:00:00+00:00").timestamp()  # 12:00 in Helsinki
 RULES = Rules(quiet_hours="off", device_cap=10)
 DEVICE = DeviceView(offers_consent=True, tier="gold", segments=("students",))
-
-
-def offer(**changes: Any) -> Offer:
-    base: dict[str, Any] = {
-        "id": "o1",
-        "title": "Coffee",
-        "body": "Free coffee at {store_name}",
-        "store_ids": ("s1",),
-        "starts_at": NOW - DAY,
-        "ends_at": NOW + DAY,
-    }
-    return Offer(**(base | changes))
 
 
 def entry(store_id: str = "s1", at: float = NOW - 60, **changes: Any) -> Entry:
