@@ -46,6 +46,25 @@ async def drop_prefix(client: aioredis.Redis, prefix: str) -> None:
         await client.delete(*keys)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the long soaks (tests marked slow) and the long versions of the system tests",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --soak, tests marked slow are deselected (not skipped: CI fails on skips)."""
+    if config.getoption("--soak"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture
 async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
     """Makes Redis stores on prefixes of their own; every key is removed afterwards."""
