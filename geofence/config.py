@@ -65,6 +65,18 @@ class Settings:
     )
     device_ttl_s: int = field(default=30 * 86_400, metadata={"help": "device keys' TTL"})
     position_ttl_s: int = field(default=86_400, metadata={"help": "last position's TTL"})
+    # admission on the ping routes, per process (geofence/http/limits.py)
+    device_rate_per_s: float = field(
+        default=2.0, metadata={"help": "ping requests a second per device token (0: no limit)"}
+    )
+    device_burst: int = field(default=20, metadata={"help": "ping requests a device may burst"})
+    ingest_rate_per_s: float = field(
+        default=50.0, metadata={"help": "ping requests a second per ingest key (0: no limit)"}
+    )
+    ingest_burst: int = field(default=100, metadata={"help": "ping requests an ingest key bursts"})
+    max_inflight: int = field(
+        default=256, metadata={"help": "ping requests handled at once; more get 503 (0: no cap)"}
+    )
     # contract §5 screening
     max_accuracy_m: float = field(default=100.0, metadata={"help": "coarser pings are flagged"})
     # contract §5 visit rules

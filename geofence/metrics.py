@@ -19,6 +19,12 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        self.refused = Counter(
+            "geofence_requests_refused",
+            "Ping requests refused before handling: rate-limited (429) or overloaded (503)",
+            ["reason"],
+            registry=r,
+        )
         self.pings = Counter(
             "geofence_pings",
             "Pings screened, by status and reason",

@@ -26,11 +26,13 @@ from geofence.http.keys import (
     DISPATCHER,
     METRICS,
     OFFERS,
+    PING_GATE,
     PINGS,
     PUSH,
     SETTINGS,
     STORE,
 )
+from geofence.http.limits import PingGate, ping_gate_middleware
 from geofence.http.routes import setup_routes
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
@@ -51,7 +53,7 @@ def create_app(
     """Build the app; tests pass their own store and push doubles explicitly."""
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[metrics_middleware, problem_middleware, ping_gate_middleware],
         client_max_size=settings.max_upload_bytes,
     )
     owned_store = store is None
@@ -60,6 +62,7 @@ def create_app(
     app[STORE] = store if store is not None else make_store(settings)
     app[PUSH] = push if push is not None else make_push(settings)
     app[CREDENTIALS] = Credentials.from_settings(settings)
+    app[PING_GATE] = PingGate.from_settings(settings, app[CREDENTIALS], refused=metrics.refused)
     _add_services(app, settings, metrics)
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)

@@ -1,6 +1,7 @@
 """Typed application keys: how handlers reach what create_app built.
 
-``CREDENTIALS`` lives beside ``Credentials`` in auth.py (``allow`` reads it) and is
+``CREDENTIALS`` lives beside ``Credentials`` in auth.py (``allow`` reads it), and
+``PING_GATE`` beside ``PingGate`` in limits.py (its middleware reads it); both are
 re-exported here with the others.
 """
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from geofence.config import Settings
 from geofence.delivery import Dispatcher
 from geofence.http.auth import CREDENTIALS
+from geofence.http.limits import PING_GATE
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
@@ -36,6 +38,7 @@ __all__ = [
     "METRICS",
     "OFFERS",
     "PINGS",
+    "PING_GATE",
     "PUSH",
     "SETTINGS",
     "STORE",
