@@ -68,11 +68,24 @@ PROBLEMS: Final = {
     413: "the body is larger than the configured limit",
     415: "the body is not JSON",
     422: "the body or a query parameter breaks a rule; every problem is listed in errors",
+    429: "the caller (device token or ingest key) is over its rate (`rate-limited`); "
+    "retry after Retry-After seconds",
     503: "the state store is unavailable (or the catalogue not loaded yet); retry later",
+}
+# the ping routes also shed load: past the cap on pings in flight they answer 503 at once
+SHED: Final = (
+    "the state store is unavailable (or the catalogue not loaded yet), or too many pings "
+    "are in flight (`overloaded`); retry after Retry-After seconds"
+)
+RETRY_AFTER: Final[Schema] = {
+    "required": True,
+    "description": "whole seconds to wait before trying again",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
 }
 PROBLEM_HEADERS: Final = {
     401: {"WWW-Authenticate": {"required": True, "schema": STRING}},
-    503: {"Retry-After": {"required": True, "schema": STRING}},
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
 }
 
 BODY: Final = (400, 401, 403, 413, 415, 422, 503)
@@ -298,30 +311,30 @@ def _device_paths() -> Schema:
 
 def _ping_paths() -> Schema:
     explain = _flag("explain", "add the decisions: every offer considered and why it was refused")
-    return {
-        "/v1/pings": {
-            "post": _op(
-                "postPing",
-                "one location fix of the device: its status, visit events and notifications",
-                schema=ref("PingResult"),
-                body=ref("PingIn"),
-                errs=(400, 401, 403, 404, 413, 415, 422, 503),
-                params=(explain,),
-                callers=("device token (its own device)",),
-            ),
-        },
-        "/v1/pings/batch": {
-            "post": _op(
-                "postPingBatch",
-                f"up to {MAX_BATCH} pings: one result per ping, in order; a bad ping fails alone",
-                schema=ref("BatchResults"),
-                body=ref("BatchIn"),
-                errs=BODY,
-                params=(explain,),
-                callers=("device token (its own pings only)", "ingest key"),
-            ),
-        },
-    }
+    one = _op(
+        "postPing",
+        "one location fix of the device: its status, visit events and notifications",
+        schema=ref("PingResult"),
+        body=ref("PingIn"),
+        errs=(400, 401, 403, 404, 413, 415, 422, 429, 503),
+        params=(explain,),
+        callers=("device token (its own device)",),
+    )
+    batch = _op(
+        "postPingBatch",
+        f"up to {MAX_BATCH} pings: one result per ping, in order; a bad ping fails alone",
+        schema=ref("BatchResults"),
+        body=ref("BatchIn"),
+        errs=(400, 401, 403, 413, 415, 422, 429, 503),
+        params=(explain,),
+        callers=("device token (its own pings only)", "ingest key"),
+    )
+    for op in (one, batch):
+        op["responses"]["503"]["description"] = SHED
+        op["description"] += (
+            " Each device token, and each ingest key, has a request rate of its own (429)."
+        )
+    return {"/v1/pings": {"post": one}, "/v1/pings/batch": {"post": batch}}
 
 
 def _offer_paths() -> Schema:
