@@ -354,6 +354,7 @@ class FenceIndex:
         "_cells",
         "_coarse",
         "_exit_margin_m",
+        "_ids",
         "_resolution",
         "_slots",
         "_vectors",
@@ -370,7 +371,8 @@ class FenceIndex:
     ) -> None:
         self._slots = slots
         self._cells = cells
-        self._by_id = {s.fence.id: i for i, s in enumerate(slots)}
+        self._ids = [s.fence.id for s in slots]
+        self._by_id = {fence_id: i for i, fence_id in enumerate(self._ids)}
         self._resolution = resolution
         self._exit_margin_m = exit_margin_m
         self._vectors = _SlotArrays(slots)
@@ -455,6 +457,12 @@ class FenceIndex:
             out[slot.fence.id] = 0.0 if interior else slot.distance_m(lat, lng)
         return out
 
+    def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
+        """:meth:`distance_m` of many (fence, point) pairs, in one vectorised call."""
+        slot = np.fromiter((self._by_id[f] for f in fence_ids), dtype=np.intp, count=len(lats))
+        lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
+        return self._vectors.distances_m(slot, lats, lngs)
+
     def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
@@ -480,8 +488,34 @@ class FenceIndex:
         ok = self._vectors.contains(slot, lats[point], lngs[point])
         for i, s in zip(point[ok].tolist(), slot[ok].tolist(), strict=True):
             found[i].append(s)
-        ids = [s.fence.id for s in self._slots]
+        ids = self._ids
         return [sorted(ids[s] for s in row) if row else [] for row in found]
+
+    def near_many(self, lats: FloatArray, lngs: FloatArray) -> list[dict[str, float]]:
+        """:meth:`near` for many points; the distances come from one vectorised call."""
+        lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
+        get, to_cell, res = self._cells.get, h3.latlng_to_cell, self._resolution
+        rows_near = np.flatnonzero(self._coarse.contains(lats, lngs))
+        pairs = zip(lats[rows_near].tolist(), lngs[rows_near].tolist(), strict=True)
+        hits = [get(to_cell(a, b, res)) for a, b in pairs]
+        rows: list[int] = []
+        found: list[int] = []
+        for i, codes in zip(rows_near.tolist(), hits, strict=True):
+            for c in codes or ():
+                rows.append(i)
+                found.append(c)
+        row = np.asarray(rows, dtype=np.intp)
+        code = np.asarray(found, dtype=np.intp)
+        slot = code >> _KIND_BITS
+        interior = (code & _KIND_MASK) == INTERIOR
+        metres = np.zeros(len(code), dtype=np.float64)
+        far = np.flatnonzero(~interior)
+        metres[far] = self._vectors.distances_m(slot[far], lats[row[far]], lngs[row[far]])
+        out: list[dict[str, float]] = [{} for _ in range(len(lats))]
+        ids = self._ids
+        for i, s, m in zip(rows, slot.tolist(), metres.tolist(), strict=True):
+            out[i][ids[s]] = m
+        return out
 
 
 class _CoarseGrid:
@@ -568,6 +602,16 @@ class _SlotArrays:
         result[grown] = shapely.dwithin(self.base[s[grown]], near, self.margin[s[grown]])
         ok[todo] = result
         return ok
+
+    def distances_m(self, slot: npt.NDArray[np.intp], lats: FloatArray, lngs: FloatArray) -> Any:
+        """Metres from each point to its slot's grown fence (0.0 inside): ``distance_m``."""
+        xs, ys = to_plane_many(self.lat0[slot], self.lng0[slot], lats, lngs)  # type: ignore[arg-type]
+        raw = np.hypot(xs, ys)
+        polygon = ~self.circle[slot]
+        raw[polygon] = shapely.distance(
+            self.base[slot[polygon]], shapely.points(xs[polygon], ys[polygon])
+        )
+        return np.maximum(0.0, raw - self.reach[slot])
 
 
 # --- helpers for validating uploads ------------------------------------------------------

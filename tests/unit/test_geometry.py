@@ -220,6 +220,25 @@ def test_near_covers_the_hysteresis_band(data: st.DataObject, sc: Any) -> None:
                 assert near.get(f.id) == pytest.approx(d), (f.id, lat, lng, d)
 
 
+@PROPERTY
+@given(st.data(), scene())
+def test_near_many_and_distances_equal_the_loop(data: st.DataObject, sc: Any) -> None:
+    """The vectorised lookups (circles and polygons, margins) answer as one point at a time."""
+    fences, _, _ = sc
+    index = FenceIndex.build(fences, exit_margin_m=30.0)
+    points = [data.draw(probe(fences)) for _ in range(8)]
+    lats, lngs = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    for found, (lat, lng) in zip(index.near_many(lats, lngs), points, strict=True):
+        expected = index.near(lat, lng)
+        assert found.keys() == expected.keys()
+        for fence_id, metres in expected.items():
+            assert found[fence_id] == pytest.approx(metres, abs=1e-6)
+    ids = [fences[i % len(fences)].id for i in range(len(points))]
+    far = index.distances_m(ids, lats, lngs)
+    loop = [index.distance_m(f, a, b) for f, a, b in zip(ids, lats, lngs, strict=True)]
+    assert far.tolist() == pytest.approx(loop, abs=1e-6)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_helsinki_matches_brute_force(data: st.DataObject) -> None:
