@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -27,6 +27,19 @@ class StoredState(msgspec.Struct, frozen=True, kw_only=True):
     state: DeviceState
     version: int
     ledger: Ledger = msgspec.field(default_factory=Ledger)
+
+
+class StateWrite(msgspec.Struct, frozen=True, kw_only=True):
+    """One device's compare-and-set, as ``save_state`` takes it (for writing many at once)."""
+
+    ref: str
+    state: DeviceState
+    version: int
+    ledger: Ledger | None = None
+    outbox: Sequence[Notification] = ()
+
+
+Saved = Literal["written", "conflict", "gone"]
 
 
 class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +101,9 @@ class StateStore(Protocol):
 
     async def get_device(self, ref: str) -> DeviceProfile | None: ...
 
+    async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
+        """``get_device`` of many devices in one round trip, in the order given."""
+
     async def put_device(self, profile: DeviceProfile) -> bool:
         """Replace an existing device's profile, refreshing its TTLs; False (and nothing
         written) when the device does not exist, so an erased device never comes back."""
@@ -120,6 +136,14 @@ class StateStore(Protocol):
         Raises NotFound when the device has no profile (it was erased meanwhile), so a
         ping racing an erasure can never bring the device's keys back.
         """
+
+    async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
+        """``load_state`` of many devices in one round trip, in the order given."""
+
+    async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
+        """``save_state`` of many devices in one round trip; each write stands alone
+        (atomic per device, not across them): written, lost to a newer version
+        (conflict), or refused because the device was erased (gone)."""
 
     # offers (contract §6)
     async def put_offer(self, offer: Offer) -> bool:

@@ -18,7 +18,15 @@ from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
-from geofence.ports import Catalogue, DeadLetter, OutboxItem, Receipt, StoredState
+from geofence.ports import (
+    Catalogue,
+    DeadLetter,
+    OutboxItem,
+    Receipt,
+    Saved,
+    StateWrite,
+    StoredState,
+)
 
 T = TypeVar("T")
 DEAD_LETTER_RETENTION_S = 7 * 86_400
@@ -122,6 +130,9 @@ class MemoryStore:
     async def get_device(self, ref: str) -> DeviceProfile | None:
         return self._profiles.get(ref)
 
+    async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
+        return [self._profiles.get(ref) for ref in refs]
+
     async def put_device(self, profile: DeviceProfile) -> bool:
         if self._profiles.get(profile.ref) is None:
             return False
@@ -189,6 +200,21 @@ class MemoryStore:
                 notification.created_at,
             )
         return True
+
+    async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
+        return [await self.load_state(ref) for ref in refs]
+
+    async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
+        return [await self._save_one(w) for w in writes]
+
+    async def _save_one(self, w: StateWrite) -> Saved:
+        try:
+            saved = await self.save_state(
+                w.ref, w.state, w.version, ledger=w.ledger, outbox=w.outbox
+            )
+        except NotFound:
+            return "gone"
+        return "written" if saved else "conflict"
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:

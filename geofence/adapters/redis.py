@@ -23,7 +23,15 @@ from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
-from geofence.ports import Catalogue, DeadLetter, OutboxItem, Receipt, StoredState
+from geofence.ports import (
+    Catalogue,
+    DeadLetter,
+    OutboxItem,
+    Receipt,
+    Saved,
+    StateWrite,
+    StoredState,
+)
 
 T = TypeVar("T")
 _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
@@ -313,6 +321,15 @@ class RedisStore:
             raw = await self.client.get(self.keys.profile(ref))
         return None if raw is None else _decode(raw, DeviceProfile)
 
+    async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
+        if not refs:
+            return []
+        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+            for ref in refs:  # one GET each: the keys live in different slots
+                pipe.get(self.keys.profile(ref))
+            raws = await pipe.execute()
+        return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
+
     async def put_device(self, profile: DeviceProfile) -> bool:
         keys = [self.keys.profile(profile.ref), self.keys.state(profile.ref)]
         async with _guard():
@@ -338,15 +355,16 @@ class RedisStore:
 
     # visit state
     async def load_state(self, ref: str) -> StoredState:
+        [stored] = await self.load_states([ref])
+        return stored
+
+    async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.state(ref), ["v", "s", "l"])
-            pipe.get(self.keys.fix(ref))
-            (version, raw_state, raw_ledger), raw_fix = await pipe.execute()
-        state = DeviceState() if raw_state is None else _decode(raw_state, DeviceState)
-        ledger = Ledger() if raw_ledger is None else _decode(raw_ledger, Ledger)
-        fix = None if raw_fix is None else _decode(raw_fix, Fix)
-        state = msgspec.structs.replace(state, last_fix=fix)
-        return StoredState(state=state, version=int(version or 0), ledger=ledger)
+            for ref in refs:
+                pipe.hmget(self.keys.state(ref), ["v", "s", "l"])
+                pipe.get(self.keys.fix(ref))
+            replies = await pipe.execute()
+        return [_stored(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
 
     async def save_state(
         self,
@@ -357,26 +375,38 @@ class RedisStore:
         ledger: Ledger | None = None,
         outbox: Sequence[Notification] = (),
     ) -> bool:
-        keys = [self.keys.state(ref), self.keys.fix(ref), self.keys.profile(ref)]
-        fix = b"" if state.last_fix is None else _encode(state.last_fix)
-        body = _encode(msgspec.structs.replace(state, last_fix=None))
+        write = StateWrite(ref=ref, state=state, version=version, ledger=ledger, outbox=outbox)
+        keys, args = self._save_call(write)
+        async with _guard():
+            written = int(await self._save_state(keys=keys, args=args))
+        if written < 0:
+            raise NotFound("the device was erased")
+        return bool(written)
+
+    async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
+        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+            for write in writes:
+                keys, args = self._save_call(write)
+                await self._save_state(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [_SAVED[int(r)] for r in replies]
+
+    def _save_call(self, w: StateWrite) -> tuple[list[str], list[bytes | int | float | str]]:
+        """The SAVE_STATE script's keys and arguments for one device's write."""
+        keys = [self.keys.state(w.ref), self.keys.fix(w.ref), self.keys.profile(w.ref)]
+        fix = b"" if w.state.last_fix is None else _encode(w.state.last_fix)
+        body = _encode(msgspec.structs.replace(w.state, last_fix=None))
         args: list[bytes | int | float | str] = [
-            version,
+            w.version,
             body,
             fix,
             self.device_ttl_s,
             self.position_ttl_s,
-            b"" if ledger is None else _encode(ledger),
+            b"" if w.ledger is None else _encode(w.ledger),
         ]
-        for n in outbox:
+        for n in w.outbox:
             args += [n.notification_id, _encode(OutboxItem(notification=n)), n.created_at]
-        async with _guard():
-            written = int(
-                await self._save_state(keys=keys + self.keys.device_outbox(ref), args=args)
-            )
-        if written < 0:
-            raise NotFound("the device was erased")
-        return bool(written)
+        return keys + self.keys.device_outbox(w.ref), args
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
@@ -533,6 +563,17 @@ async def _guard() -> AsyncIterator[None]:
 
 
 _encoder = msgspec.msgpack.Encoder()
+_SAVED: dict[int, Saved] = {1: "written", 0: "conflict", -1: "gone"}
+
+
+def _stored(fields: list[bytes | None], raw_fix: bytes | None) -> StoredState:
+    """A device's state from its state hash's fields (version, state, ledger) and fix."""
+    version, raw_state, raw_ledger = fields
+    state = DeviceState() if raw_state is None else _decode(raw_state, DeviceState)
+    ledger = Ledger() if raw_ledger is None else _decode(raw_ledger, Ledger)
+    fix = None if raw_fix is None else _decode(raw_fix, Fix)
+    state = msgspec.structs.replace(state, last_fix=fix)
+    return StoredState(state=state, version=int(version or 0), ledger=ledger)
 
 
 def _encode(value: Any) -> bytes:

@@ -175,6 +175,11 @@ def advance_device(
     away). ``state`` is the state before ``screening.record`` for this ping: its
     ``last_accepted_ts`` decides the visit timeout. Screening fields are left alone.
     """
+    if not stores and not state.visits:  # the common case, far from every store
+        recent = _recent_entries(state.last_entry_at, ping.ts, rules)
+        if len(recent) == len(state.last_entry_at):
+            return state, []
+        return msgspec.structs.replace(state, last_entry_at=recent), []
     visits, events = _close_timed_out(state, ping.ts, rules)
     visits, removed = _close_removed(visits, ping.ts, stores)
     events.extend(removed)
@@ -222,12 +227,15 @@ def step(
     distances: Mapping[str, float],
     screening_rules: ScreeningRules,
     visit_rules: VisitRules,
+    screening: Screening | None = None,
 ) -> tuple[DeviceState, Screening, list[VisitEvent]]:
     """Screen one ping; an accepted one advances the visits; then record the screening.
 
-    Flagged and ignored pings change no visit state.
+    Flagged and ignored pings change no visit state. ``screening``, when given, is
+    ``screen(ping, state, now, screening_rules)`` computed by the caller already.
     """
-    screening = screen(ping, state, now, screening_rules)
+    if screening is None:
+        screening = screen(ping, state, now, screening_rules)
     events: list[VisitEvent] = []
     if screening.status == "accepted":
         state, events = advance_device(state, ping, stores, distances, visit_rules)

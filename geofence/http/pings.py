@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import ConsentRequired, NotFound
+from geofence.domain.errors import ConsentRequired, GeofenceError, NotFound
 from geofence.domain.model import Ping
 from geofence.http.auth import allow
 from geofence.http.errors import HTTPProblem
@@ -93,8 +94,8 @@ async def post_batch(request: web.Request) -> web.Response:
     for i, item in enumerate(parsed):
         if not isinstance(item, dict):
             groups.setdefault(item.device_id, []).append((i, item))
-    for device_id, items in groups.items():
-        for i, result in await _device_group(request, caller, device_id, items):
+    for items, answers in await _device_groups(request, caller, groups):
+        for (i, _), result in zip(items, answers, strict=True):
             results[i] = result
     return json_response({"results": results})
 
@@ -111,17 +112,38 @@ def _parse_one(raw: msgspec.Raw, position: int) -> PingIn | dict[str, Any]:
         return {"status": "invalid", "reason": e.code, "errors": errors}
 
 
-async def _device_group(
-    request: web.Request, caller: Caller, device_id: str, items: list[tuple[int, PingIn]]
-) -> list[tuple[int, PingResult | dict[str, Any]]]:
-    try:
-        profile = await _located_device(request, caller, device_id, ("device", "ingest"))
-    except (NotFound, ConsentRequired) as e:
-        # one device's pings fail alone; a wrong credential (401/403) fails the batch
-        return [(i, {"status": "invalid", "reason": e.code, "errors": []}) for i, _ in items]
-    pings = [p.to_ping() for _, p in items]
-    results = await request.app[PINGS].handle(profile.ref, pings, explain=flag(request, "explain"))
-    return [(i, r) for (i, _), r in zip(items, results, strict=True)]
+Group = list[tuple[int, PingIn]]
+
+
+async def _device_groups(
+    request: web.Request, caller: Caller, groups: dict[str, Group]
+) -> list[tuple[Group, Sequence[PingResult | dict[str, Any]]]]:
+    """Each device's pings through the service in one go; one device's failure (unknown,
+    no consent, erased meanwhile) fails its pings alone, a wrong credential the batch."""
+    profiles = await request.app[DEVICES].authorize_many(caller, list(groups), ("device", "ingest"))
+    located: list[tuple[Group, DeviceProfile]] = []
+    out: list[tuple[Group, Sequence[PingResult | dict[str, Any]]]] = []
+    for items, profile in zip(groups.values(), profiles, strict=True):
+        if isinstance(profile, DeviceProfile) and profile.allows("location"):
+            located.append((items, profile))
+        else:
+            error = profile if isinstance(profile, NotFound) else _no_consent()
+            out.append((items, _failed(items, error)))
+    answers = await request.app[PINGS].handle_many(
+        [(profile.ref, [p.to_ping() for _, p in items]) for items, profile in located],
+        explain=flag(request, "explain"),
+    )
+    for (items, _), answer in zip(located, answers, strict=True):
+        out.append((items, _failed(items, answer) if isinstance(answer, NotFound) else answer))
+    return out
+
+
+def _failed(items: Group, error: GeofenceError) -> list[dict[str, Any]]:
+    return [{"status": "invalid", "reason": error.code, "errors": []} for _ in items]
+
+
+def _no_consent() -> ConsentRequired:
+    return ConsentRequired("The device has not consented to location; the ping is not stored.")
 
 
 async def _located_device(
@@ -129,5 +151,5 @@ async def _located_device(
 ) -> DeviceProfile:
     profile = await request.app[DEVICES].authorize(caller, device_id, allow)
     if not profile.allows("location"):
-        raise ConsentRequired("The device has not consented to location; the ping is not stored.")
+        raise _no_consent()
     return profile

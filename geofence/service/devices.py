@@ -13,7 +13,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
@@ -191,6 +191,33 @@ class DeviceService:
         if caller.kind == "device" and not token_matches(caller.token, profile):
             raise _invalid_token(profile.ref)
         return profile
+
+    async def authorize_many(
+        self, caller: Caller, device_ids: Sequence[str], allow: Collection[CallerKind]
+    ) -> list[DeviceProfile | NotFound]:
+        """:meth:`authorize` for many devices; an unknown device fails alone (NotFound),
+        a caller refused outright (401/403) fails them all. An admin or ingest key needs
+        one round trip for the lot."""
+        if caller.kind == "device":
+            return [await self._authorized_or_missing(caller, d, allow) for d in device_ids]
+        if caller.kind not in allow or caller.kind == "sdk":
+            raise Forbidden(f"A {caller.kind} credential may not call this.")
+        refs = [self.ref_of(d) if valid_device_id(d) else None for d in device_ids]
+        profiles = await self.store.get_devices([r for r in refs if r is not None])
+        found = iter(profiles)
+        out: list[DeviceProfile | NotFound] = []
+        for ref in refs:
+            profile = None if ref is None else next(found)
+            out.append(_no_such_device() if profile is None else profile)
+        return out
+
+    async def _authorized_or_missing(
+        self, caller: Caller, device_id: str, allow: Collection[CallerKind]
+    ) -> DeviceProfile | NotFound:
+        try:
+            return await self.authorize(caller, device_id, allow)
+        except NotFound as e:
+            return e
 
     async def _token_holder(self, caller: Caller) -> DeviceProfile:
         ref = caller.device_ref or ""

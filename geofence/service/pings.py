@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
+import numpy as np
 from msgspec import UNSET, UnsetType
 
 from geofence.config import Settings
@@ -27,7 +28,7 @@ from geofence.domain.offers import EntryDecision, Notification
 from geofence.domain.screening import Screening, screen
 from geofence.domain.visits import StoreView, step
 from geofence.metrics import Metrics
-from geofence.ports import StateStore
+from geofence.ports import StateStore, StateWrite
 from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import OfferService, Reserved, entries_of, public
 
@@ -77,11 +78,90 @@ class PingService:
         explain: bool = False,
     ) -> list[PingResult]:
         """Apply one device's pings in ts order; results come back in the order given."""
-        order = sorted(range(len(pings)), key=lambda i: pings[i].ts)
-        ordered = [pings[i] for i in order]
+        order, ordered = _in_ts_order(pings)
         when = self.clock() if now is None else now
         outcome = await self._apply(ref, ordered, when, explain)
-        results: list[PingResult | None] = [None] * len(pings)
+        return self._finish(ref, order, outcome)
+
+    async def handle_many(
+        self,
+        groups: Sequence[tuple[str, Sequence[Ping]]],
+        *,
+        now: float | None = None,
+        explain: bool = False,
+    ) -> list[list[PingResult] | NotFound]:
+        """:meth:`handle` for many devices: one round trip loads every state, the fence
+        lookups of all pings run in one vectorised call, one round trip writes.
+
+        A device whose pings make an entry, or whose write lost to another worker, goes
+        the single-device way (offers need reads of their own). A device erased meanwhile
+        gets NotFound in place of its results; a store outage fails the lot.
+        """
+        when = self.clock() if now is None else now
+        batch = [_in_ts_order(pings) for _, pings in groups]
+        refs = [ref for ref, _ in groups]
+        stored = await self.store.load_states(refs)
+        nears = self._nears([ordered for _, ordered in batch], [s.state for s in stored])
+        outcomes: dict[int, Outcome] = {}
+        writes: dict[int, StateWrite] = {}
+        for g, (_, ordered) in enumerate(batch):
+            outcome = self.advance(stored[g].state, ordered, when, nears[g])
+            if entries_of(self.catalogue.index, _events(outcome)):
+                continue
+            outcomes[g] = _with_offers(outcome, None, explain) if explain else outcome
+            if outcome.state != stored[g].state:
+                writes[g] = StateWrite(ref=refs[g], state=outcome.state, version=stored[g].version)
+        saved = dict(zip(writes, await self.store.save_states(list(writes.values())), strict=True))
+        answers: list[list[PingResult] | NotFound] = []
+        for g, (order, ordered) in enumerate(batch):
+            verdict = saved.get(g, "written")
+            if verdict == "conflict":
+                self.metrics.state_conflicts.inc()
+            done = outcomes.get(g) if verdict == "written" else None
+            try:
+                if verdict == "gone":
+                    raise NotFound("the device was erased")
+                if done is None:
+                    done = await self._apply(refs[g], ordered, when, explain)
+            except NotFound as e:
+                answers.append(e)
+                continue
+            answers.append(self._finish(refs[g], order, done))
+        return answers
+
+    def _nears(
+        self, groups: Sequence[Sequence[Ping]], states: Sequence[DeviceState]
+    ) -> list[list[dict[str, float]]]:
+        """``index.near`` of every ping, plus its distance to the stores of the device's
+        open visits: what ``relevant_stores`` needs, in two vectorised calls."""
+        index = self.catalogue.index
+        pings = [p for group in groups for p in group]
+        lats = np.fromiter((p.lat for p in pings), dtype=np.float64, count=len(pings))
+        lngs = np.fromiter((p.lng for p in pings), dtype=np.float64, count=len(pings))
+        found = index.near_many(lats, lngs)
+        rows: list[int] = []
+        stores: list[str] = []
+        at = 0
+        for group, state in zip(groups, states, strict=True):
+            visited = [store_id for store_id in state.visits if store_id in index]
+            for row in range(at, at + len(group)) if visited else ():
+                missing = [v for v in visited if v not in found[row]]
+                rows.extend([row] * len(missing))
+                stores.extend(missing)
+            at += len(group)
+        if rows:
+            far = index.distances_m(stores, lats[rows], lngs[rows]).tolist()
+            for row, store_id, metres in zip(rows, stores, far, strict=True):
+                found[row][store_id] = metres
+        out, at = [], 0
+        for group in groups:
+            out.append(found[at : at + len(group)])
+            at += len(group)
+        return out
+
+    def _finish(self, ref: str, order: Sequence[int], outcome: Outcome) -> list[PingResult]:
+        """Results back in the order the pings came, counted and logged."""
+        results: list[PingResult | None] = [None] * len(order)
         for position, result in zip(order, outcome.results, strict=True):
             results[position] = result
         self._count(ref, outcome.results)
@@ -126,26 +206,44 @@ class PingService:
             self.on_notified()
         return saved
 
-    def advance(self, state: DeviceState, pings: Sequence[Ping], now: float) -> Outcome:
-        """The pure part: every ping through screening and the visit rules."""
+    def advance(
+        self,
+        state: DeviceState,
+        pings: Sequence[Ping],
+        now: float,
+        nears: Sequence[Mapping[str, float]] | None = None,
+    ) -> Outcome:
+        """The pure part: every ping through screening and the visit rules.
+
+        ``nears``, when given, holds ``index.near`` of each ping, looked up beforehand.
+        """
         index = self.catalogue.index
         results: list[PingResult] = []
-        for ping in pings:
-            state, screening, events = self._step(index, state, ping, now)
+        for i, ping in enumerate(pings):
+            near = None if nears is None else nears[i]
+            state, screening, events = self._step(index, state, ping, now, near)
             results.append(
                 PingResult(status=screening.status, reason=screening.reason, events=events)
             )
         return Outcome(state, results)
 
     def _step(
-        self, index: FenceIndex, state: DeviceState, ping: Ping, now: float
+        self,
+        index: FenceIndex,
+        state: DeviceState,
+        ping: Ping,
+        now: float,
+        near: Mapping[str, float] | None,
     ) -> tuple[DeviceState, Screening, list[VisitEvent]]:
         s = self.settings
         stores: dict[str, StoreView] = {}
         distances: dict[str, float] = {}
-        if screen(ping, state, now, s.screening_rules).status == "accepted":
-            stores, distances = relevant_stores(index, state, ping)
-        return step(state, ping, now, stores, distances, s.screening_rules, s.visit_rules)
+        screening = screen(ping, state, now, s.screening_rules)
+        if screening.status == "accepted" and (near or state.visits or near is None):
+            stores, distances = relevant_stores(index, state, ping, near)
+        return step(
+            state, ping, now, stores, distances, s.screening_rules, s.visit_rules, screening
+        )
 
     def _count(self, ref: str, results: Sequence[PingResult]) -> None:
         for result in results:
@@ -155,6 +253,12 @@ class PingService:
                 logger.info(
                     "visit event type=%s store=%s device=%s", event.type, event.store_id, ref
                 )
+
+
+def _in_ts_order(pings: Sequence[Ping]) -> tuple[list[int], list[Ping]]:
+    """The positions of ``pings`` in ts order, and the pings in that order."""
+    order = sorted(range(len(pings)), key=lambda i: pings[i].ts)
+    return order, [pings[i] for i in order]
 
 
 def _events(outcome: Outcome) -> list[VisitEvent]:
@@ -200,15 +304,16 @@ async def _quietly(step: Awaitable[None]) -> None:
 
 
 def relevant_stores(
-    index: FenceIndex, state: DeviceState, ping: Ping
+    index: FenceIndex, state: DeviceState, ping: Ping, near: Mapping[str, float] | None = None
 ) -> tuple[dict[str, StoreView], dict[str, float]]:
     """Fences near the new position plus the fences of the device's open visits.
 
     Open visits are looked up by id, not by position, so a device that jumped far away
     still gets its exits; a visit whose store left the catalogue is simply not listed,
-    which the visit rules read as "store removed".
+    which the visit rules read as "store removed". ``near``: ``index.near`` of the ping,
+    when the caller looked it up already.
     """
-    distances = dict(index.near(ping.lat, ping.lng))
+    distances = dict(index.near(ping.lat, ping.lng) if near is None else near)
     for store_id in state.visits:
         if store_id not in distances and store_id in index:
             distances[store_id] = index.distance_m(store_id, ping.lat, ping.lng)

@@ -1,0 +1,122 @@
+"""Many devices' pings at once (``handle_many``) answer exactly as each device alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from geofence.adapters.memory import MemoryStore
+from geofence.domain.errors import NotFound
+from geofence.domain.model import DeviceState, Ping
+from geofence.ports import Saved, StateStore, StateWrite
+from tests.contract.test_pings_service import T0, at, events_of, pipeline
+
+DEVICES = ("d0", "d1", "d2")
+
+step = st.tuples(
+    st.sampled_from(DEVICES),
+    st.floats(-80, 180),
+    st.floats(-40, 140),
+    st.integers(1, 300),
+    st.sampled_from([5.0, 40.0, 120.0]),
+)
+
+
+def batches_of(steps: list[tuple[str, float, float, int, float]], size: int) -> list[Any]:
+    """The steps as pings with growing ts, cut into batches of ``size`` grouped by device."""
+    t = T0
+    pings: list[tuple[str, Ping]] = []
+    for device, x, y, dt, accuracy in steps:
+        t += dt
+        pings.append((device, at(x, y, t, accuracy)))
+    out = []
+    for start in range(0, len(pings), size):
+        groups: dict[str, list[Ping]] = {}
+        for device, ping in pings[start : start + size]:
+            groups.setdefault(device, []).append(ping)
+        out.append(list(groups.items()))
+    return out
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(step, min_size=1, max_size=40), size=st.integers(1, 12))
+async def test_a_batch_of_devices_answers_as_each_device_alone(
+    store: StateStore, steps: list[tuple[str, float, float, int, float]], size: int
+) -> None:
+    suffix = f"-{abs(hash((tuple(steps), size)))}"
+    refs = {d: d + suffix for d in DEVICES}
+    alone = await pipeline(MemoryStore(), *refs.values())
+    together = await pipeline(store, *refs.values())
+    for batch in batches_of(steps, size):
+        groups = [(refs[device], pings) for device, pings in batch]
+        expected = [await alone.handle(ref, pings, now=T0 + 20_000) for ref, pings in groups]
+        assert await together.handle_many(groups, now=T0 + 20_000) == expected
+    for ref in refs.values():
+        mine, theirs = await store.load_state(ref), await alone.store.load_state(ref)
+        assert mine.state == theirs.state
+
+
+async def test_pings_of_one_device_out_of_order_come_back_in_the_order_given(
+    store: StateStore,
+) -> None:
+    service = await pipeline(store, "a1", "a2")
+    walk = [at(60, 50, T0 + 40), at(60, 50, T0), at(60, 50, T0 + 20), at(60, 50, T0 + 130)]
+    [first, second] = await service.handle_many([("a1", walk), ("a2", walk[:1])], now=T0 + 200)
+    assert isinstance(first, list) and isinstance(second, list)
+    assert events_of(first) == [
+        {"type": "entry", "store_id": "b", "at": T0 + 40, "arrived_at": T0},
+        {"type": "entry", "store_id": "a", "at": T0 + 130, "arrived_at": T0},
+    ]
+    assert [r.status for r in second] == ["accepted"]
+
+
+async def test_an_erased_device_fails_alone(store: StateStore) -> None:
+    service = await pipeline(store, "kept", "erased")
+    await store.erase_device("erased")
+    kept, erased = await service.handle_many(
+        [("kept", [at(20, 50, T0)]), ("erased", [at(20, 50, T0)])], now=T0 + 10
+    )
+    assert isinstance(erased, NotFound)
+    assert isinstance(kept, list) and kept[0].status == "accepted"
+    assert await store.device_keys("erased") == {}
+
+
+class Interleaved(MemoryStore):
+    """A store where another worker writes each device's state between load and save."""
+
+    async def save_states(self, writes: Any) -> list[Saved]:
+        for w in writes:
+            stored = await self.load_state(w.ref)
+            await self.save_state(w.ref, DeviceState(last_ts=T0 - 1), stored.version)
+        return await super().save_states(writes)
+
+
+async def test_a_write_that_loses_is_redone_from_the_fresh_state() -> None:
+    store = Interleaved()
+    service = await pipeline(store, "raced")
+    [results] = await service.handle_many([("raced", [at(20, 50, T0)])], now=T0 + 10)
+    assert isinstance(results, list) and results[0].status == "accepted"
+    state = (await store.load_state("raced")).state
+    assert state.last_ts == T0 and set(state.visits) == {"a"}
+    assert service.metrics.state_conflicts._value.get() == 1
+
+
+@pytest.mark.parametrize("verdict", ["written", "conflict", "gone"])
+async def test_save_states_reports_each_write(store: StateStore, verdict: str) -> None:
+    await pipeline(store, "w1", "w2")
+    before = await store.load_state("w1")
+    if verdict == "conflict":
+        await store.save_state("w1", DeviceState(last_ts=T0), before.version)
+    if verdict == "gone":
+        await store.erase_device("w1")
+    writes = [
+        StateWrite(ref="w1", state=DeviceState(last_ts=T0 + 1), version=before.version),
+        StateWrite(ref="w2", state=DeviceState(last_ts=T0 + 2), version=0),
+    ]
+    assert await store.save_states(writes) == [verdict, "written"]
+    assert (await store.load_states(["w2"]))[0].state.last_ts == T0 + 2
