@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import platform
-import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -24,11 +23,11 @@ import numpy as np
 import shapely
 from shapely.geometry import shape
 
+from benchmarks.report import write_section
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import Fence
 
 DATA = Path(__file__).parents[1] / "tests" / "data" / "helsinki_store_polygons.geojson"
-REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SIDE_M = 40_000.0
 INSIDE_SHARE = 0.2
 GEOS_NOTE = "; GEOS's own heap is not traced"
@@ -167,13 +166,6 @@ in a few vectorised shapely calls. STRtree is queried once with all points (shap
 vectorised), building the tree included. Timings vary by ±30% between runs on a shared
 machine; build has measured 2.7–4.4 s per 10k fences.
 """
-
-
-def write_section(text: str) -> None:
-    old = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Fence index\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    REPORT.write_text(new)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -72,7 +73,10 @@ def make(
     fences: int = 10_000, devices: int = 2_000, duration_s: float = 3_600.0, seed: int = 7
 ) -> Workload:
     """``devices`` walking for ``duration_s`` among ``fences`` stores, ending one second ago."""
-    catalogue = tiles(fences, seed)
+    shop = {"tags": ["shop"]}  # what the benchmarks' offer targets
+    catalogue = [
+        msgspec.structs.replace(f, tags=("shop",), properties=shop) for f in tiles(fences, seed)
+    ]
     rng = np.random.default_rng(seed)
     shapes = [shape(f.geometry) for f in catalogue]
     centres = shapely.get_coordinates(shapely.centroid(shapes))  # lng, lat

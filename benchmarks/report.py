@@ -1,0 +1,22 @@
+"""BENCHMARKS.md: each benchmark rewrites its own ``## `` section and leaves the others."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def write_section(text: str, report: Path = REPORT) -> None:
+    """Replace the section whose heading opens ``text`` (or append it)."""
+    heading = text.splitlines()[0]
+    old = report.read_text() if report.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    body = text.rstrip("\n") + "\n\n"
+    new = (
+        pattern.sub(lambda _: body, old)
+        if pattern.search(old)
+        else old.rstrip("\n") + "\n\n" + body
+    )
+    report.write_text(new.rstrip("\n") + "\n")
