@@ -100,28 +100,55 @@ class Keys:
         return f"{self.prefix}:{{stats}}:{bucket}"
 
 
-# KEYS: state, fix, profile, pending, outbox due, outbox items. Returns -1 when the device
-# is gone (erased while the ping was computed: nothing may be written back), 0 on a
-# version conflict, 1 when written. The state hash holds the version 'v', the visit state
-# 's' and the offer ledger 'l': one version covers both.
-# ARGV: expected version, state, fix ('' = none), ttl, fix ttl, ledger ('' = unchanged),
-# then (notification id, outbox item, due at) for each notification made.
-SAVE_STATE = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if current ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', current + 1, 's', ARGV[2])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'l', ARGV[6]) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5]) end
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-for i = 7, #ARGV, 3 do
-  redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[5], ARGV[i + 2], ARGV[i])
-  redis.call('SADD', KEYS[4], ARGV[i])
+# The compare-and-set of the devices of one shard. KEYS: the shard's outbox due and items,
+# then per device its state, fix, profile and pending keys. ARGV: ttl, fix ttl, then per
+# device: expected version, state, fix ('' = none), ledger ('' = unchanged), the number of
+# notifications made and (id, outbox item, due at) for each. Answers per device: -1 when
+# the device is gone (erased while its pings were computed: nothing may be written back),
+# 0 on a version conflict, 1 when written. The state hash holds the version 'v', the
+# visit state 's' and the offer ledger 'l': one version covers both.
+SAVE_STATES = """
+local due, items, ttl, fix_ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local out, a = {}, 3
+for k = 3, #KEYS, 4 do
+  local state, fix, profile, pending = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local version, body, position, ledger = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local first = a + 5
+  a = first + 3 * tonumber(ARGV[a + 4])
+  if redis.call('EXISTS', profile) == 0 then
+    table.insert(out, -1)
+  elseif tonumber(redis.call('HGET', state, 'v') or '0') ~= version then
+    table.insert(out, 0)
+  else
+    redis.call('HSET', state, 'v', version + 1, 's', body)
+    if ledger ~= '' then redis.call('HSET', state, 'l', ledger) end
+    redis.call('EXPIRE', state, ttl)
+    if position ~= '' then redis.call('SET', fix, position, 'EX', fix_ttl) end
+    redis.call('EXPIRE', profile, ttl)
+    for i = first, a - 1, 3 do
+      redis.call('HSET', items, ARGV[i], ARGV[i + 1])
+      redis.call('ZADD', due, ARGV[i + 2], ARGV[i])
+      redis.call('SADD', pending, ARGV[i])
+    end
+    if redis.call('EXISTS', pending) == 1 then redis.call('EXPIRE', pending, ttl) end
+    table.insert(out, 1)
+  end
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
-return 1
+return out
+"""
+
+# KEYS: per device of one shard, its state and fix. ARGV: none. Answers per device: the
+# version, state and ledger fields of the state hash and the fix (false where missing).
+LOAD_STATES = """
+local out = {}
+for k = 1, #KEYS, 2 do
+  local fields = redis.call('HMGET', KEYS[k], 'v', 's', 'l')
+  table.insert(out, fields[1])
+  table.insert(out, fields[2])
+  table.insert(out, fields[3])
+  table.insert(out, redis.call('GET', KEYS[k + 1]))
+end
+return out
 """
 
 # KEYS: state, fix. Drops the visits and the position, keeps the ledger, and moves the
@@ -242,7 +269,8 @@ class RedisStore:
         self.keys = Keys(prefix)
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
-        self._save_state = client.register_script(SAVE_STATE)
+        self._save_states = client.register_script(SAVE_STATES)
+        self._load_states = client.register_script(LOAD_STATES)
         self._put_device = client.register_script(PUT_DEVICE)
         self._erase_location = client.register_script(ERASE_LOCATION)
         self._erase_device = client.register_script(ERASE_DEVICE)
@@ -322,13 +350,16 @@ class RedisStore:
         return None if raw is None else _decode(raw, DeviceProfile)
 
     async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
-        if not refs:
-            return []
+        shards = _by_shard(refs)
         async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            for ref in refs:  # one GET each: the keys live in different slots
-                pipe.get(self.keys.profile(ref))
-            raws = await pipe.execute()
-        return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
+            for positions in shards.values():  # one MGET per shard: its keys share a slot
+                pipe.mget([self.keys.profile(refs[i]) for i in positions])
+            replies = await pipe.execute()
+        out: list[DeviceProfile | None] = [None] * len(refs)
+        for positions, raws in zip(shards.values(), replies, strict=True):
+            for i, raw in zip(positions, raws, strict=True):
+                out[i] = None if raw is None else _decode(raw, DeviceProfile)
+        return out
 
     async def put_device(self, profile: DeviceProfile) -> bool:
         keys = [self.keys.profile(profile.ref), self.keys.state(profile.ref)]
@@ -359,12 +390,20 @@ class RedisStore:
         return stored
 
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
+        shards = _by_shard(refs)
         async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.hmget(self.keys.state(ref), ["v", "s", "l"])
-                pipe.get(self.keys.fix(ref))
+            for positions in shards.values():
+                keys = [
+                    k for i in positions for k in (self.keys.state(refs[i]), self.keys.fix(refs[i]))
+                ]
+                await self._load_states(keys=keys, client=pipe)
             replies = await pipe.execute()
-        return [_stored(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
+        out: list[StoredState | None] = [None] * len(refs)
+        for positions, reply in zip(shards.values(), replies, strict=True):
+            for n, i in enumerate(positions):
+                version, state, ledger, fix = reply[4 * n : 4 * n + 4]
+                out[i] = _stored(version or None, state or None, ledger or None, fix or None)
+        return [s for s in out if s is not None]
 
     async def save_state(
         self,
@@ -376,37 +415,40 @@ class RedisStore:
         outbox: Sequence[Notification] = (),
     ) -> bool:
         write = StateWrite(ref=ref, state=state, version=version, ledger=ledger, outbox=outbox)
-        keys, args = self._save_call(write)
-        async with _guard():
-            written = int(await self._save_state(keys=keys, args=args))
-        if written < 0:
+        [saved] = await self.save_states([write])
+        if saved == "gone":
             raise NotFound("the device was erased")
-        return bool(written)
+        return saved == "written"
 
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
+        shards = _by_shard([w.ref for w in writes])
         async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            for write in writes:
-                keys, args = self._save_call(write)
-                await self._save_state(keys=keys, args=args, client=pipe)
+            for shard, positions in shards.items():
+                keys, args = self._save_call(shard, [writes[i] for i in positions])
+                await self._save_states(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
-        return [_SAVED[int(r)] for r in replies]
+        out: list[Saved] = ["conflict"] * len(writes)
+        for positions, reply in zip(shards.values(), replies, strict=True):
+            for i, answer in zip(positions, reply, strict=True):
+                out[i] = _SAVED[int(answer)]
+        return out
 
-    def _save_call(self, w: StateWrite) -> tuple[list[str], list[bytes | int | float | str]]:
-        """The SAVE_STATE script's keys and arguments for one device's write."""
-        keys = [self.keys.state(w.ref), self.keys.fix(w.ref), self.keys.profile(w.ref)]
-        fix = b"" if w.state.last_fix is None else _encode(w.state.last_fix)
-        body = _encode(msgspec.structs.replace(w.state, last_fix=None))
-        args: list[bytes | int | float | str] = [
-            w.version,
-            body,
-            fix,
-            self.device_ttl_s,
-            self.position_ttl_s,
-            b"" if w.ledger is None else _encode(w.ledger),
-        ]
-        for n in w.outbox:
-            args += [n.notification_id, _encode(OutboxItem(notification=n)), n.created_at]
-        return keys + self.keys.device_outbox(w.ref), args
+    def _save_call(
+        self, shard: int, writes: Sequence[StateWrite]
+    ) -> tuple[list[str], list[bytes | int | float | str]]:
+        """The SAVE_STATES script's keys and arguments for the writes of one shard."""
+        keys = self.keys.outbox(shard)
+        args: list[bytes | int | float | str] = [self.device_ttl_s, self.position_ttl_s]
+        for w in writes:
+            keys += [self.keys.state(w.ref), self.keys.fix(w.ref)]
+            keys += [self.keys.profile(w.ref), self.keys.pending(w.ref)]
+            fix = b"" if w.state.last_fix is None else _encode(w.state.last_fix)
+            body = _encode(msgspec.structs.replace(w.state, last_fix=None))
+            ledger = b"" if w.ledger is None else _encode(w.ledger)
+            args += [w.version, body, fix, ledger, len(w.outbox)]
+            for n in w.outbox:
+                args += [n.notification_id, _encode(OutboxItem(notification=n)), n.created_at]
+        return keys, args
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
@@ -566,9 +608,18 @@ _encoder = msgspec.msgpack.Encoder()
 _SAVED: dict[int, Saved] = {1: "written", 0: "conflict", -1: "gone"}
 
 
-def _stored(fields: list[bytes | None], raw_fix: bytes | None) -> StoredState:
-    """A device's state from its state hash's fields (version, state, ledger) and fix."""
-    version, raw_state, raw_ledger = fields
+def _by_shard(refs: Sequence[str]) -> dict[int, list[int]]:
+    """The positions of ``refs`` grouped by their shard."""
+    shards: dict[int, list[int]] = {}
+    for i, ref in enumerate(refs):
+        shards.setdefault(Keys.shard_of(ref), []).append(i)
+    return shards
+
+
+def _stored(
+    version: bytes | None, raw_state: bytes | None, raw_ledger: bytes | None, raw_fix: bytes | None
+) -> StoredState:
+    """A device's state from its state hash's fields (version, state, ledger) and its fix."""
     state = DeviceState() if raw_state is None else _decode(raw_state, DeviceState)
     ledger = Ledger() if raw_ledger is None else _decode(raw_ledger, Ledger)
     fix = None if raw_fix is None else _decode(raw_fix, Fix)
