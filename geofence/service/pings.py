@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
@@ -246,8 +247,10 @@ class PingService:
         )
 
     def _count(self, ref: str, results: Sequence[PingResult]) -> None:
+        verdicts = Counter((r.status, r.reason or "") for r in results)
+        for (status, reason), n in verdicts.items():
+            self.metrics.pings.labels(status, reason).inc(n)
         for result in results:
-            self.metrics.pings.labels(result.status, result.reason or "").inc()
             for event in result.events:
                 self.metrics.events.labels(event.type, event.reason or "").inc()
                 logger.info(
