@@ -96,7 +96,7 @@ class PingGate:
         if scheme.lower() != "bearer" or not token:
             return None, b""  # the handler answers 401
         kind = self.credentials.kind_of(token)
-        if kind is None:  # a device token, or no credential at all (401 by the handler)
+        if kind is None:  # a device token, or a forged one (401): a bucket of its own
             buckets = self.device
         elif kind == "ingest":
             buckets = self.ingest
