@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-c", "from geofence.cli import main; main()", "serve"]
@@ -45,6 +47,14 @@ class Process:
         )
         log.close()
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -60,6 +70,57 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class RedisServer(Process):
+    """A redis-server of the test's own on a loopback port, so the test may kill it.
+
+    ``durable``: an append-only file fsynced on every write, in the server's own
+    directory, as a production deployment runs it; a restart on the same port then
+    comes back with every acknowledged write. Otherwise nothing is persisted.
+    """
+
+    def __init__(self, logs: Path, *, durable: bool = True, name: str = "redis") -> None:
+        self.port = free_port()
+        self.dir = logs / f"{name}-data"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server") or "redis-server"
+        aof = ["--appendonly", "no"]
+        if durable:
+            aof = ["--appendonly", "yes", "--appendfsync", "always"]
+        argv = [
+            binary,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)),
+            *("--save", "", *aof),
+        ]
+        super().__init__(name, argv, {}, logs)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        """Until the server answers PING (after loading its append-only file)."""
+        deadline = time.monotonic() + timeout_s
+        with self.client() as client:
+            while True:
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    if client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"redis-server did not answer within {timeout_s} s")
+                time.sleep(0.05)
 
 
 async def wait_http(url: str, timeout_s: float = 30.0) -> None:
