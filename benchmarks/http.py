@@ -49,7 +49,6 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 import numpy as np
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import workload as wl
@@ -58,7 +57,9 @@ from tests.system.processes import (
     ROOT,
     SERVE,
     Process,
+    RedisServer,
     free_port,
+    rss_kib,
     running,
     service_env,
     wait_http,
@@ -92,7 +93,7 @@ class Stack:
 
     dir: Path
     url: str
-    redis_url: str
+    redis: RedisServer
     service: Process
     env: dict[str, str]
     settings: dict[str, str]  # what the benchmark changed, and the limits it left alone
@@ -111,31 +112,23 @@ def stack(workload: wl.Workload) -> Iterator[Stack]:
     """Redis, the service and the registered devices; everything stopped and removed after."""
     with tempfile.TemporaryDirectory(prefix="geofence-http-") as tmp:
         work = Path(tmp)
-        redis_port, port = free_port(), free_port()
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        server = Process("redis", pinned(LOAD_CORE, _redis_argv(redis_port, work)), {}, work)
+        server = RedisServer(work, durable=False)
+        server.argv = pinned(LOAD_CORE, server.argv)
+        port = free_port()
         changed = benchmark_settings(workload)
         stores = write_stores(workload, work)
         # logging at WARNING: a log line per request must not be what is measured
-        env = service_env(port, redis_url=redis_url, stores=stores, log_level="WARNING", **changed)
+        env = service_env(port, redis_url=server.url, stores=stores, log_level="WARNING", **changed)
         service = Process("service", pinned(SERVICE_CORE, SERVE), env, work)
         with running(service, server):
             server.start()
-            _wait_redis(redis_url)
+            server.wait_ready()
             service.start()
             url = f"http://127.0.0.1:{port}"
             asyncio.run(_wait_ready(service, url))
-            s = Stack(work, url, redis_url, service, env, _described(changed))
+            s = Stack(work, url, server, service, env, _described(changed))
             s.tokens = asyncio.run(_prepare(s, workload.device_ids))
             yield s
-
-
-def _redis_argv(port: int, work: Path) -> list[str]:
-    return [
-        shutil.which("redis-server") or "redis-server",
-        *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(work)),
-        *("--save", "", "--appendonly", "no"),
-    ]
 
 
 def benchmark_settings(workload: wl.Workload) -> dict[str, str]:
@@ -175,18 +168,6 @@ def write_stores(workload: wl.Workload, work: Path) -> Path:
     path = work / "stores.geojson"
     path.write_bytes(msgspec.json.encode({"type": "FeatureCollection", "features": features}))
     return path
-
-
-def _wait_redis(url: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
-        while True:
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                if client.ping():
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer within {timeout_s} s")
-            time.sleep(0.05)
 
 
 async def _wait_ready(service: Process, url: str) -> None:
@@ -258,15 +239,8 @@ def cpu_s(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def redis_used_mib(url: str) -> float:
-    with redis.Redis.from_url(url) as client:
+def redis_used_mib(server: RedisServer) -> float:
+    with server.client() as client:
         info: dict[str, Any] = client.info("memory")
     return float(info["used_memory"]) / MiB
 
@@ -287,8 +261,8 @@ def scrape(url: str) -> Counter[str]:
     return out
 
 
-def redis_cpu_s(url: str) -> float:
-    with redis.Redis.from_url(url) as client:
+def redis_cpu_s(server: RedisServer) -> float:
+    with server.client() as client:
         info: dict[str, Any] = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
@@ -327,7 +301,7 @@ def under_load(s: Stack, run: Callable[[], T]) -> tuple[T, Usage]:
     """``run()``'s result and what it cost."""
     pid = s.service.pid
     before = scrape(s.url)
-    cpu, redis_cpu, core = cpu_s(pid), redis_cpu_s(s.redis_url), core_ticks(SERVICE_CORE)
+    cpu, redis_cpu, core = cpu_s(pid), redis_cpu_s(s.redis), core_ticks(SERVICE_CORE)
     started = time.perf_counter()
     out = run()
     wall_s = time.perf_counter() - started
@@ -335,7 +309,7 @@ def under_load(s: Stack, run: Callable[[], T]) -> tuple[T, Usage]:
     usage = Usage(
         wall_s=wall_s,
         service_cpu_s=cpu_s(pid) - cpu,
-        redis_cpu_s=redis_cpu_s(s.redis_url) - redis_cpu,
+        redis_cpu_s=redis_cpu_s(s.redis) - redis_cpu,
         core_busy=busy / total if total else math.nan,
         moved=scrape(s.url) - before,
     )
@@ -568,8 +542,8 @@ def measure(
             "duration_s": duration_s,
             "batch": batch,
             "single": single,
-            "service_rss_mib": rss_mib(s.service.pid),
-            "redis_used_memory_mib": redis_used_mib(s.redis_url),
+            "service_rss_mib": rss_kib(s.service.pid) / 1024,
+            "redis_used_memory_mib": redis_used_mib(s.redis),
         }
 
 
