@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.commands.core import AsyncScript
 
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
@@ -34,6 +35,7 @@ from geofence.ports import (
 )
 
 T = TypeVar("T")
+ScriptCall = tuple[list[str], list[bytes | int | float | str]]
 _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
 SHARDS = 16
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
@@ -391,13 +393,11 @@ class RedisStore:
 
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         shards = _by_shard(refs)
-        async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            for positions in shards.values():
-                keys = [
-                    k for i in positions for k in (self.keys.state(refs[i]), self.keys.fix(refs[i]))
-                ]
-                await self._load_states(keys=keys, client=pipe)
-            replies = await pipe.execute()
+        calls: list[ScriptCall] = [
+            ([k for i in positions for k in (self.keys.state(refs[i]), self.keys.fix(refs[i]))], [])
+            for positions in shards.values()
+        ]
+        replies = await self._each(self._load_states, calls)
         out: list[StoredState | None] = [None] * len(refs)
         for positions, reply in zip(shards.values(), replies, strict=True):
             for n, i in enumerate(positions):
@@ -422,20 +422,43 @@ class RedisStore:
 
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
         shards = _by_shard([w.ref for w in writes])
-        async with _guard(), self.client.pipeline(transaction=False) as pipe:
-            for shard, positions in shards.items():
-                keys, args = self._save_call(shard, [writes[i] for i in positions])
-                await self._save_states(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        calls = [
+            self._save_call(shard, [writes[i] for i in positions])
+            for shard, positions in shards.items()
+        ]
+        replies = await self._each(self._save_states, calls)
         out: list[Saved] = ["conflict"] * len(writes)
         for positions, reply in zip(shards.values(), replies, strict=True):
             for i, answer in zip(positions, reply, strict=True):
                 out[i] = _SAVED[int(answer)]
         return out
 
-    def _save_call(
-        self, shard: int, writes: Sequence[StateWrite]
-    ) -> tuple[list[str], list[bytes | int | float | str]]:
+    async def _each(self, script: AsyncScript, calls: Sequence[ScriptCall]) -> list[Any]:
+        """One script run with each set of keys and arguments, in one round trip.
+
+        Several calls go as one pipeline of EVALSHA, not through redis-py's script
+        pipeline, which asks SCRIPT EXISTS first every time. A server that lost its
+        scripts (a restart) is given the script again, once.
+        """
+        if len(calls) == 1:
+            keys, args = calls[0]
+            async with _guard():
+                return [await script(keys=keys, args=args)]
+        for attempt in (1, 2):
+            try:
+                async with _guard(), self.client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    replies: list[Any] = await pipe.execute()
+                    return replies
+            except rexc.NoScriptError:
+                if attempt == 2:
+                    raise
+                async with _guard():
+                    await self.client.script_load(script.script)
+        return []
+
+    def _save_call(self, shard: int, writes: Sequence[StateWrite]) -> ScriptCall:
         """The SAVE_STATES script's keys and arguments for the writes of one shard."""
         keys = self.keys.outbox(shard)
         args: list[bytes | int | float | str] = [self.device_ttl_s, self.position_ttl_s]

@@ -29,7 +29,7 @@ from geofence.domain.offers import EntryDecision, Notification
 from geofence.domain.screening import Screening, screen
 from geofence.domain.visits import StoreView, step
 from geofence.metrics import Metrics
-from geofence.ports import StateStore, StateWrite
+from geofence.ports import StateStore, StateWrite, StoredState
 from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import OfferService, Reserved, entries_of, public
 
@@ -123,7 +123,10 @@ class PingService:
                 if verdict == "gone":
                     raise NotFound("the device was erased")
                 if done is None:
-                    done = await self._apply(refs[g], ordered, when, explain)
+                    first = stored[g] if verdict == "written" else None  # an entry: not saved
+                    done = await self._apply(
+                        refs[g], ordered, when, explain, loaded=first, nears=nears[g]
+                    )
             except NotFound as e:
                 answers.append(e)
                 continue
@@ -168,10 +171,23 @@ class PingService:
         self._count(ref, outcome.results)
         return [r for r in results if r is not None]
 
-    async def _apply(self, ref: str, pings: Sequence[Ping], now: float, explain: bool) -> Outcome:
-        for _ in range(MAX_ATTEMPTS):
-            stored = await self.store.load_state(ref)
-            outcome = self.advance(stored.state, pings, now)
+    async def _apply(
+        self,
+        ref: str,
+        pings: Sequence[Ping],
+        now: float,
+        explain: bool,
+        *,
+        loaded: StoredState | None = None,
+        nears: Sequence[Mapping[str, float]] | None = None,
+    ) -> Outcome:
+        """The compare-and-set loop of one device; ``loaded`` is a state already read for
+        the first attempt, ``nears`` the pings' lookups if done (they hold for any state:
+        ``relevant_stores`` adds the open visits' stores)."""
+        for attempt in range(MAX_ATTEMPTS):
+            first = attempt == 0 and loaded is not None
+            stored = loaded if first and loaded is not None else await self.store.load_state(ref)
+            outcome = self.advance(stored.state, pings, now, nears)
             entries = entries_of(self.catalogue.index, _events(outcome))
             if outcome.state == stored.state and not entries:
                 return _with_offers(outcome, None, explain)  # ignored pings only

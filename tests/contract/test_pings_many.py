@@ -120,3 +120,19 @@ async def test_save_states_reports_each_write(store: StateStore, verdict: str) -
     ]
     assert await store.save_states(writes) == [verdict, "written"]
     assert (await store.load_states(["w2"]))[0].state.last_ts == T0 + 2
+
+
+@pytest.mark.redis
+async def test_a_redis_that_lost_its_scripts_is_given_them_again(redis_store_factory: Any) -> None:
+    store = await redis_store_factory()
+    refs = [f"flushed-{i}" for i in range(8)]  # spread over several shards
+    await pipeline(store, *refs)
+    await store.client.script_flush()
+    stored = await store.load_states(refs)
+    await store.client.script_flush()
+    writes = [
+        StateWrite(ref=ref, state=DeviceState(last_ts=T0), version=s.version)
+        for ref, s in zip(refs, stored, strict=True)
+    ]
+    assert await store.save_states(writes) == ["written"] * len(refs)
+    assert [s.state.last_ts for s in await store.load_states(refs)] == [T0] * len(refs)
