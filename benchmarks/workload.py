@@ -168,5 +168,5 @@ def _in_uploads(rows: list[npt.NDArray[np.float64]], rng: np.random.Generator) -
         uploads.append((at, at + len(chunk)))
         at += len(chunk)
     table = np.concatenate([p[2] for p in pieces])
-    device = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in pieces])
-    return Pings(device, table[:, 0], table[:, 1], table[:, 2], table[:, 3], uploads)
+    owner = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in pieces])
+    return Pings(owner, table[:, 0], table[:, 1], table[:, 2], table[:, 3], uploads)
