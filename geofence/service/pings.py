@@ -96,9 +96,24 @@ class PingService:
 
         A device whose pings make an entry, or whose write lost to another worker, goes
         the single-device way (offers need reads of their own). A device erased meanwhile
-        gets NotFound in place of its results; a store outage fails the lot.
+        gets NotFound in place of its results; a store outage fails the lot. A device
+        named again further on has those pings applied after the ones before, as
+        :meth:`handle` called group by group would.
         """
         when = self.clock() if now is None else now
+        again = _named_before([ref for ref, _ in groups])
+        if again:
+            once = [i for i in range(len(groups)) if i not in set(again)]
+            answers: dict[int, list[PingResult] | NotFound] = {}
+            for part in (once, again):
+                done = await self.handle_many([groups[i] for i in part], now=when, explain=explain)
+                answers.update(zip(part, done, strict=True))
+            return [answers[i] for i in range(len(groups))]
+        return await self._handle_distinct(groups, when, explain)
+
+    async def _handle_distinct(
+        self, groups: Sequence[tuple[str, Sequence[Ping]]], when: float, explain: bool
+    ) -> list[list[PingResult] | NotFound]:
         batch = [_in_ts_order(pings) for _, pings in groups]
         refs = [ref for ref, _ in groups]
         stored = await self.store.load_states(refs)
@@ -272,6 +287,17 @@ class PingService:
                 logger.info(
                     "visit event type=%s store=%s device=%s", event.type, event.store_id, ref
                 )
+
+
+def _named_before(refs: Sequence[str]) -> list[int]:
+    """The positions of the refs that came earlier in ``refs`` already."""
+    seen: set[str] = set()
+    again = []
+    for i, ref in enumerate(refs):
+        if ref in seen:
+            again.append(i)
+        seen.add(ref)
+    return again
 
 
 def _in_ts_order(pings: Sequence[Ping]) -> tuple[list[int], list[Ping]]:

@@ -26,7 +26,8 @@ step = st.tuples(
 
 
 def batches_of(steps: list[tuple[str, float, float, int, float]], size: int) -> list[Any]:
-    """The steps as pings with growing ts, cut into batches of ``size`` grouped by device."""
+    """The steps as pings with growing ts, cut into batches of ``size``; in a batch, each
+    run of one device's pings is a group, so a device can come in several groups."""
     t = T0
     pings: list[tuple[str, Ping]] = []
     for device, x, y, dt, accuracy in steps:
@@ -34,10 +35,13 @@ def batches_of(steps: list[tuple[str, float, float, int, float]], size: int) -> 
         pings.append((device, at(x, y, t, accuracy)))
     out = []
     for start in range(0, len(pings), size):
-        groups: dict[str, list[Ping]] = {}
+        groups: list[tuple[str, list[Ping]]] = []
         for device, ping in pings[start : start + size]:
-            groups.setdefault(device, []).append(ping)
-        out.append(list(groups.items()))
+            if groups and groups[-1][0] == device:
+                groups[-1][1].append(ping)
+            else:
+                groups.append((device, [ping]))
+        out.append(groups)
     return out
 
 
@@ -73,6 +77,21 @@ async def test_pings_of_one_device_out_of_order_come_back_in_the_order_given(
         {"type": "entry", "store_id": "a", "at": T0 + 130, "arrived_at": T0},
     ]
     assert [r.status for r in second] == ["accepted"]
+
+
+async def test_a_device_named_twice_has_its_groups_applied_in_turn(store: StateStore) -> None:
+    """The first group's pings make an entry; the second's, later, must not overtake them."""
+    service = await pipeline(store, "twice")
+    entering = [at(20, 50, T0), at(20, 50, T0 + 130)]
+    staying = [at(20, 50, T0 + 200)]
+    first, second = await service.handle_many(
+        [("twice", entering), ("twice", staying)], now=T0 + 300
+    )
+    assert isinstance(first, list) and isinstance(second, list)
+    assert events_of(first) == [
+        {"type": "entry", "store_id": "a", "at": T0 + 130, "arrived_at": T0}
+    ]
+    assert [r.status for r in first + second] == ["accepted"] * 3
 
 
 async def test_an_erased_device_fails_alone(store: StateStore) -> None:
