@@ -309,7 +309,7 @@ def _geometry(
     kind = geom.get("type") if isinstance(geom, dict) else None
     if kind == "Point":
         return _point(geom, radius_m, ctx, opts)
-    if kind not in _RING_DEPTH:
+    if not isinstance(kind, str) or kind not in _RING_DEPTH:
         detail = f"geometry type {kind!r} is not one of Polygon, MultiPolygon, Point"
         ctx.fail("unknown-geometry-type", detail, "geometry.type")
         return None

@@ -671,6 +671,8 @@ def overlaps(fences: Sequence[Fence], min_area_m2: float = 0.0) -> list[tuple[st
     """Pairs of fences whose shapes (without margins) share more than ``min_area_m2``;
     fences that only touch share none."""
     shapes = [_fence_shape_lnglat(f) for f in fences]
+    if not shapes:
+        return []
     tree = shapely.STRtree(shapes)
     left, right = tree.query(shapes, predicate="intersects")
     out = []

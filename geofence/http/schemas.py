@@ -42,10 +42,15 @@ async def read_body(request: web.Request, *, limit: int) -> bytes:
         raise HTTPProblem(415, "unsupported-media-type", "Send the body as application/json.")
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
+    # read() returns what has arrived so far: a chunked body comes in several pieces
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+    return b"".join(chunks)
 
 
 def decode(body: bytes, kind: type[T]) -> T:
@@ -56,6 +61,10 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise invalid(str(e)) from None
     except msgspec.DecodeError as e:
         raise HTTPProblem(400, "malformed-json", f"The body is not valid JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise HTTPProblem(400, "malformed-json", "The body is not valid UTF-8.") from None
+    except RecursionError:  # msgspec's depth guard, e.g. deep inside an untyped value
+        raise HTTPProblem(400, "malformed-json", "The body nests too deeply.") from None
 
 
 async def read_json(request: web.Request, kind: type[T], *, limit: int) -> T:

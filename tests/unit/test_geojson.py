@@ -248,3 +248,15 @@ def test_file_without_crs_is_assumed_wgs84(tmp_path: Path) -> None:
     assert "crs" not in read_feature_collection(path)
     assert got.collection["features"][0]["geometry"]["coordinates"][0][0] == SQUARE[0]
     assert got.notes == [] or any("EPSG:4326" in n for n in got.notes)
+
+
+def test_an_empty_collection_is_an_empty_catalogue() -> None:
+    report = parse_feature_collection(collection(), default_timezone=TZ)
+    assert report.fences == [] and report.warnings == []
+
+
+@pytest.mark.parametrize("kind", [["Polygon"], {"type": "Polygon"}, 7])
+def test_a_geometry_type_that_is_not_a_string_is_an_unknown_type(kind: Any) -> None:
+    doc = collection({"type": "Feature", "id": "x", "geometry": {"type": kind}, "properties": {}})
+    [problem] = problems_of(doc)
+    assert problem["code"] == "unknown-geometry-type"
