@@ -34,6 +34,9 @@ class Settings:
     redis_timeout_s: float = field(
         default=2.0, metadata={"help": "Redis connect/command timeout; then 503"}
     )
+    redis_max_connections: int = field(
+        default=64, metadata={"help": "Redis connections per process; more requests wait"}
+    )
     stores: str = field(
         default="stores.geojson",
         metadata={"help": "GeoJSON loaded at start when the catalogue is empty ('' for none)"},

@@ -286,14 +286,21 @@ class RedisStore:
         self._next_shard = 0
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0, **kwargs: Any) -> RedisStore:
-        client = aioredis.Redis.from_url(
+    def from_url(
+        cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 64, **kwargs: Any
+    ) -> RedisStore:
+        """A store on its own pool of at most ``max_connections``. Past that, a command
+        waits for a free connection up to ``timeout_s`` (then Unavailable, a 503) rather
+        than failing at once: a burst queues briefly instead of erroring."""
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
         )
-        return cls(client, **kwargs)
+        return cls(aioredis.Redis.from_pool(pool), **kwargs)
 
     async def check(self) -> None:
         async with _guard():

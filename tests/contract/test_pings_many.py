@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -9,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofence.adapters.memory import MemoryStore
+from geofence.adapters.redis import RedisStore
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Ping
 from geofence.ports import Saved, StateStore, StateWrite
+from tests.conftest import REDIS_URL
 from tests.contract.test_pings_service import T0, at, events_of, pipeline
 
 DEVICES = ("d0", "d1", "d2")
@@ -155,3 +159,14 @@ async def test_a_redis_that_lost_its_scripts_is_given_them_again(redis_store_fac
     ]
     assert await store.save_states(writes) == ["written"] * len(refs)
     assert [s.state.last_ts for s in await store.load_states(refs)] == [T0] * len(refs)
+
+
+@pytest.mark.redis
+async def test_more_requests_than_connections_wait_for_one() -> None:
+    """A burst larger than the pool queues for connections instead of failing."""
+    store = RedisStore.from_url(REDIS_URL, max_connections=2, prefix=f"pool-{uuid.uuid4().hex}")
+    try:
+        loaded = await asyncio.gather(*(store.load_state(f"burst-{i}") for i in range(40)))
+        assert [s.version for s in loaded] == [0] * 40
+    finally:
+        await store.close()
