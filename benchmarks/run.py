@@ -1,0 +1,169 @@
+"""The whole benchmark suite, bounded in time, into BENCHMARKS.md.
+
+    python -m benchmarks.run [--quick] [--no-write]
+
+1. the fence index: build time and memory per 10k fences, lookups against STRtree
+   (``benchmarks.index``);
+2. the same lookups answered by PostGIS (skipped with a message when its packages are
+   missing: ``benchmarks.postgis``);
+3. batch ingest in one process with Redis state, one device at a time against whole
+   batches, and where the CPU goes (``benchmarks.ingest``);
+4. the real service over HTTP with Redis state: batch ingest per core, single pings with
+   wrk at 10 and 50 connections, memory after the run (``benchmarks.http``);
+
+then the targets, measured against what was asked. Every comparison is made within this
+run (ratios), since these machines are shared and their absolute speed varies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import time
+from typing import Any
+
+from benchmarks import http, index, ingest, postgis, workload
+from benchmarks.report import write_section
+
+Row = tuple[str, str, str, bool | None]
+
+
+def targets(ix: dict[str, Any], pg: dict[str, Any] | None, web: dict[str, Any]) -> list[Row]:
+    """(what, measured, target, met) for each target; met None when not measured."""
+    batch = web["batch"]["pings_per_cpu_s"]
+    single = web["single"][-1]
+    rows: list[Row] = [
+        (
+            "batch ingest over HTTP, Redis state",
+            f"{batch:,.0f} pings/s per core",
+            "≥ 150,000",
+            batch >= 150_000,
+        ),
+    ]
+    if pg is not None:
+        ratio = batch / pg["batch_per_s"]
+        rows.append(
+            (
+                "… against PostGIS batched lookups (no state)",
+                f"{ratio:.2f}×",
+                "≥ 3.5×",
+                ratio >= 3.5,
+            )
+        )
+    else:
+        rows.append(("… against PostGIS batched lookups", "not measured", "≥ 3.5×", None))
+    rows += [
+        (
+            f"single-ping HTTP, {single['connections']} connections",
+            f"{single['rps']:,.0f} req/s",
+            "≥ 10,000",
+            single["rps"] >= 10_000,
+        ),
+        (
+            f"… p99 at {single['connections']} connections",
+            f"{single['p99_ms']:.1f} ms",
+            "≤ 10 ms",
+            single["p99_ms"] <= 10.0,
+        ),
+        (
+            "fence lookup, batch, against STRtree",
+            f"{ix['batch_pps'] / ix['strtree_pps']:.2f}×",
+            "≥ 1×, identical answers",
+            ix["identical"] and ix["batch_pps"] >= ix["strtree_pps"],
+        ),
+        (
+            "index memory per 10k fences",
+            f"{ix['memory_mb_10k']:.1f} MB",
+            "≤ 15 MB",
+            ix["memory_mb_10k"] <= 15.0,
+        ),
+        (
+            "index build per 10k fences",
+            f"{ix['build_s_10k']:.2f} s",
+            "≤ 3 s",
+            ix["build_s_10k"] <= 3.0,
+        ),
+    ]
+    return rows
+
+
+def targets_section(rows: list[Row], command: str, took_s: float) -> str:
+    mark = {True: "yes", False: "**no**", None: "—"}
+    lines = ["| target | measured | asked | met |", "|---|---:|---:|:---:|"]
+    lines += [f"| {what} | {got} | {asked} | {mark[met]} |" for what, got, asked, met in rows]
+    return (
+        "## Targets\n\n"
+        f"`{command}` ({took_s / 60:.1f} min) on {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.machine()}, 2 cores shared with other work: "
+        "absolute numbers move by ±30% between runs, ratios within one run much less.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def postgis_section(pg: dict[str, Any] | None) -> str:
+    if pg is None:
+        return "## Lookups against PostGIS\n\nSkipped: PostGIS is not installed here.\n"
+    return (
+        "## Lookups against PostGIS\n\n"
+        "The same points (no visit state, no Redis) answered by `ST_Covers` on a GiST-indexed "
+        "table in a throwaway cluster, one prepared query per point and in `unnest` batches "
+        "of 10,000, against the fence index and STRtree in the same run.\n\n"
+        f"{postgis.table(pg)}\n\n{postgis.summary(pg)}\n"
+    )
+
+
+def ingest_section(r: dict[str, Any], w: workload.Workload) -> str:
+    stages = ingest.stage_table(r["stages"]) if "stages" in r else ""
+    return (
+        "## Batch ingest in one process\n\n"
+        f"{describe(w)} The pipeline (screening, fence index, visit rules, offers, outbox) "
+        "with Redis state, driven in one process pinned to one core; pings per CPU second of "
+        "that process (Redis works in its own). Both ways from empty state on the same pings, "
+        "with the same events and notifications.\n\n"
+        f"{ingest.table(r)}\n\nWhole batch / one device at a time: {r['ratio']:.2f}×.\n\n"
+        "Where the CPU goes (pyinstrument samples, own time of each frame by the stage of its "
+        "file or its nearest caller's):\n\n"
+        f"{stages}\n"
+    )
+
+
+def describe(w: workload.Workload) -> str:
+    p = w.pings
+    return (
+        f"Workload: {len(w.fences):,} fences, {len(w.device_ids):,} devices, {len(p):,} pings "
+        f"over {(w.ended_at - w.started_at) / 60:.0f} min in {len(p.uploads):,} uploads and "
+        f"{len(p.batches()):,} batches."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller and shorter, a smoke run")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    fences = 2_000 if args.quick else 10_000
+    devices, minutes = (300, 15) if args.quick else (2_000, 30)
+    ix = index.run(fences, 100_000 if args.quick else 1_000_000)
+    pg = postgis.compare(fences, 20_000 if args.quick else 200_000)
+    w = workload.make(fences=fences, devices=devices, duration_s=minutes * 60.0)
+    ing = asyncio.run(ingest.measure(w, profile=True))
+    web = http.measure(w, duration_s=5.0 if args.quick else 20.0)
+    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    sections = [
+        targets_section(targets(ix, pg, web), command, time.perf_counter() - started),
+        index.section(ix, command),
+        postgis_section(pg),
+        ingest_section(ing, w),
+        "## The service over HTTP\n\n" + describe(w) + "\n\n" + http.table(web) + "\n",
+    ]
+    for text in sections:
+        print(text)
+        if not args.no_write:
+            write_section(text)
+
+
+if __name__ == "__main__":
+    main()
