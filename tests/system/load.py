@@ -92,6 +92,9 @@ class Load:
         await asyncio.gather(*(one(i, d) for i, d in enumerate(fleet)))
         return self.history
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
     async def at(self, offset_s: float) -> None:
         """Sleep until ``offset_s`` into the run."""
         await asyncio.sleep(max(0.0, self.started + offset_s - time.monotonic()))
@@ -154,6 +157,23 @@ def _retry_after(attempt: Attempt) -> float:
         return 1.0
 
 
-def client_session() -> aiohttp.ClientSession:
-    """Enough connections that the client never queues requests of its own."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0))
+def client_session(limit: int = 2000) -> aiohttp.ClientSession:
+    """At most ``limit`` connections (a load balancer's upstream pool), kept a minute."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, keepalive_timeout=60)
+    return aiohttp.ClientSession(connector=connector)
+
+
+async def warm(session: aiohttp.ClientSession, url: str, connections: int) -> None:
+    """Open ``connections`` kept-alive connections ahead of a burst.
+
+    Hundreds of phones reach a service through a load balancer's open connections, not
+    with hundreds of new TCP handshakes in one second; on one host those would overflow
+    the listen backlog (128) and the clients' SYN retries would add seconds that are
+    the kernel's, not the service's.
+    """
+
+    async def one() -> None:
+        async with session.get(f"{url}/healthz") as resp:
+            await resp.read()
+
+    await asyncio.gather(*(one() for _ in range(connections)))

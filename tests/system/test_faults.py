@@ -39,8 +39,8 @@ from tests.system.walkers import Town, walkers
 
 RATE = 100  # pings/s: faults, not throughput, are the point here
 PERIOD_S = 2.0
-LOAD_S = 40.0
-FAULT_AT_S = 15.0
+LOAD_S = 30.0
+FAULT_AT_S = 10.0
 REDIS_DOWN_S = 5.0
 ANSWER_LIMIT_S = 2.5  # contract: 503 within 2 s while Redis is down; 0.5 s for a busy host
 RECOVERY_LIMIT_S = 5.0
