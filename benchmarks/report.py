@@ -20,3 +20,9 @@ def write_section(text: str, report: Path = REPORT) -> None:
         else old.rstrip("\n") + "\n\n" + body
     )
     report.write_text(new.rstrip("\n") + "\n")
+
+
+def write_all(sections: list[str], report: Path = REPORT) -> None:
+    """The whole report, in the order given."""
+    body = "\n".join(text.rstrip("\n") + "\n" for text in sections)
+    report.write_text("# Benchmarks\n\n" + body)
