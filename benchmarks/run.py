@@ -143,9 +143,11 @@ before every pipeline, 15% of the service's CPU).
 
 What is left is Python per ping: building the ping structs, screening, the visit rules
 and the result structs are each a few microseconds, which puts batch ingest near 20–30k
-pings/s per core, not 150k. A single ping costs about 1 ms of service CPU: aiohttp's
-request handling, the device check, and two Redis round trips (load, write) at about
-80 µs of client CPU each, so single pings reach about 1k req/s per core, not 10k.
+pings/s per core, not 150k. A single ping costs about 1 ms of service CPU, so single
+pings reach about 1k req/s per core, not 10k: py-spy put about 30% of it in the Redis
+client (three round trips: the device check, the load and the write), and the rest
+spread over aiohttp's request handling, the pipeline and the delivery side's polling,
+with no one stage dominant.
 Reaching the targets needs the per-ping rules vectorised (or compiled) and single pings
 of one event-loop tick coalesced into one batch; neither is done.
 """
