@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import redis
 from geofence.config import Settings
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import ScreeningRules
+from tests.system.cluster import Cluster
 from tests.system.history import Attempt, History
 from tests.unit.reference_model import ReferenceDevice, RefPing, RefStore
 
@@ -251,3 +252,11 @@ def notes_per_entry(
         got[(device_ref, "*" if per_device else store_id)] += n
     differ = [k for k in wanted | got if got[k] != wanted[k]]
     return [f"{k}: {got[k]} delivered, {wanted[k]} wanted" for k in differ]
+
+
+def privacy_problems(cluster: Cluster, device_ids: Collection[str]) -> list[str]:
+    """Contract §4 read from the outside: the services' log lines with a raw device id or
+    a precise coordinate, and the keys in Redis (but the shared ones) without a TTL."""
+    assert device_ids, "no device was seen"
+    with cluster.redis.client() as client:
+        return leaks(cluster.service_logs(), device_ids) + keys_without_ttl(client, cluster.prefix)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.system.checker import check_events, keys_without_ttl
+from tests.system.checker import check_events, privacy_problems
 from tests.system.cluster import Cluster, put_offer, running_cluster
 from tests.system.load import Load, client_session, devices
 from tests.system.processes import rss_kib
@@ -59,8 +59,7 @@ async def soak(cluster: Cluster) -> None:
 
     assert {a.status for a in history} == {200}, history.answers()
     assert rss < FLAT and used < FLAT, samples
-    with cluster.redis.client() as client:
-        assert keys_without_ttl(client, cluster.prefix) == []
+    assert privacy_problems(cluster, [d.device_id for d in fleet]) == []
     model = check_events(history, town.index, cluster.settings)
     assert model.mismatches == []
 

@@ -5,35 +5,24 @@ each notification exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.system.checker import (
     check_events,
     deliveries,
     entries_without_notification,
-    keys_without_ttl,
-    leaks,
+    privacy_problems,
     repeated_entries,
 )
-from tests.system.cluster import Cluster, generous_offer, put_offer, running_cluster, wait_delivered
+from tests.system.cluster import Cluster, generous_offer, put_offer, wait_delivered
 from tests.system.load import Load, client_session, devices
 from tests.system.walkers import Town, walkers
 
 RATE = 200
 PERIOD_S = 2.0
 LOAD_S = 30.0
+CLUSTER = {"services": 2}  # the module's deployment (tests/system/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("two"), services=2) as c:
-        yield c
-
-
-async def test_two_processes_give_the_events_of_one(cluster: Cluster) -> None:
-    town = Town(cluster.settings)
+async def test_two_processes_give_the_events_of_one(cluster: Cluster, town: Town) -> None:
     async with client_session() as session:
         await put_offer(session, cluster.urls[0], "welcome", generous_offer(town.ids))
         fleet = await devices(session, cluster.urls[1], walkers(town, 2 * RATE, label="t", seed=8))
@@ -55,6 +44,4 @@ async def test_two_processes_give_the_events_of_one(cluster: Cluster) -> None:
     assert max(report.per_id.values()) == 1
     assert history.answers() == {"200": len(history)}
 
-    assert leaks(cluster.service_logs(), [d.device_id for d in fleet]) == []
-    with cluster.redis.client() as client:
-        assert keys_without_ttl(client, cluster.prefix) == []
+    assert privacy_problems(cluster, [d.device_id for d in fleet]) == []
