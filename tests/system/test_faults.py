@@ -35,8 +35,11 @@ from tests.system.walkers import Town, walkers
 
 RATE = 100  # pings/s: faults, not throughput, are the point here
 PERIOD_S = 2.0
-LOAD_S = 30.0
+LOAD_S = 25.0
 FAULT_AT_S = 10.0
+# long enough that many walkers enter one store before Redis goes down and one after
+REDIS_LOAD_S = 50.0
+REDIS_FAULT_AT_S = 20.0
 REDIS_DOWN_S = 5.0
 ANSWER_LIMIT_S = 2.5  # contract: 503 within 2 s while Redis is down; 0.5 s for a busy host
 RECOVERY_LIMIT_S = 5.0
@@ -96,10 +99,10 @@ async def test_redis_killed_mid_load_answers_503_and_recovers(
         fleet = await devices(session, service.url, walkers(town, RATE * 2, label="r", seed=7))
         device_ids.update(d.device_id for d in fleet)
         load = Load(session, [service.url], period_s=PERIOD_S)
-        run = asyncio.create_task(load.run(fleet, LOAD_S))
-        await load.at(FAULT_AT_S)
+        run = asyncio.create_task(load.run(fleet, REDIS_LOAD_S))
+        await load.at(REDIS_FAULT_AT_S)
         cluster.redis.kill9()
-        down = time.monotonic()
+        down, down_wall = time.monotonic(), time.time()
         await asyncio.sleep(REDIS_DOWN_S)
         cluster.redis.start()
         await asyncio.to_thread(cluster.redis.wait_ready)
@@ -112,7 +115,9 @@ async def test_redis_killed_mid_load_answers_503_and_recovers(
     outage = [a for a in history if a.sent < back and a.done > down]
     served = next((a.done for a in history if a.sent >= back and a.status == 200), None)
     print(f"redis down: {history.summary(down, back)} {dict(History(outage).answers())}")
+    across = entered_across(history, down_wall)
     print(f"first ping served {served and served - back:.2f} s after Redis came back")
+    print(f"{across} devices entered a store before the kill and another one after it")
     print(f"model: {describe(model)}; calls={report.calls} notifications={len(report.per_id)}")
 
     assert 500 not in history.statuses()
@@ -128,6 +133,7 @@ async def test_redis_killed_mid_load_answers_503_and_recovers(
     assert repeated_entries(history) == []
     assert set(history.notifications()) <= report.delivered
     assert notes_per_entry(model, report, cluster.ref, per_device=True) == []
+    assert across > 0  # so the cooldown written before the kill was put to the test
 
 
 def test_no_device_id_or_precise_position_in_logs_and_every_device_key_expires(
@@ -154,6 +160,17 @@ async def settled(
         await asyncio.sleep(0.5)
         calls = await gateway_calls(session, cluster.gateway_url)
     return calls
+
+
+def entered_across(history: History, t: float) -> int:
+    """Devices with an entry (answered) before ``t`` and another after it."""
+    times: dict[str, list[float]] = {}
+    for a in history:
+        if a.acked:
+            times.setdefault(a.device_id, []).extend(
+                e["at"] for e in a.body["events"] if e["type"] == "entry"
+            )
+    return sum(1 for ts in times.values() if ts and min(ts) < t < max(ts))
 
 
 def describe(model: ModelReport) -> str:
