@@ -4,7 +4,8 @@
 After a warm-up of a third of the run, nothing may keep growing: the service's resident
 memory (VmRSS) and Redis's ``used_memory`` are "flat" when the median of the last minute
 is less than 10 % above the median of the minute before the one-third mark. And at the
-end every key of a device carries a TTL, and the events are the reference model's.
+end every key of a device carries a TTL, no answer was a 500, and the events are the
+reference model's.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ async def soak(cluster: Cluster) -> None:
     print(f"soak: pings={history.pings()} {history.summary()}")
     print(f"service RSS x{rss:.3f}, Redis used_memory x{used:.3f} from 1/3 to the end")
 
-    assert {a.status for a in history} == {200}, history.answers()
+    assert 500 not in history.statuses(), history.answers()
     assert rss < FLAT and used < FLAT, samples
     assert privacy_problems(cluster, [d.device_id for d in fleet]) == []
     model = check_events(history, town.index, cluster.settings)
