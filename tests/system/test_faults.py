@@ -43,6 +43,7 @@ REDIS_FAULT_AT_S = 20.0
 REDIS_DOWN_S = 5.0
 ANSWER_LIMIT_S = 2.5  # contract: 503 within 2 s while Redis is down; 0.5 s for a busy host
 RECOVERY_LIMIT_S = 5.0
+AT_ONCE = 48  # pings at the same moment: fewer than the service's Redis connections (64)
 
 
 async def test_service_killed_mid_load_loses_no_notification(
@@ -127,13 +128,45 @@ async def test_redis_killed_mid_load_answers_503_and_recovers(
         assert a.status == 200 or a.retry_after is not None
     assert served is not None and served - back <= RECOVERY_LIMIT_S
     late = history.between(back + RECOVERY_LIMIT_S, float("inf"))
-    assert {a.status for a in late} == {200}, History(late).answers()
+    refused = [(round(a.sent - back, 2), a.status, a.body) for a in late if a.status != 200]
+    assert refused == [], History(late).answers()
     assert model.mismatches == []
     assert model.undecided == []
     assert repeated_entries(history) == []
     assert set(history.notifications()) <= report.delivered
     assert notes_per_entry(model, report, cluster.ref, per_device=True) == []
     assert across > 0  # so the cooldown written before the kill was put to the test
+
+
+async def test_after_a_redis_restart_no_ping_is_refused_on_a_connection_it_broke(
+    cluster: Cluster, town: Town, device_ids: set[str]
+) -> None:
+    """Pings at once open many pooled connections to Redis; Redis is killed and comes back
+    at once; once it has been back for the 5 s the service may take to recover, as many
+    pings at once again must all be served: Redis is up.
+
+    KNOWN SERVICE BUG, this test fails until it is fixed: the service keeps the pool's
+    connections that died with Redis (geofence/adapters/redis.py, ``RedisStore.from_url``:
+    no retry on a connection error, and nothing drops the dead connections), and each one
+    fails the first request that draws it, whenever that is: a 503 ``unavailable``
+    ("state store unavailable: ConnectionError") for every connection that was open, as
+    late as the first moment the service is that busy again. Seen under load as a few
+    503s more than 5 s after Redis came back.
+    """
+    url = cluster.services[0].url
+    async with client_session() as session:
+        fleet = await devices(session, url, walkers(town, AT_ONCE, label="p", seed=10))
+        device_ids.update(d.device_id for d in fleet)
+        before = await Load(session, [url], period_s=1.0).once(fleet)
+        cluster.redis.kill9()
+        cluster.redis.start()
+        await asyncio.to_thread(cluster.redis.wait_ready)
+        await asyncio.sleep(RECOVERY_LIMIT_S)
+        after = await Load(session, [url], period_s=1.0).once(fleet)
+    print(f"{AT_ONCE} at once, before: {dict(before.answers())}, after: {dict(after.answers())}")
+    assert before.answers() == {"200": AT_ONCE}
+    details = {a.body["detail"] for a in after if a.status != 200}
+    assert after.answers() == {"200": AT_ONCE}, details
 
 
 def test_no_device_id_or_precise_position_in_logs_and_every_device_key_expires(
