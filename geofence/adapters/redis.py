@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from geofence.domain.devices import DeviceProfile
@@ -291,11 +293,15 @@ class RedisStore:
     ) -> RedisStore:
         """A store on its own pool of at most ``max_connections``. Past that, a command
         waits for a free connection up to ``timeout_s`` (then Unavailable, a 503) rather
-        than failing at once: a burst queues briefly instead of erroring."""
+        than failing at once: a burst queues briefly instead of erroring. A command that
+        meets a connection broken meanwhile (Redis restarted) is tried once more on a new
+        one, so the pool's dead connections cost no request."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=timeout_s,
+            retry=Retry(NoBackoff(), retries=1),
+            retry_on_error=[rexc.ConnectionError],
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,

@@ -145,13 +145,9 @@ async def test_after_a_redis_restart_no_ping_is_refused_on_a_connection_it_broke
     at once; once it has been back for the 5 s the service may take to recover, as many
     pings at once again must all be served: Redis is up.
 
-    KNOWN SERVICE BUG, this test fails until it is fixed: the service keeps the pool's
-    connections that died with Redis (geofence/adapters/redis.py, ``RedisStore.from_url``:
-    no retry on a connection error, and nothing drops the dead connections), and each one
-    fails the first request that draws it, whenever that is: a 503 ``unavailable``
-    ("state store unavailable: ConnectionError") for every connection that was open, as
-    late as the first moment the service is that busy again. Seen under load as a few
-    503s more than 5 s after Redis came back.
+    A connection that died with Redis is retried once on a new one
+    (``RedisStore.from_url``); without that, each connection open at the kill failed
+    the first request to draw it, however late: a few 503s long after Redis was back.
     """
     url = cluster.services[0].url
     async with client_session() as session:
