@@ -463,19 +463,22 @@ class FenceIndex:
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         return self._vectors.distances_m(slot, lats, lngs)
 
+    def _cell_codes(self, lats: FloatArray, lngs: FloatArray) -> list[tuple[int, tuple[int, ...]]]:
+        """(row, codes of its cell) of each point whose cell is indexed: the coarse grid
+        drops most points in one numpy step, an H3 lookup goes to the rest."""
+        get, to_cell, res = self._cells.get, h3.latlng_to_cell, self._resolution
+        rows_near = np.flatnonzero(self._coarse.contains(lats, lngs)).tolist()
+        pairs = zip(lats[rows_near].tolist(), lngs[rows_near].tolist(), strict=True)
+        hits = [get(to_cell(a, b, res)) for a, b in pairs]
+        return [(i, codes) for i, codes in zip(rows_near, hits, strict=True) if codes]
+
     def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
-        get, to_cell, res = self._cells.get, h3.latlng_to_cell, self._resolution
-        rows_near = np.flatnonzero(self._coarse.contains(lats, lngs))
-        pairs = zip(lats[rows_near].tolist(), lngs[rows_near].tolist(), strict=True)
-        hits = [get(to_cell(a, b, res)) for a, b in pairs]
         found: list[list[int]] = [[] for _ in range(len(lats))]
         rows: list[int] = []
         codes_to_test: list[int] = []
-        for i, codes in zip(rows_near.tolist(), hits, strict=True):
-            if codes is None:
-                continue
+        for i, codes in self._cell_codes(lats, lngs):
             for code in codes:
                 kind = code & _KIND_MASK
                 if kind == INTERIOR:
@@ -494,14 +497,10 @@ class FenceIndex:
     def near_many(self, lats: FloatArray, lngs: FloatArray) -> list[dict[str, float]]:
         """:meth:`near` for many points; the distances come from one vectorised call."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
-        get, to_cell, res = self._cells.get, h3.latlng_to_cell, self._resolution
-        rows_near = np.flatnonzero(self._coarse.contains(lats, lngs))
-        pairs = zip(lats[rows_near].tolist(), lngs[rows_near].tolist(), strict=True)
-        hits = [get(to_cell(a, b, res)) for a, b in pairs]
         rows: list[int] = []
         found: list[int] = []
-        for i, codes in zip(rows_near.tolist(), hits, strict=True):
-            for c in codes or ():
+        for i, codes in self._cell_codes(lats, lngs):
+            for c in codes:
                 rows.append(i)
                 found.append(c)
         row = np.asarray(rows, dtype=np.intp)

@@ -12,6 +12,7 @@ and never spend a device's cap twice: only the write that wins has its results r
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -103,7 +104,8 @@ class PingService:
         when = self.clock() if now is None else now
         again = _named_before([ref for ref, _ in groups])
         if again:
-            once = [i for i in range(len(groups)) if i not in set(again)]
+            repeated = set(again)
+            once = [i for i in range(len(groups)) if i not in repeated]
             answers: dict[int, list[PingResult] | NotFound] = {}
             for part in (once, again):
                 done = await self.handle_many([groups[i] for i in part], now=when, explain=explain)
@@ -158,25 +160,21 @@ class PingService:
         lats = np.fromiter((p.lat for p in pings), dtype=np.float64, count=len(pings))
         lngs = np.fromiter((p.lng for p in pings), dtype=np.float64, count=len(pings))
         found = index.near_many(lats, lngs)
+        bounds = itertools.accumulate((len(g) for g in groups), initial=0)
+        spans = list(itertools.pairwise(bounds))  # each group's rows
         rows: list[int] = []
         stores: list[str] = []
-        at = 0
-        for group, state in zip(groups, states, strict=True):
+        for (start, end), state in zip(spans, states, strict=True):
             visited = [store_id for store_id in state.visits if store_id in index]
-            for row in range(at, at + len(group)) if visited else ():
+            for row in range(start, end) if visited else ():
                 missing = [v for v in visited if v not in found[row]]
                 rows.extend([row] * len(missing))
                 stores.extend(missing)
-            at += len(group)
         if rows:
             far = index.distances_m(stores, lats[rows], lngs[rows]).tolist()
             for row, store_id, metres in zip(rows, stores, far, strict=True):
                 found[row][store_id] = metres
-        out, at = [], 0
-        for group in groups:
-            out.append(found[at : at + len(group)])
-            at += len(group)
-        return out
+        return [found[start:end] for start, end in spans]
 
     def _finish(self, ref: str, order: Sequence[int], outcome: Outcome) -> list[PingResult]:
         """Results back in the order the pings came, counted and logged."""
@@ -200,8 +198,10 @@ class PingService:
         the first attempt, ``nears`` the pings' lookups if done (they hold for any state:
         ``relevant_stores`` adds the open visits' stores)."""
         for attempt in range(MAX_ATTEMPTS):
-            first = attempt == 0 and loaded is not None
-            stored = loaded if first and loaded is not None else await self.store.load_state(ref)
+            if attempt == 0 and loaded is not None:
+                stored = loaded
+            else:
+                stored = await self.store.load_state(ref)
             outcome = self.advance(stored.state, pings, now, nears)
             entries = entries_of(self.catalogue.index, _events(outcome))
             if outcome.state == stored.state and not entries:
