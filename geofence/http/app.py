@@ -21,6 +21,7 @@ from geofence.http.auth import Credentials
 from geofence.http.errors import Handler, problem_middleware
 from geofence.http.keys import (
     CATALOGUE,
+    COALESCER,
     CREDENTIALS,
     DEVICES,
     DISPATCHER,
@@ -37,6 +38,7 @@ from geofence.http.routes import setup_routes
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.coalescer import PingCoalescer
 from geofence.service.devices import DeviceService
 from geofence.service.offers import OfferService
 from geofence.service.pings import PingService
@@ -77,6 +79,7 @@ def _add_services(app: web.Application, settings: Settings, metrics: Metrics) ->
     app[DEVICES] = DeviceService(settings, store)
     app[OFFERS] = OfferService(settings, store)
     app[PINGS] = PingService(settings, store, app[CATALOGUE], metrics, offers=app[OFFERS])
+    app[COALESCER] = PingCoalescer(app[DEVICES], app[PINGS])
     policy = RetryPolicy(timeout_s=settings.push_timeout_s)
     app[DISPATCHER] = Dispatcher(
         store, app[PUSH], metrics, policy=policy, concurrency=settings.push_concurrency

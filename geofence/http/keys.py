@@ -16,6 +16,7 @@ from geofence.http.limits import PING_GATE
 from geofence.metrics import Metrics
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
+from geofence.service.coalescer import PingCoalescer
 from geofence.service.devices import DeviceService
 from geofence.service.offers import OfferService
 from geofence.service.pings import PingService
@@ -27,11 +28,13 @@ METRICS = web.AppKey("metrics", Metrics)
 CATALOGUE = web.AppKey("catalogue", CatalogueService)
 DEVICES = web.AppKey("devices", DeviceService)
 PINGS = web.AppKey("pings", PingService)
+COALESCER = web.AppKey("coalescer", PingCoalescer)
 OFFERS = web.AppKey("offers", OfferService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
 __all__ = [
     "CATALOGUE",
+    "COALESCER",
     "CREDENTIALS",
     "DEVICES",
     "DISPATCHER",

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import ConsentRequired, GeofenceError, NotFound
+from geofence.domain.errors import GeofenceError, NotFound
 from geofence.domain.model import Ping
 from geofence.http.auth import allow
 from geofence.http.errors import HTTPProblem
-from geofence.http.keys import DEVICES, PINGS, SETTINGS
+from geofence.http.keys import COALESCER, DEVICES, PINGS, SETTINGS
 from geofence.http.schemas import (
     decode,
     flag,
@@ -25,6 +25,7 @@ from geofence.http.schemas import (
     read_body,
     unprocessable,
 )
+from geofence.service.devices import no_location_consent
 from geofence.service.pings import PingResult
 
 MAX_BATCH = 1000
@@ -76,9 +77,11 @@ async def post_ping(request: web.Request) -> web.Response:
     body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
     ping_in = decode(body, PingIn)
     ping = ping_in.to_ping()
+    if not flag(request, "explain"):
+        result = await request.app[COALESCER].handle(caller, ping_in.device_id, ping)
+        return json_response(result)
     profile = await _located_device(request, caller, ping_in.device_id, ("device",))
-    explain = flag(request, "explain")
-    [result] = await request.app[PINGS].handle(profile.ref, [ping], explain=explain)
+    [result] = await request.app[PINGS].handle(profile.ref, [ping], explain=True)
     return json_response(result)
 
 
@@ -127,7 +130,7 @@ async def _device_groups(
         if isinstance(profile, DeviceProfile) and profile.allows("location"):
             located.append((items, profile))
         else:
-            error = profile if isinstance(profile, NotFound) else _no_consent()
+            error = profile if isinstance(profile, NotFound) else no_location_consent()
             out.append((items, _failed(items, error)))
     answers = await request.app[PINGS].handle_many(
         [(profile.ref, [p.to_ping() for _, p in items]) for items, profile in located],
@@ -142,14 +145,10 @@ def _failed(items: Group, error: GeofenceError) -> list[dict[str, Any]]:
     return [{"status": "invalid", "reason": error.code, "errors": []} for _ in items]
 
 
-def _no_consent() -> ConsentRequired:
-    return ConsentRequired("The device has not consented to location; the ping is not stored.")
-
-
 async def _located_device(
     request: web.Request, caller: Caller, device_id: str, allow: tuple[CallerKind, ...]
 ) -> DeviceProfile:
     profile = await request.app[DEVICES].authorize(caller, device_id, allow)
     if not profile.allows("location"):
-        raise _no_consent()
+        raise no_location_consent()
     return profile

@@ -13,7 +13,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import msgspec
 
@@ -32,7 +32,14 @@ from geofence.domain.devices import (
     valid_device_id,
     withdrew,
 )
-from geofence.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
+from geofence.domain.errors import (
+    Conflict,
+    ConsentRequired,
+    Forbidden,
+    GeofenceError,
+    NotFound,
+    Unauthorized,
+)
 from geofence.domain.model import DeviceState
 from geofence.domain.offers import Ledger
 from geofence.logs import remember_device_id
@@ -178,53 +185,66 @@ class DeviceService:
         valid device token of another device (the two are indistinguishable). Admin and
         ingest keys, where allowed, need only the device to exist.
         """
-        if caller.kind not in allow or caller.kind == "sdk":
-            raise Forbidden(f"A {caller.kind} credential may not call this.")
-        ref = self.ref_of(device_id) if valid_device_id(device_id) else None
-        if caller.kind == "device" and (ref is None or not _same(caller.device_ref, ref)):
-            await self._token_holder(caller)  # a forged token is a 401 wherever it points
-            logger.info("device token refused device=%s reason=other-device", caller.device_ref)
-            raise _no_such_device()
-        profile = None if ref is None else await self.store.get_device(ref)
-        if profile is None:
-            raise _no_such_device()
-        if caller.kind == "device" and not token_matches(caller.token, profile):
-            raise _invalid_token(profile.ref)
-        return profile
+        [answer] = await self.authorize_each([(caller, device_id)], allow)
+        if isinstance(answer, GeofenceError):
+            raise answer
+        return answer
 
     async def authorize_many(
         self, caller: Caller, device_ids: Sequence[str], allow: Collection[CallerKind]
     ) -> list[DeviceProfile | NotFound]:
-        """:meth:`authorize` for many devices; an unknown device fails alone (NotFound),
-        a caller refused outright (401/403) fails them all. An admin or ingest key needs
-        one round trip for the lot."""
-        if caller.kind == "device":
-            return [await self._authorized_or_missing(caller, d, allow) for d in device_ids]
-        if caller.kind not in allow or caller.kind == "sdk":
-            raise Forbidden(f"A {caller.kind} credential may not call this.")
-        refs = [self.ref_of(d) if valid_device_id(d) else None for d in device_ids]
-        profiles = await self.store.get_devices([r for r in refs if r is not None])
-        found = iter(profiles)
-        out: list[DeviceProfile | NotFound] = []
-        for ref in refs:
-            profile = None if ref is None else next(found)
-            out.append(_no_such_device() if profile is None else profile)
-        return out
+        """:meth:`authorize` for many devices of one caller; an unknown device fails alone
+        (NotFound), a caller refused outright (401/403) fails them all."""
+        answers = await self.authorize_each([(caller, d) for d in device_ids], allow)
+        for answer in answers:
+            if isinstance(answer, GeofenceError) and not isinstance(answer, NotFound):
+                raise answer
+        return answers  # type: ignore[return-value]  # only profiles and NotFound left
 
-    async def _authorized_or_missing(
+    async def authorize_each(
+        self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]
+    ) -> list[DeviceProfile | GeofenceError]:
+        """:meth:`authorize` of each (caller, device id), its refusal in place of a
+        profile; every profile needed comes in one round trip."""
+        plans = [self._plan(caller, device_id, allow) for caller, device_id in asks]
+        wanted = sorted({ref for plan in plans if isinstance(plan, _Ask) for ref in plan.reads})
+        read = await self.store.get_devices(wanted) if wanted else []
+        profiles = dict(zip(wanted, read, strict=True))
+        return [p if isinstance(p, GeofenceError) else p.decide(profiles) for p in plans]
+
+    def _plan(
         self, caller: Caller, device_id: str, allow: Collection[CallerKind]
-    ) -> DeviceProfile | NotFound:
-        try:
-            return await self.authorize(caller, device_id, allow)
-        except NotFound as e:
-            return e
+    ) -> _Ask | GeofenceError:
+        if caller.kind not in allow or caller.kind == "sdk":
+            return Forbidden(f"A {caller.kind} credential may not call this.")
+        ref = self.ref_of(device_id) if valid_device_id(device_id) else None
+        if caller.kind == "device" and (ref is None or not _same(caller.device_ref, ref)):
+            return _Ask(caller, caller.device_ref or "", other_device=True)
+        return _Ask(caller, ref, other_device=False)
 
-    async def _token_holder(self, caller: Caller) -> DeviceProfile:
-        ref = caller.device_ref or ""
-        profile = await self.store.get_device(ref) if ref else None
-        if profile is None or not token_matches(caller.token, profile):
-            raise _invalid_token(ref)
-        return profile
+
+class _Ask(msgspec.Struct, frozen=True):
+    """One authorization to decide once the profiles it reads are in."""
+
+    caller: Caller
+    ref: str | None  # the device acted on; with other_device, the one the token names
+    other_device: bool
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return () if not self.ref else (self.ref,)
+
+    def decide(self, profiles: Mapping[str, DeviceProfile | None]) -> DeviceProfile | GeofenceError:
+        profile = profiles.get(self.ref) if self.ref else None
+        is_device = self.caller.kind == "device"
+        if is_device and profile is not None and not token_matches(self.caller.token, profile):
+            return _invalid_token(profile.ref)
+        if self.other_device:
+            if profile is None:  # a forged token is a 401 wherever it points
+                return _invalid_token(self.ref or "")
+            logger.info("device token refused device=%s reason=other-device", self.ref)
+            return _no_such_device()
+        return _no_such_device() if profile is None else profile
 
 
 @functools.cache
@@ -240,6 +260,10 @@ def development_id_secret() -> bytes:
 
 def _same(claimed: str | None, ref: str) -> bool:
     return claimed is not None and hmac.compare_digest(claimed.encode(), ref.encode())
+
+
+def no_location_consent() -> ConsentRequired:
+    return ConsentRequired("The device has not consented to location; the ping is not stored.")
 
 
 def _no_such_device() -> NotFound:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -46,10 +46,10 @@ class StallingStore(MemoryStore):
         self.stall = False
         self.release = asyncio.Event()
 
-    async def get_device(self, ref: str) -> DeviceProfile | None:
+    async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
         if self.stall:
             await self.release.wait()
-        return await super().get_device(ref)
+        return await super().get_devices(refs)
 
 
 @pytest.fixture
