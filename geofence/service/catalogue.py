@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class CatalogueService:
         self.metrics = metrics
         self.loaded: LoadedIndex | None = None
         self._lock = asyncio.Lock()
+        self.on_installed: Callable[[], None] = lambda: None  # a new index is in use
 
     @property
     def ready(self) -> bool:
@@ -158,6 +159,7 @@ class CatalogueService:
         logger.info(
             "catalogue loaded version=%d stores=%d cells=%d", version, len(index), index.cells
         )
+        self.on_installed()
 
 
 async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:
