@@ -88,26 +88,45 @@ async def post_ping(request: web.Request) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     caller = allow(request, "device", "ingest")
     body = await read_body(request, limit=request.app[SETTINGS].max_body_bytes)
-    batch = decode(body, BatchIn)
-    if len(batch.pings) > MAX_BATCH:
-        raise unprocessable("$.pings", "batch-too-large", f"at most {MAX_BATCH} pings in one batch")
-    parsed = [_parse_one(raw, i) for i, raw in enumerate(batch.pings)]
+    parsed = _parse_all(body)
     results: list[Any] = [p if isinstance(p, dict) else None for p in parsed]
-    groups: dict[str, list[tuple[int, PingIn]]] = {}
+    groups: dict[str, Group] = {}
     for i, item in enumerate(parsed):
         if not isinstance(item, dict):
-            groups.setdefault(item.device_id, []).append((i, item))
+            groups.setdefault(item[0], []).append((i, item[1]))
     for items, answers in await _device_groups(request, caller, groups):
         for (i, _), result in zip(items, answers, strict=True):
             results[i] = result
     return json_response({"results": results})
 
 
-def _parse_one(raw: msgspec.Raw, position: int) -> PingIn | dict[str, Any]:
+class _TypedBatch(msgspec.Struct, forbid_unknown_fields=True):
+    pings: list[PingIn]
+
+
+_typed_batch = msgspec.json.Decoder(_TypedBatch)
+Parsed = tuple[str, Ping] | dict[str, Any]  # (device id, ping), or the ping's invalid result
+
+
+def _parse_all(body: bytes) -> list[Parsed]:
+    """Each ping of a batch, or its error. A batch whose pings are all valid is decoded in
+    one go; otherwise ping by ping, so that each bad one gets its own error."""
+    try:
+        batch = _typed_batch.decode(body)
+        if len(batch.pings) <= MAX_BATCH:
+            return [(p.device_id, p.to_ping()) for p in batch.pings]
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, HTTPProblem):
+        pass  # the way below says what is wrong, and where
+    one_by_one = decode(body, BatchIn)
+    if len(one_by_one.pings) > MAX_BATCH:
+        raise unprocessable("$.pings", "batch-too-large", f"at most {MAX_BATCH} pings in one batch")
+    return [_parse_one(raw, i) for i, raw in enumerate(one_by_one.pings)]
+
+
+def _parse_one(raw: msgspec.Raw, position: int) -> Parsed:
     try:
         ping_in = decode(bytes(raw), PingIn)
-        ping_in.to_ping()
-        return ping_in
+        return ping_in.device_id, ping_in.to_ping()
     except HTTPProblem as e:
         errors = [
             {**err, "path": f"$.pings[{position}]" + err["path"][1:]} for err in e.errors or []
@@ -115,7 +134,7 @@ def _parse_one(raw: msgspec.Raw, position: int) -> PingIn | dict[str, Any]:
         return {"status": "invalid", "reason": e.code, "errors": errors}
 
 
-Group = list[tuple[int, PingIn]]
+Group = list[tuple[int, Ping]]
 
 
 async def _device_groups(
@@ -133,7 +152,7 @@ async def _device_groups(
             error = profile if isinstance(profile, NotFound) else no_location_consent()
             out.append((items, _failed(items, error)))
     answers = await request.app[PINGS].handle_many(
-        [(profile.ref, [p.to_ping() for _, p in items]) for items, profile in located],
+        [(profile.ref, [ping for _, ping in items]) for items, profile in located],
         explain=flag(request, "explain"),
     )
     for (items, _), answer in zip(located, answers, strict=True):
