@@ -12,6 +12,8 @@ a generated GEOFENCE_STORES file; the workload's devices are registered through
   with the ingest key, two requests in flight, in upload order, the timestamps shifted so
   that the last ping is a few seconds old. Pings per CPU second of the service process
   (utime + stime from /proc) is "pings/s per core".
+- the ceiling: wrk asks ``GET /healthz`` of the same service (the app, its middlewares,
+  no work), which bounds what any ping route can answer on that core;
 - single ping: wrk posts ``POST /v1/pings``, each request for the next device in turn with
   that device's token and a later ts than its last one (benchmarks/ping.lua); an aiohttp
   loader process when wrk is missing.
@@ -415,11 +417,14 @@ def lua_script(
     return path
 
 
-def run_wrk(s: Stack, script: Path, connections: int, duration_s: float) -> dict[str, Any]:
+def run_wrk(
+    s: Stack, script: Path | None, connections: int, duration_s: float, path: str = "/v1/pings"
+) -> dict[str, Any]:
     seconds = max(1, math.ceil(duration_s))
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    argv += [] if script is None else ["-s", str(script)]
     done = subprocess.run(
-        pinned(LOAD_CORE, [*argv, f"{s.url}/v1/pings"]),
+        pinned(LOAD_CORE, [*argv, f"{s.url}{path}"]),
         capture_output=True,
         text=True,
         check=True,
@@ -523,6 +528,21 @@ def run_singles(
     return out
 
 
+def run_ceiling(s: Stack, connections: int, duration_s: float) -> dict[str, Any] | None:
+    """``GET /healthz`` with wrk: the same process, middlewares and core answering with no
+    work at all, no Redis, no body to parse. No ping route can be faster than this."""
+    if not shutil.which("wrk"):
+        return None
+    result, usage = under_load(s, lambda: run_wrk(s, None, connections, duration_s, "/healthz"))
+    spent_s = usage.service_cpu_s
+    return {
+        "connections": connections,
+        **result,
+        "rps_per_cpu_s": result["requests"] / spent_s if spent_s else math.nan,
+        **usage.as_dict(),
+    }
+
+
 # the whole measurement
 
 
@@ -533,7 +553,9 @@ def measure(
     with stack(workload) as s:
         batch = run_batch(s, workload, duration_s)
         single = run_singles(s, workload, connections, duration_s)
+        ceiling = run_ceiling(s, max(connections), duration_s / 2)
         return {
+            "ceiling": ceiling,
             "single_loader": "wrk" if shutil.which("wrk") else "aiohttp",
             "settings": s.settings,
             "fences": len(workload.fences),
@@ -670,12 +692,23 @@ def table(r: dict[str, Any]) -> str:
         f"| {_counts(x['results'])} |"
         for x in r["single"]
     ]
+    lines += ["", ceiling_line(r.get("ceiling"))]
     lines += [
         "",
         f"service RSS {r['service_rss_mib']:.0f} MiB after the runs; "
         f"Redis used_memory {r['redis_used_memory_mib']:.0f} MiB",
     ]
     return "\n".join(lines)
+
+
+def ceiling_line(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "the ceiling (GET /healthz with wrk) was not measured: wrk is not installed"
+    return (
+        f"the ceiling, GET /healthz (no work) at {c['connections']} connections: "
+        f"{c['rps']:,.0f} req/s ({c['rps_per_cpu_s']:,.0f} per core), p50 {c['p50_ms']:.2f} ms, "
+        f"p99 {c['p99_ms']:.2f} ms; {_cpu(c)}"
+    )
 
 
 def _cpu(run: dict[str, Any]) -> str:
