@@ -20,9 +20,10 @@ from geofence.ports import StateStore
 from geofence.service.coalescer import MAX_FLUSH, PingCoalescer
 from geofence.service.devices import DeviceService
 from geofence.service.pings import PingService
+from tests.contract.test_pings_many import DEVICES, step
 from tests.contract.test_pings_service import T0, at, pipeline
 
-DEVICES = ("c0", "c1", "c2")
+A, B, C = DEVICES
 
 
 class CountingStore(MemoryStore):
@@ -65,15 +66,6 @@ async def all_at_once(
     return await asyncio.gather(*calls, return_exceptions=True)
 
 
-step = st.tuples(
-    st.sampled_from(DEVICES),
-    st.floats(-80, 180),
-    st.floats(-40, 140),
-    st.integers(1, 300),
-    st.sampled_from([5.0, 40.0, 120.0]),
-)
-
-
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -106,13 +98,13 @@ async def test_one_flush_reads_every_profile_at_once() -> None:
 
 async def test_refusals_are_per_request_and_the_rest_are_served() -> None:
     coalescer, callers = await side(MemoryStore())
-    other = Caller("device", callers["c1"].token[:-2] + "xx")  # c1's ref, a wrong secret
+    other = Caller("device", callers[B].token[:-2] + "xx")  # B's ref, a wrong secret
     calls = [
-        coalescer.handle(callers["c0"], "c0", at(-500, 0, T0 + 1)),
-        coalescer.handle(other, "c1", at(-500, 0, T0 + 1)),  # 401
-        coalescer.handle(callers["c1"], "c0", at(-500, 0, T0 + 2)),  # another's device: 404
-        coalescer.handle(callers["c2"], "nobody", at(-500, 0, T0 + 1)),  # 404
-        coalescer.handle(callers["c2"], "c2", at(-500, 0, T0 + 1)),
+        coalescer.handle(callers[A], A, at(-500, 0, T0 + 1)),
+        coalescer.handle(other, B, at(-500, 0, T0 + 1)),  # 401
+        coalescer.handle(callers[B], A, at(-500, 0, T0 + 2)),  # another's device: 404
+        coalescer.handle(callers[C], "nobody", at(-500, 0, T0 + 1)),  # 404
+        coalescer.handle(callers[C], C, at(-500, 0, T0 + 1)),
     ]
     first, forged, elsewhere, unknown, last = await asyncio.gather(*calls, return_exceptions=True)
     assert first.status == last.status == "accepted"
@@ -123,9 +115,9 @@ async def test_refusals_are_per_request_and_the_rest_are_served() -> None:
 async def test_no_location_consent_is_refused_and_stores_nothing() -> None:
     store = MemoryStore()
     coalescer, callers = await side(store, location=False)
-    [answer] = await all_at_once(coalescer, callers, [("c0", at(20, 50, T0))])
+    [answer] = await all_at_once(coalescer, callers, [(A, at(20, 50, T0))])
     assert isinstance(answer, ConsentRequired)
-    assert (await store.load_state(ref_of(coalescer, "c0"))).version == 0
+    assert (await store.load_state(ref_of(coalescer, A))).version == 0
 
 
 async def test_an_outage_fails_its_flush_and_the_next_one_is_served() -> None:
@@ -145,7 +137,7 @@ async def test_an_erased_device_gets_404_and_the_others_are_served() -> None:
 
     class ErasingPings(PingService):
         async def handle_many(self, groups: Any, **kw: Any) -> Any:
-            await store.erase_device(ref_of(coalescer, "c1"))  # between the check and the write
+            await store.erase_device(ref_of(coalescer, B))  # between the check and the write
             return await super().handle_many(groups, **kw)
 
     pings = coalescer.pings
@@ -159,8 +151,8 @@ async def test_an_erased_device_gets_404_and_the_others_are_served() -> None:
 
 async def test_a_request_that_went_away_does_not_stop_the_others() -> None:
     coalescer, callers = await side(MemoryStore())
-    gone = asyncio.ensure_future(coalescer.handle(callers["c0"], "c0", at(-500, 0, T0)))
-    kept = asyncio.ensure_future(coalescer.handle(callers["c1"], "c1", at(-500, 0, T0)))
+    gone = asyncio.ensure_future(coalescer.handle(callers[A], A, at(-500, 0, T0)))
+    kept = asyncio.ensure_future(coalescer.handle(callers[B], B, at(-500, 0, T0)))
     await asyncio.sleep(0)
     gone.cancel()
     assert (await kept).status == "accepted"
@@ -171,7 +163,7 @@ async def test_a_request_that_went_away_does_not_stop_the_others() -> None:
 async def test_more_than_a_flush_waiting_is_served_in_several() -> None:
     store = CountingStore()
     coalescer, callers = await side(store)
-    pings = [("c0", at(-500, 0, T0 + i)) for i in range(MAX_FLUSH + 5)]
+    pings = [(A, at(-500, 0, T0 + i)) for i in range(MAX_FLUSH + 5)]
     before = store.profile_reads
     answers = await all_at_once(coalescer, callers, pings)
     assert [a.status for a in answers] == ["accepted"] * len(pings)
