@@ -8,8 +8,11 @@
    missing: ``benchmarks.postgis``);
 3. batch ingest in one process with Redis state, one device at a time against whole
    batches, and where the CPU goes (``benchmarks.ingest``);
-4. the real service over HTTP with Redis state: batch ingest per core, single pings with
-   wrk at 10 and 50 connections, memory after the run (``benchmarks.http``);
+4. what a flush of single pings costs in process, by size and by stage, and redis-py's
+   packer against hiredis's (``benchmarks.flush``);
+5. the real service over HTTP with Redis state: batch ingest per core, single pings with
+   wrk at 10 and 50 connections beside the service's own ceiling (``GET /healthz``),
+   memory after the run (``benchmarks.http``);
 
 then the targets, measured against what was asked. Every comparison is made within this
 run (ratios), since these machines are shared and their absolute speed varies.
@@ -23,7 +26,7 @@ import platform
 import time
 from typing import Any
 
-from benchmarks import http, index, ingest, postgis, workload
+from benchmarks import flush, http, index, ingest, postgis, workload
 from benchmarks.report import write_all
 
 Row = tuple[str, str, str, bool | None]
@@ -138,10 +141,23 @@ def ingest_section(r: dict[str, Any], w: workload.Workload) -> str:
     )
 
 
+def flush_section(r: dict[str, Any]) -> str:
+    return (
+        "## Single pings in flushes\n\n"
+        "The single pings waiting together go as one flush (`geofence/service/coalescer.py`): "
+        "one profile read, one load, the lookups and rules, one write. Flushes of 1, 15 and "
+        "100 pings, each ping the last position of another device, through that path with "
+        "Redis state in one process; µs of CPU per ping, in all and by stage (timed around "
+        "each stage's calls; `entries` is the single-device path an entry takes for its "
+        "offers).\n\n"
+        f"{flush.table(r)}\n"
+    )
+
+
 ANALYSIS = """## Where the time goes, and what is left
 
-Measured with pyinstrument in process (the table above), py-spy on the service under
-load, and per-call timings of the pipeline's stages for flushes of 1, 15 and 100 pings.
+Measured with pyinstrument in process, py-spy on the service under load, and the stage
+timings of single-ping flushes above.
 
 Batch ingest. Before: each device went the single-device way, one round trip to load and
 one to write per device, a profile read per device, screening twice per ping, a shapely
@@ -149,9 +165,8 @@ Point per distance (about 20 µs each); the Redis client and the event loop took
 the CPU. Now: the lookups of a whole batch are two vectorised calls; profiles, states and
 compare-and-sets are one command each for the whole batch (they were one per shard, up to
 16 each); redis-py's asyncio client packs commands with hiredis's C packer as its
-synchronous client does (its Python packer was half the CPU of a script call carrying a
-batch: a save went from 31 to 16 µs per device); a batch of valid pings is decoded in one
-typed pass. What is left is Python per ping near a store: screening, the visit rules and
+synchronous client does (the packers line above); a batch of valid pings is decoded
+in one typed pass. What is left is Python per ping near a store: screening, the visit rules and
 the result structs, each a few µs.
 
 Single pings. Before: three round trips per request (device check, load, write), about
@@ -161,10 +176,10 @@ Single pings. Before: three round trips per request (device check, load, write),
 read, one load and one write per flush, see `geofence/service/coalescer.py`), and the heap
 is frozen once a catalogue is installed, so a collection no longer walks the index. A
 flush of 15 pings costs about 200 µs per ping in process, of which the three round trips
-are about half; the rest of each request is aiohttp and the middlewares, whose own ceiling
-is the `GET /healthz` row: a route that does nothing answers only a little faster than
-the 10k req/s asked for pings, so that target is out of reach with this HTTP stack on this
-core, whatever the pipeline costs.
+(profiles, load, save) are about 40% (the flush table). The rest of each request is aiohttp and the
+middlewares, whose own ceiling is the `GET /healthz` row: on this core a route that does
+nothing at all answers fewer requests a second than the 10k asked for pings, so that
+target is out of reach with this HTTP stack here, whatever the pipeline costs.
 """
 
 
@@ -189,6 +204,7 @@ def main() -> None:
     pg = postgis.compare(fences, 20_000 if args.quick else 200_000)
     w = workload.make(fences=fences, devices=devices, duration_s=minutes * 60.0)
     ing = asyncio.run(ingest.measure(w, profile=True))
+    fl = asyncio.run(flush.measure(w))
     web = http.measure(w, duration_s=5.0 if args.quick else 20.0)
     command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
     sections = [
@@ -196,6 +212,7 @@ def main() -> None:
         index.section(ix, command),
         postgis_section(pg),
         ingest_section(ing, w),
+        flush_section(fl),
         "## The service over HTTP\n\n" + describe(w) + "\n\n" + http.table(web) + "\n",
         ANALYSIS,
     ]

@@ -1,0 +1,198 @@
+"""What a flush of single pings costs in process, by size and by stage; and the packers.
+
+    python -m benchmarks.flush [--devices 1000]
+
+The coalescer (``geofence/service/coalescer.py``) runs the single pings waiting together:
+one profile read, ``handle_many`` (one load, the lookups, the rules, one write). Here
+flushes of 1, 15 and 100 pings, each ping the last position of another device of the
+workload, go through that same path with Redis state, in one process pinned to one core;
+the CPU of each stage is timed around its call. Then ``save_states`` of 100 devices with
+redis-py's own asyncio packer against hiredis's, which the store uses, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from benchmarks import ingest, workload
+from geofence.adapters.redis import HiredisPackedConnection, RedisStore
+from geofence.domain.model import Ping
+from geofence.ports import StateWrite
+from geofence.service.pings import PingService
+
+SIZES = (1, 15, 100)
+PINGS_PER_SIZE = 3_000
+STAGES = {  # what is timed: (object, method) -> stage
+    ("store", "get_devices"): "profiles",
+    ("store", "load_states"): "load",
+    ("store", "save_states"): "save",
+    ("service", "_nears"): "lookups",
+    ("service", "advance"): "rules",
+    ("service", "_apply"): "entries",
+    ("service", "_finish"): "results",
+}
+
+
+async def measure(w: workload.Workload) -> dict[str, Any]:
+    async with ingest.pipeline(w) as (service, refs):
+        rows = _last_rows(w)
+        now = float(w.pings.ts.max()) + 10.0
+        sizes = []
+        for n, size in enumerate(SIZES):
+            pings = _flushes(w, refs, rows, size, start=now - 3_600.0 * (len(SIZES) - n))
+            sizes.append(await _timed_flushes(service, pings, size, now))
+        packers = await _packers(service.store, refs[:100])
+    return {"sizes": sizes, "packers": packers}
+
+
+def _last_rows(w: workload.Workload) -> list[int]:
+    last: dict[int, int] = {}
+    for row, device in enumerate(w.pings.device.tolist()):
+        last[device] = row
+    return list(last.values())
+
+
+def _flushes(
+    w: workload.Workload, refs: list[str], rows: list[int], size: int, start: float
+) -> Iterator[list[tuple[str, list[Ping]]]]:
+    """Flushes of ``size`` single pings, each of another device, ts moving on."""
+    p = w.pings
+    for n in range(max(1, PINGS_PER_SIZE // size)):
+        flush = []
+        for j in range(size):
+            row = rows[(n * size + j) % len(rows)]
+            ping = Ping(
+                lat=float(p.lat[row]),
+                lng=float(p.lng[row]),
+                accuracy_m=float(p.accuracy_m[row]),
+                ts=start + n + j * 1e-3,
+            )
+            flush.append((refs[int(p.device[row])], [ping]))
+        yield flush
+
+
+async def _timed_flushes(
+    service: PingService, flushes: Iterator[list[tuple[str, list[Ping]]]], size: int, now: float
+) -> dict[str, Any]:
+    spent: Counter[str] = Counter()
+    pings = 0
+    with _stage_timers(service, spent):
+        cpu = time.process_time()
+        for flush in flushes:
+            await service.store.get_devices([ref for ref, _ in flush])
+            await service.handle_many(flush, now=now)
+            pings += len(flush)
+        cpu = time.process_time() - cpu
+    return {
+        "size": size,
+        "us_per_ping": 1e6 * cpu / pings,
+        "stages_us_per_ping": {stage: 1e6 * s / pings for stage, s in spent.most_common()},
+    }
+
+
+@contextmanager
+def _stage_timers(service: PingService, spent: Counter[str]) -> Iterator[None]:
+    """Time each stage's calls (CPU of this process) by wrapping them on the instances."""
+    owners = {"store": service.store, "service": service}
+    for (owner, name), stage in STAGES.items():
+        setattr(owners[owner], name, _timer(getattr(owners[owner], name), stage, spent))
+    try:
+        yield
+    finally:
+        for owner, name in STAGES:
+            delattr(owners[owner], name)
+
+
+def _timer(call: Callable[..., Any], stage: str, spent: Counter[str]) -> Callable[..., Any]:
+    if asyncio.iscoroutinefunction(call):
+
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                spent[stage] += time.process_time() - started
+
+        return timed_async
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            spent[stage] += time.process_time() - started
+
+    return timed
+
+
+async def _packers(store: Any, refs: list[str]) -> dict[str, float]:
+    """µs of CPU per device of a load and a save of ``refs``, with each packer."""
+    assert isinstance(store, RedisStore)
+    out = {}
+    for name, kind in (("redis-py", aioredis.Connection), ("hiredis", HiredisPackedConnection)):
+        client = aioredis.Redis.from_url(ingest.REDIS_URL, connection_class=kind)
+        other = RedisStore(client, prefix=store.keys.prefix)
+        try:
+            out[name] = await _per_device(refs, lambda s=other: _save_all(s, refs))
+        finally:
+            await other.close()
+    return out
+
+
+async def _save_all(store: RedisStore, refs: list[str]) -> None:
+    loaded = await store.load_states(refs)
+    writes = [
+        StateWrite(ref=r, state=s.state, version=s.version)
+        for r, s in zip(refs, loaded, strict=True)
+    ]
+    await store.save_states(writes)
+
+
+async def _per_device(refs: list[str], run: Callable[[], Awaitable[None]]) -> float:
+    for _ in range(10):
+        await run()
+    rounds = 200
+    cpu = time.process_time()
+    for _ in range(rounds):
+        await run()
+    return 1e6 * (time.process_time() - cpu) / (rounds * len(refs))
+
+
+def table(r: dict[str, Any]) -> str:
+    stages = list(dict.fromkeys(s for row in r["sizes"] for s in row["stages_us_per_ping"]))
+    lines = [
+        "| pings per flush | µs per ping | " + " | ".join(stages) + " |",
+        "|---:|---:|" + "---:|" * len(stages),
+    ]
+    for row in r["sizes"]:
+        cells = [f"{row['stages_us_per_ping'].get(s, 0.0):.0f}" for s in stages]
+        lines.append(f"| {row['size']} | {row['us_per_ping']:.0f} | " + " | ".join(cells) + " |")
+    p = r["packers"]
+    lines += [
+        "",
+        f"Load and save of 100 devices, µs of CPU per device: redis-py's asyncio packer "
+        f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
+        f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1_000)
+    args = parser.parse_args()
+    print(ingest.pin_to_one_core())
+    w = workload.make(fences=10_000, devices=args.devices, duration_s=600.0)
+    print(table(asyncio.run(measure(w))))
+
+
+if __name__ == "__main__":
+    main()
