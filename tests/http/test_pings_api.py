@@ -31,7 +31,7 @@ async def register(client: TestClient[Any, Any], device_id: str, **consent: bool
 
 
 def ping_body(
-    device_id: str, where: tuple[float, float], ts: float, **extra: Any
+    device_id: str, where: tuple[float, float], ts: float | str, **extra: Any
 ) -> dict[str, Any]:
     return {
         "device_id": device_id,

@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.http.test_pings_api import ping_body
 from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
 
 ADMIN, SDK, INGEST = "sys-admin", "sys-sdk", "sys-ingest"  # as service_env sets them
@@ -162,17 +163,6 @@ async def api(service: Service) -> Any:
     async with aiohttp.ClientSession() as session:
         yield Api(session, service.base)
     service.assert_no_unexpected_error(since)
-
-
-def ping_body(device_id: str, where: tuple[float, float], ts: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "device_id": device_id,
-        "lat": where[0],
-        "lon": where[1],
-        "accuracy_m": 8,
-        "ts": ts,
-        **extra,
-    }
 
 
 def assert_problem(answer: Answer, status: int, code: str | None = None) -> dict[str, Any]:
