@@ -7,6 +7,7 @@ Every field ``foo_bar`` is set by ``GEOFENCE_FOO_BAR`` and by ``geofence serve -
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -110,11 +111,12 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
-    @property
+    # the rules are read for every ping: each is built once per Settings
+    @functools.cached_property
     def screening_rules(self) -> ScreeningRules:
         return ScreeningRules(max_accuracy_m=self.max_accuracy_m)
 
-    @property
+    @functools.cached_property
     def offer_rules(self) -> OfferRules:
         return OfferRules(
             quiet_hours=self.quiet_hours,
@@ -122,7 +124,7 @@ class Settings:
             notify_max_lag_s=self.notify_max_lag_s,
         )
 
-    @property
+    @functools.cached_property
     def visit_rules(self) -> VisitRules:
         return VisitRules(
             dwell_s=self.dwell_s,
