@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -129,33 +129,62 @@ class OfferService:
     async def decide(
         self, ref: str, entries: Sequence[Entry], ledger: Ledger, now: float
     ) -> Reserved:
-        """Plan the entries and hold the budget units the plan spends.
+        """Plan the entries and hold the budget units the plan spends."""
+        [reserved] = await self.decide_many([Asked(ref, entries, ledger)], now)
+        if isinstance(reserved, NotFound):
+            raise reserved
+        return reserved
 
-        A budget the counter refuses (another worker took the last unit) is read as
-        spent and the entries are planned again, so the plan never names an offer whose
-        unit is not held.
+    async def decide_many(self, asks: Sequence[Asked], now: float) -> list[Reserved | NotFound]:
+        """:meth:`decide` for many devices, with one read of their profiles, the offers
+        and the budgets; NotFound for a device erased meanwhile.
+
+        Each device's units are held before the next one is planned, in the order given,
+        as one call per device would.
         """
-        profile = await self.store.get_device(ref)
-        if profile is None:
-            raise NotFound("the device was erased")
+        profiles = await self.store.get_devices([ask.ref for ask in asks])
         offers = await self.store.list_offers()
         left = await self._budget_left(offers)
-        device = DeviceView.of(profile)
-        ledger = ledger.pruned(now, self.rules, (o.id for o in offers))
+        out: list[Reserved | NotFound] = []
+        for ask, profile in zip(asks, profiles, strict=True):
+            if profile is None:
+                out.append(NotFound("the device was erased"))
+                continue
+            reserved = await self._reserve(ask, DeviceView.of(profile), offers, left, now)
+            for offer_id in reserved.held:
+                left[offer_id] = (left[offer_id] or 0) - 1
+            out.append(reserved)
+        return out
+
+    async def _reserve(
+        self,
+        ask: Asked,
+        device: DeviceView,
+        offers: list[Offer],
+        left: dict[str, int | None],
+        now: float,
+    ) -> Reserved:
+        """One device's plan with its budget units held.
+
+        A budget the counter refuses (another worker took the last unit) is read as
+        spent (in ``left``, for the devices after this one too) and the entries are planned
+        again, so the plan never names an offer whose unit is not held.
+        """
+        ledger = ask.ledger.pruned(now, self.rules, (o.id for o in offers))
         while True:
             the_plan = plan(
-                entries,
+                ask.entries,
                 offers,
                 ledger,
                 device=device,
                 now=now,
                 rules=self.rules,
                 budget_left=left,
-                notification_id=lambda entry: notification_id(ref, entry),
+                notification_id=lambda entry: notification_id(ask.ref, entry),
             )
             refused = await self._hold(the_plan, offers)
             if isinstance(refused, list):
-                notifications = [_addressed(n, ref) for n in the_plan.notifications]
+                notifications = [_addressed(n, ask.ref) for n in the_plan.notifications]
                 final = msgspec.structs.replace(the_plan, notifications=notifications)
                 return Reserved(final, offers, refused)
             left[refused] = 0
@@ -184,28 +213,47 @@ class OfferService:
             held.append(n.offer_id)
         return held
 
-    async def count(self, reserved: Reserved | None, entries: Sequence[Entry]) -> None:
-        """Feed the funnel once the plan is written: entries and notifications."""
-        offers = [] if reserved is None else reserved.offers
-        made = [] if reserved is None else reserved.plan.notifications
+    async def count(self, written: Sequence[tuple[Reserved | None, Sequence[Entry]]]) -> None:
+        """Feed the funnel once plans are written: their entries and notifications, one
+        addition per time bucket however many devices."""
         names: dict[int, list[str]] = {}
-        for entry in entries:
-            targeted = audience(offers, entry.store_id, entry.store_tags, entry.at)
-            names.setdefault(bucket_of(entry.at), []).extend(
-                [
-                    counter("entries", "store", entry.store_id),
-                    *(counter("entries", "offer", offer_id) for offer_id in targeted),
-                ]
-            )
-        for n in made:
-            names.setdefault(bucket_of(n.created_at), []).extend(
-                [
-                    counter("notifications", "store", n.store_id),
-                    counter("notifications", "offer", n.offer_id),
-                ]
-            )
+        for reserved, entries in written:
+            for bucket, bucket_names in _funnel_names(reserved, entries):
+                names.setdefault(bucket, []).extend(bucket_names)
         for bucket, bucket_names in names.items():
             await self.store.add_counts(bucket, tally(bucket_names))
+
+
+class Asked(NamedTuple):
+    """A device's new entries, for a decision: whose, which, and its ledger."""
+
+    ref: str
+    entries: Sequence[Entry]
+    ledger: Ledger
+
+
+def _funnel_names(
+    reserved: Reserved | None, entries: Sequence[Entry]
+) -> Iterator[tuple[int, list[str]]]:
+    """The funnel counters of one written plan, each with its time bucket."""
+    offers = [] if reserved is None else reserved.offers
+    for entry in entries:
+        targeted = audience(offers, entry.store_id, entry.store_tags, entry.at)
+        yield (
+            bucket_of(entry.at),
+            [
+                counter("entries", "store", entry.store_id),
+                *(counter("entries", "offer", offer_id) for offer_id in targeted),
+            ],
+        )
+    for n in [] if reserved is None else reserved.plan.notifications:
+        yield (
+            bucket_of(n.created_at),
+            [
+                counter("notifications", "store", n.store_id),
+                counter("notifications", "offer", n.offer_id),
+            ],
+        )
 
 
 def entries_of(index: FenceIndex, events: Sequence[VisitEvent]) -> list[Entry]:

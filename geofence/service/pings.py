@@ -26,17 +26,19 @@ from geofence.config import Settings
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
-from geofence.domain.offers import EntryDecision, Notification
+from geofence.domain.offers import Entry, EntryDecision, Notification
 from geofence.domain.screening import Screening, screen
 from geofence.domain.visits import StoreView, step
 from geofence.metrics import Metrics
-from geofence.ports import StateStore, StateWrite, StoredState
+from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.catalogue import CatalogueService
-from geofence.service.offers import OfferService, Reserved, entries_of, public
+from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+
+Nears = Sequence[Mapping[str, float]]  # ``index.near`` of each ping of a group
 
 
 class PingResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +52,36 @@ class PingResult(msgspec.Struct, frozen=True, kw_only=True):
 class Outcome(msgspec.Struct, frozen=True):
     state: DeviceState
     results: list[PingResult]
+
+
+class _Move(msgspec.Struct, kw_only=True):
+    """One device's part in :meth:`PingService.handle_many`, filled in step by step:
+    its groups advanced, its entries' offers decided, its write's verdict."""
+
+    ref: str
+    stored: StoredState
+    chain: list[Outcome]
+    entries: list[Entry]
+    reserved: Reserved | None = None
+    verdict: Saved = "written"  # until a write says otherwise
+
+    @property
+    def changed(self) -> bool:
+        return self.chain[-1].state != self.stored.state or bool(self.entries)
+
+    @property
+    def outbox(self) -> list[Notification]:
+        return [] if self.reserved is None else self.reserved.plan.notifications
+
+    @property
+    def write(self) -> StateWrite:
+        return StateWrite(
+            ref=self.ref,
+            state=self.chain[-1].state,
+            version=self.stored.version,
+            ledger=None if self.reserved is None else self.reserved.plan.ledger,
+            outbox=self.outbox,
+        )
 
 
 class PingService:
@@ -92,63 +124,104 @@ class PingService:
         now: float | None = None,
         explain: bool = False,
     ) -> list[list[PingResult] | NotFound]:
-        """:meth:`handle` for many devices: one round trip loads every state, the fence
-        lookups of all pings run in one vectorised call, one round trip writes.
+        """:meth:`handle` for many devices, in a few round trips whatever their number:
+        one loads every state, the fence lookups of all pings run in one vectorised call,
+        the entries of all devices are decided together (one read of profiles, offers
+        and budgets), one writes every state, ledger and outbox, one feeds the funnel.
 
-        A device whose pings make an entry, or whose write lost to another worker, goes
-        the single-device way (offers need reads of their own). A device erased meanwhile
-        gets NotFound in place of its results; a store outage fails the lot. A device
-        named again further on has those pings applied after the ones before, as
-        :meth:`handle` called group by group would.
+        A device named in more than one group has its groups applied one after the
+        other, as :meth:`handle` called group by group would. A device whose write lost
+        to another worker goes the single-device way, group by group. A device erased
+        meanwhile gets NotFound in place of its results; a store outage fails the lot.
         """
         when = self.clock() if now is None else now
-        again = _named_before([ref for ref, _ in groups])
-        if again:
-            repeated = set(again)
-            once = [i for i in range(len(groups)) if i not in repeated]
-            answers: dict[int, list[PingResult] | NotFound] = {}
-            for part in (once, again):
-                done = await self.handle_many([groups[i] for i in part], now=when, explain=explain)
-                answers.update(zip(part, done, strict=True))
-            return [answers[i] for i in range(len(groups))]
-        return await self._handle_distinct(groups, when, explain)
-
-    async def _handle_distinct(
-        self, groups: Sequence[tuple[str, Sequence[Ping]]], when: float, explain: bool
-    ) -> list[list[PingResult] | NotFound]:
         batch = [_in_ts_order(pings) for _, pings in groups]
-        refs = [ref for ref, _ in groups]
-        stored = await self.store.load_states(refs)
-        nears = self._nears([ordered for _, ordered in batch], [s.state for s in stored])
-        outcomes: dict[int, Outcome] = {}
-        writes: dict[int, StateWrite] = {}
-        for g, (_, ordered) in enumerate(batch):
-            outcome = self.advance(stored[g].state, ordered, when, nears[g])
-            if entries_of(self.catalogue.index, _events(outcome)):
-                continue
-            outcomes[g] = _with_offers(outcome, None, explain) if explain else outcome
-            if outcome.state != stored[g].state:
-                writes[g] = StateWrite(ref=refs[g], state=outcome.state, version=stored[g].version)
-        saved = dict(zip(writes, await self.store.save_states(list(writes.values())), strict=True))
-        answers: list[list[PingResult] | NotFound] = []
-        for g, (order, ordered) in enumerate(batch):
-            verdict = saved.get(g, "written")
-            if verdict == "conflict":
+        devices = _groups_by_ref([ref for ref, _ in groups])
+        loaded = await self.store.load_states(list(devices))
+        stored = dict(zip(devices, loaded, strict=True))
+        nears = self._nears(
+            [ordered for _, ordered in batch], [stored[ref].state for ref, _ in groups]
+        )
+        moves = [
+            self._move(ref, stored[ref], [(batch[g][1], nears[g]) for g in positions], when)
+            for ref, positions in devices.items()
+        ]
+        await self._decide(moves, when)
+        await self._write(moves)
+        answers: dict[int, list[PingResult] | NotFound] = {}
+        for move, positions in zip(moves, devices.values(), strict=True):
+            for g, outcome in zip(positions, move.chain, strict=True):
+                answers[g] = await self._answer(move, batch[g], outcome, nears[g], when, explain)
+        return [answers[g] for g in range(len(groups))]
+
+    def _move(
+        self,
+        ref: str,
+        stored: StoredState,
+        steps: Sequence[tuple[Sequence[Ping], Nears]],
+        when: float,
+    ) -> _Move:
+        """A device's groups advanced one after the other from its stored state."""
+        chain: list[Outcome] = []
+        state = stored.state
+        for pings, nears in steps:
+            chain.append(self.advance(state, pings, when, nears))
+            state = chain[-1].state
+        entries = entries_of(self.catalogue.index, [e for o in chain for e in _events(o)])
+        return _Move(ref=ref, stored=stored, chain=chain, entries=entries)
+
+    async def _decide(self, moves: Sequence[_Move], when: float) -> None:
+        """The offers of every device's entries, decided together."""
+        entering = [m for m in moves if m.entries]
+        if not entering:
+            return
+        asks = [Asked(m.ref, m.entries, m.stored.ledger) for m in entering]
+        for move, decided in zip(entering, await self.offers.decide_many(asks, when), strict=True):
+            if isinstance(decided, NotFound):
+                move.verdict = "gone"
+            else:
+                move.reserved = decided
+
+    async def _write(self, moves: Sequence[_Move]) -> None:
+        """Every changed state with its ledger and outbox in one compare-and-set call;
+        then the budgets of lost writes back, the funnel fed with the written ones."""
+        changed = [m for m in moves if m.verdict == "written" and m.changed]
+        verdicts = await self.store.save_states([m.write for m in changed])
+        for move, verdict in zip(changed, verdicts, strict=True):
+            move.verdict = verdict
+        for move in moves:
+            if move.verdict == "conflict":
                 self.metrics.state_conflicts.inc()
-            done = outcomes.get(g) if verdict == "written" else None
+            if move.verdict != "written" and move.reserved is not None:
+                await _quietly(self.offers.release(move.reserved))
+        written = [m for m in moves if m.verdict == "written" and m.entries]
+        for move in written:
+            self._notified(move.outbox)
+        if written:
+            await _quietly(self.offers.count([(m.reserved, m.entries) for m in written]))
+
+    async def _answer(
+        self,
+        move: _Move,
+        group: tuple[list[int], list[Ping]],
+        outcome: Outcome,
+        nears: Nears,
+        when: float,
+        explain: bool,
+    ) -> list[PingResult] | NotFound:
+        """One group's results: as advanced if its device's write landed, NotFound if the
+        device is gone, else from the single-device way."""
+        order, ordered = group
+        if move.verdict == "gone":
+            return NotFound("the device was erased")
+        if move.verdict == "conflict":
             try:
-                if verdict == "gone":
-                    raise NotFound("the device was erased")
-                if done is None:
-                    first = stored[g] if verdict == "written" else None  # an entry: not saved
-                    done = await self._apply(
-                        refs[g], ordered, when, explain, loaded=first, nears=nears[g]
-                    )
+                outcome = await self._apply(move.ref, ordered, when, explain, nears=nears)
             except NotFound as e:
-                answers.append(e)
-                continue
-            answers.append(self._finish(refs[g], order, done))
-        return answers
+                return e
+        elif explain or move.reserved is not None:
+            outcome = _with_offers(outcome, move.reserved, explain)
+        return self._finish(move.ref, order, outcome)
 
     def _nears(
         self, groups: Sequence[Sequence[Ping]], states: Sequence[DeviceState]
@@ -191,17 +264,12 @@ class PingService:
         now: float,
         explain: bool,
         *,
-        loaded: StoredState | None = None,
-        nears: Sequence[Mapping[str, float]] | None = None,
+        nears: Nears | None = None,
     ) -> Outcome:
-        """The compare-and-set loop of one device; ``loaded`` is a state already read for
-        the first attempt, ``nears`` the pings' lookups if done (they hold for any state:
-        ``relevant_stores`` adds the open visits' stores)."""
-        for attempt in range(MAX_ATTEMPTS):
-            if attempt == 0 and loaded is not None:
-                stored = loaded
-            else:
-                stored = await self.store.load_state(ref)
+        """The compare-and-set loop of one device; ``nears``: the pings' lookups if done
+        (they hold for any state: ``relevant_stores`` adds the open visits' stores)."""
+        for _ in range(MAX_ATTEMPTS):
+            stored = await self.store.load_state(ref)
             outcome = self.advance(stored.state, pings, now, nears)
             entries = entries_of(self.catalogue.index, _events(outcome))
             if outcome.state == stored.state and not entries:
@@ -211,7 +279,7 @@ class PingService:
             )
             if await self._save(ref, outcome.state, stored.version, reserved):
                 if entries:
-                    await _quietly(self.offers.count(reserved, entries))
+                    await _quietly(self.offers.count([(reserved, entries)]))
                 return _with_offers(outcome, reserved, explain)
             self.metrics.state_conflicts.inc()
         raise Unavailable("the device's state is changing too fast; retry")
@@ -232,11 +300,16 @@ class PingService:
         # worst one unit goes unsent, never one too many
         if not saved and reserved is not None:
             await self.offers.release(reserved)
-        if saved and outbox:
-            for n in outbox:
-                self.metrics.notifications.labels(n.offer_id).inc()
-            self.on_notified()
+        if saved:
+            self._notified(outbox)
         return saved
+
+    def _notified(self, outbox: Sequence[Notification]) -> None:
+        """Notifications now in the outbox: counted, and the delivery side woken."""
+        for n in outbox:
+            self.metrics.notifications.labels(n.offer_id).inc()
+        if outbox:
+            self.on_notified()
 
     def advance(
         self,
@@ -289,15 +362,12 @@ class PingService:
                 )
 
 
-def _named_before(refs: Sequence[str]) -> list[int]:
-    """The positions of the refs that came earlier in ``refs`` already."""
-    seen: set[str] = set()
-    again = []
+def _groups_by_ref(refs: Sequence[str]) -> dict[str, list[int]]:
+    """The positions of each ref in ``refs``, the refs in the order first named."""
+    positions: dict[str, list[int]] = {}
     for i, ref in enumerate(refs):
-        if ref in seen:
-            again.append(i)
-        seen.add(ref)
-    return again
+        positions.setdefault(ref, []).append(i)
+    return positions
 
 
 def _in_ts_order(pings: Sequence[Ping]) -> tuple[list[int], list[Ping]]:
@@ -351,14 +421,21 @@ async def _quietly(step: Awaitable[None]) -> None:
 def relevant_stores(
     index: FenceIndex, state: DeviceState, ping: Ping, near: Mapping[str, float] | None = None
 ) -> tuple[dict[str, StoreView], dict[str, float]]:
-    """Fences near the new position plus the fences of the device's open visits.
+    """The fences the ping is inside plus the fences of the device's open visits.
 
-    Open visits are looked up by id, not by position, so a device that jumped far away
-    still gets its exits; a visit whose store left the catalogue is simply not listed,
-    which the visit rules read as "store removed". ``near``: ``index.near`` of the ping,
-    when the caller looked it up already.
+    A fence near the ping but not holding it, with no open visit, is left out: only a
+    ping inside a fence starts a visit, so the visit rules would leave it as it is. Open
+    visits are looked up by id, not by position, so a device that jumped far away still
+    gets its exits; a visit whose store left the catalogue is simply not listed, which
+    the visit rules read as "store removed". ``near``: ``index.near`` of the ping, when
+    the caller looked it up already.
     """
-    distances = dict(index.near(ping.lat, ping.lng) if near is None else near)
+    found = index.near(ping.lat, ping.lng) if near is None else near
+    distances = {
+        store_id: metres
+        for store_id, metres in found.items()
+        if metres <= 0.0 or store_id in state.visits
+    }
     for store_id in state.visits:
         if store_id not in distances and store_id in index:
             distances[store_id] = index.distance_m(store_id, ping.lat, ping.lng)

@@ -14,7 +14,9 @@ from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import RedisStore
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Ping
+from geofence.domain.offers import Offer
 from geofence.ports import Saved, StateStore, StateWrite
+from geofence.service.pings import PingService
 from tests.conftest import REDIS_URL
 from tests.contract.test_pings_service import T0, at, events_of, pipeline
 
@@ -67,6 +69,119 @@ async def test_a_batch_of_devices_answers_as_each_device_alone(
     for ref in refs.values():
         mine, theirs = await store.load_state(ref), await alone.store.load_state(ref)
         assert mine.state == theirs.state
+
+
+def offer(offer_id: str, store_id: str, **more: Any) -> Offer:
+    return Offer(
+        id=offer_id, title="T", body="B", store_ids=(store_id,), starts_at=0, ends_at=4e9, **more
+    )
+
+
+async def offering(store: StateStore, *refs: str, offers: tuple[Offer, ...]) -> PingService:
+    """The pipeline with ``offers`` on sale and no quiet hours."""
+    for o in offers:
+        await store.put_offer(o)
+    service = await pipeline(store, *refs)
+    service.settings = service.settings.replace(quiet_hours="off")
+    service.offers.rules = service.settings.offer_rules
+    return service
+
+
+# a device may get each twice, ten minutes apart: plans depend on the device's ledger
+UNBUDGETED = (
+    offer("oa", "a", per_device_limit=2, per_device_cooldown_s=600),
+    offer("ob", "b", per_device_limit=2, per_device_cooldown_s=600),
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(step, min_size=1, max_size=40), size=st.integers(1, 12))
+async def test_a_batch_decides_offers_as_each_device_alone(
+    store: StateStore, steps: list[tuple[str, float, float, int, float]], size: int
+) -> None:
+    """Entries of many devices are decided together: the same notifications, ledgers
+    and outbox as group by group (each batch handled as it would arrive, in time)."""
+    refs = {d: f"{d}-{uuid.uuid4().hex}" for d in DEVICES}  # the store outlives an example
+    alone = await offering(MemoryStore(), *refs.values(), offers=UNBUDGETED)
+    together = await offering(store, *refs.values(), offers=UNBUDGETED)
+    queued = await store.outbox_depth()
+    for batch in batches_of(steps, size):
+        now = max(p.ts for _, pings in batch for p in pings) + 1
+        groups = [(refs[device], pings) for device, pings in batch]
+        expected = [await alone.handle(ref, pings, now=now) for ref, pings in groups]
+        assert await together.handle_many(groups, now=now) == expected
+    for ref in refs.values():
+        mine, theirs = await store.load_state(ref), await alone.store.load_state(ref)
+        assert (mine.state, mine.ledger) == (theirs.state, theirs.ledger)
+    assert await store.outbox_depth() - queued == await alone.store.outbox_depth()
+
+
+class Counted:
+    """A memory store behind a counter of the calls made to it from outside, by name."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.inner, name)
+        if asyncio.iscoroutinefunction(found):
+            self.calls[name] = self.calls.get(name, 0) + 1
+        return found
+
+
+ENTERING = [at(20, 50, T0), at(20, 50, T0 + 130)]  # dwells in store a: one entry
+
+
+async def test_devices_entering_together_share_one_read_and_one_write() -> None:
+    store = Counted()
+    service = await offering(store, "e1", "e2", "e3", offers=UNBUDGETED)  # type: ignore[arg-type]
+    store.calls.clear()
+    answers = await service.handle_many([(r, ENTERING) for r in ("e1", "e2", "e3")], now=T0 + 131)
+    assert [len(a[1].notifications) for a in answers if isinstance(a, list)] == [1, 1, 1]
+    assert store.calls == {
+        "load_states": 1,
+        "get_devices": 1,
+        "list_offers": 1,
+        "budget_spent": 1,
+        "save_states": 1,
+        "add_counts": 1,
+    }
+
+
+async def test_devices_entering_together_never_overspend_a_budget(store: StateStore) -> None:
+    """Three devices enter at once for an offer with two units: the first two named get it."""
+    refs = [f"b{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    service = await offering(store, *refs, offers=(offer("o2", "a", budget=2),))
+    answers = await service.handle_many([(r, ENTERING) for r in refs], now=T0 + 131)
+    assert [len(a[1].notifications) for a in answers if isinstance(a, list)] == [1, 1, 0]
+    assert await store.budget_spent(["o2"]) == {"o2": 2}
+    assert await store.outbox_depth() == 2
+
+
+async def test_an_entry_whose_write_loses_gives_its_unit_back_and_is_redone() -> None:
+    store = Interleaved()
+    service = await offering(store, "raced", offers=(offer("o1", "a", budget=1),))
+    [results] = await service.handle_many([("raced", ENTERING)], now=T0 + 131)
+    assert isinstance(results, list) and len(results[1].notifications) == 1
+    assert await store.budget_spent(["o1"]) == {"o1": 1}
+    assert await store.outbox_depth() == 1
+
+
+async def test_a_device_erased_before_its_entry_is_decided_fails_alone() -> None:
+    class ErasedOnRead(MemoryStore):
+        async def get_devices(self, refs: Any) -> Any:
+            await self.erase_device("gone")
+            return await super().get_devices(refs)
+
+    store = ErasedOnRead()
+    service = await offering(store, "gone", "kept", offers=(offer("o1", "a", budget=5),))
+    gone, kept = await service.handle_many([("gone", ENTERING), ("kept", ENTERING)], now=T0 + 131)
+    assert isinstance(gone, NotFound)
+    assert isinstance(kept, list) and len(kept[1].notifications) == 1
+    assert await store.budget_spent(["o1"]) == {"o1": 1}
 
 
 async def test_pings_of_one_device_out_of_order_come_back_in_the_order_given(
