@@ -21,19 +21,23 @@ a fence is indexed with one of three kinds:
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import shapely
 from h3.api import basic_int as h3
+from h3.api import numpy_int as h3_arrays
 
 from geofence.domain.model import Fence
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.integer[Any]]
+BoolArray = npt.NDArray[np.bool_]
 
 _A: Final = 6_378_137.0  # WGS 84 semi-major axis, metres
 _E2: Final = 6.694379990141316e-3  # WGS 84 first eccentricity squared
@@ -46,8 +50,7 @@ _CHORD: Final = math.cos(math.pi / (4 * _QUAD_SEGS))
 INTERIOR: Final = 0
 EDGE: Final = 1
 BAND: Final = 2
-_KIND_BITS: Final = 2
-_KIND_MASK: Final = (1 << _KIND_BITS) - 1
+_NO_CELL: Final = np.iinfo(np.int64).max  # above every H3 cell: the top bit is always 0
 
 
 # --- the local plane ---------------------------------------------------------------------
@@ -273,11 +276,26 @@ def _circumradius_m(cell: int) -> float:
     return float(np.hypot(xs, ys).max()) * 1.05 + _SLACK_M
 
 
+def _cell_centres(cells: IntArray) -> tuple[FloatArray, FloatArray]:
+    """Latitudes and longitudes of the cells' centres."""
+    pairs = chain.from_iterable(map(h3.cell_to_latlng, cells.tolist()))
+    flat = np.fromiter(pairs, dtype=np.float64, count=2 * len(cells))
+    return flat[0::2], flat[1::2]
+
+
+def _cells_of(lats: FloatArray, lngs: FloatArray, resolution: int) -> IntArray:
+    """The H3 cell of each point."""
+    cells = map(h3.latlng_to_cell, lats.tolist(), lngs.tolist(), repeat(resolution))
+    return np.fromiter(cells, dtype=np.int64, count=len(lats))
+
+
 class _Cover:
     """Builds the cover of many fences at once, so the geometry runs vectorised."""
 
     def __init__(self, slots: Sequence[_Slot], exit_margin_m: float, resolution: int) -> None:
         self.slots = slots
+        self.vectors = _SlotArrays(slots)
+        self.boxes = shapely.bounds(self.vectors.base)  # in each fence's plane
         self.exit_margin_m = exit_margin_m
         self.resolution = resolution
         self._radius: dict[int, float] = {}
@@ -292,51 +310,114 @@ class _Cover:
     def max_radius_m(self) -> float:
         return max(self._radius.values(), default=0.0)
 
-    def candidates(self, slot: _Slot) -> tuple[list[int], float]:
+    def candidates(self, slot: _Slot) -> tuple[IntArray, float]:
         """Every cell whose centre may lie within reach + exit margin + one circumradius."""
         centre = h3.latlng_to_cell(slot.lat0, slot.lng0, self.resolution)
         radius = self.radius_m(centre)
         far = slot.extent_m + slot.reach_m + self.exit_margin_m + 2.0 * radius
         # Ring k holds every cell whose centre is within 1.5·k·edge of the centre cell's.
         k = math.ceil(far / (1.5 * radius / 1.1))
-        return h3.grid_disk(centre, k), radius
+        return h3_arrays.grid_disk(centre, k).astype(np.int64), radius
 
-    def run(self) -> list[tuple[int, int, int]]:
-        """(cell, slot number, kind) for every indexed pair."""
-        cells: list[int] = []
-        owner: list[int] = []
-        radius: list[float] = []
-        for i, slot in enumerate(self.slots):
-            found, r = self.candidates(slot)
-            cells += found
-            owner += [i] * len(found)
-            radius += [r] * len(found)
-        kinds = self.classify(cells, np.asarray(owner, dtype=np.intp), np.asarray(radius))
-        return [(c, o, k) for c, o, k in zip(cells, owner, kinds.tolist(), strict=True) if k >= 0]
+    def run(self) -> _CellTable:
+        """The table of every cell that the cover keeps, with its fences' kinds."""
+        found = [self.candidates(slot) for slot in self.slots]
+        counts = [len(cells) for cells, _ in found]
+        cells = np.concatenate([c for c, _ in found]) if found else np.zeros(0, dtype=np.int64)
+        owner = np.repeat(np.arange(len(found)), counts)
+        radius = np.repeat(np.asarray([r for _, r in found], dtype=np.float64), counts)
+        kinds = self.classify(cells, owner, radius)
+        kept = kinds >= 0
+        return _CellTable.build(cells[kept], owner[kept], kinds[kept])
 
-    def classify(self, cells: list[int], owner: npt.NDArray[np.intp], r: FloatArray) -> Any:
-        dist, depth = self.centre_distances(cells, owner)
-        reach = np.asarray([s.reach_m for s in self.slots], dtype=np.float64)[owner]
+    def classify(self, cells: IntArray, owner: IntArray, r: FloatArray) -> IntArray:
+        xs, ys = self.centres(cells, owner)
+        reach = self.vectors.reach[owner]
+        dist, depth = self.centre_distances(owner, xs, ys, reach + self.exit_margin_m + r)
         interior = (dist + r <= reach) | (depth >= r)
         edge = dist <= reach + r
         band = dist <= reach + self.exit_margin_m + r
         return np.where(interior, INTERIOR, np.where(edge, EDGE, np.where(band, BAND, -1)))
 
+    def centres(self, cells: IntArray, owner: IntArray) -> tuple[FloatArray, FloatArray]:
+        """Each cell's centre in the plane of its fence."""
+        unique, inverse = np.unique(cells, return_inverse=True)
+        lats, lngs = _cell_centres(unique)
+        v = self.vectors
+        return to_plane_many(v.lat0[owner], v.lng0[owner], lats[inverse], lngs[inverse])  # type: ignore[arg-type]
+
     def centre_distances(
-        self, cells: list[int], owner: npt.NDArray[np.intp]
+        self, owner: IntArray, xs: FloatArray, ys: FloatArray, within: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
-        """Per pair: metres from the cell centre to ``base``, and how deep inside it is."""
-        ll = np.asarray([h3.cell_to_latlng(c) for c in cells], dtype=np.float64).reshape(-1, 2)
-        lat0 = np.asarray([s.lat0 for s in self.slots], dtype=np.float64)[owner]
-        lng0 = np.asarray([s.lng0 for s in self.slots], dtype=np.float64)[owner]
-        xs, ys = to_plane_many(lat0, lng0, ll[:, 0], ll[:, 1])  # type: ignore[arg-type]
-        bases = np.asarray([s.base for s in self.slots], dtype=object)
-        boundaries = shapely.boundary(bases)[owner]
-        bases = bases[owner]
-        points = shapely.points(xs, ys)
-        outside = np.asarray(shapely.distance(bases, points), dtype=np.float64)
-        depth = np.asarray(shapely.distance(boundaries, points), dtype=np.float64)
-        return outside, np.where(outside > 0.0, 0.0, depth)
+        """Per pair: metres from the cell centre to ``base``, and how deep inside it is.
+
+        Beyond ``within`` of the fence's box the box's distance stands in for the fence's:
+        it is less, and either way too far for the cell to be kept.
+        """
+        v = self.vectors
+        box = self.boxes[owner]
+        dx = np.maximum(box[:, 0] - xs, 0.0) + np.maximum(xs - box[:, 2], 0.0)
+        dy = np.maximum(box[:, 1] - ys, 0.0) + np.maximum(ys - box[:, 3], 0.0)
+        outside = np.hypot(dx, dy)
+        close = (outside <= within).nonzero()[0]
+        outside[close] = v.raw_distances(owner[close], xs[close], ys[close])
+        depth = np.zeros_like(outside)
+        inner = ((outside == 0.0) & ~v.circle[owner]).nonzero()[0]
+        depth[inner] = v.depths(owner[inner], xs[inner], ys[inner])
+        return outside, depth
+
+
+class _CellTable:
+    """The indexed cells in ascending order and the fences listed in each.
+
+    Cell ``i`` lists ``held[i]`` interior or edge slots from ``slots[first[i]]`` on, then
+    band slots up to ``listed[i]`` in all. A last cell that no point falls in, listing
+    nothing, ends the arrays, so a search never runs off them.
+    """
+
+    __slots__ = ("_views", "cells", "first", "held", "kinds", "listed", "slots")
+
+    def __init__(
+        self, cells: IntArray, held: IntArray, listed: IntArray, slots: IntArray, kinds: IntArray
+    ) -> None:
+        self.cells, self.held, self.listed = cells, held, listed
+        self.slots, self.kinds = slots, kinds
+        self.first = np.cumsum(listed, dtype=np.int32) - listed
+        # one-point lookups bisect and slice these: a numpy call per point costs more
+        arrays = (cells, self.first, held, listed, slots, kinds)
+        self._views = tuple(a.data for a in arrays)
+
+    @classmethod
+    def build(cls, cells: IntArray, slots: IntArray, kinds: IntArray) -> _CellTable:
+        """From the (cell, slot, kind) of every pair the cover keeps."""
+        order = np.lexsort((slots, kinds, cells))
+        cells, slots, kinds = cells[order], slots[order], kinds[order]
+        unique, which = np.unique(np.append(cells, _NO_CELL), return_inverse=True)
+        listed = np.bincount(which[:-1], minlength=len(unique)).astype(np.int32)
+        held = np.bincount(which[:-1], kinds != BAND, minlength=len(unique)).astype(np.int32)
+        return cls(unique, held, listed, slots.astype(np.int32), kinds.astype(np.int8))
+
+    def __len__(self) -> int:
+        return len(self.cells) - 1
+
+    def fences(self, cell: int, *, band: bool) -> Iterable[tuple[int, int]]:
+        """(slot, kind) of the fences the cell lists, the band ones only with ``band``."""
+        cells, first, held, listed, slots, kinds = self._views
+        at = bisect_left(cells, cell)
+        if cells[at] != cell:
+            return ()
+        start = first[at]
+        end = start + (listed[at] if band else held[at])
+        return zip(slots[start:end].tolist(), kinds[start:end].tolist(), strict=True)
+
+    def fences_many(self, cells: IntArray, *, band: bool) -> tuple[IntArray, IntArray]:
+        """Positions in ``slots`` of the fences each cell lists, cell after cell, and how
+        many each cell lists."""
+        at = np.searchsorted(self.cells, cells)
+        counts = np.where(self.cells[at] == cells, (self.listed if band else self.held)[at], 0)
+        ends = np.cumsum(counts)
+        start = (self.first[at] - (ends - counts)).repeat(counts)
+        return np.arange(len(start)) + start, counts
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -345,37 +426,43 @@ class _Cover:
 class FenceIndex:
     """Which fences hold a point, and how far the nearby ones are.
 
-    ``inside`` costs one H3 lookup and one dict probe for a point far from every fence,
-    and one exact test per fence whose edge crosses the point's cell.
+    ``inside`` costs one H3 lookup and one bisection for a point far from every fence, and
+    one exact test per fence whose edge crosses the point's cell. The batch lookups do the
+    same for many points in a few numpy and shapely calls.
     """
 
     __slots__ = (
         "_by_id",
-        "_cells",
         "_coarse",
         "_exit_margin_m",
         "_ids",
+        "_rank",
         "_resolution",
         "_slots",
+        "_table",
         "_vectors",
     )
 
     def __init__(
         self,
         slots: list[_Slot],
-        cells: dict[int, tuple[int, ...]],
+        table: _CellTable,
         coarse: _CoarseGrid,
+        vectors: _SlotArrays,
         *,
         resolution: int,
         exit_margin_m: float,
     ) -> None:
         self._slots = slots
-        self._cells = cells
-        self._ids = [s.fence.id for s in slots]
-        self._by_id = {fence_id: i for i, fence_id in enumerate(self._ids)}
+        self._table = table
+        ids = [s.fence.id for s in slots]
+        self._ids = np.asarray(ids, dtype=object).reshape(-1)
+        self._by_id = {fence_id: i for i, fence_id in enumerate(ids)}
+        # each slot's place among the ids in sorted order: the batch sorts its answers by it
+        self._rank = np.argsort(np.argsort(self._ids, kind="stable"), kind="stable")
         self._resolution = resolution
         self._exit_margin_m = exit_margin_m
-        self._vectors = _SlotArrays(slots)
+        self._vectors = vectors
         self._coarse = coarse
         if len(self._by_id) != len(slots):
             raise ValueError("fence ids must be unique")
@@ -386,19 +473,11 @@ class FenceIndex:
     ) -> FenceIndex:
         slots = _make_slots(list(fences))
         cover = _Cover(slots, exit_margin_m, resolution)
-        grouped: defaultdict[int, list[int]] = defaultdict(list)
-        one: dict[int, int] = {}  # a single int object per code, shared by every tuple
-        for cell, i, kind in cover.run():
-            code = (i << _KIND_BITS) | kind
-            grouped[cell].append(one.setdefault(code, code))
-        canonical: dict[tuple[int, ...], tuple[int, ...]] = {}
-        cells: dict[int, tuple[int, ...]] = {}
-        for cell, codes in grouped.items():
-            # interior and edge codes first: ``inside`` stops at the first band code
-            key = tuple(sorted(codes, key=lambda code: code & _KIND_MASK))
-            cells[cell] = canonical.setdefault(key, key)
-        coarse = _CoarseGrid.build(list(cells), cover.max_radius_m)
-        return cls(slots, cells, coarse, resolution=resolution, exit_margin_m=exit_margin_m)
+        table = cover.run()
+        coarse = _CoarseGrid.build(table.cells[:-1], cover.max_radius_m)
+        return cls(
+            slots, table, coarse, cover.vectors, resolution=resolution, exit_margin_m=exit_margin_m
+        )
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -408,7 +487,7 @@ class FenceIndex:
 
     @property
     def cells(self) -> int:
-        return len(self._cells)
+        return len(self._table)
 
     @property
     def resolution(self) -> int:
@@ -431,17 +510,14 @@ class FenceIndex:
         """Metres from the point to the fence grown by its margin (0.0 inside)."""
         return self._slots[self._by_id[fence_id]].distance_m(lat, lng)
 
+    def _listed(self, lat: float, lng: float, *, band: bool) -> Iterable[tuple[int, int]]:
+        return self._table.fences(h3.latlng_to_cell(lat, lng, self._resolution), band=band)
+
     def inside(self, lat: float, lng: float) -> list[str]:
         """Ids of the fences (grown by their margin, boundary included) holding the point."""
-        codes = self._cells.get(h3.latlng_to_cell(lat, lng, self._resolution))
-        if codes is None:
-            return []
         found = []
-        for code in codes:
-            kind = code & _KIND_MASK
-            if kind == BAND:
-                break
-            slot = self._slots[code >> _KIND_BITS]
+        for i, kind in self._listed(lat, lng, band=False):
+            slot = self._slots[i]
             if kind == INTERIOR or slot.contains(lat, lng):
                 found.append(slot.fence.id)
         return sorted(found)
@@ -449,12 +525,10 @@ class FenceIndex:
     def near(self, lat: float, lng: float) -> dict[str, float]:
         """Fences whose cover (grown by the exit margin) holds the point's cell, with the
         point's ``distance_m`` to each."""
-        codes = self._cells.get(h3.latlng_to_cell(lat, lng, self._resolution), ())
         out: dict[str, float] = {}
-        for code in codes:
-            slot = self._slots[code >> _KIND_BITS]
-            interior = code & _KIND_MASK == INTERIOR
-            out[slot.fence.id] = 0.0 if interior else slot.distance_m(lat, lng)
+        for i, kind in self._listed(lat, lng, band=True):
+            slot = self._slots[i]
+            out[slot.fence.id] = 0.0 if kind == INTERIOR else slot.distance_m(lat, lng)
         return out
 
     def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
@@ -463,65 +537,52 @@ class FenceIndex:
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         return self._vectors.distances_m(slot, lats, lngs)
 
-    def _cell_codes(self, lats: FloatArray, lngs: FloatArray) -> list[tuple[int, tuple[int, ...]]]:
-        """(row, codes of its cell) of each point whose cell is indexed: the coarse grid
-        drops most points in one numpy step, an H3 lookup goes to the rest."""
-        get, to_cell, res = self._cells.get, h3.latlng_to_cell, self._resolution
-        rows_near = np.flatnonzero(self._coarse.contains(lats, lngs)).tolist()
-        pairs = zip(lats[rows_near].tolist(), lngs[rows_near].tolist(), strict=True)
-        hits = [get(to_cell(a, b, res)) for a, b in pairs]
-        return [(i, codes) for i, codes in zip(rows_near, hits, strict=True) if codes]
+    def _pairs(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool
+    ) -> tuple[IntArray, IntArray, IntArray]:
+        """(row, slot, kind) of each fence listed in the cell of each point."""
+        rows = self._coarse.candidates(lats, lngs)
+        cells = _cells_of(lats[rows], lngs[rows], self._resolution)
+        listed, counts = self._table.fences_many(cells, band=band)
+        return rows.repeat(counts), self._table.slots[listed], self._table.kinds[listed]
 
     def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
-        found: list[list[int]] = [[] for _ in range(len(lats))]
-        rows: list[int] = []
-        codes_to_test: list[int] = []
-        for i, codes in self._cell_codes(lats, lngs):
-            for code in codes:
-                kind = code & _KIND_MASK
-                if kind == INTERIOR:
-                    found[i].append(code >> _KIND_BITS)
-                elif kind == EDGE:
-                    rows.append(i)
-                    codes_to_test.append(code >> _KIND_BITS)
-        point = np.asarray(rows, dtype=np.intp)
-        slot = np.asarray(codes_to_test, dtype=np.intp)
-        ok = self._vectors.contains(slot, lats[point], lngs[point])
-        for i, s in zip(point[ok].tolist(), slot[ok].tolist(), strict=True):
-            found[i].append(s)
-        ids = self._ids
-        return [sorted(ids[s] for s in row) if row else [] for row in found]
+        rows, slots, kinds = self._pairs(lats, lngs, band=False)
+        held = kinds == INTERIOR
+        edge = (kinds == EDGE).nonzero()[0]
+        held[edge] = self._vectors.contains(slots[edge], lats[rows[edge]], lngs[rows[edge]])
+        rows, slots = rows[held], slots[held]
+        order = np.lexsort((self._rank[slots], rows))  # each point's ids in sorted order
+        out: list[list[str]] = [[] for _ in range(len(lats))]
+        for row, fence_id in zip(
+            rows[order].tolist(), self._ids[slots[order]].tolist(), strict=True
+        ):
+            out[row].append(fence_id)
+        return out
 
     def near_many(self, lats: FloatArray, lngs: FloatArray) -> list[dict[str, float]]:
         """:meth:`near` for many points; the distances come from one vectorised call."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
-        rows: list[int] = []
-        found: list[int] = []
-        for i, codes in self._cell_codes(lats, lngs):
-            for c in codes:
-                rows.append(i)
-                found.append(c)
-        row = np.asarray(rows, dtype=np.intp)
-        code = np.asarray(found, dtype=np.intp)
-        slot = code >> _KIND_BITS
-        interior = (code & _KIND_MASK) == INTERIOR
-        metres = np.zeros(len(code), dtype=np.float64)
-        far = np.flatnonzero(~interior)
-        metres[far] = self._vectors.distances_m(slot[far], lats[row[far]], lngs[row[far]])
+        rows, slots, kinds = self._pairs(lats, lngs, band=True)
+        metres = self._vectors.distances_m(slots, lats[rows], lngs[rows])
+        metres[kinds == INTERIOR] = 0.0
         out: list[dict[str, float]] = [{} for _ in range(len(lats))]
-        ids = self._ids
-        for i, s, m in zip(rows, slot.tolist(), metres.tolist(), strict=True):
-            out[i][ids[s]] = m
+        found = zip(rows.tolist(), self._ids[slots].tolist(), metres.tolist(), strict=True)
+        for row, fence_id, m in found:
+            out[row][fence_id] = m
         return out
+
+
+_FEW_POINTS: Final = 32
 
 
 class _CoarseGrid:
     """A sorted array of the lat/lng grid squares that touch any indexed cell.
 
-    ``inside_many`` asks it, in one vectorised step, which points can be near a fence at
-    all, and spends an H3 lookup only on those.
+    The batch lookups ask it, in one vectorised step, which points can be near a fence at
+    all, and spend an H3 lookup only on those.
     """
 
     STEP_DEG: Final = 0.002
@@ -531,17 +592,17 @@ class _CoarseGrid:
         self.keys = keys  # None: every point is a candidate
 
     @classmethod
-    def build(cls, cells: list[int], radius_m: float) -> _CoarseGrid:
-        if not cells:
+    def build(cls, cells: IntArray, radius_m: float) -> _CoarseGrid:
+        if not len(cells):
             return cls(np.zeros(0, dtype=np.int64))
-        ll = np.asarray([h3.cell_to_latlng(c) for c in cells], dtype=np.float64)
+        lats, lngs = _cell_centres(cells)
         d_lat = (radius_m + 1.0) / 110_000.0
-        cos_lat = np.cos(np.radians(np.minimum(np.abs(ll[:, 0]) + d_lat, 90.0)))
+        cos_lat = np.cos(np.radians(np.minimum(np.abs(lats) + d_lat, 90.0)))
         if cos_lat.min() < 0.05:  # near a pole a square spans too many columns
             return cls(None)
         d_lng = d_lat / cos_lat
-        i_lo, i_hi = cls._row(ll[:, 0] - d_lat), cls._row(ll[:, 0] + d_lat)
-        j_lo, j_hi = cls._col(ll[:, 1] - d_lng), cls._col(ll[:, 1] + d_lng)
+        i_lo, i_hi = cls._row(lats - d_lat), cls._row(lats + d_lat)
+        j_lo, j_hi = cls._col(lngs - d_lng), cls._col(lngs + d_lng)
         j_span = (j_hi - j_lo) % cls.COLUMNS
         keys = []
         for di in range(int((i_hi - i_lo).max()) + 1):
@@ -562,14 +623,17 @@ class _CoarseGrid:
     def _key(cls, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> Any:
         return rows * cls.COLUMNS + cols % cls.COLUMNS
 
-    def contains(self, lats: FloatArray, lngs: FloatArray) -> npt.NDArray[np.bool_]:
-        if self.keys is None:
-            return np.ones(len(lats), dtype=bool)
+    def candidates(self, lats: FloatArray, lngs: FloatArray) -> IntArray:
+        """Rows of the points that may be near a fence. A few points all go on: the grid's
+        numpy steps would cost more than the H3 lookups they spare."""
+        if self.keys is None or len(lats) < _FEW_POINTS:
+            return np.arange(len(lats))
         if len(self.keys) == 0:
-            return np.zeros(len(lats), dtype=bool)
+            return np.zeros(0, dtype=np.intp)
         query = self._key(self._row(lats), self._col(lngs))
         at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
-        return np.asarray(self.keys[at] == query)
+        near: BoolArray = self.keys[at] == query
+        return near.nonzero()[0]
 
 
 class _SlotArrays:
@@ -585,32 +649,67 @@ class _SlotArrays:
         self.base = np.empty(len(slots), dtype=object)
         self.base[:] = [s.base for s in slots]
 
-    def contains(
-        self, slot: npt.NDArray[np.intp], lats: FloatArray, lngs: FloatArray
-    ) -> npt.NDArray[np.bool_]:
+    def contains(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> BoolArray:
+        """Whether each point lies in its slot's grown fence (boundary included)."""
         box = self.bbox[slot]
         ok = (box[:, 0] <= lats) & (lats <= box[:, 2]) & (box[:, 1] <= lngs) & (lngs <= box[:, 3])
-        todo = np.flatnonzero(ok)
+        todo = ok.nonzero()[0]
         s = slot[todo]
         xs, ys = to_plane_many(self.lat0[s], self.lng0[s], lats[todo], lngs[todo])  # type: ignore[arg-type]
-        result = np.hypot(xs, ys) <= self.reach[s]
-        flat = ~self.circle[s] & (self.margin[s] == 0.0)
-        result[flat] = shapely.intersects_xy(self.base[s[flat]], xs[flat], ys[flat])
-        grown = ~self.circle[s] & (self.margin[s] > 0.0)
-        near = shapely.points(xs[grown], ys[grown])
-        result[grown] = shapely.dwithin(self.base[s[grown]], near, self.margin[s[grown]])
-        ok[todo] = result
+        ok[todo] = self.contains_plane(s, xs, ys)
         return ok
 
-    def distances_m(self, slot: npt.NDArray[np.intp], lats: FloatArray, lngs: FloatArray) -> Any:
+    def contains_plane(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> BoolArray:
+        """:meth:`contains` of points already in their slots' planes."""
+        result = np.empty(len(slot), dtype=bool)
+        circle = self.circle[slot]
+        result[circle] = np.hypot(xs[circle], ys[circle]) <= self.reach[slot[circle]]
+        flat = ~circle & (self.margin[slot] == 0.0)
+        result[flat] = shapely.intersects_xy(self.base[slot[flat]], xs[flat], ys[flat])
+        grown = (~circle & (self.margin[slot] > 0.0)).nonzero()[0]
+        s = slot[grown]
+        result[grown] = _with_points(
+            shapely.dwithin, self.base[s], xs[grown], ys[grown], self.margin[s]
+        )
+        return result
+
+    def distances_m(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> FloatArray:
         """Metres from each point to its slot's grown fence (0.0 inside): ``distance_m``."""
         xs, ys = to_plane_many(self.lat0[slot], self.lng0[slot], lats, lngs)  # type: ignore[arg-type]
+        return np.maximum(0.0, self.raw_distances(slot, xs, ys) - self.reach[slot])
+
+    def raw_distances(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> FloatArray:
+        """Metres from each point of its slot's plane to ``base`` (0 inside a polygon)."""
         raw = np.hypot(xs, ys)
-        polygon = ~self.circle[slot]
-        raw[polygon] = shapely.distance(
-            self.base[slot[polygon]], shapely.points(xs[polygon], ys[polygon])
+        polygon = (~self.circle[slot]).nonzero()[0]
+        raw[polygon] = _with_points(
+            shapely.distance, self.base[slot[polygon]], xs[polygon], ys[polygon]
         )
-        return np.maximum(0.0, raw - self.reach[slot])
+        return raw
+
+    def depths(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> FloatArray:
+        """Metres from each point of its slot's plane to the boundary of the polygon."""
+        used, which = np.unique(slot, return_inverse=True)
+        boundaries = shapely.boundary(self.base[used])[which]
+        return np.asarray(_with_points(shapely.distance, boundaries, xs, ys), dtype=np.float64)
+
+
+_POINTS_AT_ONCE: Final = 512
+
+
+def _with_points(test: Any, shapes: Any, xs: FloatArray, ys: FloatArray, *args: Any) -> Any:
+    """``test(shapes, points(xs, ys), *args)``, making the points a few hundred at a time.
+
+    shapely's points are objects the garbage collector tracks: a million of them alive at
+    once set off collection after collection of the whole heap, which costs several times
+    more than making them.
+    """
+    parts = []
+    for start in range(0, max(len(xs), 1), _POINTS_AT_ONCE):
+        part = slice(start, start + _POINTS_AT_ONCE)
+        points = shapely.points(np.column_stack((xs[part], ys[part])))
+        parts.append(test(shapes[part], points, *(a[part] for a in args)))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 # --- helpers for validating uploads ------------------------------------------------------
