@@ -22,6 +22,7 @@ from geofence.domain.model import Fence
 HELSINKI = Path(__file__).parents[1] / "data" / "helsinki_store_polygons.geojson"
 GEOD = pyproj.Geod(ellps="WGS84")
 AMBIGUOUS_M = 1e-6  # closer than this to the grown boundary, either answer is right
+EXIT_M = 30.0  # the exit margin of the indexes built here
 
 # --- fixtures ------------------------------------------------------------------------------
 
@@ -185,10 +186,11 @@ def probe(draw: st.DrawFn, fences: list[Fence]) -> tuple[float, float]:
         geom = shapely.boundary(geom)
     t = draw(st.floats(0, 1))
     on = shapely.line_interpolate_point(geom, t, normalized=True) if geom.length else geom
-    where = draw(st.sampled_from(["on", "near", "margin", "far"]))
+    where = draw(st.sampled_from(["on", "near", "margin", "band", "far"]))
     if where == "on":
         return on.y, on.x
-    spread = {"near": 1.0, "margin": fence.margin_m + 2.0, "far": 400.0}[where]
+    spreads = {"near": 1.0, "margin": fence.margin_m + 2.0, "band": EXIT_M + 5.0, "far": 400.0}
+    spread = spreads[where]
     east, north = draw(st.floats(-spread, spread)), draw(st.floats(-spread, spread))
     return offset(on.y, on.x, east, north)
 
@@ -237,6 +239,28 @@ def test_near_many_and_distances_equal_the_loop(data: st.DataObject, sc: Any) ->
     far = index.distances_m(ids, lats, lngs)
     loop = [index.distance_m(f, a, b) for f, a, b in zip(ids, lats, lngs, strict=True)]
     assert far.tolist() == pytest.approx(loop, abs=1e-6)
+
+
+@PROPERTY
+@given(st.data(), scene(), st.sampled_from([10, 11, 12]), st.integers(1, 48))
+def test_batches_match_brute_force(
+    data: st.DataObject, sc: Any, resolution: int, size: int
+) -> None:
+    """inside_many and near_many, on batches small enough to go straight to H3 and large
+    enough to go through the coarse grid first, against shapely on every fence."""
+    fences, _, _ = sc
+    index = FenceIndex.build(fences, resolution=resolution, exit_margin_m=EXIT_M)
+    points = [data.draw(probe(fences)) for _ in range(size)]
+    lats, lngs = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    inside, near = index.inside_many(lats, lngs), index.near_many(lats, lngs)
+    for (lat, lng), held, found in zip(points, inside, near, strict=True):
+        sure, unsure = brute_inside(fences, lat, lng)
+        assert sure <= set(held) <= sure | unsure, (lat, lng)
+        assert held == sorted(held)
+        for f in fences:
+            metres = max(0.0, brute_plane_m(f, lat, lng) - f.margin_m)
+            if f.id in held or metres <= EXIT_M:
+                assert found[f.id] == pytest.approx(metres, abs=1e-6), (f.id, lat, lng)
 
 
 @settings(max_examples=25, deadline=None)
