@@ -21,7 +21,6 @@ a fence is indexed with one of three kinds:
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -50,6 +49,8 @@ _CHORD: Final = math.cos(math.pi / (4 * _QUAD_SEGS))
 INTERIOR: Final = 0
 EDGE: Final = 1
 BAND: Final = 2
+_KIND_BITS: Final = 2
+_KIND_MASK: Final = (1 << _KIND_BITS) - 1
 _NO_CELL: Final = np.iinfo(np.int64).max  # above every H3 cell: the top bit is always 0
 
 
@@ -368,24 +369,20 @@ class _Cover:
 
 
 class _CellTable:
-    """The indexed cells in ascending order and the fences listed in each.
-
-    Cell ``i`` lists ``held[i]`` interior or edge slots from ``slots[first[i]]`` on, then
-    band slots up to ``listed[i]`` in all. A last cell that no point falls in, listing
-    nothing, ends the arrays, so a search never runs off them.
+    """The indexed cells in ascending order and the fences each lists, as codes ``slot <<
+    _KIND_BITS | kind``: cell ``i`` lists ``held[i]`` interior or edge codes from
+    ``codes[first[i]]`` on, then band codes up to ``listed[i]`` in all. A last cell that no
+    point falls in, listing nothing, ends the arrays, so a search never runs off them.
     """
 
-    __slots__ = ("_views", "cells", "first", "held", "kinds", "listed", "slots")
+    __slots__ = ("_at", "_views", "cells", "codes", "first", "held", "listed")
 
-    def __init__(
-        self, cells: IntArray, held: IntArray, listed: IntArray, slots: IntArray, kinds: IntArray
-    ) -> None:
-        self.cells, self.held, self.listed = cells, held, listed
-        self.slots, self.kinds = slots, kinds
+    def __init__(self, cells: IntArray, held: IntArray, listed: IntArray, codes: IntArray) -> None:
+        self.cells, self.held, self.listed, self.codes = cells, held, listed, codes
         self.first = np.cumsum(listed, dtype=np.int32) - listed
-        # one-point lookups bisect and slice these: a numpy call per point costs more
-        arrays = (cells, self.first, held, listed, slots, kinds)
-        self._views = tuple(a.data for a in arrays)
+        # one-point lookups probe a dict and slice these: a numpy call per point costs more
+        self._at = {cell: i for i, cell in enumerate(cells[:-1].tolist())}
+        self._views = tuple(a.data for a in (self.first, held, listed, codes))
 
     @classmethod
     def build(cls, cells: IntArray, slots: IntArray, kinds: IntArray) -> _CellTable:
@@ -395,29 +392,27 @@ class _CellTable:
         unique, which = np.unique(np.append(cells, _NO_CELL), return_inverse=True)
         listed = np.bincount(which[:-1], minlength=len(unique)).astype(np.int32)
         held = np.bincount(which[:-1], kinds != BAND, minlength=len(unique)).astype(np.int32)
-        return cls(unique, held, listed, slots.astype(np.int32), kinds.astype(np.int8))
+        return cls(unique, held, listed, (slots << _KIND_BITS | kinds).astype(np.int32))
 
     def __len__(self) -> int:
         return len(self.cells) - 1
 
-    def fences(self, cell: int, *, band: bool) -> Iterable[tuple[int, int]]:
-        """(slot, kind) of the fences the cell lists, the band ones only with ``band``."""
-        cells, first, held, listed, slots, kinds = self._views
-        at = bisect_left(cells, cell)
-        if cells[at] != cell:
+    def codes_of(self, cell: int, *, band: bool) -> Sequence[int]:
+        """The codes the cell lists, the band ones only with ``band``."""
+        at = self._at.get(cell)
+        if at is None:
             return ()
+        first, held, listed, codes = self._views
         start = first[at]
-        end = start + (listed[at] if band else held[at])
-        return zip(slots[start:end].tolist(), kinds[start:end].tolist(), strict=True)
+        return codes[start : start + (listed[at] if band else held[at])].tolist()
 
-    def fences_many(self, cells: IntArray, *, band: bool) -> tuple[IntArray, IntArray]:
-        """Positions in ``slots`` of the fences each cell lists, cell after cell, and how
-        many each cell lists."""
+    def codes_many(self, cells: IntArray, *, band: bool) -> tuple[IntArray, IntArray]:
+        """The codes each cell lists, cell after cell, and how many each lists."""
         at = np.searchsorted(self.cells, cells)
         counts = np.where(self.cells[at] == cells, (self.listed if band else self.held)[at], 0)
         ends = np.cumsum(counts)
         start = (self.first[at] - (ends - counts)).repeat(counts)
-        return np.arange(len(start)) + start, counts
+        return self.codes[np.arange(len(start)) + start], counts
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -426,7 +421,7 @@ class _CellTable:
 class FenceIndex:
     """Which fences hold a point, and how far the nearby ones are.
 
-    ``inside`` costs one H3 lookup and one bisection for a point far from every fence, and
+    ``inside`` costs one H3 lookup and one dict probe for a point far from every fence, and
     one exact test per fence whose edge crosses the point's cell. The batch lookups do the
     same for many points in a few numpy and shapely calls.
     """
@@ -510,25 +505,26 @@ class FenceIndex:
         """Metres from the point to the fence grown by its margin (0.0 inside)."""
         return self._slots[self._by_id[fence_id]].distance_m(lat, lng)
 
-    def _listed(self, lat: float, lng: float, *, band: bool) -> Iterable[tuple[int, int]]:
-        return self._table.fences(h3.latlng_to_cell(lat, lng, self._resolution), band=band)
-
     def inside(self, lat: float, lng: float) -> list[str]:
         """Ids of the fences (grown by their margin, boundary included) holding the point."""
         found = []
-        for i, kind in self._listed(lat, lng, band=False):
-            slot = self._slots[i]
-            if kind == INTERIOR or slot.contains(lat, lng):
+        cell = h3.latlng_to_cell(lat, lng, self._resolution)
+        for code in self._table.codes_of(cell, band=False):
+            slot = self._slots[code >> _KIND_BITS]
+            if code & _KIND_MASK == INTERIOR or slot.contains(lat, lng):
                 found.append(slot.fence.id)
-        return sorted(found)
+        found.sort()
+        return found
 
     def near(self, lat: float, lng: float) -> dict[str, float]:
         """Fences whose cover (grown by the exit margin) holds the point's cell, with the
         point's ``distance_m`` to each."""
         out: dict[str, float] = {}
-        for i, kind in self._listed(lat, lng, band=True):
-            slot = self._slots[i]
-            out[slot.fence.id] = 0.0 if kind == INTERIOR else slot.distance_m(lat, lng)
+        cell = h3.latlng_to_cell(lat, lng, self._resolution)
+        for code in self._table.codes_of(cell, band=True):
+            slot = self._slots[code >> _KIND_BITS]
+            interior = code & _KIND_MASK == INTERIOR
+            out[slot.fence.id] = 0.0 if interior else slot.distance_m(lat, lng)
         return out
 
     def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
@@ -543,8 +539,8 @@ class FenceIndex:
         """(row, slot, kind) of each fence listed in the cell of each point."""
         rows = self._coarse.candidates(lats, lngs)
         cells = _cells_of(lats[rows], lngs[rows], self._resolution)
-        listed, counts = self._table.fences_many(cells, band=band)
-        return rows.repeat(counts), self._table.slots[listed], self._table.kinds[listed]
+        codes, counts = self._table.codes_many(cells, band=band)
+        return rows.repeat(counts), codes >> _KIND_BITS, codes & _KIND_MASK
 
     def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
