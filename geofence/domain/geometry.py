@@ -369,10 +369,12 @@ class _Cover:
 
 
 class _CellTable:
-    """The indexed cells in ascending order and the fences each lists, as codes ``slot <<
-    _KIND_BITS | kind``: cell ``i`` lists ``held[i]`` interior or edge codes from
-    ``codes[first[i]]`` on, then band codes up to ``listed[i]`` in all. A last cell that no
-    point falls in, listing nothing, ends the arrays, so a search never runs off them.
+    """The indexed cells in ascending order and the fences each lists.
+
+    A fence is listed as a code, ``slot << _KIND_BITS | kind``. Cell ``i`` lists ``held[i]``
+    interior or edge codes from ``codes[first[i]]`` on, then band codes up to ``listed[i]``
+    in all. A last cell that no point falls in, listing nothing, ends the arrays, so a
+    search never runs off them.
     """
 
     __slots__ = ("_at", "_views", "cells", "codes", "first", "held", "listed")
