@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 
 import msgspec
 import pytest
@@ -141,7 +142,7 @@ async def test_redis_store_agrees_with_memory_store(
     store: StateStore, steps: list[tuple[float, float, int, float]]
 ) -> None:
     """Random walks near two overlapping shops: the same answers from either store."""
-    device = f"dev-{abs(hash(tuple(steps)))}"
+    device = f"dev-{uuid.uuid4().hex}"  # the store outlives an example
     memory = await pipeline(MemoryStore(), device)
     other = await pipeline(store, device)
     t = T0
