@@ -94,6 +94,18 @@ class Keys:
         """The ids of the device's notifications still in the outbox (for erasure)."""
         return f"{self.device(ref)}:pending"
 
+    def state_and_fix(self, ref: str) -> list[str]:
+        """The keys a load reads and a location erasure clears (one stem for both)."""
+        stem = self.device(ref)
+        return [f"{stem}:state", f"{stem}:fix"]
+
+    def compare_and_set(self, ref: str) -> list[str]:
+        """The keys a device's compare-and-set touches: its state, fix, profile and
+        pending ids, and its shard's outbox (one stem and one shard for all)."""
+        stem = self.device(ref)
+        own = [f"{stem}:state", f"{stem}:fix", f"{stem}:profile", f"{stem}:pending"]
+        return [*own, *self.outbox(self.shard_of(ref))]
+
     def outbox(self, shard: int) -> list[str]:
         """The shard's outbox: a sorted set of ids by due time and a hash of the items."""
         return [f"{self.shard(shard)}:outbox:due", f"{self.shard(shard)}:outbox:items"]
@@ -401,7 +413,7 @@ class RedisStore:
 
     async def erase_location(self, ref: str) -> None:
         async with _guard():
-            await self._erase_location(keys=[self.keys.state(ref), self.keys.fix(ref)])
+            await self._erase_location(keys=self.keys.state_and_fix(ref))
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
         found: dict[str, float | None] = {}
@@ -420,8 +432,7 @@ class RedisStore:
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         if not refs:
             return []
-        stems = [self.keys.device(ref) for ref in refs]
-        keys = [key for stem in stems for key in (f"{stem}:state", f"{stem}:fix")]
+        keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
         async with _guard():
             reply = await self._load_states(keys=keys)
         return [
@@ -450,9 +461,7 @@ class RedisStore:
         keys: list[str] = []
         args: list[bytes | int | float | str] = [self.device_ttl_s, self.position_ttl_s]
         for w in writes:
-            stem = self.keys.device(w.ref)
-            keys += [f"{stem}:state", f"{stem}:fix", f"{stem}:profile", f"{stem}:pending"]
-            keys += self.keys.outbox(self.keys.shard_of(w.ref))
+            keys += self.keys.compare_and_set(w.ref)
             fix = b"" if w.state.last_fix is None else _encode(w.state.last_fix)
             body = _encode(msgspec.structs.replace(w.state, last_fix=None))
             ledger = b"" if w.ledger is None else _encode(w.ledger)
