@@ -70,18 +70,8 @@ class _Move(msgspec.Struct, kw_only=True):
         return self.chain[-1].state != self.stored.state or bool(self.entries)
 
     @property
-    def outbox(self) -> list[Notification]:
-        return [] if self.reserved is None else self.reserved.plan.notifications
-
-    @property
     def write(self) -> StateWrite:
-        return StateWrite(
-            ref=self.ref,
-            state=self.chain[-1].state,
-            version=self.stored.version,
-            ledger=None if self.reserved is None else self.reserved.plan.ledger,
-            outbox=self.outbox,
-        )
+        return _write_of(self.ref, self.chain[-1].state, self.stored.version, self.reserved)
 
 
 class PingService:
@@ -196,7 +186,7 @@ class PingService:
                 await _quietly(self.offers.release(move.reserved))
         written = [m for m in moves if m.verdict == "written" and m.entries]
         for move in written:
-            self._notified(move.outbox)
+            self._notified(move.write.outbox)
         if written:
             await _quietly(self.offers.count([(m.reserved, m.entries) for m in written]))
 
@@ -288,10 +278,11 @@ class PingService:
         self, ref: str, state: DeviceState, version: int, reserved: Reserved | None
     ) -> bool:
         """The compare-and-set; a plan whose write did not land gives its budget back."""
-        ledger = None if reserved is None else reserved.plan.ledger
-        outbox = [] if reserved is None else reserved.plan.notifications
+        write = _write_of(ref, state, version, reserved)
         try:
-            saved = await self.store.save_state(ref, state, version, ledger=ledger, outbox=outbox)
+            saved = await self.store.save_state(
+                ref, state, version, ledger=write.ledger, outbox=write.outbox
+            )
         except NotFound:  # erased meanwhile: surely not written
             if reserved is not None:
                 await _quietly(self.offers.release(reserved))
@@ -301,7 +292,7 @@ class PingService:
         if not saved and reserved is not None:
             await self.offers.release(reserved)
         if saved:
-            self._notified(outbox)
+            self._notified(write.outbox)
         return saved
 
     def _notified(self, outbox: Sequence[Notification]) -> None:
@@ -360,6 +351,16 @@ class PingService:
                 logger.info(
                     "visit event type=%s store=%s device=%s", event.type, event.store_id, ref
                 )
+
+
+def _write_of(ref: str, state: DeviceState, version: int, reserved: Reserved | None) -> StateWrite:
+    """A device's compare-and-set, with its plan's ledger and notifications if it has one."""
+    if reserved is None:
+        return StateWrite(ref=ref, state=state, version=version)
+    plan = reserved.plan
+    return StateWrite(
+        ref=ref, state=state, version=version, ledger=plan.ledger, outbox=plan.notifications
+    )
 
 
 def _groups_by_ref(refs: Sequence[str]) -> dict[str, list[int]]:
