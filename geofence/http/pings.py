@@ -25,7 +25,7 @@ from geofence.http.schemas import (
     read_body,
     unprocessable,
 )
-from geofence.service.devices import no_location_consent
+from geofence.service.devices import located
 from geofence.service.pings import PingResult
 
 MAX_BATCH = 1000
@@ -143,19 +143,19 @@ async def _device_groups(
     """Each device's pings through the service in one go; one device's failure (unknown,
     no consent, erased meanwhile) fails its pings alone, a wrong credential the batch."""
     profiles = await request.app[DEVICES].authorize_many(caller, list(groups), ("device", "ingest"))
-    located: list[tuple[Group, DeviceProfile]] = []
+    sending: list[tuple[Group, DeviceProfile]] = []
     out: list[tuple[Group, Sequence[PingResult | dict[str, Any]]]] = []
-    for items, profile in zip(groups.values(), profiles, strict=True):
-        if isinstance(profile, DeviceProfile) and profile.allows("location"):
-            located.append((items, profile))
+    for items, authorized in zip(groups.values(), profiles, strict=True):
+        profile = located(authorized)
+        if isinstance(profile, DeviceProfile):
+            sending.append((items, profile))
         else:
-            error = profile if isinstance(profile, NotFound) else no_location_consent()
-            out.append((items, _failed(items, error)))
+            out.append((items, _failed(items, profile)))
     answers = await request.app[PINGS].handle_many(
-        [(profile.ref, [ping for _, ping in items]) for items, profile in located],
+        [(profile.ref, [ping for _, ping in items]) for items, profile in sending],
         explain=flag(request, "explain"),
     )
-    for (items, _), answer in zip(located, answers, strict=True):
+    for (items, _), answer in zip(sending, answers, strict=True):
         out.append((items, _failed(items, answer) if isinstance(answer, NotFound) else answer))
     return out
 
@@ -167,7 +167,7 @@ def _failed(items: Group, error: GeofenceError) -> list[dict[str, Any]]:
 async def _located_device(
     request: web.Request, caller: Caller, device_id: str, allow: tuple[CallerKind, ...]
 ) -> DeviceProfile:
-    profile = await request.app[DEVICES].authorize(caller, device_id, allow)
-    if not profile.allows("location"):
-        raise no_location_consent()
+    profile = located(await request.app[DEVICES].authorize(caller, device_id, allow))
+    if isinstance(profile, GeofenceError):
+        raise profile
     return profile

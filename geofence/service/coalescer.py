@@ -2,10 +2,10 @@
 
 Each request waits on a future; one flush at a time takes every ping waiting and runs
 them as a batch: the profiles of all their devices in one round trip, then
-:meth:`PingService.handle_many` (states loaded and written one script call per shard, the
-fence lookups vectorised). Pings that arrive while a flush is at work wait for the next
-one, so the batches grow with the load and a lone ping goes out at once, at the next turn
-of the event loop.
+:meth:`PingService.handle_many` (every state loaded in one script call and written in
+one, the fence lookups vectorised, the entries' offers decided together). Pings that
+arrive while a flush is at work wait for the next one, so the batches grow with the load
+and a lone ping goes out at once, at the next turn of the event loop.
 
 Each request gets exactly what it would have got alone: its own refusal (401, 404, no
 consent), its device's results, or, when the store fails, the same 503 as every other
@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from geofence.domain.callers import Caller, CallerKind
-from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import GeofenceError
 from geofence.domain.model import Ping
-from geofence.service.devices import DeviceService, no_location_consent
+from geofence.service.devices import DeviceService, located
 from geofence.service.pings import PingResult, PingService
 
 logger = logging.getLogger(__name__)
@@ -72,12 +71,11 @@ class PingCoalescer:
         asks = [(w.caller, w.device_id) for w in taken]
         allowed = await self.devices.authorize_each(asks, DEVICE_ONLY)
         groups: dict[str, list[_Waiting]] = {}
-        for waiting, profile in zip(taken, allowed, strict=True):
-            refusal = _refusal(profile)
-            if refusal is not None:
-                _settle(waiting, refusal)
+        for waiting, authorized in zip(taken, allowed, strict=True):
+            profile = located(authorized)
+            if isinstance(profile, GeofenceError):
+                _settle(waiting, profile)
             else:
-                assert isinstance(profile, DeviceProfile)
                 groups.setdefault(profile.ref, []).append(waiting)
         if not groups:
             return
@@ -91,14 +89,6 @@ class PingCoalescer:
             else:
                 for waiting, result in zip(group, answer, strict=True):
                     _settle(waiting, result)
-
-
-def _refusal(profile: DeviceProfile | GeofenceError) -> GeofenceError | None:
-    if isinstance(profile, GeofenceError):
-        return profile
-    if not profile.allows("location"):
-        return no_location_consent()
-    return None
 
 
 def _settle(waiting: _Waiting, outcome: PingResult | BaseException) -> None:

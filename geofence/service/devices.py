@@ -266,6 +266,14 @@ def no_location_consent() -> ConsentRequired:
     return ConsentRequired("The device has not consented to location; the ping is not stored.")
 
 
+def located(answer: DeviceProfile | GeofenceError) -> DeviceProfile | GeofenceError:
+    """An authorized device whose pings may be stored, or why not: the refusal it came
+    with, or no consent to location."""
+    if isinstance(answer, DeviceProfile) and not answer.allows("location"):
+        return no_location_consent()
+    return answer
+
+
 def _no_such_device() -> NotFound:
     return NotFound("No such device.")
 
