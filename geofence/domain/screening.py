@@ -14,9 +14,13 @@ and a real relocation is accepted from its second ping on.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from geofence.domain.model import DeviceState, Fix, Ping, PingStatus, ScreeningRules
 
@@ -33,6 +37,19 @@ class Screening(msgspec.Struct, frozen=True):
 
 
 ACCEPTED = Screening("accepted")
+
+# every verdict, by its code in the batch screening (``screen_runs``)
+VERDICTS: Final = (
+    ACCEPTED,
+    Screening("ignored", "stale"),
+    Screening("ignored", "too_old"),
+    Screening("ignored", "future"),
+    Screening("flagged", "inaccurate"),
+    Screening("flagged", "mocked"),
+    Screening("flagged", "jump"),
+)
+_ACCEPTED, _STALE, _TOO_OLD, _FUTURE, _INACCURATE, _MOCKED, _JUMP = range(len(VERDICTS))
+_SURE: Final = 1e-9  # a speed this close (relative) to its limit is checked by is_jump
 
 
 def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -110,3 +127,138 @@ def record(state: DeviceState, ping: Ping, screening: Screening) -> DeviceState:
         flags[screening.reason] = flags.get(screening.reason, 0) + 1
         changes["flags"] = flags
     return msgspec.structs.replace(state, **changes)
+
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Pings as arrays, for the rules that run over a whole batch at once."""
+
+    ts: FloatArray
+    lat: FloatArray
+    lng: FloatArray
+    accuracy_m: FloatArray
+    mocked: BoolArray
+
+    @classmethod
+    def of(cls, pings: Sequence[Ping]) -> Columns:
+        n = len(pings)
+
+        def column(field: str, dtype: type = np.float64) -> npt.NDArray[Any]:
+            return np.fromiter((getattr(p, field) for p in pings), dtype=dtype, count=n)
+
+        return cls(
+            column("ts"), column("lat"), column("lng"), column("accuracy_m"), column("mocked", bool)
+        )
+
+
+def screen_runs(
+    pings: Sequence[Ping],
+    columns: Columns,
+    starts: Sequence[int],
+    states: Sequence[DeviceState],
+    now: float,
+    rules: ScreeningRules,
+) -> list[Screening] | None:
+    """The verdicts of ``screen`` and ``record`` taken ping after ping through each run,
+    from its device's state, in a few array steps over all runs at once.
+
+    ``pings`` (and ``columns``, the same as arrays): runs one after the other, each one
+    device's pings in ts order, starting at ``starts`` with ``states``. Speeds within a
+    hair of their limit are measured again by :func:`is_jump`, so the verdicts are the
+    scalar rules' to the bit. None when a run is empty or a ts or position is not finite:
+    then only the scalar rules give the rules' answer.
+    """
+    c = columns
+    n = len(c.ts)
+    begin = np.asarray(starts, dtype=np.int64)
+    lengths = np.diff(begin, append=n)
+    if not n or (lengths <= 0).any() or not np.isfinite([c.ts, c.lat, c.lng]).all():
+        return None
+    run = np.repeat(np.arange(len(begin)), lengths)
+    first = begin[run]
+    rows = np.arange(n)
+    ignored = _ignored_codes(c.ts, first, states, run, now, rules)
+    flagged = _flagged_codes(pings, c, rows, first, states, run, ignored == _ACCEPTED, rules)
+    codes = np.where(ignored != _ACCEPTED, ignored, flagged)
+    return [VERDICTS[code] for code in codes.tolist()]
+
+
+def _ignored_codes(
+    ts: FloatArray,
+    first: npt.NDArray[np.int64],
+    states: Sequence[DeviceState],
+    run: npt.NDArray[np.int64],
+    now: float,
+    rules: ScreeningRules,
+) -> npt.NDArray[np.int64]:
+    """stale, too_old or future. A ts equal to the one before it in its run is stale
+    exactly when that one was not ignored; both share their too_old and future verdicts,
+    and ts in order mean every earlier ping kept is older."""
+    last_ts = np.array([-math.inf if s.last_ts is None else s.last_ts for s in states])[run]
+    too_old = ts < now - rules.too_old_s
+    future = ts > now + rules.future_s
+    repeated = np.zeros(len(ts), dtype=bool)
+    repeated[1:] = ts[1:] == ts[:-1]
+    repeated &= np.arange(len(ts)) > first
+    stale = (ts <= last_ts) | (repeated & ~too_old & ~future)
+    return np.select([stale, too_old, future], [_STALE, _TOO_OLD, _FUTURE], _ACCEPTED)
+
+
+def _flagged_codes(
+    pings: Sequence[Ping],
+    c: Columns,
+    rows: npt.NDArray[np.int64],
+    first: npt.NDArray[np.int64],
+    states: Sequence[DeviceState],
+    run: npt.NDArray[np.int64],
+    kept: BoolArray,
+    rules: ScreeningRules,
+) -> npt.NDArray[np.int64]:
+    """inaccurate, mocked or jump, for the pings not ignored. ``last_fix`` of a ping is
+    the run's latest earlier ping kept and neither inaccurate nor mocked (accepted or
+    flagged jump, both of which record their fix), else the state's."""
+    inaccurate = ~((c.accuracy_m > 0.0) & (c.accuracy_m <= rules.max_accuracy_m))
+    mocked = c.mocked
+    fixing = kept & ~inaccurate & ~mocked
+    before = np.maximum.accumulate(np.where(fixing, rows, -1))
+    before = np.concatenate(([-1], before[:-1]))
+    in_run = before >= first
+    fixes = [s.last_fix for s in states]
+    has_fix = in_run | np.array([f is not None for f in fixes])[run]
+    fix_lat, fix_lng, fix_ts = (
+        np.where(in_run, c_of[np.maximum(before, 0)], np.array(state_of)[run])
+        for c_of, state_of in (
+            (c.lat, [f.lat if f else 0.0 for f in fixes]),
+            (c.lng, [f.lng if f else 0.0 for f in fixes]),
+            (c.ts, [f.ts if f else 0.0 for f in fixes]),
+        )
+    )
+    checked = fixing & has_fix
+    elapsed = c.ts - fix_ts
+    limit = np.where(
+        elapsed >= rules.jump_gap_s, rules.jump_speed_after_gap_mps, rules.jump_speed_mps
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed = _haversine_many(fix_lat, fix_lng, c.lat, c.lng) / elapsed
+    jump = checked & (elapsed > 0) & (speed > limit)
+    unsure = checked & ((elapsed <= 0) | (np.abs(speed - limit) <= _SURE * limit))
+    for row in np.flatnonzero(unsure).tolist():
+        fix = Fix(lat=float(fix_lat[row]), lng=float(fix_lng[row]), ts=float(fix_ts[row]))
+        jump[row] = is_jump(pings[row], fix, rules)
+    return np.select([inaccurate, mocked, jump], [_INACCURATE, _MOCKED, _JUMP], _ACCEPTED)
+
+
+def _haversine_many(
+    lat1: FloatArray, lng1: FloatArray, lat2: FloatArray, lng2: FloatArray
+) -> FloatArray:
+    """:func:`haversine_m` over arrays (to within a few ulps)."""
+    phi1, phi2 = np.radians(lat1), np.radians(lat2)
+    h = (
+        np.sin((phi2 - phi1) / 2) ** 2
+        + np.cos(phi1) * np.cos(phi2) * np.sin(np.radians(lng2 - lng1) / 2) ** 2
+    )
+    return np.asarray(2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h))))
