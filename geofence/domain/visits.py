@@ -19,7 +19,7 @@ Flow for one ping: ``step`` screens it; an accepted ping goes through
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -27,6 +27,7 @@ import msgspec
 from geofence.domain.model import (
     DeviceState,
     ExitReason,
+    Fix,
     Ping,
     ScreeningRules,
     Visit,
@@ -240,3 +241,40 @@ def step(
     if screening.status == "accepted":
         state, events = advance_device(state, ping, stores, distances, visit_rules)
     return record(state, ping, screening), screening, events
+
+
+def passed_by(
+    state: DeviceState,
+    pings: Sequence[Ping],
+    screenings: Sequence[Screening],
+    rules: VisitRules,
+) -> DeviceState:
+    """:func:`step` ping after ping, for a device that has no open visit and none of
+    whose accepted pings is inside a fence: no visit starts, so only what ``record``
+    keeps moves, and the cooldowns run out. ``screenings``: each ping's verdict.
+
+    The state in one step, not a new one per ping: most pings of a batch pass by.
+    """
+    last_ts, accepted_ts, fix = state.last_ts, state.last_accepted_ts, state.last_fix
+    flags: dict[str, int] | None = None
+    entries = state.last_entry_at
+    for ping, screening in zip(pings, screenings, strict=True):
+        if screening.status == "ignored":
+            continue
+        last_ts = ping.ts
+        if screening.status == "accepted":
+            accepted_ts = ping.ts
+            entries = _recent_entries(entries, ping.ts, rules) if entries else entries
+        if screening.status == "accepted" or screening.reason == "jump":
+            fix = Fix(lat=ping.lat, lng=ping.lng, ts=ping.ts)
+        if screening.status == "flagged" and screening.reason is not None:
+            flags = dict(state.flags) if flags is None else flags
+            flags[screening.reason] = flags.get(screening.reason, 0) + 1
+    return msgspec.structs.replace(
+        state,
+        last_ts=last_ts,
+        last_accepted_ts=accepted_ts,
+        last_fix=fix,
+        flags=state.flags if flags is None else flags,
+        last_entry_at=entries,
+    )

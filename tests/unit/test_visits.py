@@ -7,13 +7,28 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from geofence.domain.model import DeviceState, Ping, ScreeningRules, Visit, VisitEvent, VisitRules
-from geofence.domain.screening import Screening
-from geofence.domain.visits import StoreView, advance, advance_device, step, zone
+from geofence.domain.model import (
+    DeviceState,
+    Fix,
+    Ping,
+    ScreeningRules,
+    Visit,
+    VisitEvent,
+    VisitRules,
+)
+from geofence.domain.screening import VERDICTS, Screening
+from geofence.domain.visits import (
+    StoreView,
+    advance,
+    advance_device,
+    passed_by,
+    step,
+    zone,
+)
 from tests.unit.reference_model import ReferenceDevice, RefPing, RefStore
 
 T0 = 1_700_000_000.0
@@ -610,3 +625,41 @@ class EngineVsReference(RuleBasedStateMachine):
 
 TestEngineVsReference = EngineVsReference.TestCase
 TestEngineVsReference.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+
+
+T0 = 1_700_000_000.0
+
+
+@st.composite
+def passing(draw: st.DrawFn) -> tuple[DeviceState, list[Ping], list[Screening]]:
+    """A device with no open visit, its pings in ts order and any verdicts on them."""
+    entries = draw(st.dictionaries(st.sampled_from("abc"), st.floats(T0 - 30_000, T0)))
+    flags = draw(st.dictionaries(st.sampled_from(["jump", "mocked"]), st.integers(1, 3)))
+    fix = draw(st.none() | st.just(Fix(lat=HOME[0], lng=HOME[1], ts=T0 - 100)))
+    state = DeviceState(
+        last_ts=draw(st.none() | st.just(T0 - 50.0)),
+        last_accepted_ts=draw(st.none() | st.just(T0 - 100.0)),
+        last_fix=fix,
+        last_entry_at=entries,
+        flags=flags,
+    )
+    gaps = draw(st.lists(st.floats(1.0, 20_000.0), min_size=1, max_size=8))
+    pings = [
+        Ping(lat=HOME[0] + i * 1e-4, lng=HOME[1], accuracy_m=10.0, ts=T0 + sum(gaps[: i + 1]))
+        for i in range(len(gaps))
+    ]
+    verdicts = draw(st.lists(st.sampled_from(VERDICTS), min_size=len(pings), max_size=len(pings)))
+    return state, pings, verdicts
+
+
+@settings(max_examples=300, deadline=None)
+@given(passing())
+def test_passing_by_is_stepping_ping_after_ping(
+    case: tuple[DeviceState, list[Ping], list[Screening]],
+) -> None:
+    state, pings, verdicts = case
+    stepped = state
+    for ping, verdict in zip(pings, verdicts, strict=True):
+        stepped, _, events = step(stepped, ping, ping.ts, {}, {}, SCREENING, RULES, verdict)
+        assert events == []
+    assert passed_by(state, pings, verdicts, RULES) == stepped
