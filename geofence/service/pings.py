@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
-import numpy as np
 from msgspec import UNSET, UnsetType
 
 from geofence.config import Settings
@@ -27,8 +26,8 @@ from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
 from geofence.domain.offers import Entry, EntryDecision, Notification
-from geofence.domain.screening import Screening, screen
-from geofence.domain.visits import StoreView, step
+from geofence.domain.screening import Columns, Screening, screen, screen_runs
+from geofence.domain.visits import StoreView, passed_by, step
 from geofence.metrics import Metrics
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.catalogue import CatalogueService
@@ -39,6 +38,7 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 
 Nears = Sequence[Mapping[str, float]]  # ``index.near`` of each ping of a group
+Verdicts = Sequence[Screening]  # the screening of each ping of a group
 
 
 class PingResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,9 +115,11 @@ class PingService:
         explain: bool = False,
     ) -> list[list[PingResult] | NotFound]:
         """:meth:`handle` for many devices, in a few round trips whatever their number:
-        one loads every state, the fence lookups of all pings run in one vectorised call,
-        the entries of all devices are decided together (one read of profiles, offers
-        and budgets), one writes every state, ledger and outbox, one feeds the funnel.
+        one loads every state, the fence lookups and the screening of all pings run in a
+        few vectorised calls, the entries of all devices are decided together (one read
+        of profiles, offers and budgets), one writes every state, ledger and outbox, one
+        feeds the funnel. A device passing by (no open visit, no accepted ping inside a
+        fence) skips the visit rules ping by ping: its state moves in one step.
 
         A device named in more than one group has its groups applied one after the
         other, as :meth:`handle` called group by group would. A device whose write lost
@@ -129,11 +131,14 @@ class PingService:
         devices = _groups_by_ref([ref for ref, _ in groups])
         loaded = await self.store.load_states(list(devices))
         stored = dict(zip(devices, loaded, strict=True))
-        nears = self._nears(
-            [ordered for _, ordered in batch], [stored[ref].state for ref, _ in groups]
-        )
+        rows = _Rows.of([ordered for _, ordered in batch])
+        states = [stored[ref].state for ref, _ in groups]
+        nears = self._nears(rows, states)
+        verdicts = self._verdicts(rows, states, when, [len(devices[ref]) == 1 for ref, _ in groups])
         moves = [
-            self._move(ref, stored[ref], [(batch[g][1], nears[g]) for g in positions], when)
+            self._move(
+                ref, stored[ref], [(batch[g][1], nears[g], verdicts[g]) for g in positions], when
+            )
             for ref, positions in devices.items()
         ]
         await self._decide(moves, when)
@@ -148,14 +153,14 @@ class PingService:
         self,
         ref: str,
         stored: StoredState,
-        steps: Sequence[tuple[Sequence[Ping], Nears]],
+        steps: Sequence[tuple[Sequence[Ping], Nears, Verdicts | None]],
         when: float,
     ) -> _Move:
         """A device's groups advanced one after the other from its stored state."""
         chain: list[Outcome] = []
         state = stored.state
-        for pings, nears in steps:
-            chain.append(self.advance(state, pings, when, nears))
+        for pings, nears, verdicts in steps:
+            chain.append(self.advance(state, pings, when, nears, verdicts))
             state = chain[-1].state
         entries = entries_of(self.catalogue.index, [e for o in chain for e in _events(o)])
         return _Move(ref=ref, stored=stored, chain=chain, entries=entries)
@@ -213,31 +218,41 @@ class PingService:
             outcome = _with_offers(outcome, move.reserved, explain)
         return self._finish(move.ref, order, outcome)
 
-    def _nears(
-        self, groups: Sequence[Sequence[Ping]], states: Sequence[DeviceState]
-    ) -> list[list[dict[str, float]]]:
+    def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
         """``index.near`` of every ping, plus its distance to the stores of the device's
         open visits: what ``relevant_stores`` needs, in two vectorised calls."""
         index = self.catalogue.index
-        pings = [p for group in groups for p in group]
-        lats = np.fromiter((p.lat for p in pings), dtype=np.float64, count=len(pings))
-        lngs = np.fromiter((p.lng for p in pings), dtype=np.float64, count=len(pings))
+        lats, lngs = rows.columns.lat, rows.columns.lng
         found = index.near_many(lats, lngs)
-        bounds = itertools.accumulate((len(g) for g in groups), initial=0)
-        spans = list(itertools.pairwise(bounds))  # each group's rows
-        rows: list[int] = []
+        at: list[int] = []
         stores: list[str] = []
-        for (start, end), state in zip(spans, states, strict=True):
+        for (start, end), state in zip(rows.spans, states, strict=True):
             visited = [store_id for store_id in state.visits if store_id in index]
             for row in range(start, end) if visited else ():
                 missing = [v for v in visited if v not in found[row]]
-                rows.extend([row] * len(missing))
+                at.extend([row] * len(missing))
                 stores.extend(missing)
-        if rows:
-            far = index.distances_m(stores, lats[rows], lngs[rows]).tolist()
-            for row, store_id, metres in zip(rows, stores, far, strict=True):
+        if at:
+            far = index.distances_m(stores, lats[at], lngs[at]).tolist()
+            for row, store_id, metres in zip(at, stores, far, strict=True):
                 found[row][store_id] = metres
-        return [found[start:end] for start, end in spans]
+        return [found[start:end] for start, end in rows.spans]
+
+    def _verdicts(
+        self, rows: _Rows, states: Sequence[DeviceState], now: float, alone: Sequence[bool]
+    ) -> list[Verdicts | None]:
+        """The screening of every group's pings from its device's stored state, in one
+        vectorised call; None for a group whose device has more groups (its later groups
+        start from a state not yet known) and for all when the call declines."""
+        starts = [start for start, _ in rows.spans]
+        rules = self.settings.screening_rules
+        flat = screen_runs(rows.pings, rows.columns, starts, states, now, rules)
+        if flat is None:
+            return [None] * len(rows.spans)
+        return [
+            flat[start:end] if once else None
+            for (start, end), once in zip(rows.spans, alone, strict=True)
+        ]
 
     def _finish(self, ref: str, order: Sequence[int], outcome: Outcome) -> list[PingResult]:
         """Results back in the order the pings came, counted and logged."""
@@ -307,17 +322,23 @@ class PingService:
         state: DeviceState,
         pings: Sequence[Ping],
         now: float,
-        nears: Sequence[Mapping[str, float]] | None = None,
+        nears: Nears | None = None,
+        verdicts: Verdicts | None = None,
     ) -> Outcome:
         """The pure part: every ping through screening and the visit rules.
 
-        ``nears``, when given, holds ``index.near`` of each ping, looked up beforehand.
+        ``nears``, when given, holds ``index.near`` of each ping, looked up beforehand;
+        ``verdicts`` the screening of each ping from ``state`` on, done beforehand.
         """
+        if nears is not None and verdicts is not None and _passing_by(state, nears, verdicts):
+            results = [PingResult(status=v.status, reason=v.reason, events=[]) for v in verdicts]
+            return Outcome(passed_by(state, pings, verdicts, self.settings.visit_rules), results)
         index = self.catalogue.index
-        results: list[PingResult] = []
+        results = []
         for i, ping in enumerate(pings):
             near = None if nears is None else nears[i]
-            state, screening, events = self._step(index, state, ping, now, near)
+            verdict = None if verdicts is None else verdicts[i]
+            state, screening, events = self._step(index, state, ping, now, near, verdict)
             results.append(
                 PingResult(status=screening.status, reason=screening.reason, events=events)
             )
@@ -330,11 +351,13 @@ class PingService:
         ping: Ping,
         now: float,
         near: Mapping[str, float] | None,
+        screening: Screening | None = None,
     ) -> tuple[DeviceState, Screening, list[VisitEvent]]:
         s = self.settings
         stores: dict[str, StoreView] = {}
         distances: dict[str, float] = {}
-        screening = screen(ping, state, now, s.screening_rules)
+        if screening is None:
+            screening = screen(ping, state, now, s.screening_rules)
         if screening.status == "accepted" and (near or state.visits or near is None):
             stores, distances = relevant_stores(index, state, ping, near)
         return step(
@@ -360,6 +383,32 @@ def _write_of(ref: str, state: DeviceState, version: int, reserved: Reserved | N
     plan = reserved.plan
     return StateWrite(
         ref=ref, state=state, version=version, ledger=plan.ledger, outbox=plan.notifications
+    )
+
+
+class _Rows(msgspec.Struct, frozen=True):
+    """The pings of all groups one after the other, as objects and as columns, and each
+    group's [start, end) rows."""
+
+    pings: list[Ping]
+    columns: Columns
+    spans: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, groups: Sequence[Sequence[Ping]]) -> _Rows:
+        pings = [p for group in groups for p in group]
+        bounds = itertools.accumulate((len(g) for g in groups), initial=0)
+        return cls(pings, Columns.of(pings), list(itertools.pairwise(bounds)))
+
+
+def _passing_by(state: DeviceState, nears: Nears, verdicts: Verdicts) -> bool:
+    """No open visit, and no accepted ping inside a fence: no visit can start or move."""
+    if state.visits:
+        return False
+    return not any(
+        v.status == "accepted" and any(m <= 0.0 for m in near.values())
+        for near, v in zip(nears, verdicts, strict=True)
+        if near
     )
 
 

@@ -193,6 +193,24 @@ async def test_a_device_named_twice_has_its_groups_applied_in_turn(store: StateS
     assert [r.status for r in first + second] == ["accepted"] * 3
 
 
+async def test_a_device_named_twice_is_screened_from_where_its_first_group_left_it(
+    store: StateStore,
+) -> None:
+    """A repeated ts is stale, and a move too fast from the first group's last fix is a
+    jump, though neither is so from the state stored before the batch."""
+    service = await pipeline(store, "repeats", "jumps")
+    here, far_soon = at(0, 0, T0), at(5000, 0, T0 + 10)
+    _, _, repeated, jumped = await service.handle_many(
+        [("repeats", [here]), ("jumps", [here]), ("repeats", [here]), ("jumps", [far_soon])],
+        now=T0 + 20,
+    )
+    assert isinstance(repeated, list) and isinstance(jumped, list)
+    assert [(r.status, r.reason) for r in repeated + jumped] == [
+        ("ignored", "stale"),
+        ("flagged", "jump"),
+    ]
+
+
 async def test_an_erased_device_fails_alone(store: StateStore) -> None:
     service = await pipeline(store, "kept", "erased")
     await store.erase_device("erased")
