@@ -15,8 +15,8 @@ from empty state:
 
 The process is pinned to one core where it can be (Redis runs in its own process), and
 pings/s are pings per CPU second of this process. The heap is settled (``settle_heap``)
-once the catalogue is in, as ``geofence serve`` does, so collections do not walk it. ``--profile`` samples the whole-batch
-run with pyinstrument and splits the time by stage.
+once the catalogue is in, as ``geofence serve`` does, so collections do not walk it.
+``--profile`` samples the whole-batch run with pyinstrument and splits the time by stage.
 """
 
 from __future__ import annotations
