@@ -560,10 +560,16 @@ class FenceIndex:
             out[row].append(fence_id)
         return out
 
-    def near_many(self, lats: FloatArray, lngs: FloatArray) -> list[dict[str, float]]:
-        """:meth:`near` for many points; the distances come from one vectorised call."""
+    def near_many(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
+    ) -> list[dict[str, float]]:
+        """:meth:`near` for many points; the distances come from one vectorised call.
+
+        ``band=False`` leaves out the fences listed only for the exit band around them:
+        what is left holds every fence that holds the point, at a fraction of the cost.
+        """
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
-        rows, slots, kinds = self._pairs(lats, lngs, band=True)
+        rows, slots, kinds = self._pairs(lats, lngs, band=band)
         metres = self._vectors.distances_m(slots, lats[rows], lngs[rows])
         metres[kinds == INTERIOR] = 0.0
         out: list[dict[str, float]] = [{} for _ in range(len(lats))]

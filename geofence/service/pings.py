@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 
-Nears = Sequence[Mapping[str, float]]  # ``index.near`` of each ping of a group
+Nears = Sequence[Mapping[str, float]]  # of each ping of a group: see ``relevant_stores``
 Verdicts = Sequence[Screening]  # the screening of each ping of a group
 
 
@@ -219,11 +219,13 @@ class PingService:
         return self._finish(move.ref, order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
-        """``index.near`` of every ping, plus its distance to the stores of the device's
-        open visits: what ``relevant_stores`` needs, in two vectorised calls."""
+        """The distance of every ping to each fence that may hold it and to the stores of
+        its device's open visits: what ``relevant_stores`` needs, in two vectorised calls.
+        (The fences only near a ping are left out: without an open visit they are no
+        concern of the visit rules.)"""
         index = self.catalogue.index
         lats, lngs = rows.columns.lat, rows.columns.lng
-        found = index.near_many(lats, lngs)
+        found = index.near_many(lats, lngs, band=False)
         at: list[int] = []
         stores: list[str] = []
         for (start, end), state in zip(rows.spans, states, strict=True):
@@ -327,7 +329,7 @@ class PingService:
     ) -> Outcome:
         """The pure part: every ping through screening and the visit rules.
 
-        ``nears``, when given, holds ``index.near`` of each ping, looked up beforehand;
+        ``nears``, when given, holds the distances of each ping (``relevant_stores``);
         ``verdicts`` the screening of each ping from ``state`` on, done beforehand.
         """
         if nears is not None and verdicts is not None and _passing_by(state, nears, verdicts):
@@ -477,8 +479,8 @@ def relevant_stores(
     ping inside a fence starts a visit, so the visit rules would leave it as it is. Open
     visits are looked up by id, not by position, so a device that jumped far away still
     gets its exits; a visit whose store left the catalogue is simply not listed, which
-    the visit rules read as "store removed". ``near``: ``index.near`` of the ping, when
-    the caller looked it up already.
+    the visit rules read as "store removed". ``near``: the ping's distances to at least
+    every fence that may hold it (``index.near``), when the caller looked them up already.
     """
     found = index.near(ping.lat, ping.lng) if near is None else near
     distances = {

@@ -253,7 +253,8 @@ def test_batches_match_brute_force(
     points = [data.draw(probe(fences)) for _ in range(size)]
     lats, lngs = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     inside, near = index.inside_many(lats, lngs), index.near_many(lats, lngs)
-    for (lat, lng), held, found in zip(points, inside, near, strict=True):
+    unbanded = index.near_many(lats, lngs, band=False)
+    for (lat, lng), held, found, few in zip(points, inside, near, unbanded, strict=True):
         sure, unsure = brute_inside(fences, lat, lng)
         assert sure <= set(held) <= sure | unsure, (lat, lng)
         assert held == sorted(held)
@@ -261,6 +262,9 @@ def test_batches_match_brute_force(
             metres = max(0.0, brute_plane_m(f, lat, lng) - f.margin_m)
             if f.id in held or metres <= EXIT_M:
                 assert found[f.id] == pytest.approx(metres, abs=1e-6), (f.id, lat, lng)
+        # without the exit band: every fence holding the point, at the same distances
+        assert {f for f, metres in found.items() if metres <= 0.0} <= few.keys() <= found.keys()
+        assert all(few[f] == found[f] for f in few)
 
 
 @settings(max_examples=25, deadline=None)
