@@ -13,6 +13,7 @@ and a real relocation is accepted from its second ping on.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,14 +146,12 @@ class Columns:
 
     @classmethod
     def of(cls, pings: Sequence[Ping]) -> Columns:
-        n = len(pings)
-
-        def column(field: str, dtype: type = np.float64) -> npt.NDArray[Any]:
-            return np.fromiter((getattr(p, field) for p in pings), dtype=dtype, count=n)
-
-        return cls(
-            column("ts"), column("lat"), column("lng"), column("accuracy_m"), column("mocked", bool)
+        fields = itertools.chain.from_iterable(
+            (p.ts, p.lat, p.lng, p.accuracy_m, p.mocked) for p in pings
         )
+        table = np.fromiter(fields, dtype=np.float64, count=5 * len(pings)).reshape(-1, 5)
+        ts, lat, lng, accuracy_m, mocked = np.ascontiguousarray(table.T)
+        return cls(ts, lat, lng, accuracy_m, mocked != 0.0)
 
 
 def screen_runs(
