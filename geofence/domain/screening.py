@@ -168,8 +168,8 @@ def screen_runs(
     ``pings`` (and ``columns``, the same as arrays): runs one after the other, each one
     device's pings in ts order, starting at ``starts`` with ``states``. Speeds within a
     hair of their limit are measured again by :func:`is_jump`, so the verdicts are the
-    scalar rules' to the bit. None when a run is empty or a ts or position is not finite:
-    then only the scalar rules give the rules' answer.
+    scalar rules' to the bit. None when a run is empty or out of ts order, or a ts or
+    position is not finite: then only the scalar rules give the rules' answer.
     """
     c = columns
     n = len(c.ts)
@@ -180,6 +180,8 @@ def screen_runs(
     run = np.repeat(np.arange(len(begin)), lengths)
     first = begin[run]
     rows = np.arange(n)
+    if (np.diff(c.ts) < 0.0)[rows[1:] > first[1:]].any():
+        return None
     ignored = _ignored_codes(c.ts, first, states, run, now, rules)
     flagged = _flagged_codes(pings, c, rows, first, states, run, ignored == _ACCEPTED, rules)
     codes = np.where(ignored != _ACCEPTED, ignored, flagged)
@@ -221,8 +223,7 @@ def _flagged_codes(
     the run's latest earlier ping kept and neither inaccurate nor mocked (accepted or
     flagged jump, both of which record their fix), else the state's."""
     inaccurate = ~((c.accuracy_m > 0.0) & (c.accuracy_m <= rules.max_accuracy_m))
-    mocked = c.mocked
-    fixing = kept & ~inaccurate & ~mocked
+    fixing = kept & ~inaccurate & ~c.mocked
     before = np.maximum.accumulate(np.where(fixing, rows, -1))
     before = np.concatenate(([-1], before[:-1]))
     in_run = before >= first
@@ -248,7 +249,7 @@ def _flagged_codes(
     for row in np.flatnonzero(unsure).tolist():
         fix = Fix(lat=float(fix_lat[row]), lng=float(fix_lng[row]), ts=float(fix_ts[row]))
         jump[row] = is_jump(pings[row], fix, rules)
-    return np.select([inaccurate, mocked, jump], [_INACCURATE, _MOCKED, _JUMP], _ACCEPTED)
+    return np.select([inaccurate, c.mocked, jump], [_INACCURATE, _MOCKED, _JUMP], _ACCEPTED)
 
 
 def _haversine_many(

@@ -298,3 +298,6 @@ def test_screen_runs_declines_what_it_cannot_answer_exactly() -> None:
     assert all_at_once([(FRESH, [])], NOW, RULES) is None
     assert all_at_once([(FRESH, [ping(math.nan)])], NOW, RULES) is None
     assert all_at_once([(FRESH, [ping(NOW, north_m=math.inf)])], NOW, RULES) is None
+    assert all_at_once([(FRESH, [ping(NOW), ping(NOW - 1)])], NOW, RULES) is None
+    in_order = [(FRESH, [ping(NOW)]), (FRESH, [ping(NOW - 1)])]  # each run in order
+    assert all_at_once(in_order, NOW, RULES) == one_by_one(in_order, NOW, RULES)
