@@ -180,7 +180,7 @@ band. What is left is Python per ping, spread thin: on the service under load (p
 the visit rules of the devices near stores take about a fifth of the CPU, the lookups
 (GEOS distances to the fences whose cells hold a ping) about a sixth, the Redis client
 and the state encoding about a sixth, the HTTP edge (parse, group, answer) about a
-tenth. A target of 150k pings/s per core is under 7 µs per ping for all of it.
+seventh. A target of 150k pings/s per core is under 7 µs per ping for all of it.
 
 Single pings. Before: three round trips per request (device check, load, write), about
 1 ms of service CPU each, and a full garbage collection over the 10k-fence index (over
