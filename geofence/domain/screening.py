@@ -132,6 +132,7 @@ def record(state: DeviceState, ping: Ping, screening: Screening) -> DeviceState:
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -178,60 +179,59 @@ def screen_runs(
     if not n or (lengths <= 0).any() or not np.isfinite([c.ts, c.lat, c.lng]).all():
         return None
     run = np.repeat(np.arange(len(begin)), lengths)
-    first = begin[run]
-    rows = np.arange(n)
-    if (np.diff(c.ts) < 0.0)[rows[1:] > first[1:]].any():
+    runs = _Runs(rows=np.arange(n), first=begin[run], run=run, states=states)
+    if (np.diff(c.ts) < 0.0)[runs.rows[1:] > runs.first[1:]].any():
         return None
-    ignored = _ignored_codes(c.ts, first, states, run, now, rules)
-    flagged = _flagged_codes(pings, c, rows, first, states, run, ignored == _ACCEPTED, rules)
+    ignored = _ignored_codes(c.ts, runs, now, rules)
+    flagged = _flagged_codes(pings, c, runs, ignored == _ACCEPTED, rules)
     codes = np.where(ignored != _ACCEPTED, ignored, flagged)
     return [VERDICTS[code] for code in codes.tolist()]
 
 
-def _ignored_codes(
-    ts: FloatArray,
-    first: npt.NDArray[np.int64],
-    states: Sequence[DeviceState],
-    run: npt.NDArray[np.int64],
-    now: float,
-    rules: ScreeningRules,
-) -> npt.NDArray[np.int64]:
+@dataclass(frozen=True)
+class _Runs:
+    """Each ping's row, the first row of its run and its run's number; the runs' states."""
+
+    rows: IntArray
+    first: IntArray
+    run: IntArray
+    states: Sequence[DeviceState]
+
+    def per_ping(self, values: Sequence[float]) -> FloatArray:
+        """One value per run, spread to each of its pings."""
+        return np.asarray(values, dtype=np.float64)[self.run]
+
+
+def _ignored_codes(ts: FloatArray, runs: _Runs, now: float, rules: ScreeningRules) -> IntArray:
     """stale, too_old or future. A ts equal to the one before it in its run is stale
     exactly when that one was not ignored; both share their too_old and future verdicts,
     and ts in order mean every earlier ping kept is older."""
-    last_ts = np.array([-math.inf if s.last_ts is None else s.last_ts for s in states])[run]
+    last_ts = runs.per_ping([-math.inf if s.last_ts is None else s.last_ts for s in runs.states])
     too_old = ts < now - rules.too_old_s
     future = ts > now + rules.future_s
     repeated = np.zeros(len(ts), dtype=bool)
     repeated[1:] = ts[1:] == ts[:-1]
-    repeated &= np.arange(len(ts)) > first
+    repeated &= runs.rows > runs.first
     stale = (ts <= last_ts) | (repeated & ~too_old & ~future)
     return np.select([stale, too_old, future], [_STALE, _TOO_OLD, _FUTURE], _ACCEPTED)
 
 
 def _flagged_codes(
-    pings: Sequence[Ping],
-    c: Columns,
-    rows: npt.NDArray[np.int64],
-    first: npt.NDArray[np.int64],
-    states: Sequence[DeviceState],
-    run: npt.NDArray[np.int64],
-    kept: BoolArray,
-    rules: ScreeningRules,
-) -> npt.NDArray[np.int64]:
+    pings: Sequence[Ping], c: Columns, runs: _Runs, kept: BoolArray, rules: ScreeningRules
+) -> IntArray:
     """inaccurate, mocked or jump, for the pings not ignored. ``last_fix`` of a ping is
     the run's latest earlier ping kept and neither inaccurate nor mocked (accepted or
     flagged jump, both of which record their fix), else the state's."""
     inaccurate = ~((c.accuracy_m > 0.0) & (c.accuracy_m <= rules.max_accuracy_m))
     fixing = kept & ~inaccurate & ~c.mocked
-    before = np.maximum.accumulate(np.where(fixing, rows, -1))
+    before = np.maximum.accumulate(np.where(fixing, runs.rows, -1))
     before = np.concatenate(([-1], before[:-1]))
-    in_run = before >= first
-    fixes = [s.last_fix for s in states]
-    has_fix = in_run | np.array([f is not None for f in fixes])[run]
+    in_run = before >= runs.first
+    fixes = [s.last_fix for s in runs.states]
+    has_fix = in_run | runs.per_ping([f is not None for f in fixes]).astype(bool)
     fix_lat, fix_lng, fix_ts = (
-        np.where(in_run, c_of[np.maximum(before, 0)], np.array(state_of)[run])
-        for c_of, state_of in (
+        np.where(in_run, column[np.maximum(before, 0)], runs.per_ping(of_state))
+        for column, of_state in (
             (c.lat, [f.lat if f else 0.0 for f in fixes]),
             (c.lng, [f.lng if f else 0.0 for f in fixes]),
             (c.ts, [f.ts if f else 0.0 for f in fixes]),
