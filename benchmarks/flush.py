@@ -42,7 +42,7 @@ STAGES = {  # what is timed: (object, method) -> stage; none calls another of th
     ("service", "_decide"): "entries",
     ("offers", "count"): "entries",
     ("service", "_apply"): "lost writes",
-    ("service", "_finish"): "results",
+    ("service", "_count"): "counts",
 }
 
 

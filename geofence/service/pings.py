@@ -219,17 +219,18 @@ class PingService:
         return self._finish(move.ref, order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
-        """The distance of every ping to each fence that may hold it and to the stores of
-        its device's open visits: what ``relevant_stores`` needs, in two vectorised calls.
-        (The fences only near a ping are left out: without an open visit they are no
-        concern of the visit rules.)"""
+        """The distance of every ping to each fence that may hold it and to every store
+        its group may have a visit open at: those of its device's open visits and those
+        holding any ping of the group. That is what ``relevant_stores`` needs, for the
+        group's pings ping after ping, in two vectorised calls. (The fences only near a
+        ping are left out: without an open visit they are no concern of the visit rules.)"""
         index = self.catalogue.index
         lats, lngs = rows.columns.lat, rows.columns.lng
         found = index.near_many(lats, lngs, band=False)
         at: list[int] = []
         stores: list[str] = []
         for (start, end), state in zip(rows.spans, states, strict=True):
-            visited = [store_id for store_id in state.visits if store_id in index]
+            visited = _may_visit(state, found[start:end], index)
             for row in range(start, end) if visited else ():
                 missing = [v for v in visited if v not in found[row]]
                 at.extend([row] * len(missing))
@@ -412,6 +413,16 @@ def _passing_by(state: DeviceState, nears: Nears, verdicts: Verdicts) -> bool:
         for near, v in zip(nears, verdicts, strict=True)
         if near
     )
+
+
+def _may_visit(state: DeviceState, nears: Nears, index: FenceIndex) -> list[str]:
+    """The stores a group's pings may find a visit of its device open at: those of its
+    open visits still in the catalogue, then those holding one of its pings (only a ping
+    inside a fence starts a visit). Empty for a group that is passing by."""
+    stores = dict.fromkeys(store_id for store_id in state.visits if store_id in index)
+    for near in nears:
+        stores.update((store_id, None) for store_id, metres in near.items() if metres <= 0.0)
+    return list(stores)
 
 
 def _groups_by_ref(refs: Sequence[str]) -> dict[str, list[int]]:

@@ -211,6 +211,26 @@ async def test_a_device_named_twice_is_screened_from_where_its_first_group_left_
     ]
 
 
+async def test_a_group_entering_and_leaving_has_its_distances_looked_up_together(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store a group's first pings enter is measured for its later pings, in the band
+    and outside, by the batch lookups: none is left to one ping at a time, and the
+    results are those of the device alone."""
+    walk = [at(20, 50, T0), at(20, 50, T0 + 130), at(-15, 50, T0 + 160)]
+    walk += [at(-80, 50, T0 + 200), at(-80, 50, T0 + 400)]
+    alone = await pipeline(MemoryStore(), "walker")
+    expected = await alone.handle("walker", walk, now=T0 + 401)
+    assert [e["type"] for e in events_of(expected)] == ["entry", "exit"]
+    together = await pipeline(store, "walker")
+
+    def one_at_a_time(*args: Any) -> float:
+        raise AssertionError(f"a distance looked up alone: {args}")
+
+    monkeypatch.setattr(type(together.catalogue.index), "distance_m", one_at_a_time)
+    assert await together.handle_many([("walker", walk)], now=T0 + 401) == [expected]
+
+
 async def test_an_erased_device_fails_alone(store: StateStore) -> None:
     service = await pipeline(store, "kept", "erased")
     await store.erase_device("erased")
