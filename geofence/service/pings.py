@@ -105,7 +105,9 @@ class PingService:
         order, ordered = _in_ts_order(pings)
         when = self.clock() if now is None else now
         outcome = await self._apply(ref, ordered, when, explain)
-        return self._finish(ref, order, outcome)
+        results = _in_order(order, outcome)
+        self._count([(ref, results)])
+        return results
 
     async def handle_many(
         self,
@@ -147,7 +149,11 @@ class PingService:
         for move, positions in zip(moves, devices.values(), strict=True):
             for g, outcome in zip(positions, move.chain, strict=True):
                 answers[g] = await self._answer(move, batch[g], outcome, nears[g], when, explain)
-        return [answers[g] for g in range(len(groups))]
+        results = [answers[g] for g in range(len(groups))]
+        self._count(
+            [(ref, r) for (ref, _), r in zip(groups, results, strict=True) if isinstance(r, list)]
+        )
+        return results
 
     def _move(
         self,
@@ -216,7 +222,7 @@ class PingService:
                 return e
         elif explain or move.reserved is not None:
             outcome = _with_offers(outcome, move.reserved, explain)
-        return self._finish(move.ref, order, outcome)
+        return _in_order(order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
         """The distance of every ping to each fence that may hold it and to every store
@@ -256,14 +262,6 @@ class PingService:
             flat[start:end] if once else None
             for (start, end), once in zip(rows.spans, alone, strict=True)
         ]
-
-    def _finish(self, ref: str, order: Sequence[int], outcome: Outcome) -> list[PingResult]:
-        """Results back in the order the pings came, counted and logged."""
-        results: list[PingResult | None] = [None] * len(order)
-        for position, result in zip(order, outcome.results, strict=True):
-            results[position] = result
-        self._count(ref, outcome.results)
-        return [r for r in results if r is not None]
 
     async def _apply(
         self,
@@ -367,12 +365,14 @@ class PingService:
             state, ping, now, stores, distances, s.screening_rules, s.visit_rules, screening
         )
 
-    def _count(self, ref: str, results: Sequence[PingResult]) -> None:
-        verdicts = Counter((r.status, r.reason or "") for r in results)
+    def _count(self, answered: Sequence[tuple[str, Sequence[PingResult]]]) -> None:
+        """Every result counted by verdict, every event by type, in one pass; each event
+        logged (with the device's ref, never its id)."""
+        verdicts = Counter((r.status, r.reason or "") for _, results in answered for r in results)
         for (status, reason), n in verdicts.items():
             self.metrics.pings.labels(status, reason).inc(n)
-        for result in results:
-            for event in result.events:
+        for ref, results in answered:
+            for event in (e for result in results for e in result.events):
                 self.metrics.events.labels(event.type, event.reason or "").inc()
                 logger.info(
                     "visit event type=%s store=%s device=%s", event.type, event.store_id, ref
@@ -423,6 +423,14 @@ def _may_visit(state: DeviceState, nears: Nears, index: FenceIndex) -> list[str]
     for near in nears:
         stores.update((store_id, None) for store_id, metres in near.items() if metres <= 0.0)
     return list(stores)
+
+
+def _in_order(order: Sequence[int], outcome: Outcome) -> list[PingResult]:
+    """An outcome's results (in ts order) back in the order their pings came."""
+    results: list[PingResult | None] = [None] * len(order)
+    for position, result in zip(order, outcome.results, strict=True):
+        results[position] = result
+    return [r for r in results if r is not None]
 
 
 def _groups_by_ref(refs: Sequence[str]) -> dict[str, list[int]]:
