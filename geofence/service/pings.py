@@ -226,21 +226,19 @@ class PingService:
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
         """The distance of every ping to each fence that may hold it and to every store
-        its group may have a visit open at: those of its device's open visits and those
-        holding any ping of the group. That is what ``relevant_stores`` needs, for the
-        group's pings ping after ping, in two vectorised calls. (The fences only near a
-        ping are left out: without an open visit they are no concern of the visit rules.)"""
+        at which it may find a visit open (``_may_visit``): what ``relevant_stores`` needs
+        for the group's pings one after the other, in two vectorised calls. (A fence only
+        near a ping is left out: without an open visit it is no concern of the rules.)"""
         index = self.catalogue.index
         lats, lngs = rows.columns.lat, rows.columns.lng
         found = index.near_many(lats, lngs, band=False)
         at: list[int] = []
         stores: list[str] = []
         for (start, end), state in zip(rows.spans, states, strict=True):
-            visited = _may_visit(state, found[start:end], index)
-            for row in range(start, end) if visited else ():
-                missing = [v for v in visited if v not in found[row]]
-                at.extend([row] * len(missing))
-                stores.extend(missing)
+            for store_id, first in _may_visit(state, found[start:end], index).items():
+                missing = [row for row in range(start + first, end) if store_id not in found[row]]
+                at.extend(missing)
+                stores.extend([store_id] * len(missing))
         if at:
             far = index.distances_m(stores, lats[at], lngs[at]).tolist()
             for row, store_id, metres in zip(at, stores, far, strict=True):
@@ -415,14 +413,17 @@ def _passing_by(state: DeviceState, nears: Nears, verdicts: Verdicts) -> bool:
     )
 
 
-def _may_visit(state: DeviceState, nears: Nears, index: FenceIndex) -> list[str]:
-    """The stores a group's pings may find a visit of its device open at: those of its
-    open visits still in the catalogue, then those holding one of its pings (only a ping
+def _may_visit(state: DeviceState, nears: Nears, index: FenceIndex) -> dict[str, int]:
+    """The stores at which a group's pings may find a visit of their device open, each
+    with the first of them that may: those of its open visits still in the catalogue from
+    its first ping, and each store holding one of its pings from that ping (only a ping
     inside a fence starts a visit). Empty for a group that is passing by."""
-    stores = dict.fromkeys(store_id for store_id in state.visits if store_id in index)
-    for near in nears:
-        stores.update((store_id, None) for store_id, metres in near.items() if metres <= 0.0)
-    return list(stores)
+    stores = dict.fromkeys((store_id for store_id in state.visits if store_id in index), 0)
+    for i, near in enumerate(nears):
+        for store_id, metres in near.items():
+            if metres <= 0.0:
+                stores.setdefault(store_id, i)
+    return stores
 
 
 def _in_order(order: Sequence[int], outcome: Outcome) -> list[PingResult]:
