@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import hiredis
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -52,12 +53,20 @@ class HiredisPackedConnection(aioredis.Connection):
 
     redis-py's synchronous connection does so when hiredis is installed (a dependency
     here); its asyncio one packs in Python, argument by argument, which was half the CPU
-    of a script call carrying a batch of devices.
+    of a script call carrying a batch of devices. The arguments go to hiredis as they
+    are: redis-py's serializer would first copy them one by one to turn any bytearray or
+    memoryview into bytes, which the store never sends; such a command, or one whose name
+    is two words ("SCRIPT LOAD"), still goes through it.
     """
 
     _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " not in args[0]:
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
         return self._packer.pack(*args)  # type: ignore[no-any-return]
 
 

@@ -10,6 +10,8 @@ from geofence.adapters.redis import HiredisPackedConnection, RedisStore
 
 argument = st.one_of(
     st.binary(max_size=40),
+    st.binary(max_size=40).map(bytearray),  # not hiredis's own: through redis-py's serializer
+    st.binary(max_size=40).map(memoryview),
     st.text(max_size=20),
     st.integers(-(2**62), 2**62),
     st.floats(allow_nan=False, allow_infinity=False),
