@@ -565,11 +565,15 @@ class FenceIndex:
     ) -> list[dict[str, float]]:
         """:meth:`near` for many points; the distances come from one vectorised call.
 
-        ``band=False`` leaves out the fences listed only for the exit band around them:
-        what is left holds every fence that holds the point, at a fraction of the cost.
+        ``band=False`` leaves out the fences listed only for the exit band around them,
+        and those whose grown bounding box misses the point: what is left holds every
+        fence that holds the point, at the same distances, for a fraction of the cost.
         """
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         rows, slots, kinds = self._pairs(lats, lngs, band=band)
+        if not band:
+            kept = (kinds == INTERIOR) | self._vectors.in_box(slots, lats[rows], lngs[rows])
+            rows, slots, kinds = rows[kept], slots[kept], kinds[kept]
         metres = self._vectors.distances_m(slots, lats[rows], lngs[rows])
         metres[kinds == INTERIOR] = 0.0
         out: list[dict[str, float]] = [{} for _ in range(len(lats))]
@@ -655,13 +659,18 @@ class _SlotArrays:
 
     def contains(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> BoolArray:
         """Whether each point lies in its slot's grown fence (boundary included)."""
-        box = self.bbox[slot]
-        ok = (box[:, 0] <= lats) & (lats <= box[:, 2]) & (box[:, 1] <= lngs) & (lngs <= box[:, 3])
+        ok = self.in_box(slot, lats, lngs)
         todo = ok.nonzero()[0]
         s = slot[todo]
         xs, ys = to_plane_many(self.lat0[s], self.lng0[s], lats[todo], lngs[todo])  # type: ignore[arg-type]
         ok[todo] = self.contains_plane(s, xs, ys)
         return ok
+
+    def in_box(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> BoolArray:
+        """Whether each point lies in its slot's grown bounding box: a point outside it is
+        more than a metre from the grown fence."""
+        box = self.bbox[slot]
+        return (box[:, 0] <= lats) & (lats <= box[:, 2]) & (box[:, 1] <= lngs) & (lngs <= box[:, 3])
 
     def contains_plane(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> BoolArray:
         """:meth:`contains` of points already in their slots' planes."""
