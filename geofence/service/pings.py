@@ -26,7 +26,7 @@ from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
 from geofence.domain.offers import Entry, EntryDecision, Notification
-from geofence.domain.screening import Columns, Screening, screen, screen_runs
+from geofence.domain.screening import Columns, Screening, screen, screen_in_turn, screen_runs
 from geofence.domain.visits import StoreView, passed_by, step
 from geofence.metrics import Metrics
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
@@ -36,6 +36,9 @@ from geofence.service.offers import Asked, OfferService, Reserved, entries_of, p
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# pings of a call from which screening them as arrays costs less than one after the other
+# (``python -m benchmarks.flush``: the arrays' fixed cost is that of ~150 scalar screenings)
+SCREEN_AS_ARRAYS_FROM = 128
 
 Nears = Sequence[Mapping[str, float]]  # of each ping of a group: see ``relevant_stores``
 Verdicts = Sequence[Screening]  # the screening of each ping of a group
@@ -249,11 +252,16 @@ class PingService:
         self, rows: _Rows, states: Sequence[DeviceState], now: float, alone: Sequence[bool]
     ) -> list[Verdicts | None]:
         """The screening of every group's pings from its device's stored state, in one
-        vectorised call; None for a group whose device has more groups (its later groups
-        start from a state not yet known) and for all when the call declines."""
+        vectorised call (or ping after ping, for a few); None for a group whose device has
+        more groups (its later groups start from a state not yet known) and for all when
+        the vectorised call declines."""
         starts = [start for start, _ in rows.spans]
         rules = self.settings.screening_rules
-        flat = screen_runs(rows.pings, rows.columns, starts, states, now, rules)
+        flat = (
+            screen_in_turn(rows.pings, starts, states, now, rules)
+            if len(rows.pings) < SCREEN_AS_ARRAYS_FROM
+            else screen_runs(rows.pings, rows.columns, starts, states, now, rules)
+        )
         if flat is None:
             return [None] * len(rows.spans)
         return [

@@ -16,6 +16,7 @@ from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Ping
 from geofence.domain.offers import Offer
 from geofence.ports import Saved, StateStore, StateWrite
+from geofence.service import pings as pings_service
 from geofence.service.pings import PingService
 from tests.conftest import REDIS_URL
 from tests.contract.test_pings_service import T0, at, events_of, pipeline
@@ -78,11 +79,18 @@ UNBUDGETED = (
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(step, min_size=1, max_size=40), size=st.integers(1, 12))
+@pytest.mark.parametrize("as_arrays_from", [0, pings_service.SCREEN_AS_ARRAYS_FROM])
 async def test_a_batch_of_devices_answers_as_each_device_alone(
-    store: StateStore, steps: list[tuple[str, float, float, int, float]], size: int
+    store: StateStore,
+    monkeypatch: pytest.MonkeyPatch,
+    as_arrays_from: int,
+    steps: list[tuple[str, float, float, int, float]],
+    size: int,
 ) -> None:
     """The same results, states, ledgers and outbox as group by group, entries and their
-    offers included (each batch handled as it would arrive, in time)."""
+    offers included (each batch handled as it would arrive, in time), whether the batch
+    is screened as arrays or ping after ping."""
+    monkeypatch.setattr(pings_service, "SCREEN_AS_ARRAYS_FROM", as_arrays_from)
     refs = {d: f"{d}-{uuid.uuid4().hex}" for d in DEVICES}  # the store outlives an example
     alone = await offering(MemoryStore(), *refs.values(), offers=UNBUDGETED)
     together = await offering(store, *refs.values(), offers=UNBUDGETED)

@@ -18,6 +18,7 @@ from geofence.domain.screening import (
     haversine_m,
     record,
     screen,
+    screen_in_turn,
     screen_runs,
 )
 
@@ -228,10 +229,17 @@ def one_by_one(
 def all_at_once(
     runs: list[tuple[DeviceState, list[Ping]]], now: float, rules: ScreeningRules
 ) -> list[Screening] | None:
+    pings, starts, states = laid_out(runs)
+    return screen_runs(pings, Columns.of(pings), starts, states, now, rules)
+
+
+def laid_out(
+    runs: list[tuple[DeviceState, list[Ping]]],
+) -> tuple[list[Ping], list[int], list[DeviceState]]:
+    """The runs' pings one after the other, where each run starts, and their states."""
     pings = [p for _, run in runs for p in run]
     starts = [sum(len(run) for _, run in runs[:i]) for i in range(len(runs))]
-    states = [state for state, _ in runs]
-    return screen_runs(pings, Columns.of(pings), starts, states, now, rules)
+    return pings, starts, [state for state, _ in runs]
 
 
 def test_screen_runs_agrees_on_every_case() -> None:
@@ -273,7 +281,10 @@ def test_screen_runs_gives_what_screening_one_by_one_gives(
     runs: list[tuple[DeviceState, list[Ping]]], now_off: int
 ) -> None:
     now = NOW + now_off
-    assert all_at_once(runs, now, RULES) == one_by_one(runs, now, RULES)
+    verdicts = one_by_one(runs, now, RULES)
+    assert all_at_once(runs, now, RULES) == verdicts
+    pings, starts, states = laid_out(runs)
+    assert screen_in_turn(pings, starts, states, now, RULES) == verdicts
 
 
 @pytest.mark.parametrize("error", [1e-11, -1e-11])
