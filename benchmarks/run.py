@@ -173,14 +173,17 @@ compare-and-set call; one funnel addition per time bucket), where each device wi
 entry went the single-device way with four to six round trips of its own; only the
 fences a ping is inside, and those of open visits, go to the visit rules. The screening
 of a whole batch is a few array steps (`screen_runs`, the scalar rules' verdicts to the
-bit), and a device passing by (no open visit, no accepted ping inside a fence; about
-70% of the pings here) has its state moved in one step instead of through the visit
-rules ping by ping; the batch lookups leave out the fences listed only for their exit
-band. What is left is Python per ping, spread thin: on the service under load (py-spy)
-the visit rules of the devices near stores take about a fifth of the CPU, the lookups
-(GEOS distances to the fences whose cells hold a ping) about a sixth, the Redis client
-and the state encoding about a sixth, the HTTP edge (parse, group, answer) about a
-seventh. A target of 150k pings/s per core is under 7 µs per ping for all of it.
+bit; a call of fewer than 128 pings is screened ping after ping, cheaper there), and a
+device passing by (no open visit, no accepted ping inside a fence; about 70% of the pings
+here) has its state moved in one step instead of through the visit rules ping by ping.
+The batch lookups leave out the fences listed only for their exit band and those whose
+grown bounding box misses the ping (61% of the remaining pairs here), and measure each
+group's later pings to a store one of its pings is inside in the same vectorised call, so
+no distance is left to one ping at a time. What is left is Python per ping, spread thin:
+on the service under load (py-spy) the visit rules of the devices near stores take about
+a fifth of the CPU, the lookups about a seventh, the Redis client about a seventh, the
+HTTP edge (parse, group, answer) about a seventh, the delivery of the notifications about
+a twentieth. A target of 150k pings/s per core is under 7 µs per ping for all of it.
 
 Single pings. Before: three round trips per request (device check, load, write), about
 1 ms of service CPU each, and a full garbage collection over the 10k-fence index (over
@@ -188,13 +191,16 @@ Single pings. Before: three round trips per request (device check, load, write),
 50 connections). Now: the pings that arrive together are handled together (one profile
 read, one load and one write per flush, see `geofence/service/coalescer.py`), and the heap
 is frozen once a catalogue is installed, so a collection no longer walks the index; the
-entries of a flush are decided together. A flush of 15 pings costs about 200-250 µs per
-ping in process, of which the three round trips (profiles, load, save) are about half
-(the flush table). On top of that each request pays aiohttp and the middlewares, whose
-own ceiling is the `GET /healthz` row: 6.8k to 12.2k requests a second between runs on
-this machine for a route that does nothing. 10k pings a second with p99 under 10 ms
-would need the whole pipeline to cost a small fraction of a request, which in Python
-with a Redis round trip per stage it does not.
+entries of a flush are decided together, and a flush of fewer than 128 pings is screened
+ping after ping rather than in array steps whose fixed cost (about 200 µs) was more than
+the rest of a small flush's screening. The three round trips (profiles, load, save) are
+now about two thirds of a flush of one ping and about a third of a flush of 15 (the flush
+table): redis-py's asyncio client spends 100-200 µs of CPU on each command, whatever its
+size, in its pool, timeouts and stream layers. On top of that each request pays aiohttp
+and the middlewares, whose own ceiling is the `GET /healthz` row: 7k to 20k requests a
+second between runs on this machine for a route that does nothing. 10k pings a second
+with p99 under 10 ms would need the whole pipeline to cost a small fraction of a
+request, which in Python with a Redis round trip per stage it does not.
 """
 
 
