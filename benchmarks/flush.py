@@ -1,4 +1,4 @@
-"""What a flush of single pings costs in process, by size and by stage; and the packers.
+"""What a flush of single pings costs in process, by size and by stage; packers; screening.
 
     python -m benchmarks.flush [--devices 1000]
 
@@ -10,7 +10,9 @@ and its heap settled as ``geofence serve`` settles it;
 the CPU of each stage is timed around its call (``entries``: the offers of the entries,
 decided for the whole flush, and the funnel; ``lost writes``: devices redone one by one
 after another worker wrote first). Then ``save_states`` of 100 devices with
-redis-py's own asyncio packer against hiredis's, which the store uses, in the same run.
+redis-py's own asyncio packer against hiredis's, which the store uses, in the same run;
+and the screening of a call's pings in array steps against one after the other, by size,
+which sets where the service changes from one way to the other.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import timeit
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,9 +32,10 @@ import redis.asyncio as aioredis
 from benchmarks import ingest, workload
 from geofence.adapters.redis import HiredisPackedConnection, RedisStore
 from geofence.cli import settle_heap
-from geofence.domain.model import Ping
+from geofence.domain.model import DeviceState, Ping, ScreeningRules
+from geofence.domain.screening import Columns, screen_in_turn, screen_runs
 from geofence.ports import StateWrite
-from geofence.service.pings import PingService
+from geofence.service.pings import SCREEN_AS_ARRAYS_FROM, PingService
 
 SIZES = (1, 15, 100)
 PINGS_PER_SIZE = 3_000
@@ -56,7 +61,42 @@ async def measure(w: workload.Workload) -> dict[str, Any]:
             pings = _flushes(w, refs, rows, size, start=now - 3_600.0 * (len(SIZES) - n))
             sizes.append(await _timed_flushes(service, pings, size, now))
         packers = await _packers(service.store, refs[:100])
-    return {"sizes": sizes, "packers": packers}
+        rules = service.settings.screening_rules
+    screenings = _screenings(w, rows, now, rules)
+    return {"sizes": sizes, "packers": packers, "screenings": screenings}
+
+
+SCREENED = (15, 64, 128, 256, 1_000)  # pings of a call, one per device as in a flush
+
+
+def _screenings(
+    w: workload.Workload, rows: list[int], now: float, rules: ScreeningRules
+) -> list[dict[str, float]]:
+    """µs per call of screening ``SCREENED`` pings, each of another device from a state
+    that has seen it before, in array steps and one after the other (the service's way
+    below ``SCREEN_AS_ARRAYS_FROM`` pings), best of 5 rounds."""
+    p = w.pings
+    out = []
+    for size in SCREENED:
+        chosen = [rows[i % len(rows)] for i in range(size)]
+        pings = [
+            Ping(
+                lat=float(p.lat[r]), lng=float(p.lng[r]), accuracy_m=float(p.accuracy_m[r]), ts=now
+            )
+            for r in chosen
+        ]
+        states = [DeviceState(last_ts=now - 60.0) for _ in pings]
+        starts = list(range(size))
+        ways = {  # the columns are not counted: a batch makes them for its lookups anyway
+            "arrays": partial(screen_runs, pings, Columns.of(pings), starts, states, now, rules),
+            "in_turn": partial(screen_in_turn, pings, starts, states, now, rules),
+        }
+        reps = max(1, 20_000 // size)
+        row: dict[str, float] = {"size": size}
+        for name, way in ways.items():
+            row[name] = 1e6 * min(timeit.repeat(way, number=reps, repeat=5)) / reps
+        out.append(row)
+    return out
 
 
 def _last_rows(w: workload.Workload) -> list[int]:
@@ -189,6 +229,13 @@ def table(r: dict[str, Any]) -> str:
         f"Load and save of 100 devices, µs of CPU per device: redis-py's asyncio packer "
         f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
         f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
+        "",
+        f"Screening a call's pings, one per device, µs per call (the service screens fewer "
+        f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",
+        "",
+        "| pings | in array steps (`screen_runs`) | one after the other (`screen_in_turn`) |",
+        "|---:|---:|---:|",
+        *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["screenings"]),
     ]
     return "\n".join(lines)
 

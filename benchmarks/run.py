@@ -8,8 +8,9 @@
    missing: ``benchmarks.postgis``);
 3. batch ingest in one process with Redis state, one device at a time against whole
    batches, and where the CPU goes (``benchmarks.ingest``);
-4. what a flush of single pings costs in process, by size and by stage, and redis-py's
-   packer against hiredis's (``benchmarks.flush``);
+4. what a flush of single pings costs in process, by size and by stage, redis-py's
+   packer against hiredis's, and the screening of a call's pings in array steps against
+   one after the other (``benchmarks.flush``);
 5. the real service over HTTP with Redis state: batch ingest per core, single pings with
    wrk at 10 and 50 connections beside the service's own ceiling (``GET /healthz``),
    memory after the run (``benchmarks.http``);
