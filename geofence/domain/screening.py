@@ -166,7 +166,8 @@ def screen_in_turn(
     ``record`` ping after ping: the cheaper way for a few pings, where the array steps'
     fixed cost is more than a loop over them."""
     verdicts = []
-    for start, end, state in zip(starts, [*starts[1:], len(pings)], states, strict=True):
+    bounds = [*starts, len(pings)]
+    for start, end, state in zip(starts, bounds[1:], states, strict=True):
         for ping in pings[start:end]:
             verdict = screen(ping, state, now, rules)
             state = record(state, ping, verdict)

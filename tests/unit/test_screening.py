@@ -305,6 +305,12 @@ def test_screen_runs_does_not_hang_on_the_last_bits_of_array_maths(
         assert all_at_once(runs, NOW, RULES) == one_by_one(runs, NOW, RULES)
 
 
+def test_screening_in_turn_takes_no_runs_and_empty_ones() -> None:
+    assert screen_in_turn([], [], [], NOW, RULES) == []
+    runs = [(FRESH, []), (FRESH, [ping(NOW)]), (FRESH, [])]
+    assert screen_in_turn(*laid_out(runs), NOW, RULES) == one_by_one(runs, NOW, RULES)
+
+
 def test_screen_runs_declines_what_it_cannot_answer_exactly() -> None:
     assert all_at_once([(FRESH, [])], NOW, RULES) is None
     assert all_at_once([(FRESH, [ping(math.nan)])], NOW, RULES) is None
