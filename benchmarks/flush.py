@@ -78,13 +78,7 @@ def _screenings(
     p = w.pings
     out = []
     for size in SCREENED:
-        chosen = [rows[i % len(rows)] for i in range(size)]
-        pings = [
-            Ping(
-                lat=float(p.lat[r]), lng=float(p.lng[r]), accuracy_m=float(p.accuracy_m[r]), ts=now
-            )
-            for r in chosen
-        ]
+        pings = [_ping_at(p, rows[i % len(rows)], now) for i in range(size)]
         states = [DeviceState(last_ts=now - 60.0) for _ in pings]
         starts = list(range(size))
         ways = {  # the columns are not counted: a batch makes them for its lookups anyway
@@ -115,14 +109,15 @@ def _flushes(
         flush = []
         for j in range(size):
             row = rows[(n * size + j) % len(rows)]
-            ping = Ping(
-                lat=float(p.lat[row]),
-                lng=float(p.lng[row]),
-                accuracy_m=float(p.accuracy_m[row]),
-                ts=start + n + j * 1e-3,
-            )
-            flush.append((refs[int(p.device[row])], [ping]))
+            flush.append((refs[int(p.device[row])], [_ping_at(p, row, start + n + j * 1e-3)]))
         yield flush
+
+
+def _ping_at(p: workload.Pings, row: int, ts: float) -> Ping:
+    """The workload's ping of ``row``, sent again at ``ts``."""
+    return Ping(
+        lat=float(p.lat[row]), lng=float(p.lng[row]), accuracy_m=float(p.accuracy_m[row]), ts=ts
+    )
 
 
 async def _timed_flushes(
