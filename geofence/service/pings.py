@@ -37,9 +37,9 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 # pings of a call from which they are screened in array steps rather than one after the
-# other: the arrays' fixed cost is about 200 µs, and the two ways break even at about 250
-# pings of one device each (``python -m benchmarks.flush``); a device's run of many pings
-# costs the loop more per ping (its jump checks), so the switch is set below that
+# other: the arrays' fixed cost is about 200 µs, and the two ways break even at about 100
+# to 130 pings of one device each, their jump checks included (``python -m
+# benchmarks.flush``)
 SCREEN_AS_ARRAYS_FROM = 128
 
 Nears = Sequence[Mapping[str, float]]  # of each ping of a group: see ``relevant_stores``
