@@ -59,7 +59,8 @@ class HiredisPackedConnection(aioredis.Connection):
     is two words ("SCRIPT LOAD"), still goes through it.
     """
 
-    _packer = HiredisRespSerializer()
+    # untyped in some redis-py releases, typed in others
+    _packer = HiredisRespSerializer()  # type: ignore[no-untyped-call, unused-ignore]
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str) and " " not in args[0]:
