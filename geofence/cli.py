@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,13 +92,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging(settings.log_level)
+    if settings.workers == 1:
+        serve(settings)
+        return 0
+    return supervise(settings)
+
+
+def serve(settings: Settings, *, shared_port: bool = False) -> None:
+    """One process serving until SIGTERM or SIGINT. ``shared_port``: the listening
+    socket is bound with SO_REUSEPORT, so that the kernel spreads the connections over
+    every worker bound to the port."""
     from aiohttp import web
 
     from geofence.http.app import create_app
     from geofence.http.keys import CATALOGUE
 
-    settings = settings_from(args)
-    setup_logging(settings.log_level)
     _use_uvloop()
     app = create_app(settings)
     app[CATALOGUE].on_installed = settle_heap
@@ -103,10 +116,52 @@ def run_serve(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
+        reuse_port=shared_port or None,
         access_log=None,  # paths carry device ids; requests are counted in /metrics instead
         print=lambda line: print(line, file=sys.stderr),
     )
-    return 0
+
+
+def supervise(settings: Settings) -> int:
+    """``settings.workers`` processes serving one port; SIGTERM or SIGINT stops them all.
+
+    They are forked before any of them opens a connection or starts an event loop, and
+    share nothing but Redis. When one stops, for whatever reason, the others are stopped
+    too, and the first failing exit code among them is ours: the supervisor above
+    (systemd, the container runtime) restarts the whole, rather than this process
+    running short of workers unseen.
+    """
+    fork = multiprocessing.get_context("fork")
+    workers = [
+        fork.Process(target=serve, args=(settings,), kwargs={"shared_port": True}, name=f"w{i}")
+        for i in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stopping: list[int] = []
+
+    def stop(signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        if stopping:
+            return
+        stopping.append(signum)
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    multiprocessing.connection.wait([w.sentinel for w in workers])
+    stop()
+    for worker in workers:
+        worker.join()
+    return next((_status(w.exitcode) for w in workers if w.exitcode), 0)
+
+
+def _status(exitcode: int | None) -> int:
+    """A worker's exit code as a shell reports it: 128 + N when killed by signal N."""
+    if exitcode is None:
+        return 1
+    return 128 - exitcode if exitcode < 0 else exitcode
 
 
 def settle_heap() -> None:

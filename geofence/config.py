@@ -28,6 +28,10 @@ class SettingsError(ValueError):
 class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8080, metadata={"help": "port to listen on"})
+    workers: int = field(
+        default=1,
+        metadata={"help": "processes sharing the port (SO_REUSEPORT); over 1 needs Redis"},
+    )
     redis_url: str | None = field(
         default=None, metadata={"help": "Redis URL; unset keeps all state in memory"}
     )
@@ -197,7 +201,26 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_H3_RESOLUTION must be 0..15")
     if settings.max_body_bytes <= 0 or settings.max_upload_bytes < settings.max_body_bytes:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
+    _validate_workers(settings)
     _validate_offers(settings)
+
+
+def _validate_workers(settings: Settings) -> None:
+    """Several workers share nothing but Redis: each has its own memory, so the state,
+    the device-ref key and the API keys must not be ones a process makes for itself."""
+    if settings.workers < 1:
+        raise SettingsError("GEOFENCE_WORKERS must be at least 1")
+    if settings.workers == 1:
+        return
+    if not settings.redis_url:
+        raise SettingsError(
+            "GEOFENCE_WORKERS over 1 needs GEOFENCE_REDIS_URL: in-memory state is per process"
+        )
+    if not settings.id_secret or settings.dev_mode:
+        raise SettingsError(
+            "GEOFENCE_WORKERS over 1 needs GEOFENCE_ID_SECRET and GEOFENCE_*_KEYS set: "
+            "generated ones would differ between the workers"
+        )
 
 
 def _validate_offers(settings: Settings) -> None:

@@ -19,7 +19,7 @@ import aiohttp
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from geofence.cli import main; main()", "serve"]
+SERVE = [sys.executable, "-m", "geofence", "serve"]
 GATEWAY = [sys.executable, "-m", "tests.fakes.gateway"]
 
 

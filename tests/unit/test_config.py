@@ -47,3 +47,27 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     s = settings_from(args)
     assert (s.dwell_s, s.exit_s, s.port) == (10.0, 45.0, 8081)
     assert s.visit_rules.dwell_s == 10.0 and s.visit_rules.exit_s == 45.0
+
+
+SHARED = {"redis_url": "redis://localhost/1", "id_secret": "s", "admin_keys": ("a",)}
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"workers": 0}, "at least 1"),
+        ({"workers": 2, "redis_url": None}, "GEOFENCE_REDIS_URL"),
+        ({"workers": 2, "id_secret": None}, "GEOFENCE_ID_SECRET"),
+        ({"workers": 2, "admin_keys": ()}, "GEOFENCE_\\*_KEYS"),
+    ],
+)
+def test_workers_share_only_what_redis_and_the_settings_give(
+    changes: dict[str, object], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        validate(Settings(**{**SHARED, **changes}))  # type: ignore[arg-type]
+
+
+def test_several_workers_on_redis_with_their_secrets_set() -> None:
+    validate(Settings(workers=4, **SHARED))  # type: ignore[arg-type]
+    validate(Settings(workers=1))  # one process may make its own

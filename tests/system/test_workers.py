@@ -1,0 +1,185 @@
+"""``GEOFENCE_WORKERS=2``: two forked processes serve one port (SO_REUSEPORT). A device's
+single pings, each on a connection of its own, land on both, and the visit rules still
+see one device: one entry each, one notification each. SIGTERM stops the lot cleanly;
+a worker that dies takes the others down with it, and its exit code is the service's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
+from tests.system.cluster import register
+from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
+from tests.system.test_kill9 import INSIDE, OUTSIDE
+
+pytestmark = pytest.mark.redis
+
+DEVICES = 12
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def socket_owners(pids: list[int]) -> dict[int, int]:
+    """The process holding each socket inode, among ``pids``."""
+    owners = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = fd.readlink().name
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                owners[int(target[8:-1])] = pid
+    return owners
+
+
+def tcp_sockets(local_port: int) -> list[tuple[int, int, int]]:
+    """(remote port, state, inode) of each IPv4 TCP socket on ``local_port``."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+        if int(local.split(":")[1], 16) == local_port:
+            found.append((int(remote.split(":")[1], 16), int(state, 16), inode))
+    return found
+
+
+LISTEN, ESTABLISHED = 0x0A, 0x01
+
+
+async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> None:
+    client = await redis_client_or_skip()
+    prefix = f"gftest-workers-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = service_env(port, redis_url=REDIS_URL, redis_prefix=prefix, workers=2)
+    service = Process("service", SERVE, env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with running(service):
+            service.start()
+            await wait_http(f"{base}/readyz")
+            workers = children(service.pid)
+            assert len(workers) == 2, service.log()[-2000:]
+            listening = [inode for _, state, inode in tcp_sockets(port) if state == LISTEN]
+            owners = socket_owners(workers)
+            assert sorted(owners[inode] for inode in listening) == sorted(workers)
+
+            served, results = await _walk_every_device_in(base, port, workers)
+            assert set(served) == set(workers), served  # both took some of the pings
+            entries = Counter(e["store_id"] for r in results for e in r["events"])
+            assert entries == {"osm-way-88777732": DEVICES}
+            assert sum(len(r["notifications"]) for r in results) == DEVICES
+
+            service.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert service.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
+            assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        await drop_prefix(client, prefix)
+        await client.aclose()
+
+
+async def _walk_every_device_in(
+    base: str, port: int, workers: list[int]
+) -> tuple[Counter[int], list[dict[str, Any]]]:
+    """Every device walks into the store, each ping a request on a new connection: the
+    worker that served each request, and the results."""
+    async with aiohttp.ClientSession() as session:
+        await _offer(session, base)
+        tokens = await register(session, base, [f"worker-{i}" for i in range(DEVICES)])
+    served: Counter[int] = Counter()
+    results = []
+    now = time.time()
+    steps = [(OUTSIDE, 400), (INSIDE, 300), (INSIDE, 240), (INSIDE, 170)]
+    for (lat, lon), ago in steps:
+        for device_id, token in tokens.items():
+            ping = {
+                "device_id": device_id,
+                "lat": lat,
+                "lon": lon,
+                "accuracy_m": 8,
+                "ts": now - ago,
+            }
+            worker, result = await _post_alone(port, "/v1/pings", ping, token, workers)
+            served[worker] += 1
+            results.append(result)
+    return served, results
+
+
+async def _post_alone(
+    port: int, path: str, body: dict[str, Any], token: str, workers: list[int]
+) -> tuple[int, dict[str, Any]]:
+    """POST on a connection of its own: the worker holding its server end, and the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        payload = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        writer.write(head.encode() + payload)
+        await writer.drain()
+        status = (await reader.readline()).split()[1]
+        headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+        length = int(headers.split("content-length:")[1].split()[0])
+        answer = await reader.readexactly(length)
+        assert status == b"200", answer
+        worker = _server_of(port, writer.get_extra_info("sockname")[1], workers)
+        return worker, json.loads(answer)
+    finally:
+        writer.close()
+
+
+def _server_of(port: int, client_port: int, workers: list[int]) -> int:
+    """The worker holding the server's end of the connection from ``client_port``."""
+    owners = socket_owners(workers)
+    [inode] = [
+        i
+        for remote, state, i in tcp_sockets(port)
+        if remote == client_port and state == ESTABLISHED
+    ]
+    return owners[inode]
+
+
+async def _offer(session: aiohttp.ClientSession, base: str) -> None:
+    offer = {
+        "title": "Welcome",
+        "body": "At {store_name}",
+        "store_ids": ["osm-way-88777732"],
+        "starts_at": 0,
+        "ends_at": 4e9,
+    }
+    admin = {"Authorization": "Bearer sys-admin"}
+    async with session.put(f"{base}/v1/offers/welcome", json=offer, headers=admin) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+async def test_a_worker_that_dies_stops_the_service(tmp_path: Path) -> None:
+    client = await redis_client_or_skip()
+    prefix = f"gftest-workers-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = service_env(port, redis_url=REDIS_URL, redis_prefix=prefix, workers=2, stores="")
+    service = Process("service", SERVE, env, tmp_path)
+    try:
+        with running(service):
+            service.start()
+            await wait_http(f"http://127.0.0.1:{port}/healthz")
+            first, second = children(service.pid)
+            os.kill(first, signal.SIGKILL)
+            assert service.proc.wait(timeout=20) == 128 + signal.SIGKILL  # type: ignore[union-attr]
+            assert not Path(f"/proc/{second}").exists()
+    finally:
+        await drop_prefix(client, prefix)
+        await client.aclose()
