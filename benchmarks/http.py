@@ -17,6 +17,9 @@ a generated GEOFENCE_STORES file; the workload's devices are registered through
 - single ping: wrk posts ``POST /v1/pings``, each request for the next device in turn with
   that device's token and a later ts than its last one (benchmarks/ping.lua); an aiohttp
   loader process when wrk is missing.
+- single ping with two workers (``GEOFENCE_WORKERS=2``): the same, to a service of two
+  processes sharing the port and free to run on both cores, which Redis and the load
+  generator share with them: what this 2-core machine answers, not one core.
 
 The per-device and per-ingest-key rate limits are switched off for the run (one wrk
 connection pings many devices many times a second); the settings changed are listed in
@@ -72,6 +75,7 @@ LOAD_CORE = "1"  # the loaders and Redis: the service has core 0 to itself
 FENCES = 10_000
 WORKLOAD_S = 3_600.0
 BATCH_CONNECTIONS = 2
+WORKERS = 2  # the run with GEOFENCE_WORKERS: one worker a core
 LAST_PING_AGO_S = 5.0
 TS_STEP_S = 0.001  # single pings: each request's ts this much after the one before
 FALLBACK_MAX_RATE = 5_000  # single pings prepared per second of run for the aiohttp loader
@@ -100,6 +104,8 @@ class Stack:
     env: dict[str, str]
     settings: dict[str, str]  # what the benchmark changed, and the limits it left alone
     tokens: dict[str, str] = field(default_factory=dict)
+    cores: str = SERVICE_CORE  # where the service runs: a core, or a comma list of them
+    next_ts: float = 0.0  # single pings: the next run's pings start at or after this ts
 
     def key(self, kind: str) -> str:
         return self.env[f"GEOFENCE_{kind.upper()}_KEYS"].split(",")[0]
@@ -269,14 +275,25 @@ def redis_cpu_s(server: RedisServer) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def core_ticks(core: str) -> tuple[int, int]:
-    """Busy and total ticks of one core so far (/proc/stat), whatever ran on it."""
+def core_ticks(cores: str) -> tuple[int, int]:
+    """Busy and total ticks of some cores so far (/proc/stat), whatever ran on them."""
+    wanted = {f"cpu{core}" for core in cores.split(",")}
+    busy = total = 0
     for line in Path("/proc/stat").read_text().splitlines():
         name, *values = line.split()
-        if name == f"cpu{core}":
+        if name in wanted:
             ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
-            return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
-    raise RuntimeError(f"no cpu{core} in /proc/stat")
+            busy, total = busy + sum(ticks) - ticks[3] - ticks[4], total + sum(ticks)
+            wanted.remove(name)
+    if wanted:
+        raise RuntimeError(f"no {', '.join(sorted(wanted))} in /proc/stat")
+    return busy, total
+
+
+def service_cpu_s(pid: int) -> float:
+    """:func:`cpu_s` of the service and of its workers, if it forked any."""
+    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_s(pid) + sum(cpu_s(int(worker)) for worker in workers)
 
 
 @dataclass(frozen=True)
@@ -286,7 +303,7 @@ class Usage:
     wall_s: float
     service_cpu_s: float
     redis_cpu_s: float
-    core_busy: float  # the service's core: busy with anything (other processes too)
+    core_busy: float  # the service's cores: busy with anything (other processes too)
     moved: Counter[str]
 
     def as_dict(self) -> dict[str, Any]:
@@ -300,17 +317,18 @@ class Usage:
 
 
 def under_load(s: Stack, run: Callable[[], T]) -> tuple[T, Usage]:
-    """``run()``'s result and what it cost."""
+    """``run()``'s result and what it cost. (With several workers, ``moved`` is what
+    the worker that answered the scrapes saw: each keeps its own metrics.)"""
     pid = s.service.pid
     before = scrape(s.url)
-    cpu, redis_cpu, core = cpu_s(pid), redis_cpu_s(s.redis), core_ticks(SERVICE_CORE)
+    cpu, redis_cpu, cores = service_cpu_s(pid), redis_cpu_s(s.redis), core_ticks(s.cores)
     started = time.perf_counter()
     out = run()
     wall_s = time.perf_counter() - started
-    busy, total = (b - a for a, b in zip(core, core_ticks(SERVICE_CORE), strict=True))
+    busy, total = (b - a for a, b in zip(cores, core_ticks(s.cores), strict=True))
     usage = Usage(
         wall_s=wall_s,
-        service_cpu_s=cpu_s(pid) - cpu,
+        service_cpu_s=service_cpu_s(pid) - cpu,
         redis_cpu_s=redis_cpu_s(s.redis) - redis_cpu,
         core_busy=busy / total if total else math.nan,
         moved=scrape(s.url) - before,
@@ -461,6 +479,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
         "p99_ms": latency_ms(99),
         "non_2xx": int(number(r"Non-2xx or 3xx responses: (\d+)", 0)),
         "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
+        "accepted": int(number(r"accepted answers: (\d+)", -1)),  # -1: not counted
     }
 
 
@@ -501,6 +520,7 @@ def run_single(
         "p99_ms": load["p99_ms"],
         "non_2xx": non_2xx,
         "socket_errors": 0,
+        "accepted": load["results"].get("accepted", 0),
     }
 
 
@@ -508,7 +528,7 @@ def run_singles(
     s: Stack, workload: wl.Workload, connections: Sequence[int], duration_s: float
 ) -> list[dict[str, Any]]:
     devices = last_positions(workload)
-    base_ts = time.time()
+    base_ts = max(time.time(), s.next_ts)
     out = []
     for n in connections:
         run = functools.partial(run_single, s, devices, n, duration_s, base_ts)
@@ -525,6 +545,7 @@ def run_singles(
         )
         # the next run's pings come after every ping of this one, for every device
         base_ts = max(time.time(), base_ts + (result["requests"] + 1) * TS_STEP_S) + 1
+    s.next_ts = base_ts
     return out
 
 
@@ -543,6 +564,27 @@ def run_ceiling(s: Stack, connections: int, duration_s: float) -> dict[str, Any]
     }
 
 
+def run_workers(
+    s: Stack, workload: wl.Workload, workers: int, connections: int, duration_s: float
+) -> dict[str, Any]:
+    """Single pings at ``connections`` to ``geofence serve`` with ``workers`` processes
+    sharing the port, free to run on every core (where Redis and the load run too): the
+    service of the stack is stopped and this one runs on its Redis, devices and offer."""
+    s.service.stop()
+    port = free_port()
+    env = {**s.env, "GEOFENCE_PORT": str(port), "GEOFENCE_WORKERS": str(workers)}
+    cores = ",".join(str(n) for n in range(os.cpu_count() or 1))
+    service = Process(f"service-{workers}-workers", pinned(cores, SERVE), env, s.dir)
+    with running(service):
+        service.start()
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(_wait_ready(service, url))
+        shared = dataclasses.replace(s, url=url, service=service, cores=cores)
+        [run] = run_singles(shared, workload, [connections], duration_s)
+    s.next_ts = shared.next_ts
+    return {**run, "workers": workers, "cores": cores}
+
+
 # the whole measurement
 
 
@@ -554,8 +596,11 @@ def measure(
         batch = run_batch(s, workload, duration_s)
         single = run_singles(s, workload, connections, duration_s)
         ceiling = run_ceiling(s, max(connections), duration_s / 2)
+        rss_mib = rss_kib(s.service.pid) / 1024
+        workers = run_workers(s, workload, WORKERS, max(connections), duration_s)
         return {
             "ceiling": ceiling,
+            "workers": workers,
             "single_loader": "wrk" if shutil.which("wrk") else "aiohttp",
             "settings": s.settings,
             "fences": len(workload.fences),
@@ -564,7 +609,7 @@ def measure(
             "duration_s": duration_s,
             "batch": batch,
             "single": single,
-            "service_rss_mib": rss_kib(s.service.pid) / 1024,
+            "service_rss_mib": rss_mib,
             "redis_used_memory_mib": redis_used_mib(s.redis),
         }
 
@@ -692,7 +737,7 @@ def table(r: dict[str, Any]) -> str:
         f"| {_counts(x['results'])} |"
         for x in r["single"]
     ]
-    lines += ["", ceiling_line(r.get("ceiling"))]
+    lines += ["", ceiling_line(r.get("ceiling")), "", workers_line(r["workers"])]
     lines += [
         "",
         f"service RSS {r['service_rss_mib']:.0f} MiB after the runs; "
@@ -708,6 +753,17 @@ def ceiling_line(c: dict[str, Any] | None) -> str:
         f"the ceiling, GET /healthz (no work) at {c['connections']} connections: "
         f"{c['rps']:,.0f} req/s ({c['rps_per_cpu_s']:,.0f} per core), p50 {c['p50_ms']:.2f} ms, "
         f"p99 {c['p99_ms']:.2f} ms; {_cpu(c)}"
+    )
+
+
+def workers_line(w: dict[str, Any]) -> str:
+    accepted = "" if w["accepted"] < 0 else f", {w['accepted']:,} accepted"
+    return (
+        f"{w['workers']} workers (GEOFENCE_WORKERS) on cores {w['cores']}, which Redis and wrk "
+        f"share, at {w['connections']} connections: {w['rps']:,.0f} req/s "
+        f"({w['rps_per_cpu_s']:,.0f} per core), p50 {w['p50_ms']:.2f} ms, "
+        f"p99 {w['p99_ms']:.2f} ms, {w['non_2xx'] + w['socket_errors']} errors{accepted}; "
+        f"{_cpu(w)}"
     )
 
 
