@@ -140,6 +140,12 @@ class StateStore(Protocol):
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         """``load_state`` of many devices in one round trip, in the order given."""
 
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        """``get_devices`` and ``load_states`` of many devices, read together in one
+        round trip, in the order given."""
+
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
         """``save_state`` of many devices in one round trip; each write stands alone
         (atomic per device, not across them): written, lost to a newer version

@@ -204,6 +204,11 @@ class MemoryStore:
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         return [await self.load_state(ref) for ref in refs]
 
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        return [(self._profiles.get(ref), await self.load_state(ref)) for ref in refs]
+
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
         return [await self._save_one(w) for w in writes]
 

@@ -180,16 +180,19 @@ end
 return out
 """
 
-# KEYS: per device, its state and fix. ARGV: none. Answers per device: the
-# version, state and ledger fields of the state hash and the fix (false where missing).
+# KEYS: per device, its state and fix, and its profile too when ARGV[1] is 3 (the keys
+# per device). Answers per device: the version, state and ledger fields of the state hash,
+# the fix and, if asked, the profile (false where missing).
 LOAD_STATES = """
+local width = tonumber(ARGV[1])
 local out = {}
-for k = 1, #KEYS, 2 do
+for k = 1, #KEYS, width do
   local fields = redis.call('HMGET', KEYS[k], 'v', 's', 'l')
   table.insert(out, fields[1])
   table.insert(out, fields[2])
   table.insert(out, fields[3])
   table.insert(out, redis.call('GET', KEYS[k + 1]))
+  if width == 3 then table.insert(out, redis.call('GET', KEYS[k + 2])) end
 end
 return out
 """
@@ -444,10 +447,26 @@ class RedisStore:
             return []
         keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
         async with _guard():
-            reply = await self._load_states(keys=keys)
+            reply = await self._load_states(keys=keys, args=[2])
         return [
             _stored(version or None, state or None, ledger or None, fix or None)
             for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
+        ]
+
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        if not refs:
+            return []
+        keys = [k for ref in refs for k in [*self.keys.state_and_fix(ref), self.keys.profile(ref)]]
+        async with _guard():
+            reply = await self._load_states(keys=keys, args=[3])
+        return [
+            (
+                None if profile is None else _decode(profile, DeviceProfile),
+                _stored(version or None, state or None, ledger or None, fix or None),
+            )
+            for version, state, ledger, fix, profile in zip(*[iter(reply)] * 5, strict=True)
         ]
 
     async def save_state(

@@ -1,9 +1,9 @@
 """Single pings that arrive together are handled together (``POST /v1/pings``).
 
 Each request waits on a future; one flush at a time takes every ping waiting and runs
-them as a batch: the profiles of all their devices in one round trip, then
-:meth:`PingService.handle_many` (every state loaded in one script call and written in
-one, the fence lookups vectorised, the entries' offers decided together). Pings that
+them as a batch: the profiles and stored states of all their devices in one round trip,
+then :meth:`PingService.handle_many` (every state written in one script call, the fence
+lookups vectorised, the entries' offers decided together). Pings that
 arrive while a flush is at work wait for the next one, so the batches grow with the load
 and a lone ping goes out at once, at the next turn of the event loop.
 
@@ -69,7 +69,7 @@ class PingCoalescer:
 
     async def _flush(self, taken: Sequence[_Waiting]) -> None:
         asks = [(w.caller, w.device_id) for w in taken]
-        allowed = await self.devices.authorize_each(asks, DEVICE_ONLY)
+        allowed, loaded = await self.devices.authorize_loading(asks, DEVICE_ONLY)
         groups: dict[str, list[_Waiting]] = {}
         for waiting, authorized in zip(taken, allowed, strict=True):
             profile = located(authorized)
@@ -80,7 +80,7 @@ class PingCoalescer:
         if not groups:
             return
         answers = await self.pings.handle_many(
-            [(ref, [w.ping for w in group]) for ref, group in groups.items()]
+            [(ref, [w.ping for w in group]) for ref, group in groups.items()], loaded=loaded
         )
         for group, answer in zip(groups.values(), answers, strict=True):
             if isinstance(answer, GeofenceError):

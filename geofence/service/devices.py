@@ -43,7 +43,7 @@ from geofence.domain.errors import (
 from geofence.domain.model import DeviceState
 from geofence.domain.offers import Ledger
 from geofence.logs import remember_device_id
-from geofence.ports import StateStore
+from geofence.ports import StateStore, StoredState
 
 logger = logging.getLogger(__name__)
 
@@ -207,10 +207,22 @@ class DeviceService:
         """:meth:`authorize` of each (caller, device id), its refusal in place of a
         profile; every profile needed comes in one round trip."""
         plans = [self._plan(caller, device_id, allow) for caller, device_id in asks]
-        wanted = sorted({ref for plan in plans if isinstance(plan, _Ask) for ref in plan.reads})
+        wanted = _reads(plans)
         read = await self.store.get_devices(wanted) if wanted else []
-        profiles = dict(zip(wanted, read, strict=True))
-        return [p if isinstance(p, GeofenceError) else p.decide(profiles) for p in plans]
+        return _decided(plans, dict(zip(wanted, read, strict=True)))
+
+    async def authorize_loading(
+        self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]
+    ) -> tuple[list[DeviceProfile | GeofenceError], dict[str, StoredState]]:
+        """:meth:`authorize_each`, and the stored state of every device it reads, from
+        the same round trip (for :meth:`PingService.handle_many`, which then need not
+        load them)."""
+        plans = [self._plan(caller, device_id, allow) for caller, device_id in asks]
+        wanted = _reads(plans)
+        read = await self.store.load_devices(wanted) if wanted else []
+        profiles = {ref: profile for ref, (profile, _) in zip(wanted, read, strict=True)}
+        states = {ref: stored for ref, (_, stored) in zip(wanted, read, strict=True)}
+        return _decided(plans, profiles), states
 
     def _plan(
         self, caller: Caller, device_id: str, allow: Collection[CallerKind]
@@ -221,6 +233,17 @@ class DeviceService:
         if caller.kind == "device" and (ref is None or not _same(caller.device_ref, ref)):
             return _Ask(caller, caller.device_ref or "", other_device=True)
         return _Ask(caller, ref, other_device=False)
+
+
+def _reads(plans: Sequence[_Ask | GeofenceError]) -> list[str]:
+    """The devices whose profiles the plans need, each once."""
+    return sorted({ref for plan in plans if isinstance(plan, _Ask) for ref in plan.reads})
+
+
+def _decided(
+    plans: Sequence[_Ask | GeofenceError], profiles: Mapping[str, DeviceProfile | None]
+) -> list[DeviceProfile | GeofenceError]:
+    return [p if isinstance(p, GeofenceError) else p.decide(profiles) for p in plans]
 
 
 class _Ask(msgspec.Struct, frozen=True):

@@ -120,6 +120,7 @@ class PingService:
         *,
         now: float | None = None,
         explain: bool = False,
+        loaded: Mapping[str, StoredState] | None = None,
     ) -> list[list[PingResult] | NotFound]:
         """:meth:`handle` for many devices, in a few round trips whatever their number:
         one loads every state, the fence lookups and the screening of all pings run in a
@@ -132,12 +133,12 @@ class PingService:
         other, as :meth:`handle` called group by group would. A device whose write lost
         to another worker goes the single-device way, group by group. A device erased
         meanwhile gets NotFound in place of its results; a store outage fails the lot.
+        ``loaded``: stored states already read (with the profiles), not read again.
         """
         when = self.clock() if now is None else now
         batch = [_in_ts_order(pings) for _, pings in groups]
         devices = _groups_by_ref([ref for ref, _ in groups])
-        loaded = await self.store.load_states(list(devices))
-        stored = dict(zip(devices, loaded, strict=True))
+        stored = await self._stored(list(devices), loaded or {})
         rows = _Rows.of([ordered for _, ordered in batch])
         states = [stored[ref].state for ref, _ in groups]
         nears = self._nears(rows, states)
@@ -159,6 +160,18 @@ class PingService:
             [(ref, r) for (ref, _), r in zip(groups, results, strict=True) if isinstance(r, list)]
         )
         return results
+
+    async def _stored(
+        self, refs: Sequence[str], loaded: Mapping[str, StoredState]
+    ) -> dict[str, StoredState]:
+        """The stored state of each device: as given in ``loaded``, or read in one call."""
+        missing = [ref for ref in refs if ref not in loaded]
+        read = (
+            dict(zip(missing, await self.store.load_states(missing), strict=True))
+            if missing
+            else {}
+        )
+        return {ref: read[ref] if ref in read else loaded[ref] for ref in refs}
 
     def _move(
         self,

@@ -16,7 +16,7 @@ from geofence.domain.callers import Caller
 from geofence.domain.devices import Consent, DeviceProfile, Registration
 from geofence.domain.errors import ConsentRequired, NotFound, Unauthorized, Unavailable
 from geofence.domain.model import Ping
-from geofence.ports import StateStore
+from geofence.ports import StateStore, StoredState
 from geofence.service.coalescer import MAX_FLUSH, PingCoalescer
 from geofence.service.devices import DeviceService
 from geofence.service.pings import PingService
@@ -27,18 +27,32 @@ A, B, C = DEVICES
 
 
 class CountingStore(MemoryStore):
-    """Counts the profile reads (one per flush) and can be switched off."""
+    """Counts the reads of profiles and states (calls that would be round trips), and
+    can be switched off."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.profile_reads = 0
+        self.reads = 0
         self.down = False
 
-    async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
-        self.profile_reads += 1
+    def _read(self, refs: Sequence[str]) -> None:
+        self.reads += 1 if refs else 0  # nothing to read: no round trip
         if self.down:
             raise Unavailable("the state store is down")
+
+    async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
+        self._read(refs)
         return await super().get_devices(refs)
+
+    async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
+        self._read(refs)
+        return await super().load_states(refs)
+
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        self._read(refs)
+        return await super().load_devices(refs)
 
 
 async def side(
@@ -86,14 +100,14 @@ async def test_pings_sent_together_answer_as_each_one_alone(
         assert await all_at_once(together, callers, chunk) == [r for [r] in expected]
 
 
-async def test_one_flush_reads_every_profile_at_once() -> None:
+async def test_one_flush_reads_every_profile_and_state_at_once() -> None:
     store = CountingStore()
     coalescer, callers = await side(store)
     pings = [(d, at(-500, 0, T0 + i)) for i, d in enumerate(DEVICES * 20)]
-    before = store.profile_reads
+    before = store.reads
     results = await all_at_once(coalescer, callers, pings)
     assert [r.status for r in results] == ["accepted"] * len(pings)
-    assert store.profile_reads - before == 1
+    assert store.reads - before == 1  # the profiles and the states together
 
 
 async def test_refusals_are_per_request_and_the_rest_are_served() -> None:
@@ -164,7 +178,7 @@ async def test_more_than_a_flush_waiting_is_served_in_several() -> None:
     store = CountingStore()
     coalescer, callers = await side(store)
     pings = [(A, at(-500, 0, T0 + i)) for i in range(MAX_FLUSH + 5)]
-    before = store.profile_reads
+    before = store.reads
     answers = await all_at_once(coalescer, callers, pings)
     assert [a.status for a in answers] == ["accepted"] * len(pings)
-    assert store.profile_reads - before == 2
+    assert store.reads - before == 2  # a read for each flush

@@ -190,6 +190,25 @@ async def test_state_without_position_keeps_no_position(store: StateStore) -> No
     assert (await store.load_state("ref1")).state.last_fix is None
 
 
+async def test_devices_load_with_their_states_as_each_is_read_alone(store: StateStore) -> None:
+    """A profile with a written state (ledger and position too), one with none yet, a ref
+    with neither, an erased device, and the same ref twice."""
+    ledger = Ledger(device_sent=(1.0,))
+    for ref in ("written", "fresh", "erased"):
+        await store.create_device(profile(ref))
+    await store.save_state("written", visit_state(100.0), 0, ledger=ledger)
+    await store.save_state("erased", visit_state(100.0), 0)
+    await store.erase_device("erased")
+    refs = ["written", "fresh", "unknown", "erased", "written"]
+    together = await store.load_devices(refs)
+    alone = list(zip(await store.get_devices(refs), await store.load_states(refs), strict=True))
+    assert together == alone
+    assert together[0][0] == profile("written")
+    assert together[0][1].state == visit_state(100.0) and together[0][1].ledger == ledger
+    assert together[1][1].version == 0 and together[2] == (None, together[1][1])
+    assert await store.load_devices([]) == []
+
+
 @pytest.mark.redis
 async def test_redis_keys_of_a_device_share_one_hash_tag(redis_store_factory: object) -> None:
     from geofence.adapters.redis import RedisStore

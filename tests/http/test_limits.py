@@ -18,6 +18,7 @@ from geofence.domain.devices import DeviceProfile
 from geofence.http.app import create_app
 from geofence.http.keys import PING_GATE
 from geofence.http.openapi import openapi_document
+from geofence.ports import StoredState
 from tests.conftest import INGEST_KEY, admin
 from tests.http.test_openapi import OpenAPI
 from tests.http.test_ops import assert_problem
@@ -47,9 +48,18 @@ class StallingStore(MemoryStore):
         self.release = asyncio.Event()
 
     async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
+        await self._held()
+        return await super().get_devices(refs)
+
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        await self._held()
+        return await super().load_devices(refs)
+
+    async def _held(self) -> None:
         if self.stall:
             await self.release.wait()
-        return await super().get_devices(refs)
 
 
 @pytest.fixture
