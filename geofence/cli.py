@@ -138,12 +138,13 @@ def supervise(settings: Settings) -> int:
     ]
     for worker in workers:
         worker.start()
-    stopping: list[int] = []
+    stopped = False
 
-    def stop(signum: int = signal.SIGTERM, _frame: object = None) -> None:
-        if stopping:
+    def stop(_signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        nonlocal stopped
+        if stopped:  # a worker asked twice may cut its own clean shutdown short
             return
-        stopping.append(signum)
+        stopped = True
         for worker in workers:
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
