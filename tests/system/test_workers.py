@@ -19,13 +19,14 @@ import aiohttp
 import pytest
 
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
-from tests.system.cluster import register
+from tests.system.cluster import generous_offer, put_offer, register
 from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
 from tests.system.test_kill9 import INSIDE, OUTSIDE
 
 pytestmark = pytest.mark.redis
 
 DEVICES = 12
+STORE = "osm-way-88777732"  # Rautamies, where INSIDE is
 
 
 def children(pid: int) -> list[int]:
@@ -80,7 +81,7 @@ async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> Non
             served, results = await _walk_every_device_in(base, port, workers)
             assert set(served) == set(workers), served  # both took some of the pings
             entries = Counter(e["store_id"] for r in results for e in r["events"])
-            assert entries == {"osm-way-88777732": DEVICES}
+            assert entries == {STORE: DEVICES}
             assert sum(len(r["notifications"]) for r in results) == DEVICES
 
             service.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
@@ -97,7 +98,7 @@ async def _walk_every_device_in(
     """Every device walks into the store, each ping a request on a new connection: the
     worker that served each request, and the results."""
     async with aiohttp.ClientSession() as session:
-        await _offer(session, base)
+        await put_offer(session, base, "welcome", generous_offer([STORE]))
         tokens = await register(session, base, [f"worker-{i}" for i in range(DEVICES)])
     served: Counter[int] = Counter()
     results = []
@@ -151,19 +152,6 @@ def _server_of(port: int, client_port: int, workers: list[int]) -> int:
         if remote == client_port and state == ESTABLISHED
     ]
     return owners[inode]
-
-
-async def _offer(session: aiohttp.ClientSession, base: str) -> None:
-    offer = {
-        "title": "Welcome",
-        "body": "At {store_name}",
-        "store_ids": ["osm-way-88777732"],
-        "starts_at": 0,
-        "ends_at": 4e9,
-    }
-    admin = {"Authorization": "Bearer sys-admin"}
-    async with session.put(f"{base}/v1/offers/welcome", json=offer, headers=admin) as resp:
-        assert resp.status == 201, await resp.text()
 
 
 async def test_a_worker_that_dies_stops_the_service(tmp_path: Path) -> None:
