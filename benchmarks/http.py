@@ -63,6 +63,7 @@ from tests.system.processes import (
     SERVE,
     Process,
     RedisServer,
+    children,
     free_port,
     rss_kib,
     running,
@@ -295,8 +296,7 @@ def core_ticks(cores: str) -> tuple[int, int]:
 
 def service_cpu_s(pid: int) -> float:
     """:func:`cpu_s` of the service and of its workers, if it forked any."""
-    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return cpu_s(pid) + sum(cpu_s(int(worker)) for worker in workers)
+    return cpu_s(pid) + sum(cpu_s(worker) for worker in children(pid))
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,11 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc), such as the workers it forked."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def rss_kib(pid: int) -> int:
     """The resident set size of a process, from /proc (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

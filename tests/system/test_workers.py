@@ -20,17 +20,21 @@ import pytest
 
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
 from tests.system.cluster import generous_offer, put_offer, register
-from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
-from tests.system.test_kill9 import INSIDE, OUTSIDE
+from tests.system.processes import (
+    SERVE,
+    Process,
+    children,
+    free_port,
+    running,
+    service_env,
+    wait_http,
+)
+from tests.system.test_kill9 import walk
 
 pytestmark = pytest.mark.redis
 
 DEVICES = 12
-STORE = "osm-way-88777732"  # Rautamies, where INSIDE is
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+STORE = "osm-way-88777732"  # Rautamies, where test_kill9.walk goes in
 
 
 def socket_owners(pids: list[int]) -> dict[int, int]:
@@ -103,16 +107,10 @@ async def _walk_every_device_in(
     served: Counter[int] = Counter()
     results = []
     now = time.time()
-    steps = [(OUTSIDE, 400), (INSIDE, 300), (INSIDE, 240), (INSIDE, 170)]
-    for (lat, lon), ago in steps:
-        for device_id, token in tokens.items():
-            ping = {
-                "device_id": device_id,
-                "lat": lat,
-                "lon": lon,
-                "accuracy_m": 8,
-                "ts": now - ago,
-            }
+    walks = [walk(device_id, now) for device_id in tokens]  # the same four steps each
+    for step in range(len(walks[0])):
+        for ping in (w[step] for w in walks):
+            token = tokens[ping["device_id"]]
             worker, result = await _post_alone(port, "/v1/pings", ping, token, workers)
             served[worker] += 1
             results.append(result)
