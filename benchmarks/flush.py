@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import time
 import timeit
 from collections import Counter
@@ -61,9 +62,10 @@ async def measure(w: workload.Workload) -> dict[str, Any]:
             pings = _flushes(w, refs, rows, size, start=now - 3_600.0 * (len(SIZES) - n))
             sizes.append(await _timed_flushes(service, pings, size, now))
         packers = await _packers(service.store, refs[:100])
+        lanes = await _lanes(service.store, refs)
         rules = service.settings.screening_rules
     screenings = _screenings(w, rows, now, rules)
-    return {"sizes": sizes, "packers": packers, "screenings": screenings}
+    return {"sizes": sizes, "packers": packers, "lanes": lanes, "screenings": screenings}
 
 
 SCREENED = (15, 64, 128, 256, 1_000)  # pings of a call, one per device as in a flush
@@ -196,6 +198,37 @@ async def _packers(store: Any, refs: list[str]) -> dict[str, float]:
     return out
 
 
+LANE_SIZES = (1, 8, 15)  # devices per call: flushes of single pings
+LANE_ROUNDS = 5
+
+
+async def _lanes(store: Any, refs: list[str]) -> list[dict[str, float]]:
+    """µs of CPU per call of a read (``load_devices``) and a write (``save_states``) of
+    ``LANE_SIZES`` devices, on the store's lane against through its client, the two ways
+    in turns (``LANE_ROUNDS``), best round of each."""
+    assert isinstance(store, RedisStore)
+    prefix = store.keys.prefix
+    ways = {
+        "client": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lane=False),
+        "lane": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix),
+    }
+    out = []
+    try:
+        for size in LANE_SIZES:
+            row: dict[str, float] = {"size": size}
+            for _ in range(LANE_ROUNDS):
+                for name, way in ways.items():
+                    per_call = size * await _per_device(
+                        refs[:size], partial(_save_all, way, refs[:size])
+                    )
+                    row[name] = min(row.get(name, math.inf), per_call / 2)
+            out.append(row)
+    finally:
+        for way in ways.values():
+            await way.close()
+    return out
+
+
 async def _save_all(store: RedisStore, refs: list[str]) -> None:
     loaded = await store.load_states(refs)
     writes = [
@@ -231,6 +264,14 @@ def table(r: dict[str, Any]) -> str:
         f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
         f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
         "",
+        "A script call of the store (a read or a write of a flush's devices, half of "
+        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client "
+        "against on the store's lane (`geofence/adapters/redis_lane.py`):",
+        "",
+        "| devices | client | lane | client / lane |",
+        "|---:|---:|---:|---:|",
+        *(_lane_row(x) for x in r["lanes"]),
+        "",
         f"Screening a call's pings, one per device, µs per call (the service screens fewer "
         f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",
         "",
@@ -239,6 +280,11 @@ def table(r: dict[str, Any]) -> str:
         *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["screenings"]),
     ]
     return "\n".join(lines)
+
+
+def _lane_row(x: dict[str, float]) -> str:
+    ratio = x["client"] / x["lane"]
+    return f"| {x['size']} | {x['client']:.0f} | {x['lane']:.0f} | {ratio:.2f}× |"
 
 
 def main() -> None:

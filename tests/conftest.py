@@ -68,19 +68,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
     """Makes Redis stores on prefixes of their own; every key is removed afterwards."""
-    made: list[tuple[aioredis.Redis, str]] = []
+    made: list[RedisStore] = []
 
     async def make(*, prefix: str | None = None, **kwargs: Any) -> RedisStore:
         """A store on a new prefix, or a second client on the ``prefix`` of another."""
         client = await redis_client_or_skip()
         prefix = prefix or f"gftest-{uuid.uuid4().hex[:12]}"
-        made.append((client, prefix))
-        return RedisStore(client, prefix=prefix, **kwargs)
+        made.append(RedisStore(client, prefix=prefix, **kwargs))
+        return made[-1]
 
     yield make
-    for client, prefix in made:
-        await drop_prefix(client, prefix)
-        await client.aclose()
+    for store in made:
+        await drop_prefix(store.client, store.keys.prefix)
+        await store.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -24,8 +24,10 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.connection import HiredisRespSerializer
 
+from geofence.adapters.redis_lane import Arg, Lane
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Fence, Fix
@@ -310,7 +312,10 @@ class RedisStore:
         prefix: str = "geofence",
         device_ttl_s: int = 30 * 86_400,
         position_ttl_s: int = 86_400,
+        lane: bool = True,
     ) -> None:
+        """``lane``: the script calls of every flush and batch go on a connection kept
+        aside when it is free (``redis_lane``); without it, all through the client."""
         self.client = client
         self.keys = Keys(prefix)
         self.device_ttl_s = device_ttl_s
@@ -328,6 +333,7 @@ class RedisStore:
         self._record_receipt = client.register_script(RECORD_RECEIPT)
         self._release_budget = client.register_script(RELEASE_BUDGET)
         self._next_shard = 0
+        self._lane = Lane(client) if lane else None
 
     @classmethod
     def from_url(
@@ -356,6 +362,8 @@ class RedisStore:
             await self.client.ping()
 
     async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
         await self.client.aclose()
 
     # the catalogue
@@ -447,7 +455,7 @@ class RedisStore:
             return []
         keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
         async with _guard():
-            reply = await self._load_states(keys=keys, args=[2])
+            reply = await self._script(self._load_states, keys, [2])
         return [
             _stored(version or None, state or None, ledger or None, fix or None)
             for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
@@ -460,7 +468,7 @@ class RedisStore:
             return []
         keys = [k for ref in refs for k in [*self.keys.state_and_fix(ref), self.keys.profile(ref)]]
         async with _guard():
-            reply = await self._load_states(keys=keys, args=[3])
+            reply = await self._script(self._load_states, keys, [3])
         return [
             (
                 None if profile is None else _decode(profile, DeviceProfile),
@@ -488,7 +496,7 @@ class RedisStore:
         if not writes:
             return []
         keys: list[str] = []
-        args: list[bytes | int | float | str] = [self.device_ttl_s, self.position_ttl_s]
+        args: list[Arg] = [self.device_ttl_s, self.position_ttl_s]
         for w in writes:
             keys += self.keys.compare_and_set(w.ref)
             fix = b"" if w.state.last_fix is None else _encode(w.state.last_fix)
@@ -498,8 +506,15 @@ class RedisStore:
             for n in w.outbox:
                 args += [n.notification_id, _encode(OutboxItem(notification=n)), n.created_at]
         async with _guard():
-            reply = await self._save_states(keys=keys, args=args)
+            reply = await self._script(self._save_states, keys, args)
         return [_SAVED[int(answer)] for answer in reply]
+
+    async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """The calls made on every flush and batch: on the lane when it is free, else
+        through the client (see ``redis_lane``)."""
+        if self._lane is None or self._lane.busy:
+            return await script(keys=keys, args=args)
+        return await self._lane.run(script, keys, args)
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:

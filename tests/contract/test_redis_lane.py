@@ -1,0 +1,156 @@
+"""The store's lane (``geofence/adapters/redis_lane.py``): one call at a time on a connection
+kept aside; every failure leaves it ready for the next call, which gets its own reply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from geofence.adapters.redis import RedisStore
+from geofence.adapters.redis_lane import Lane
+from geofence.domain.errors import Unavailable
+from tests.conftest import REDIS_URL, redis_client_or_skip
+
+pytestmark = pytest.mark.redis
+
+ECHO = "return ARGV[1]"
+# busy for ARGV[1] ms, then answers 'slow': Redis runs nothing else meanwhile
+SLOW = """
+local t = redis.call('TIME')
+local until_us = t[1] * 1000000 + t[2] + tonumber(ARGV[1]) * 1000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_us
+return 'slow'
+"""
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aioredis.Redis]:
+    admin = await redis_client_or_skip()
+    await admin.aclose()
+    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=0.3, socket_connect_timeout=2)
+    yield client
+    await client.aclose()
+
+
+def scripts(client: aioredis.Redis) -> tuple[AsyncScript, AsyncScript]:
+    return client.register_script(ECHO), client.register_script(SLOW)
+
+
+async def test_a_call_answers_as_through_the_client(client: aioredis.Redis) -> None:
+    echo, _ = scripts(client)
+    lane = Lane(client)
+    try:
+        assert await lane.run(echo, [], ["one"]) == await echo(args=["one"]) == b"one"
+        assert await lane.run(echo, [], [2]) == b"2"
+    finally:
+        await lane.close()
+
+
+async def test_a_script_the_server_forgot_is_loaded_again(client: aioredis.Redis) -> None:
+    echo, _ = scripts(client)
+    lane = Lane(client)
+    try:
+        assert await lane.run(echo, [], ["before"]) == b"before"
+        await client.script_flush()
+        assert await lane.run(echo, [], ["after"]) == b"after"
+    finally:
+        await lane.close()
+
+
+async def test_a_cancelled_call_leaves_no_reply_for_the_next(client: aioredis.Redis) -> None:
+    echo, slow = scripts(client)
+    await echo(args=["load"]), await slow(args=[0])
+    lane = Lane(client)
+    try:
+        call = asyncio.create_task(lane.run(slow, [], [150]))
+        await asyncio.sleep(0.05)  # sent, its reply not yet come
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not lane.busy
+        assert await lane.run(echo, [], ["mine"]) == b"mine"  # not the slow one's 'slow'
+    finally:
+        await lane.close()
+
+
+async def test_a_call_past_the_timeout_fails_and_the_next_gets_its_own_reply(
+    client: aioredis.Redis,
+) -> None:
+    echo, slow = scripts(client)
+    await echo(args=["load"]), await slow(args=[0])
+    lane = Lane(client)
+    assert lane.timeout_s == 0.3
+    try:
+        with pytest.raises(TimeoutError):
+            await lane.run(slow, [], [600])
+        assert await lane.run(echo, [], ["mine"]) == b"mine"
+    finally:
+        await lane.close()
+
+
+async def test_a_broken_connection_is_replaced_within_the_call(client: aioredis.Redis) -> None:
+    echo, _ = scripts(client)
+    lane = Lane(client)
+    try:
+        assert await lane.run(echo, [], ["first"]) == b"first"
+        assert lane._connection is not None and lane._connection._writer is not None
+        host, port = lane._connection._writer.get_extra_info("sockname")[:2]
+        assert await client.client_kill_filter(addr=f"{host}:{port}") == 1
+        assert await lane.run(echo, [], ["second"]) == b"second"
+    finally:
+        await lane.close()
+
+
+async def test_one_call_at_a_time(client: aioredis.Redis) -> None:
+    echo, slow = scripts(client)
+    lane = Lane(client)
+    try:
+        first = asyncio.create_task(lane.run(slow, [], [50]))
+        await asyncio.sleep(0.01)
+        assert lane.busy
+        with pytest.raises(RuntimeError):
+            await lane.run(echo, [], ["second"])
+        assert await first == b"slow"
+        assert not lane.busy
+    finally:
+        await lane.close()
+
+
+async def test_the_store_sends_beside_a_busy_lane_through_its_client(
+    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore(client, prefix="gftest-lane")
+    refs = [f"lane-{n}" for n in range(20)]
+    on_lane: list[Any] = []
+    lane_run = store._lane.run if store._lane else None
+    assert lane_run is not None
+
+    async def counted(*args: Any) -> Any:
+        on_lane.append(args)
+        return await lane_run(*args)
+
+    monkeypatch.setattr(store._lane, "run", counted)
+    try:
+        loaded = await asyncio.gather(*(store.load_devices([ref]) for ref in refs))
+        assert [[(profile, s.version) for profile, s in one] for one in loaded] == [
+            [(None, 0)]
+        ] * len(refs)
+        assert 1 <= len(on_lane) < len(refs)  # the first took the lane, the rest the client
+    finally:
+        await store.close()
+
+
+async def test_the_store_answers_unavailable_when_redis_is_not_there() -> None:
+    store = RedisStore.from_url("redis://127.0.0.1:1/0", timeout_s=0.5)  # nothing listens
+    try:
+        with pytest.raises(Unavailable):
+            await store.load_devices(["someone"])
+        with pytest.raises(Unavailable):
+            await store.load_states(["someone"])
+    finally:
+        await store.close()
