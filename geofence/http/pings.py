@@ -140,9 +140,12 @@ Group = list[tuple[int, Ping]]
 async def _device_groups(
     request: web.Request, caller: Caller, groups: dict[str, Group]
 ) -> list[tuple[Group, Sequence[PingResult | dict[str, Any]]]]:
-    """Each device's pings through the service in one go; one device's failure (unknown,
-    no consent, erased meanwhile) fails its pings alone, a wrong credential the batch."""
-    profiles = await request.app[DEVICES].authorize_many(caller, list(groups), ("device", "ingest"))
+    """Each device's pings through the service in one go, its profile and stored state
+    read in one round trip for all; one device's failure (unknown, no consent, erased
+    meanwhile) fails its pings alone, a wrong credential the batch."""
+    profiles, loaded = await request.app[DEVICES].authorize_many(
+        caller, list(groups), ("device", "ingest")
+    )
     sending: list[tuple[Group, DeviceProfile]] = []
     out: list[tuple[Group, Sequence[PingResult | dict[str, Any]]]] = []
     for items, authorized in zip(groups.values(), profiles, strict=True):
@@ -154,6 +157,7 @@ async def _device_groups(
     answers = await request.app[PINGS].handle_many(
         [(profile.ref, [ping for _, ping in items]) for items, profile in sending],
         explain=flag(request, "explain"),
+        loaded=loaded,
     )
     for (items, _), answer in zip(sending, answers, strict=True):
         out.append((items, _failed(items, answer) if isinstance(answer, NotFound) else answer))

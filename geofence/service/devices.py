@@ -192,14 +192,15 @@ class DeviceService:
 
     async def authorize_many(
         self, caller: Caller, device_ids: Sequence[str], allow: Collection[CallerKind]
-    ) -> list[DeviceProfile | NotFound]:
+    ) -> tuple[list[DeviceProfile | NotFound], dict[str, StoredState]]:
         """:meth:`authorize` for many devices of one caller; an unknown device fails alone
-        (NotFound), a caller refused outright (401/403) fails them all."""
-        answers = await self.authorize_each([(caller, d) for d in device_ids], allow)
+        (NotFound), a caller refused outright (401/403) fails them all. With the stored
+        states read in the same round trip, as :meth:`authorize_loading`."""
+        answers, states = await self.authorize_loading([(caller, d) for d in device_ids], allow)
         for answer in answers:
             if isinstance(answer, GeofenceError) and not isinstance(answer, NotFound):
                 raise answer
-        return answers  # type: ignore[return-value]  # only profiles and NotFound left
+        return answers, states  # type: ignore[return-value]  # only profiles and NotFound left
 
     async def authorize_each(
         self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]

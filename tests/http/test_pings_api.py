@@ -9,8 +9,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from geofence.adapters.traces import read_trace
+from geofence.config import Settings
+from geofence.http.app import create_app
 from geofence.http.keys import DEVICES, PINGS
 from tests.conftest import INGEST_KEY, SDK_KEY, admin
+from tests.contract.test_coalescer import CountingStore
 from tests.contract.test_replay import FENCES, TRACK, replay_events
 from tests.http.test_ops import assert_problem
 
@@ -217,3 +220,20 @@ async def test_service_answers_what_replay_prints(client: TestClient[Any, Any]) 
         events += [{"device_id": "bus-304", **e} for r in results for e in r["events"]]
     assert events == await replay_events()
     assert events, "the fixture has events"
+
+
+async def test_a_batch_reads_its_devices_profiles_and_states_at_once(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    store = CountingStore()
+    client = await aiohttp_client(create_app(settings, store=store))
+    devices = ("d1", "d2", "d3")
+    for device_id in devices:
+        await register(client, device_id)
+    now = time.time()
+    pings = [ping_body(d, OUTSIDE, now - 100 + i) for i, d in enumerate(devices * 5)]
+    before = store.reads
+    resp = await send(client, INGEST_KEY, {"pings": pings}, "/batch")
+    assert resp.status == 200, await resp.text()
+    assert [r["status"] for r in (await resp.json())["results"]] == ["accepted"] * len(pings)
+    assert store.reads - before == 1  # the profiles and the states together
