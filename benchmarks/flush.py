@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from benchmarks import ingest, workload
 from geofence.adapters.redis import HiredisPackedConnection, RedisStore
 from geofence.cli import settle_heap
+from geofence.domain.geometry import NEAR_IN_TURN_BELOW, FenceIndex
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
 from geofence.domain.screening import Columns, screen_in_turn, screen_runs
 from geofence.ports import StateWrite
@@ -64,8 +65,38 @@ async def measure(w: workload.Workload) -> dict[str, Any]:
         packers = await _packers(service.store, refs[:100])
         lanes = await _lanes(service.store, refs)
         rules = service.settings.screening_rules
+        lookups = _lookups(service.catalogue.index, w, rows)
     screenings = _screenings(w, rows, now, rules)
-    return {"sizes": sizes, "packers": packers, "lanes": lanes, "screenings": screenings}
+    return {
+        "sizes": sizes,
+        "packers": packers,
+        "lanes": lanes,
+        "lookups": lookups,
+        "screenings": screenings,
+    }
+
+
+LOOKED_UP = (1, 8, 16, 32, 64)  # pings of a call, one per device as in a flush
+
+
+def _lookups(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list[dict[str, float]]:
+    """µs per call of the lookups of ``LOOKED_UP`` pings without the exit band (what a
+    flush asks), in array steps and one at a time, best of 5 rounds."""
+    p = w.pings
+    out = []
+    for size in LOOKED_UP:
+        picked = [rows[i % len(rows)] for i in range(size)]
+        lats, lngs = p.lat[picked].astype(float), p.lng[picked].astype(float)
+        ways = {
+            "arrays": partial(index.near_arrays, lats, lngs, band=False),
+            "in_turn": partial(index.near_in_turn, lats, lngs, band=False),
+        }
+        reps = max(1, 20_000 // size)
+        row: dict[str, float] = {"size": size}
+        for name, way in ways.items():
+            row[name] = 1e6 * min(timeit.repeat(way, number=reps, repeat=5)) / reps
+        out.append(row)
+    return out
 
 
 SCREENED = (15, 64, 128, 256, 1_000)  # pings of a call, one per device as in a flush
@@ -271,6 +302,13 @@ def table(r: dict[str, Any]) -> str:
         "| devices | client | lane | client / lane |",
         "|---:|---:|---:|---:|",
         *(_lane_row(x) for x in r["lanes"]),
+        "",
+        f"The lookups of a call's pings without the exit band, one per device, µs per call "
+        f"(the service looks up fewer than {NEAR_IN_TURN_BELOW} one at a time):",
+        "",
+        "| pings | in array steps (`near_arrays`) | one at a time (`near_in_turn`) |",
+        "|---:|---:|---:|",
+        *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["lookups"]),
         "",
         f"Screening a call's pings, one per device, µs per call (the service screens fewer "
         f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",

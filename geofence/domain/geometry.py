@@ -128,9 +128,13 @@ class _Slot:
             return math.hypot(x, y)
         return float(shapely.distance(self.base, shapely.Point(x, y)))
 
-    def contains(self, lat: float, lng: float) -> bool:
+    def in_box(self, lat: float, lng: float) -> bool:
+        """Whether the point lies in the grown bounding box (``_SlotArrays.in_box``)."""
         b = self.bbox
-        if not (b[0] <= lat <= b[2] and b[1] <= lng <= b[3]):
+        return b[0] <= lat <= b[2] and b[1] <= lng <= b[3]
+
+    def contains(self, lat: float, lng: float) -> bool:
+        if not self.in_box(lat, lng):
             return False
         x, y = to_plane(self.lat0, self.lng0, lat, lng)
         if self.is_circle:
@@ -518,15 +522,17 @@ class FenceIndex:
         found.sort()
         return found
 
-    def near(self, lat: float, lng: float) -> dict[str, float]:
+    def near(self, lat: float, lng: float, *, band: bool = True) -> dict[str, float]:
         """Fences whose cover (grown by the exit margin) holds the point's cell, with the
-        point's ``distance_m`` to each."""
+        point's ``distance_m`` to each; ``band=False`` as in :meth:`near_many`."""
         out: dict[str, float] = {}
         cell = h3.latlng_to_cell(lat, lng, self._resolution)
-        for code in self._table.codes_of(cell, band=True):
+        for code in self._table.codes_of(cell, band=band):
             slot = self._slots[code >> _KIND_BITS]
-            interior = code & _KIND_MASK == INTERIOR
-            out[slot.fence.id] = 0.0 if interior else slot.distance_m(lat, lng)
+            if code & _KIND_MASK == INTERIOR:
+                out[slot.fence.id] = 0.0
+            elif band or slot.in_box(lat, lng):
+                out[slot.fence.id] = slot.distance_m(lat, lng)
         return out
 
     def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
@@ -568,7 +574,23 @@ class FenceIndex:
         ``band=False`` leaves out the fences listed only for the exit band around them,
         and those whose grown bounding box misses the point: what is left holds every
         fence that holds the point, at the same distances, for a fraction of the cost.
+        Fewer than ``NEAR_IN_TURN_BELOW`` points go one at a time (:meth:`near`).
         """
+        if not band and len(lats) < NEAR_IN_TURN_BELOW:
+            return self.near_in_turn(lats, lngs, band=band)
+        return self.near_arrays(lats, lngs, band=band)
+
+    def near_in_turn(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
+    ) -> list[dict[str, float]]:
+        """:meth:`near_many` one point at a time, whatever the number of points."""
+        points = zip(np.asarray(lats).tolist(), np.asarray(lngs).tolist(), strict=True)
+        return [self.near(lat, lng, band=band) for lat, lng in points]
+
+    def near_arrays(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
+    ) -> list[dict[str, float]]:
+        """:meth:`near_many` in array steps, whatever the number of points."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         rows, slots, kinds = self._pairs(lats, lngs, band=band)
         if not band:
@@ -584,6 +606,9 @@ class FenceIndex:
 
 
 _FEW_POINTS: Final = 32
+# near_many without the band: below this many points, one at a time costs less than the
+# array steps' fixed cost (``python -m benchmarks.flush``, its lookups table)
+NEAR_IN_TURN_BELOW: Final = 32
 
 
 class _CoarseGrid:

@@ -242,6 +242,25 @@ def test_near_many_and_distances_equal_the_loop(data: st.DataObject, sc: Any) ->
 
 
 @PROPERTY
+@given(st.data(), scene(), st.booleans())
+def test_lookups_one_at_a_time_answer_as_in_array_steps(
+    data: st.DataObject, sc: Any, band: bool
+) -> None:
+    """``near_many`` goes one point at a time below ``NEAR_IN_TURN_BELOW`` points without
+    the band: the same fences, at the same distances, as the array steps."""
+    fences, _, _ = sc
+    index = FenceIndex.build(fences, exit_margin_m=30.0)
+    points = [data.draw(probe(fences)) for _ in range(8)]
+    lats, lngs = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    arrays = index.near_arrays(lats, lngs, band=band)
+    in_turn = index.near_in_turn(lats, lngs, band=band)
+    assert [a.keys() for a in arrays] == [t.keys() for t in in_turn]
+    for a, t in zip(arrays, in_turn, strict=True):
+        assert [t[fence_id] for fence_id in a] == pytest.approx(list(a.values()), abs=1e-6)
+    assert index.near_many(lats, lngs, band=False) == index.near_in_turn(lats, lngs, band=False)
+
+
+@PROPERTY
 @given(st.data(), scene(), st.sampled_from([10, 11, 12]), st.integers(1, 48))
 def test_batches_match_brute_force(
     data: st.DataObject, sc: Any, resolution: int, size: int
