@@ -31,6 +31,7 @@ import numpy.typing as npt
 import shapely
 from h3.api import basic_int as h3
 from h3.api import numpy_int as h3_arrays
+from shapely.creation import HandleNaN
 
 from geofence.domain.model import Fence
 
@@ -126,7 +127,8 @@ class _Slot:
         x, y = to_plane(self.lat0, self.lng0, lat, lng)
         if self.is_circle:
             return math.hypot(x, y)
-        return float(shapely.distance(self.base, shapely.Point(x, y)))
+        # the ufuncs themselves: the public wrappers' argument handling costs as much again
+        return float(shapely.lib.distance(self.base, _point(x, y)))
 
     def in_box(self, lat: float, lng: float) -> bool:
         """Whether the point lies in the grown bounding box (``_SlotArrays.in_box``)."""
@@ -142,10 +144,18 @@ class _Slot:
         if self.margin_m == 0.0:
             # the ufunc itself: the public wrapper's argument handling costs 3× the test
             return bool(shapely.lib.intersects_xy(self.base, x, y))
-        return bool(shapely.dwithin(self.base, shapely.Point(x, y), self.margin_m))
+        return bool(shapely.lib.dwithin(self.base, _point(x, y), self.margin_m))
 
     def distance_m(self, lat: float, lng: float) -> float:
         return max(0.0, self.raw_distance(lat, lng) - self.reach_m)
+
+
+_NAN_ALLOWED: Final = np.intc(HandleNaN.allow)  # what shapely.points passes by default
+
+
+def _point(x: float, y: float) -> Any:
+    """``shapely.Point(x, y)`` from the ufunc itself, in a third of the time."""
+    return shapely.lib.points(np.array((x, y)), _NAN_ALLOWED)
 
 
 def _geometry_lnglat(geometry: dict[str, Any]) -> Any:
