@@ -75,3 +75,15 @@ class Metrics:
         self.receipts = Counter(
             "geofence_receipts", "Receipts counted, by event", ["event"], registry=r
         )
+        self._answers: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """One HTTP request answered. The labelled series of each (route, status) are
+        looked up once: every request passes here."""
+        series = self._answers.get((route, status))
+        if series is None:
+            series = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._answers[route, status] = series
+        requests, latency = series
+        requests.inc()
+        latency.observe(seconds)
