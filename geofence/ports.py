@@ -151,6 +151,12 @@ class StateStore(Protocol):
         (atomic per device, not across them): written, lost to a newer version
         (conflict), or refused because the device was erased (gone)."""
 
+    async def save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        """``save_states(writes)``, then ``load_devices(refs)``, in one round trip: the
+        load sees the writes (a flush's write and the next flush's read)."""
+
     # offers (contract §6)
     async def put_offer(self, offer: Offer) -> bool:
         """True when the offer is new."""

@@ -212,6 +212,11 @@ class MemoryStore:
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
         return [await self._save_one(w) for w in writes]
 
+    async def save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        return await self.save_states(writes), await self.load_devices(refs)
+
     async def _save_one(self, w: StateWrite) -> Saved:
         try:
             saved = await self.save_state(

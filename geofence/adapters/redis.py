@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.connection import HiredisRespSerializer
 
-from geofence.adapters.redis_lane import Arg, Lane
+from geofence.adapters.redis_lane import Arg, Call, Lane
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Fence, Fix
@@ -466,16 +466,13 @@ class RedisStore:
     ) -> list[tuple[DeviceProfile | None, StoredState]]:
         if not refs:
             return []
-        keys = [k for ref in refs for k in [*self.keys.state_and_fix(ref), self.keys.profile(ref)]]
         async with _guard():
-            reply = await self._script(self._load_states, keys, [3])
-        return [
-            (
-                None if profile is None else _decode(profile, DeviceProfile),
-                _stored(version or None, state or None, ledger or None, fix or None),
-            )
-            for version, state, ledger, fix, profile in zip(*[iter(reply)] * 5, strict=True)
-        ]
+            reply = await self._script(*self._load_devices_call(refs))
+        return _devices(reply)
+
+    def _load_devices_call(self, refs: Sequence[str]) -> Call:
+        keys = [k for ref in refs for k in [*self.keys.state_and_fix(ref), self.keys.profile(ref)]]
+        return self._load_states, keys, [3]
 
     async def save_state(
         self,
@@ -495,6 +492,11 @@ class RedisStore:
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
         if not writes:
             return []
+        async with _guard():
+            reply = await self._script(*self._save_states_call(writes))
+        return _saved(reply)
+
+    def _save_states_call(self, writes: Sequence[StateWrite]) -> Call:
         keys: list[str] = []
         args: list[Arg] = [self.device_ttl_s, self.position_ttl_s]
         for w in writes:
@@ -505,16 +507,29 @@ class RedisStore:
             args += [w.version, body, fix, ledger, len(w.outbox)]
             for n in w.outbox:
                 args += [n.notification_id, _encode(OutboxItem(notification=n)), n.created_at]
+        return self._save_states, keys, args
+
+    async def save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        calls = [self._save_states_call(writes)] if writes else []
+        calls += [self._load_devices_call(refs)] if refs else []
         async with _guard():
-            reply = await self._script(self._save_states, keys, args)
-        return [_SAVED[int(answer)] for answer in reply]
+            replies = await self._scripts(calls)
+        return _saved(replies[0]) if writes else [], _devices(replies[-1]) if refs else []
 
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """The calls made on every flush and batch: on the lane when it is free, else
-        through the client (see ``redis_lane``)."""
+        [reply] = await self._scripts([(script, keys, args)])
+        return reply
+
+    async def _scripts(self, calls: Sequence[Call]) -> list[Any]:
+        """The calls made on every flush and batch, in order: together on the lane when
+        it is free, else one after the other through the client (see ``redis_lane``)."""
+        if not calls:
+            return []
         if self._lane is None or self._lane.busy:
-            return await script(keys=keys, args=args)
-        return await self._lane.run(script, keys, args)
+            return [await script(keys=keys, args=args) for script, keys, args in calls]
+        return await self._lane.run_all(calls)
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
@@ -672,6 +687,22 @@ async def _guard() -> AsyncIterator[None]:
 
 _encoder = msgspec.msgpack.Encoder()
 _SAVED: dict[int, Saved] = {1: "written", 0: "conflict", -1: "gone"}
+
+
+def _saved(reply: Sequence[Any]) -> list[Saved]:
+    """``SAVE_STATES``' answer: each write's verdict."""
+    return [_SAVED[int(answer)] for answer in reply]
+
+
+def _devices(reply: Sequence[Any]) -> list[tuple[DeviceProfile | None, StoredState]]:
+    """``LOAD_STATES``' answer with the profiles: each device's profile and state."""
+    return [
+        (
+            None if profile is None else _decode(profile, DeviceProfile),
+            _stored(version or None, state or None, ledger or None, fix or None),
+        )
+        for version, state, ledger, fix, profile in zip(*[iter(reply)] * 5, strict=True)
+    ]
 
 
 def _stored(

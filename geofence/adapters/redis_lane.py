@@ -29,6 +29,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 
 Arg = bytes | str | int | float
+Call = tuple[AsyncScript, Sequence[str], Sequence[Arg]]  # a script, its keys and its args
 
 
 class Lane:
@@ -48,12 +49,20 @@ class Lane:
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The script's reply; raises what the client would (connection, timeout, reply
         errors), the connection dropped whenever its state is in doubt."""
+        [reply] = await self.run_all([(script, keys, args)])
+        return reply
+
+    async def run_all(self, calls: Sequence[Call]) -> list[Any]:
+        """The reply of each call, the calls sent together in one round trip and run by
+        the server one after the other. After a script the server did not know, the
+        scripts are loaded and that call and every later one sent again: a later call
+        must be one that may run twice (a read)."""
         if self.busy:
             raise RuntimeError("the lane takes one call at a time")
         self.busy = True
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._evalsha(script, keys, args)
+                return await self._evalsha(calls)
         except BaseException:
             await self.close()
             raise
@@ -65,24 +74,41 @@ class Lane:
         if connection is not None:
             await connection.disconnect(nowait=True)
 
-    async def _evalsha(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await self._retried(command)
-        except rexc.NoScriptError:
-            await self._retried(("SCRIPT", "LOAD", script.script))
-            return await self._retried(command)
+    async def _evalsha(self, calls: Sequence[Call]) -> list[Any]:
+        replies = await self._retried([_evalsha(call) for call in calls])
+        unknown = [n for n, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
+        if unknown:
+            again = calls[unknown[0] :]
+            await self._retried([("SCRIPT", "LOAD", script.script) for script, _, _ in again])
+            replies[unknown[0] :] = await self._retried([_evalsha(call) for call in again])
+        for reply in replies:
+            if isinstance(reply, rexc.ResponseError):
+                raise reply
+        return replies
 
-    async def _retried(self, command: tuple[Any, ...]) -> Any:
+    async def _retried(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         try:
-            return await self._call(command)
+            return await self._call(commands)
         except rexc.ConnectionError:
             await self.close()
-            return await self._call(command)
+            return await self._call(commands)
 
-    async def _call(self, command: tuple[Any, ...]) -> Any:
+    async def _call(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply, or the error the server answered it with."""
         connection = self._connection
         if connection is None:
             connection = self._connection = self._connection_class(**self._kwargs)
-        await connection.send_packed_command(connection.pack_command(*command), check_health=False)
-        return await connection.read_response()
+        packed = [part for command in commands for part in connection.pack_command(*command)]
+        await connection.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except rexc.ResponseError as e:  # that reply read whole: the next ones follow
+                replies.append(e)
+        return replies
+
+
+def _evalsha(call: Call) -> tuple[Any, ...]:
+    script, keys, args = call
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -4,12 +4,14 @@ kept aside; every failure leaves it ready for the next call, which gets its own 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from geofence.adapters.redis import RedisStore
 from geofence.adapters.redis_lane import Lane
@@ -57,6 +59,40 @@ async def test_a_script_the_server_forgot_is_loaded_again(client: aioredis.Redis
     try:
         assert await lane.run(echo, [], ["before"]) == b"before"
         await client.script_flush()
+        assert await lane.run(echo, [], ["after"]) == b"after"
+    finally:
+        await lane.close()
+
+
+async def test_calls_sent_together_run_in_order_and_a_write_runs_once(
+    client: aioredis.Redis,
+) -> None:
+    """A write then a read in one round trip, also when the server forgot both scripts
+    (each sent again once loaded) or only the read's (the read alone sent again)."""
+    key = f"gftest-lane-{uuid.uuid4().hex}"
+    add = client.register_script("return redis.call('INCR', KEYS[1])")
+    read = client.register_script("return redis.call('GET', KEYS[1])")
+    lane = Lane(client)
+    try:
+        assert await lane.run_all([(add, [key], []), (read, [key], [])]) == [1, b"1"]
+        await client.script_flush()
+        assert await lane.run_all([(add, [key], []), (read, [key], [])]) == [2, b"2"]
+        await client.script_flush()
+        await add(keys=[key])  # the write's script known again, the read's not
+        assert await lane.run_all([(add, [key], []), (read, [key], [])]) == [4, b"4"]
+        assert await lane.run_all([]) == []
+    finally:
+        await lane.close()
+        await client.delete(key)
+
+
+async def test_an_error_answer_is_raised_and_the_lane_goes_on(client: aioredis.Redis) -> None:
+    echo, _ = scripts(client)
+    failing = client.register_script("return redis.error_reply('no such thing')")
+    lane = Lane(client)
+    try:
+        with pytest.raises(ResponseError, match="no such thing"):
+            await lane.run_all([(echo, [], ["first"]), (failing, [], [])])
         assert await lane.run(echo, [], ["after"]) == b"after"
     finally:
         await lane.close()
@@ -127,14 +163,14 @@ async def test_the_store_sends_beside_a_busy_lane_through_its_client(
     store = RedisStore(client, prefix="gftest-lane")
     refs = [f"lane-{n}" for n in range(20)]
     on_lane: list[Any] = []
-    lane_run = store._lane.run if store._lane else None
+    lane_run = store._lane.run_all if store._lane else None
     assert lane_run is not None
 
     async def counted(*args: Any) -> Any:
         on_lane.append(args)
         return await lane_run(*args)
 
-    monkeypatch.setattr(store._lane, "run", counted)
+    monkeypatch.setattr(store._lane, "run_all", counted)
     try:
         loaded = await asyncio.gather(*(store.load_devices([ref]) for ref in refs))
         assert [[(profile, s.version) for profile, s in one] for one in loaded] == [

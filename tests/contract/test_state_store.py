@@ -8,7 +8,7 @@ import pytest
 from geofence.domain.devices import ConsentChange, DeviceProfile
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
 from geofence.domain.offers import EntryDecision, Ledger, Notification, Offer
-from geofence.ports import StateStore
+from geofence.ports import StateStore, StateWrite, StoredState
 
 SQUARE = {
     "type": "Polygon",
@@ -207,6 +207,30 @@ async def test_devices_load_with_their_states_as_each_is_read_alone(store: State
     assert together[0][1].state == visit_state(100.0) and together[0][1].ledger == ledger
     assert together[1][1].version == 0 and together[2] == (None, together[1][1])
     assert await store.load_devices([]) == []
+
+
+async def test_save_then_load_reads_what_it_wrote(store: StateStore) -> None:
+    """A flush's write and the next flush's read in one call: the read sees the write,
+    a lost write and an erased device answer as ``save_states`` does, either half may be
+    empty."""
+    for ref in ("a", "b", "gone"):
+        await store.create_device(profile(ref))
+    await store.save_state("b", visit_state(50.0), 0)
+    await store.erase_device("gone")
+    writes = [
+        StateWrite(ref="a", state=visit_state(100.0), version=0),
+        StateWrite(ref="b", state=visit_state(100.0), version=0),  # b is at version 1
+        StateWrite(ref="gone", state=visit_state(100.0), version=0),
+    ]
+    saved, loaded = await store.save_then_load(writes, ["a", "b", "new", "a"])
+    assert saved == ["written", "conflict", "gone"]
+    assert loaded == await store.load_devices(["a", "b", "new", "a"])
+    assert loaded[0] == (profile("a"), StoredState(state=visit_state(100.0), version=1))
+    assert loaded[1][1].state == visit_state(50.0) and loaded[2][0] is None
+    later = [StateWrite(ref="a", state=visit_state(150.0), version=1)]
+    assert await store.save_then_load(later, []) == (["written"], [])
+    assert await store.save_then_load([], ["a"]) == ([], await store.load_devices(["a"]))
+    assert await store.save_then_load([], []) == ([], [])
 
 
 @pytest.mark.redis
