@@ -225,12 +225,20 @@ class DeviceService:
         """:meth:`authorize_each`, and the stored state of every device it reads, from
         the same round trip (for :meth:`PingService.handle_many`, which then need not
         load them)."""
+        planned = self.plan_each(asks, allow)
+        return planned.decide(await self.load(planned))
+
+    def plan_each(
+        self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]
+    ) -> Planned:
+        """:meth:`authorize_loading` up to its read: the devices it needs read, and how
+        to decide each ask once they are (the read may come in another call)."""
         plans = [self._plan(caller, device_id, allow) for caller, device_id in asks]
-        wanted = _reads(plans)
-        read = await self.store.load_devices(wanted) if wanted else []
-        profiles = {ref: profile for ref, (profile, _) in zip(wanted, read, strict=True)}
-        states = {ref: stored for ref, (_, stored) in zip(wanted, read, strict=True)}
-        return _decided(plans, profiles), states
+        return Planned(plans=plans, reads=_reads(plans))
+
+    async def load(self, planned: Planned) -> list[tuple[DeviceProfile | None, StoredState]]:
+        """The profiles and stored states ``planned`` needs, in one round trip."""
+        return await self.store.load_devices(planned.reads) if planned.reads else []
 
     def _plan(
         self, caller: Caller, device_id: str, allow: Collection[CallerKind]
@@ -252,6 +260,22 @@ def _decided(
     plans: Sequence[_Ask | GeofenceError], profiles: Mapping[str, DeviceProfile | None]
 ) -> list[DeviceProfile | GeofenceError]:
     return [p if isinstance(p, GeofenceError) else p.decide(profiles) for p in plans]
+
+
+class Planned(msgspec.Struct, frozen=True):
+    """Asks to authorize, and the devices whose profiles and states decide them."""
+
+    plans: list[_Ask | GeofenceError]
+    reads: list[str]
+
+    def decide(
+        self, read: Sequence[tuple[DeviceProfile | None, StoredState]]
+    ) -> tuple[list[DeviceProfile | GeofenceError], dict[str, StoredState]]:
+        """Each ask's profile or refusal, and the stored states, from ``read``: what
+        ``load_devices(reads)`` answered."""
+        profiles = {ref: profile for ref, (profile, _) in zip(self.reads, read, strict=True)}
+        states = {ref: stored for ref, (_, stored) in zip(self.reads, read, strict=True)}
+        return _decided(self.plans, profiles), states
 
 
 class _Ask(msgspec.Struct, frozen=True):

@@ -17,11 +17,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from geofence.config import Settings
+from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
@@ -79,6 +81,16 @@ class _Move(msgspec.Struct, kw_only=True):
         return _write_of(self.ref, self.chain[-1].state, self.stored.version, self.reserved)
 
 
+class ReadAhead(Protocol):
+    """The read of the next flush, sent with this one's write (``save_then_load``)."""
+
+    def refs(self) -> Sequence[str]:
+        """The devices to read, asked as the write goes out."""
+
+    def read(self, devices: list[tuple[DeviceProfile | None, StoredState]]) -> None:
+        """Their profiles and stored states, read after the write."""
+
+
 class PingService:
     def __init__(
         self,
@@ -121,6 +133,7 @@ class PingService:
         now: float | None = None,
         explain: bool = False,
         loaded: Mapping[str, StoredState] | None = None,
+        ahead: ReadAhead | None = None,
     ) -> list[list[PingResult] | NotFound]:
         """:meth:`handle` for many devices, in a few round trips whatever their number:
         one loads every state, the fence lookups and the screening of all pings run in a
@@ -134,6 +147,7 @@ class PingService:
         to another worker goes the single-device way, group by group. A device erased
         meanwhile gets NotFound in place of its results; a store outage fails the lot.
         ``loaded``: stored states already read (with the profiles), not read again.
+        ``ahead``: the devices it names are read in the round trip of the write.
         """
         when = self.clock() if now is None else now
         batch = [_in_ts_order(pings) for _, pings in groups]
@@ -150,7 +164,7 @@ class PingService:
             for ref, positions in devices.items()
         ]
         await self._decide(moves, when)
-        await self._write(moves)
+        await self._write(moves, ahead)
         answers: dict[int, list[PingResult] | NotFound] = {}
         for move, positions in zip(moves, devices.values(), strict=True):
             for g, outcome in zip(positions, move.chain, strict=True):
@@ -201,11 +215,17 @@ class PingService:
             else:
                 move.reserved = decided
 
-    async def _write(self, moves: Sequence[_Move]) -> None:
-        """Every changed state with its ledger and outbox in one compare-and-set call;
-        then the budgets of lost writes back, the funnel fed with the written ones."""
+    async def _write(self, moves: Sequence[_Move], ahead: ReadAhead | None) -> None:
+        """Every changed state with its ledger and outbox in one compare-and-set call
+        (and the read ``ahead`` asks for, in the same round trip); then the budgets of
+        lost writes back, the funnel fed with the written ones."""
         changed = [m for m in moves if m.verdict == "written" and m.changed]
-        verdicts = await self.store.save_states([m.write for m in changed])
+        writes = [m.write for m in changed]
+        if ahead is None:
+            verdicts = await self.store.save_states(writes)
+        else:
+            verdicts, read = await self.store.save_then_load(writes, ahead.refs())
+            ahead.read(read)
         for move, verdict in zip(changed, verdicts, strict=True):
             move.verdict = verdict
         for move in moves:

@@ -16,7 +16,7 @@ from geofence.domain.callers import Caller
 from geofence.domain.devices import Consent, DeviceProfile, Registration
 from geofence.domain.errors import ConsentRequired, NotFound, Unauthorized, Unavailable
 from geofence.domain.model import Ping
-from geofence.ports import StateStore, StoredState
+from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.coalescer import MAX_FLUSH, PingCoalescer
 from geofence.service.devices import DeviceService
 from geofence.service.pings import PingService
@@ -24,6 +24,7 @@ from tests.contract.test_pings_many import DEVICES, step
 from tests.contract.test_pings_service import T0, at, pipeline
 
 A, B, C = DEVICES
+ANSWERED_WITHIN_S = 2.0  # a ping the coalescer lost would otherwise hang the test
 
 
 class CountingStore(MemoryStore):
@@ -32,7 +33,8 @@ class CountingStore(MemoryStore):
 
     def __init__(self) -> None:
         super().__init__()
-        self.reads = 0
+        self.reads = 0  # round trips that only read
+        self.read_with_writes = 0  # reads that went in the round trip of a write
         self.down = False
 
     def _read(self, refs: Sequence[str]) -> None:
@@ -53,6 +55,52 @@ class CountingStore(MemoryStore):
     ) -> list[tuple[DeviceProfile | None, StoredState]]:
         self._read(refs)
         return await super().load_devices(refs)
+
+    async def save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        """One round trip: its read is not counted among the reads, but here."""
+        self.read_with_writes += 1 if refs else 0
+        if self.down:
+            raise Unavailable("the state store is down")
+        return await MemoryStore.save_states(self, writes), await MemoryStore.load_devices(
+            self, refs
+        )
+
+
+class GatedStore(CountingStore):
+    """Holds the next ``load_devices`` until let go, to add pings while a flush reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.go = asyncio.Event()
+        self.gated = False
+
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        if self.gated:
+            self.gated = False
+            self.reading.set()
+            await self.go.wait()
+        return await super().load_devices(refs)
+
+
+class YieldingStore(MemoryStore):
+    """Lets the event loop run other tasks at every round trip, as a network store does."""
+
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        await asyncio.sleep(0)
+        return await super().load_devices(refs)
+
+    async def save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        await asyncio.sleep(0)
+        return await super().save_then_load(writes, refs)
 
 
 async def side(
@@ -98,6 +146,56 @@ async def test_pings_sent_together_answer_as_each_one_alone(
         now = together.pings.clock()
         expected = [await alone.handle(ref_of(together, d), [p], now=now) for d, p in chunk]
         assert await all_at_once(together, callers, chunk) == [r for [r] in expected]
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(step, min_size=1, max_size=30),
+    gaps=st.lists(st.integers(0, 3), min_size=30, max_size=30),
+)
+async def test_pings_arriving_while_others_are_handled_answer_as_each_one_alone(
+    steps: list[tuple[str, float, float, int, float]], gaps: list[int]
+) -> None:
+    """Pings sent one after the other while earlier ones are in flight (``gaps``: turns
+    of the event loop between two): flushes of every size, each next one read in the
+    round trip of the write before it, answer as each ping handled alone in turn."""
+    together, callers = await side(YieldingStore())
+    alone = await pipeline(MemoryStore(), *(ref_of(together, d) for d in DEVICES))
+    now = together.pings.clock()
+    t, sent, expected = T0, [], []
+    for (device, x, y, dt, accuracy), gap in zip(steps, gaps, strict=False):
+        t += dt
+        ping = at(x, y, t, accuracy)
+        [result] = await alone.handle(ref_of(together, device), [ping], now=now)
+        expected.append(result)
+        sent.append(asyncio.ensure_future(together.handle(callers[device], device, ping)))
+        for _ in range(gap):
+            await asyncio.sleep(0)
+    assert await asyncio.wait_for(asyncio.gather(*sent), ANSWERED_WITHIN_S) == expected
+
+
+async def test_pings_waiting_when_a_flush_writes_are_read_in_its_round_trip() -> None:
+    store = GatedStore()
+    coalescer, callers = await side(store)
+    store.gated = True
+    before = store.reads
+    first = [
+        asyncio.ensure_future(coalescer.handle(callers[d], d, at(-500, 0, T0))) for d in DEVICES
+    ]
+    await store.reading.wait()  # the first flush is reading its devices
+    second = [
+        asyncio.ensure_future(coalescer.handle(callers[d], d, at(-500, 0, T0 + 1))) for d in DEVICES
+    ]
+    await asyncio.sleep(0)  # they wait for the next flush
+    store.go.set()
+    answers = await asyncio.wait_for(asyncio.gather(*first, *second), ANSWERED_WITHIN_S)
+    assert [a.status for a in answers] == ["accepted"] * 2 * len(DEVICES)
+    assert store.reads - before == 1  # the first flush's: the second made none of its own
+    assert store.read_with_writes == 1  # it was read with the first one's write
+    for d in DEVICES:  # and it saw that write: its pings were applied after the first
+        assert (await store.load_state(ref_of(coalescer, d))).state.last_ts == T0 + 1
 
 
 async def test_one_flush_reads_every_profile_and_state_at_once() -> None:
@@ -181,4 +279,5 @@ async def test_more_than_a_flush_waiting_is_served_in_several() -> None:
     before = store.reads
     answers = await all_at_once(coalescer, callers, pings)
     assert [a.status for a in answers] == ["accepted"] * len(pings)
-    assert store.reads - before == 2  # a read for each flush
+    assert store.reads - before == 1  # the first flush's read
+    assert store.read_with_writes == 1  # the second's, with the first one's write
