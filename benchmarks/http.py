@@ -63,6 +63,7 @@ from tests.system.processes import (
     SERVE,
     Process,
     RedisServer,
+    all_listening,
     children,
     free_port,
     rss_kib,
@@ -582,6 +583,8 @@ def run_workers(
         service.start()
         url = f"http://127.0.0.1:{port}"
         asyncio.run(_wait_ready(service, url))
+        # wrk's connections are made once, at its start: every worker must take its share
+        asyncio.run(all_listening(service, port, workers))
         shared = dataclasses.replace(s, url=url, service=service, cores=cores)
         [run] = run_singles(shared, workload, [connections], duration_s)
     s.next_ts = shared.next_ts

@@ -77,6 +77,52 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def socket_owners(pids: list[int]) -> dict[int, int]:
+    """The process holding each socket inode, among ``pids``."""
+    owners = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = fd.readlink().name
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                owners[int(target[8:-1])] = pid
+    return owners
+
+
+def tcp_sockets(local_port: int) -> list[tuple[int, int, int]]:
+    """(remote port, state, inode) of each IPv4 TCP socket on ``local_port``."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+        if int(local.split(":")[1], 16) == local_port:
+            found.append((int(remote.split(":")[1], 16), int(state, 16), inode))
+    return found
+
+
+LISTEN, ESTABLISHED = 0x0A, 0x01  # TCP states in /proc/net/tcp
+
+
+async def all_listening(
+    service: Process, port: int, workers: int, timeout_s: float = 60.0
+) -> list[int]:
+    """The service's workers, once ``workers`` of them each hold a listening socket on
+    ``port``: a worker binds only when its catalogue is in, and the kernel spreads new
+    connections only over the sockets bound by then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = children(service.pid)
+        listening = [inode for _, state, inode in tcp_sockets(port) if state == LISTEN]
+        owners = socket_owners(pids)
+        if len(pids) == workers and {owners.get(inode) for inode in listening} >= set(pids):
+            return pids
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(pids)} workers, not all listening: {service.log()[-2000:]}")
+        await asyncio.sleep(0.1)
+
+
 def rss_kib(pid: int) -> int:
     """The resident set size of a process, from /proc (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -21,12 +21,16 @@ import pytest
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
 from tests.system.cluster import generous_offer, put_offer, register
 from tests.system.processes import (
+    ESTABLISHED,
     SERVE,
     Process,
+    all_listening,
     children,
     free_port,
     running,
     service_env,
+    socket_owners,
+    tcp_sockets,
     wait_http,
 )
 from tests.system.test_kill9 import walk
@@ -35,34 +39,6 @@ pytestmark = pytest.mark.redis
 
 DEVICES = 12
 STORE = "osm-way-88777732"  # Rautamies, where test_kill9.walk goes in
-
-
-def socket_owners(pids: list[int]) -> dict[int, int]:
-    """The process holding each socket inode, among ``pids``."""
-    owners = {}
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = fd.readlink().name
-            except OSError:  # closed meanwhile
-                continue
-            if target.startswith("socket:["):
-                owners[int(target[8:-1])] = pid
-    return owners
-
-
-def tcp_sockets(local_port: int) -> list[tuple[int, int, int]]:
-    """(remote port, state, inode) of each IPv4 TCP socket on ``local_port``."""
-    found = []
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
-        if int(local.split(":")[1], 16) == local_port:
-            found.append((int(remote.split(":")[1], 16), int(state, 16), inode))
-    return found
-
-
-LISTEN, ESTABLISHED = 0x0A, 0x01
 
 
 async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> None:
@@ -76,11 +52,7 @@ async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> Non
         with running(service):
             service.start()
             await wait_http(f"{base}/readyz")
-            workers = children(service.pid)
-            assert len(workers) == 2, service.log()[-2000:]
-            listening = [inode for _, state, inode in tcp_sockets(port) if state == LISTEN]
-            owners = socket_owners(workers)
-            assert sorted(owners[inode] for inode in listening) == sorted(workers)
+            workers = await all_listening(service, port, 2)  # each holds a listening socket
 
             served, results = await _walk_every_device_in(base, port, workers)
             assert set(served) == set(workers), served  # both took some of the pings
