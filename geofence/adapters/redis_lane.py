@@ -1,13 +1,13 @@
 """A connection kept aside for the state store's script calls, one call at a time.
 
-Every flush of single pings makes two script calls (read the devices, write their
-states), and so does every batch. Through redis-py's client each call also pays for the
-connection pool (a lock and a condition to take a connection and give it back), the
-retry wrapper, the hooks of each command, and a task per write (``asyncio.wait_for``
-under a socket timeout). Sent here, on a connection of redis-py's own under one
-``asyncio.timeout``, the same call takes 1.2× less CPU for 1 to 15 devices (``python -m
-benchmarks.flush``, its lane table): 6% more single pings per CPU second over HTTP at
-50 connections.
+Every flush of single pings makes two script calls, sent together (write its devices'
+states, read the next flush's devices), and every batch two (read, write). Through
+redis-py's client each call also pays for the connection pool (a lock and a condition to
+take a connection and give it back), the retry wrapper, the hooks of each command, and a
+task per write (``asyncio.wait_for`` under a socket timeout). Sent here, on a connection
+of redis-py's own under one ``asyncio.timeout``, the same call takes 1.2× less CPU for 1
+to 15 devices (``python -m benchmarks.flush``, its lane table): 6% more single pings per
+CPU second over HTTP at 50 connections.
 
 The lane takes one call at a time. The store sends a call through it when it is free,
 and through the client when another call holds it, so concurrent callers never wait for
