@@ -207,16 +207,19 @@ Single pings. Before: three round trips per request (device check, load, write),
 100 ms) every few seconds, which every request in flight waited through (p99 178 ms at
 50 connections). Now: the pings that arrive together are handled together (one read of
 their profiles and states together and one write per flush, see
-`geofence/service/coalescer.py`), and the heap is frozen once a catalogue is installed,
-so a collection no longer walks the index; the entries of a flush are decided together,
-and a flush of fewer than 128 pings is screened ping after ping rather than in array
-steps whose fixed cost (about 200 µs) was more than the rest of a small flush's
-screening. The two round trips (read, save) are still about half of a flush of one ping
-and a quarter of a flush of 15 (the flush table): redis-py's asyncio client spends
-100-200 µs of CPU on each command, whatever its size, in its pool, timeouts and stream
-layers. On top of that each request pays aiohttp and the middlewares, whose own ceiling
-is the `GET /healthz` row: 7k to 20k requests a second between runs on this machine for
-a route that does nothing, and about a third of the service's CPU under this load. One
+`geofence/service/coalescer.py`), and the pings waiting when a flush writes are the next
+flush, their devices read in the round trip of that write, so under load a flush makes
+one round trip. The heap is frozen once a catalogue is installed, so a collection no
+longer walks the index; the entries of a flush are decided together. The store's script
+calls go on a connection kept aside (`geofence/adapters/redis_lane.py`, the lane table
+above): through redis-py's client each call also paid for its pool, its retries and a
+task per write, 100-200 µs of CPU whatever its size. A flush of fewer than 32 pings is
+looked up one point at a time and one of fewer than 128 screened ping after ping (the
+two tables above): there, array steps cost more in fixed overhead than all the rest.
+What is left, by py-spy on a worker of the two-worker run: aiohttp and the event loop
+about 60% of the CPU (the socket writes of the answers alone about a tenth), the flushes
+about 35%. The ceiling is the `GET /healthz` row: the same process, middlewares and core
+answering with no work, 7k to 23k requests a second between runs on this machine. One
 process uses one core: `GEOFENCE_WORKERS` runs several on one port, and the last row of
 the HTTP section is two of them on this machine's two cores, which Redis and the load
 generator share with them.
