@@ -91,12 +91,17 @@ def _lookups(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list[d
             "arrays": partial(index.near_arrays, lats, lngs, band=False),
             "in_turn": partial(index.near_in_turn, lats, lngs, band=False),
         }
-        reps = max(1, 20_000 // size)
-        row: dict[str, float] = {"size": size}
-        for name, way in ways.items():
-            row[name] = 1e6 * min(timeit.repeat(way, number=reps, repeat=5)) / reps
-        out.append(row)
+        out.append(_both_ways(size, ways))
     return out
+
+
+def _both_ways(size: int, ways: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """µs per call of each way of handling a call of ``size`` pings, best of 5 rounds."""
+    reps = max(1, 20_000 // size)
+    row: dict[str, float] = {"size": size}
+    for name, way in ways.items():
+        row[name] = 1e6 * min(timeit.repeat(way, number=reps, repeat=5)) / reps
+    return row
 
 
 SCREENED = (15, 64, 128, 256, 1_000)  # pings of a call, one per device as in a flush
@@ -122,11 +127,7 @@ def _screenings(
             "arrays": partial(screen_runs, pings, Columns.of(pings), starts, states, now, rules),
             "in_turn": partial(screen_in_turn, pings, starts, states, now, rules),
         }
-        reps = max(1, 20_000 // size)
-        row: dict[str, float] = {"size": size}
-        for name, way in ways.items():
-            row[name] = 1e6 * min(timeit.repeat(way, number=reps, repeat=5)) / reps
-        out.append(row)
+        out.append(_both_ways(size, ways))
     return out
 
 

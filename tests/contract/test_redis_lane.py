@@ -39,40 +39,40 @@ async def client() -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def lane(client: aioredis.Redis) -> AsyncIterator[Lane]:
+    lane = Lane(client)
+    yield lane
+    await lane.close()
+
+
 def scripts(client: aioredis.Redis) -> tuple[AsyncScript, AsyncScript]:
     return client.register_script(ECHO), client.register_script(SLOW)
 
 
-async def test_a_call_answers_as_through_the_client(client: aioredis.Redis) -> None:
+async def test_a_call_answers_as_through_the_client(client: aioredis.Redis, lane: Lane) -> None:
     echo, _ = scripts(client)
-    lane = Lane(client)
-    try:
-        assert await lane.run(echo, [], ["one"]) == await echo(args=["one"]) == b"one"
-        assert await lane.run(echo, [], [2]) == b"2"
-    finally:
-        await lane.close()
+    assert await lane.run(echo, [], ["one"]) == await echo(args=["one"]) == b"one"
+    assert await lane.run(echo, [], [2]) == b"2"
 
 
-async def test_a_script_the_server_forgot_is_loaded_again(client: aioredis.Redis) -> None:
+async def test_a_script_the_server_forgot_is_loaded_again(
+    client: aioredis.Redis, lane: Lane
+) -> None:
     echo, _ = scripts(client)
-    lane = Lane(client)
-    try:
-        assert await lane.run(echo, [], ["before"]) == b"before"
-        await client.script_flush()
-        assert await lane.run(echo, [], ["after"]) == b"after"
-    finally:
-        await lane.close()
+    assert await lane.run(echo, [], ["before"]) == b"before"
+    await client.script_flush()
+    assert await lane.run(echo, [], ["after"]) == b"after"
 
 
 async def test_calls_sent_together_run_in_order_and_a_write_runs_once(
-    client: aioredis.Redis,
+    client: aioredis.Redis, lane: Lane
 ) -> None:
     """A write then a read in one round trip, also when the server forgot both scripts
     (each sent again once loaded) or only the read's (the read alone sent again)."""
     key = f"gftest-lane-{uuid.uuid4().hex}"
     add = client.register_script("return redis.call('INCR', KEYS[1])")
     read = client.register_script("return redis.call('GET', KEYS[1])")
-    lane = Lane(client)
     try:
         assert await lane.run_all([(add, [key], []), (read, [key], [])]) == [1, b"1"]
         await client.script_flush()
@@ -82,79 +82,64 @@ async def test_calls_sent_together_run_in_order_and_a_write_runs_once(
         assert await lane.run_all([(add, [key], []), (read, [key], [])]) == [4, b"4"]
         assert await lane.run_all([]) == []
     finally:
-        await lane.close()
         await client.delete(key)
 
 
-async def test_an_error_answer_is_raised_and_the_lane_goes_on(client: aioredis.Redis) -> None:
+async def test_an_error_answer_is_raised_and_the_lane_goes_on(
+    client: aioredis.Redis, lane: Lane
+) -> None:
     echo, _ = scripts(client)
     failing = client.register_script("return redis.error_reply('no such thing')")
-    lane = Lane(client)
-    try:
-        with pytest.raises(ResponseError, match="no such thing"):
-            await lane.run_all([(echo, [], ["first"]), (failing, [], [])])
-        assert await lane.run(echo, [], ["after"]) == b"after"
-    finally:
-        await lane.close()
+    with pytest.raises(ResponseError, match="no such thing"):
+        await lane.run_all([(echo, [], ["first"]), (failing, [], [])])
+    assert await lane.run(echo, [], ["after"]) == b"after"
 
 
-async def test_a_cancelled_call_leaves_no_reply_for_the_next(client: aioredis.Redis) -> None:
-    echo, slow = scripts(client)
-    await echo(args=["load"]), await slow(args=[0])
-    lane = Lane(client)
-    try:
-        call = asyncio.create_task(lane.run(slow, [], [150]))
-        await asyncio.sleep(0.05)  # sent, its reply not yet come
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        assert not lane.busy
-        assert await lane.run(echo, [], ["mine"]) == b"mine"  # not the slow one's 'slow'
-    finally:
-        await lane.close()
-
-
-async def test_a_call_past_the_timeout_fails_and_the_next_gets_its_own_reply(
-    client: aioredis.Redis,
+async def test_a_cancelled_call_leaves_no_reply_for_the_next(
+    client: aioredis.Redis, lane: Lane
 ) -> None:
     echo, slow = scripts(client)
     await echo(args=["load"]), await slow(args=[0])
-    lane = Lane(client)
-    assert lane.timeout_s == 0.3
-    try:
-        with pytest.raises(TimeoutError):
-            await lane.run(slow, [], [600])
-        assert await lane.run(echo, [], ["mine"]) == b"mine"
-    finally:
-        await lane.close()
+    call = asyncio.create_task(lane.run(slow, [], [150]))
+    await asyncio.sleep(0.05)  # sent, its reply not yet come
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not lane.busy
+    assert await lane.run(echo, [], ["mine"]) == b"mine"  # not the slow one's 'slow'
 
 
-async def test_a_broken_connection_is_replaced_within_the_call(client: aioredis.Redis) -> None:
-    echo, _ = scripts(client)
-    lane = Lane(client)
-    try:
-        assert await lane.run(echo, [], ["first"]) == b"first"
-        assert lane._connection is not None and lane._connection._writer is not None
-        host, port = lane._connection._writer.get_extra_info("sockname")[:2]
-        assert await client.client_kill_filter(addr=f"{host}:{port}") == 1
-        assert await lane.run(echo, [], ["second"]) == b"second"
-    finally:
-        await lane.close()
-
-
-async def test_one_call_at_a_time(client: aioredis.Redis) -> None:
+async def test_a_call_past_the_timeout_fails_and_the_next_gets_its_own_reply(
+    client: aioredis.Redis, lane: Lane
+) -> None:
     echo, slow = scripts(client)
-    lane = Lane(client)
-    try:
-        first = asyncio.create_task(lane.run(slow, [], [50]))
-        await asyncio.sleep(0.01)
-        assert lane.busy
-        with pytest.raises(RuntimeError):
-            await lane.run(echo, [], ["second"])
-        assert await first == b"slow"
-        assert not lane.busy
-    finally:
-        await lane.close()
+    await echo(args=["load"]), await slow(args=[0])
+    assert lane.timeout_s == 0.3
+    with pytest.raises(TimeoutError):
+        await lane.run(slow, [], [600])
+    assert await lane.run(echo, [], ["mine"]) == b"mine"
+
+
+async def test_a_broken_connection_is_replaced_within_the_call(
+    client: aioredis.Redis, lane: Lane
+) -> None:
+    echo, _ = scripts(client)
+    assert await lane.run(echo, [], ["first"]) == b"first"
+    assert lane._connection is not None and lane._connection._writer is not None
+    host, port = lane._connection._writer.get_extra_info("sockname")[:2]
+    assert await client.client_kill_filter(addr=f"{host}:{port}") == 1
+    assert await lane.run(echo, [], ["second"]) == b"second"
+
+
+async def test_one_call_at_a_time(client: aioredis.Redis, lane: Lane) -> None:
+    echo, slow = scripts(client)
+    first = asyncio.create_task(lane.run(slow, [], [50]))
+    await asyncio.sleep(0.01)
+    assert lane.busy
+    with pytest.raises(RuntimeError):
+        await lane.run(echo, [], ["second"])
+    assert await first == b"slow"
+    assert not lane.busy
 
 
 async def test_the_store_sends_beside_a_busy_lane_through_its_client(
