@@ -45,7 +45,8 @@ async def read_body(request: web.Request, *, limit: int) -> bytes:
         if length > limit:
             raise _too_large(limit)
         # the parser hands over exactly this many bytes: one read, not a loop to the end
-        return await request.content.readexactly(length)
+        # (an empty body has a stream of its own, which refuses even to read 0 bytes)
+        return await request.content.readexactly(length) if length else b""
     # read() returns what has arrived so far: a chunked body comes in several pieces
     chunks: list[bytes] = []
     size = 0
