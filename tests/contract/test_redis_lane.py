@@ -106,6 +106,7 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next(
     with pytest.raises(asyncio.CancelledError):
         await call
     assert not lane.busy
+    await asyncio.sleep(0.15)  # the slow one ends meanwhile: its reply is there to be misread
     assert await lane.run(echo, [], ["mine"]) == b"mine"  # not the slow one's 'slow'
 
 
@@ -116,8 +117,9 @@ async def test_a_call_past_the_timeout_fails_and_the_next_gets_its_own_reply(
     await echo(args=["load"]), await slow(args=[0])
     assert lane.timeout_s == 0.3
     with pytest.raises(TimeoutError):
-        await lane.run(slow, [], [600])
-    assert await lane.run(echo, [], ["mine"]) == b"mine"
+        await lane.run(slow, [], [450])
+    await asyncio.sleep(0.3)  # the slow one ends meanwhile (Redis runs nothing else till then)
+    assert await lane.run(echo, [], ["mine"]) == b"mine"  # its reply, late, is not read
 
 
 async def test_a_broken_connection_is_replaced_within_the_call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from geofence.config import Settings
 from geofence.domain.delivery import sign
 from geofence.domain.offers import WEEKDAYS
 from geofence.http.app import create_app
+from geofence.http.keys import STORE
 from geofence.http.openapi import openapi_document
 from tests.conftest import INGEST_KEY, SDK_KEY, admin
 from tests.http.test_offers_api import STORE_ID, offer_doc
@@ -380,6 +382,7 @@ async def _results(s: Session, notification_id: str) -> None:
     me = {"device_id": "member-7"}
     report = await s("GET", "/v1/devices/{device_id}/explain", 200, path=me, headers=admin())
     assert report["stores"][0]["visit"]["state"] == "confirmed"
+    await _delivered(s)  # a gateway sends a receipt only for a push it was given
     receipt = json.dumps(
         {"notification_id": notification_id, "event": "opened", "at": time.time()}
     ).encode()
@@ -399,6 +402,14 @@ async def _results(s: Session, notification_id: str) -> None:
     await s("GET", "/v1/deadletters", 422, query="?limit=0", headers=admin())
     missing = {"notification_id": "nope"}
     await s("POST", "/v1/deadletters/{notification_id}/retry", 404, path=missing, headers=admin())
+
+
+async def _delivered(s: Session, timeout_s: float = 5.0) -> None:
+    """Once the dispatcher, running beside the requests, has emptied the outbox."""
+    deadline = time.monotonic() + timeout_s
+    while await s.client.app[STORE].outbox_depth():
+        assert time.monotonic() < deadline, "the notification was never delivered"
+        await asyncio.sleep(0.01)
 
 
 async def _refusals(s: Session, token: dict[str, str]) -> None:
