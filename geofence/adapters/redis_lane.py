@@ -39,7 +39,8 @@ class Lane:
         # one timeout over the whole call instead of the connection's own, per read and
         # per write (the write's is a task each time); no health check: a dead
         # connection costs one retry, as in the pool
-        self.timeout_s: float | None = kwargs.pop("socket_timeout", None)
+        self.timeout_s: float | None = kwargs.get("socket_timeout")
+        kwargs["socket_timeout"] = None  # not left out: the connection's default is 5 s
         kwargs["health_check_interval"] = 0
         self._kwargs = kwargs
         self._connection_class = pool.connection_class

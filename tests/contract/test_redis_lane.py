@@ -54,6 +54,9 @@ async def test_a_call_answers_as_through_the_client(client: aioredis.Redis, lane
     echo, _ = scripts(client)
     assert await lane.run(echo, [], ["one"]) == await echo(args=["one"]) == b"one"
     assert await lane.run(echo, [], [2]) == b"2"
+    # one timeout over the whole call, none of the connection's own (a task per write)
+    assert lane.timeout_s == 0.3
+    assert lane._connection is not None and lane._connection.socket_timeout is None
 
 
 async def test_a_script_the_server_forgot_is_loaded_again(
