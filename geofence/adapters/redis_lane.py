@@ -5,9 +5,9 @@ states, read the next flush's devices), and every batch two (read, write). Throu
 redis-py's client each call also pays for the connection pool (a lock and a condition to
 take a connection and give it back), the retry wrapper, the hooks of each command, and a
 task per write (``asyncio.wait_for`` under a socket timeout). Sent here, on a connection
-of redis-py's own under one ``asyncio.timeout``, the same call takes 1.2× less CPU for 1
-to 15 devices (``python -m benchmarks.flush``, its lane table): 6% more single pings per
-CPU second over HTTP at 50 connections.
+of redis-py's own with no timeout of its own, under one ``asyncio.timeout``, the same call
+takes 1.4-1.65× less CPU for 1 to 15 devices (``python -m benchmarks.flush``, its lane
+table).
 
 The lane takes one call at a time. The store sends a call through it when it is free,
 and through the client when another call holds it, so concurrent callers never wait for
