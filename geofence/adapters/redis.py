@@ -463,11 +463,8 @@ class RedisStore:
     async def load_devices(
         self, refs: Sequence[str]
     ) -> list[tuple[DeviceProfile | None, StoredState]]:
-        if not refs:
-            return []
-        async with _guard():
-            reply = await self._script(*self._load_devices_call(refs))
-        return _devices(reply)
+        _, loaded = await self.save_then_load([], refs)
+        return loaded
 
     def _load_devices_call(self, refs: Sequence[str]) -> Call:
         keys = [k for ref in refs for k in [*self.keys.state_and_fix(ref), self.keys.profile(ref)]]
@@ -489,11 +486,8 @@ class RedisStore:
         return saved == "written"
 
     async def save_states(self, writes: Sequence[StateWrite]) -> list[Saved]:
-        if not writes:
-            return []
-        async with _guard():
-            reply = await self._script(*self._save_states_call(writes))
-        return _saved(reply)
+        saved, _ = await self.save_then_load(writes, [])
+        return saved
 
     def _save_states_call(self, writes: Sequence[StateWrite]) -> Call:
         keys: list[str] = []

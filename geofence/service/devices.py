@@ -214,10 +214,10 @@ class DeviceService:
     ) -> list[DeviceProfile | GeofenceError]:
         """:meth:`authorize` of each (caller, device id), its refusal in place of a
         profile; every profile needed comes in one round trip."""
-        plans = [self._plan(caller, device_id, allow) for caller, device_id in asks]
-        wanted = _reads(plans)
+        planned = self.plan_each(asks, allow)
+        wanted = planned.reads
         read = await self.store.get_devices(wanted) if wanted else []
-        return _decided(plans, dict(zip(wanted, read, strict=True)))
+        return _decided(planned.plans, dict(zip(wanted, read, strict=True)))
 
     async def authorize_loading(
         self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]
