@@ -17,7 +17,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 import numpy as np
@@ -116,18 +116,19 @@ def record(state: DeviceState, ping: Ping, screening: Screening) -> DeviceState:
     Not ignored: ``last_ts``. Accepted: ``last_accepted_ts``. Accepted or flagged ``jump``:
     ``last_fix``. Flagged: one more in ``flags[reason]``. Visits are not touched here.
     """
-    if screening.status == "ignored":
+    status, t = screening.status, ping.ts
+    if status == "accepted":
+        fix = Fix(lat=ping.lat, lng=ping.lng, ts=t)
+        return msgspec.structs.replace(state, last_ts=t, last_accepted_ts=t, last_fix=fix)
+    if status == "ignored":
         return state
-    changes: dict[str, Any] = {"last_ts": ping.ts}
-    if screening.status == "accepted":
-        changes["last_accepted_ts"] = ping.ts
-    if screening.status == "accepted" or screening.reason == "jump":
-        changes["last_fix"] = Fix(lat=ping.lat, lng=ping.lng, ts=ping.ts)
-    if screening.status == "flagged" and screening.reason is not None:
-        flags = dict(state.flags)
+    flags = dict(state.flags)
+    if screening.reason is not None:
         flags[screening.reason] = flags.get(screening.reason, 0) + 1
-        changes["flags"] = flags
-    return msgspec.structs.replace(state, **changes)
+    if screening.reason == "jump":
+        fix = Fix(lat=ping.lat, lng=ping.lng, ts=t)
+        return msgspec.structs.replace(state, last_ts=t, last_fix=fix, flags=flags)
+    return msgspec.structs.replace(state, last_ts=t, flags=flags)
 
 
 FloatArray = npt.NDArray[np.float64]

@@ -137,22 +137,19 @@ def _close(visit: Visit, at: float, reason: ExitReason) -> list[VisitEvent]:
     return _exit(visit, at, visit.last_inside_at, reason)
 
 
-def _close_timed_out(
-    state: DeviceState, t: float, rules: VisitRules
+def _still_open(
+    state: DeviceState, t: float, stores: Mapping[str, StoreView], rules: VisitRules
 ) -> tuple[dict[str, Visit], list[VisitEvent]]:
+    """The device's visits still open at ``t``, and the exits of those it closes: every
+    visit on a visit timeout, else each one whose store left the catalogue or changed."""
     last = state.last_accepted_ts
-    if last is None or t < last + rules.visit_timeout_s:
-        return dict(state.visits), []
-    events = [event for visit in state.visits.values() for event in _close(visit, t, "timeout")]
-    return {}, events
-
-
-def _close_removed(
-    visits: dict[str, Visit], t: float, stores: Mapping[str, StoreView]
-) -> tuple[dict[str, Visit], list[VisitEvent]]:
+    if last is not None and t >= last + rules.visit_timeout_s:
+        return {}, [
+            event for visit in state.visits.values() for event in _close(visit, t, "timeout")
+        ]
     kept: dict[str, Visit] = {}
     events: list[VisitEvent] = []
-    for store_id, visit in visits.items():
+    for store_id, visit in state.visits.items():
         store = stores.get(store_id)
         if store is not None and store.fence_rev == visit.fence_rev:
             kept[store_id] = visit
@@ -176,17 +173,16 @@ def advance_device(
     away). ``state`` is the state before ``screening.record`` for this ping: its
     ``last_accepted_ts`` decides the visit timeout. Screening fields are left alone.
     """
+    t = ping.ts
     if not stores and not state.visits:  # the common case, far from every store
-        recent = _recent_entries(state.last_entry_at, ping.ts, rules)
-        if len(recent) == len(state.last_entry_at):
+        recent = _recent_entries(state.last_entry_at, t, rules)
+        if recent is state.last_entry_at:
             return state, []
         return msgspec.structs.replace(state, last_entry_at=recent), []
-    visits, events = _close_timed_out(state, ping.ts, rules)
-    visits, removed = _close_removed(visits, ping.ts, stores)
-    events.extend(removed)
-    entries = dict(state.last_entry_at)
+    visits, events = _still_open(state, t, stores, rules)
+    entries = state.last_entry_at
     suppressed = state.suppressed_entries
-    for store_id in sorted(stores):
+    for store_id in sorted(stores) if len(stores) > 1 else stores:
         before = visits.pop(store_id, None)
         after, store_events = advance(
             before,
@@ -199,15 +195,29 @@ def advance_device(
         if after is not None:
             visits[store_id] = after
             suppressed += _newly_suppressed(before, after)
-        entries.update({e.store_id: e.at for e in store_events if e.type == "entry"})
-        events.extend(store_events)
+        if store_events:
+            entries = _with_entries(entries, store_events)
+            events.extend(store_events)
     new_state = msgspec.structs.replace(
         state,
         visits=visits,
-        last_entry_at=_recent_entries(entries, ping.ts, rules),
+        last_entry_at=_recent_entries(entries, t, rules),
         suppressed_entries=suppressed,
     )
-    return new_state, sorted(events, key=lambda e: (e.type != "exit", e.store_id))
+    if len(events) > 1:
+        events.sort(key=_event_order)
+    return new_state, events
+
+
+def _event_order(event: VisitEvent) -> tuple[bool, str]:
+    """Exits first, then entries, each by store id."""
+    return event.type != "exit", event.store_id
+
+
+def _with_entries(entries: dict[str, float], events: list[VisitEvent]) -> dict[str, float]:
+    """``entries`` with the times of the entry ``events`` in (a new dict if they add any)."""
+    emitted = {e.store_id: e.at for e in events if e.type == "entry"}
+    return entries | emitted if emitted else entries
 
 
 def _newly_suppressed(before: Visit | None, after: Visit) -> int:
@@ -216,8 +226,13 @@ def _newly_suppressed(before: Visit | None, after: Visit) -> int:
 
 
 def _recent_entries(entries: dict[str, float], t: float, rules: VisitRules) -> dict[str, float]:
-    """Entries that can still suppress one at ``t`` or later (pings only move forward)."""
-    return {store_id: at for store_id, at in entries.items() if t < at + rules.entry_cooldown_s}
+    """Entries that can still suppress one at ``t`` or later (pings only move forward):
+    ``entries`` itself when it keeps them all."""
+    cooldown_s = rules.entry_cooldown_s
+    for at in entries.values():
+        if t >= at + cooldown_s:
+            return {store_id: at for store_id, at in entries.items() if t < at + cooldown_s}
+    return entries
 
 
 def step(
@@ -255,21 +270,30 @@ def passed_by(
 
     The state in one step, not a new one per ping: most pings of a batch pass by.
     """
-    last_ts, accepted_ts, fix = state.last_ts, state.last_accepted_ts, state.last_fix
+    last_ts = state.last_ts
+    accepted: Ping | None = None  # the last accepted ping
+    fixed: Ping | None = None  # the last ping that moves the fix
     flags: dict[str, int] | None = None
-    entries = state.last_entry_at
     for ping, screening in zip(pings, screenings, strict=True):
-        if screening.status == "ignored":
+        status = screening.status
+        if status == "ignored":
             continue
         last_ts = ping.ts
-        if screening.status == "accepted":
-            accepted_ts = ping.ts
-            entries = _recent_entries(entries, ping.ts, rules) if entries else entries
-        if screening.status == "accepted" or screening.reason == "jump":
-            fix = Fix(lat=ping.lat, lng=ping.lng, ts=ping.ts)
-        if screening.status == "flagged" and screening.reason is not None:
+        if status == "accepted":
+            accepted = fixed = ping
+        elif screening.reason == "jump":
+            fixed = ping
+        if status == "flagged" and screening.reason is not None:
             flags = dict(state.flags) if flags is None else flags
             flags[screening.reason] = flags.get(screening.reason, 0) + 1
+    # pings come in ts order, so pruning the cooldowns once, at the last accepted ping,
+    # keeps what pruning them at each one would
+    if accepted is None:
+        accepted_ts, entries = state.last_accepted_ts, state.last_entry_at
+    else:
+        accepted_ts = accepted.ts
+        entries = _recent_entries(state.last_entry_at, accepted_ts, rules)
+    fix = state.last_fix if fixed is None else Fix(lat=fixed.lat, lng=fixed.lng, ts=fixed.ts)
     return msgspec.structs.replace(
         state,
         last_ts=last_ts,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -28,7 +28,14 @@ from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
 from geofence.domain.offers import Entry, EntryDecision, Notification
-from geofence.domain.screening import Columns, Screening, screen, screen_in_turn, screen_runs
+from geofence.domain.screening import (
+    VERDICTS,
+    Columns,
+    Screening,
+    screen,
+    screen_in_turn,
+    screen_runs,
+)
 from geofence.domain.visits import StoreView, passed_by, step
 from geofence.metrics import Metrics
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
@@ -54,6 +61,16 @@ class PingResult(msgspec.Struct, frozen=True, kw_only=True):
     events: list[VisitEvent]
     notifications: list[dict[str, object]] = msgspec.field(default_factory=list)
     decisions: list[EntryDecision] | UnsetType = UNSET  # with ?explain=true only
+
+
+def _passed(verdict: Screening) -> PingResult:
+    """The result of a ping that moves no visit."""
+    return PingResult(status=verdict.status, reason=verdict.reason, events=[])
+
+
+# the results of the pings passing by, one per verdict and shared: a result is never
+# changed once made (``_with_offers`` makes new ones)
+_PASSED: Final = {verdict: _passed(verdict) for verdict in VERDICTS}
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -109,6 +126,7 @@ class PingService:
         self.clock = clock
         self.offers = offers if offers is not None else OfferService(settings, store)
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
+        self._store_views: StoreViews | None = None
 
     async def handle(
         self,
@@ -373,22 +391,29 @@ class PingService:
         ``verdicts`` the screening of each ping from ``state`` on, done beforehand.
         """
         if nears is not None and verdicts is not None and _passing_by(state, nears, verdicts):
-            results = [PingResult(status=v.status, reason=v.reason, events=[]) for v in verdicts]
+            results = [_PASSED.get(v) or _passed(v) for v in verdicts]
             return Outcome(passed_by(state, pings, verdicts, self.settings.visit_rules), results)
-        index = self.catalogue.index
+        views = self._views()
         results = []
         for i, ping in enumerate(pings):
             near = None if nears is None else nears[i]
             verdict = None if verdicts is None else verdicts[i]
-            state, screening, events = self._step(index, state, ping, now, near, verdict)
+            state, screening, events = self._step(views, state, ping, now, near, verdict)
             results.append(
                 PingResult(status=screening.status, reason=screening.reason, events=events)
             )
         return Outcome(state, results)
 
+    def _views(self) -> StoreViews:
+        """The store views of the catalogue's index now in use."""
+        index = self.catalogue.index
+        if self._store_views is None or self._store_views.index is not index:
+            self._store_views = StoreViews(index)
+        return self._store_views
+
     def _step(
         self,
-        index: FenceIndex,
+        views: StoreViews,
         state: DeviceState,
         ping: Ping,
         now: float,
@@ -401,7 +426,7 @@ class PingService:
         if screening is None:
             screening = screen(ping, state, now, s.screening_rules)
         if screening.status == "accepted" and (near or state.visits or near is None):
-            stores, distances = relevant_stores(index, state, ping, near)
+            stores, distances = relevant_stores(views, state, ping, near)
         return step(
             state, ping, now, stores, distances, s.screening_rules, s.visit_rules, screening
         )
@@ -534,7 +559,7 @@ async def _quietly(step: Awaitable[None]) -> None:
 
 
 def relevant_stores(
-    index: FenceIndex, state: DeviceState, ping: Ping, near: Mapping[str, float] | None = None
+    views: StoreViews, state: DeviceState, ping: Ping, near: Mapping[str, float] | None = None
 ) -> tuple[dict[str, StoreView], dict[str, float]]:
     """The fences the ping is inside plus the fences of the device's open visits.
 
@@ -545,19 +570,34 @@ def relevant_stores(
     the visit rules read as "store removed". ``near``: the ping's distances to at least
     every fence that may hold it (``index.near``), when the caller looked them up already.
     """
+    index, visits = views.index, state.visits
     found = index.near(ping.lat, ping.lng) if near is None else near
     distances = {
         store_id: metres
         for store_id, metres in found.items()
-        if metres <= 0.0 or store_id in state.visits
+        if metres <= 0.0 or store_id in visits
     }
-    for store_id in state.visits:
+    for store_id in visits:
         if store_id not in distances and store_id in index:
             distances[store_id] = index.distance_m(store_id, ping.lat, ping.lng)
-    stores = {store_id: store_view(index, store_id) for store_id in distances}
-    return stores, distances
+    return {store_id: views.of(store_id) for store_id in distances}, distances
 
 
-def store_view(index: FenceIndex, store_id: str) -> StoreView:
-    dwell_s = index.fence(store_id).dwell_s
-    return StoreView(store_id=store_id, fence_rev=index.revision(store_id), dwell_s=dwell_s)
+class StoreViews:
+    """What the visit rules see of the stores of one fence index, each made once."""
+
+    __slots__ = ("_made", "index")
+
+    def __init__(self, index: FenceIndex) -> None:
+        self.index = index
+        self._made: dict[str, StoreView] = {}
+
+    def of(self, store_id: str) -> StoreView:
+        view = self._made.get(store_id)
+        if view is None:
+            fence = self.index.fence(store_id)
+            view = StoreView(
+                store_id=store_id, fence_rev=self.index.revision(store_id), dwell_s=fence.dwell_s
+            )
+            self._made[store_id] = view
+        return view

@@ -109,6 +109,34 @@ async def test_state_survives_between_calls(store: StateStore) -> None:
     assert (await store.load_state("dev1")).state.last_entry_at == {"a": T0 + 120}
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["handle", "handle_many"])
+async def test_a_store_reshaped_while_visited_closes_the_visit_and_starts_another(
+    store: StateStore, many: bool
+) -> None:
+    pings = await pipeline(store)
+    await pings.handle("dev1", [at(20, 50, T0), at(20, 50, T0 + 120)])  # entered "a"
+    wider = Fence(id="a", geometry=square(0, 120), dwell_s=0)  # a new revision of "a"
+    await store.replace_catalogue([wider, FENCES[1]])
+    assert await pings.catalogue.refresh()
+    ping = [at(20, 50, T0 + 180)]
+    results = (
+        (await pings.handle_many([("dev1", ping)]))[0] if many else await pings.handle("dev1", ping)
+    )
+    assert events_of(results) == [  # type: ignore[arg-type]
+        {
+            "type": "exit",
+            "store_id": "a",
+            "at": T0 + 180,
+            "left_at": T0 + 120,
+            "dwell_s": 120.0,
+            "reason": "store_removed",
+        },
+    ]
+    visit = (await store.load_state("dev1")).state.visits["a"]
+    # the new visit has the new revision's dwell of 0 s: confirmed at once (in cooldown)
+    assert (visit.arrived_at, visit.confirmed, visit.suppressed) == (T0 + 180, True, True)
+
+
 async def test_concurrent_workers_emit_each_event_once(store: StateStore) -> None:
     """Two workers on one store get the same pings of one device at the same moment."""
     worker_1, worker_2 = await pipeline(store), await pipeline(store)
