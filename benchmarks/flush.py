@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from benchmarks import ingest, workload
 from geofence.adapters.redis import HiredisPackedConnection, RedisStore
 from geofence.cli import settle_heap
-from geofence.domain.geometry import NEAR_IN_TURN_BELOW, FenceIndex
+from geofence.domain.geometry import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
 from geofence.domain.screening import Columns, screen_in_turn, screen_runs
 from geofence.ports import StateWrite
@@ -66,12 +66,14 @@ async def measure(w: workload.Workload) -> dict[str, Any]:
         lanes = await _lanes(service.store, refs)
         rules = service.settings.screening_rules
         lookups = _lookups(service.catalogue.index, w, rows)
+        distances = _distances(service.catalogue.index, w, rows)
     screenings = _screenings(w, rows, now, rules)
     return {
         "sizes": sizes,
         "packers": packers,
         "lanes": lanes,
         "lookups": lookups,
+        "distances": distances,
         "screenings": screenings,
     }
 
@@ -90,6 +92,26 @@ def _lookups(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list[d
         ways = {
             "arrays": partial(index.near_arrays, lats, lngs, band=False),
             "in_turn": partial(index.near_in_turn, lats, lngs, band=False),
+        }
+        out.append(_both_ways(size, ways))
+    return out
+
+
+MEASURED = (1, 4, 8, 16, 64)  # (store, ping) pairs of a call
+
+
+def _distances(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list[dict[str, float]]:
+    """µs per call of the distances of ``MEASURED`` (store, ping) pairs, in array steps
+    and one at a time, best of 5 rounds."""
+    p, fences = w.pings, index.fences()
+    out = []
+    for size in MEASURED:
+        picked = [rows[i % len(rows)] for i in range(size)]
+        lats, lngs = p.lat[picked].astype(float), p.lng[picked].astype(float)
+        ids = [fences[i * 7 % len(fences)].id for i in range(size)]
+        ways = {
+            "arrays": partial(index.distances_arrays, ids, lats, lngs),
+            "in_turn": partial(index.distances_in_turn, ids, lats, lngs),
         }
         out.append(_both_ways(size, ways))
     return out
@@ -310,6 +332,13 @@ def table(r: dict[str, Any]) -> str:
         "| pings | in array steps (`near_arrays`) | one at a time (`near_in_turn`) |",
         "|---:|---:|---:|",
         *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["lookups"]),
+        "",
+        f"The distances of (store, ping) pairs, µs per call (the service computes fewer "
+        f"than {DISTANCES_IN_TURN_BELOW} one at a time):",
+        "",
+        "| pairs | in array steps (`distances_arrays`) | one at a time (`distances_in_turn`) |",
+        "|---:|---:|---:|",
+        *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["distances"]),
         "",
         f"Screening a call's pings, one per device, µs per call (the service screens fewer "
         f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",

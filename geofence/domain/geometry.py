@@ -546,7 +546,21 @@ class FenceIndex:
         return out
 
     def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
-        """:meth:`distance_m` of many (fence, point) pairs, in one vectorised call."""
+        """:meth:`distance_m` of many (fence, point) pairs, as an array: fewer than
+        ``DISTANCES_IN_TURN_BELOW`` one at a time, more in one vectorised call."""
+        if len(fence_ids) < DISTANCES_IN_TURN_BELOW:
+            return self.distances_in_turn(fence_ids, lats, lngs)
+        return self.distances_arrays(fence_ids, lats, lngs)
+
+    def distances_in_turn(
+        self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray
+    ) -> FloatArray:
+        """:meth:`distances_m` one pair at a time, whatever their number."""
+        pairs = zip(fence_ids, np.asarray(lats).tolist(), np.asarray(lngs).tolist(), strict=True)
+        return np.array([self.distance_m(f, lat, lng) for f, lat, lng in pairs], dtype=np.float64)
+
+    def distances_arrays(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
+        """:meth:`distances_m` in array steps, whatever the number of pairs."""
         slot = np.fromiter((self._by_id[f] for f in fence_ids), dtype=np.intp, count=len(lats))
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         return self._vectors.distances_m(slot, lats, lngs)
@@ -619,6 +633,9 @@ _FEW_POINTS: Final = 32
 # near_many without the band: below this many points, one at a time costs less than the
 # array steps' fixed cost (``python -m benchmarks.flush``, its lookups table)
 NEAR_IN_TURN_BELOW: Final = 32
+# distances_m: below this many pairs, one at a time costs less than the array steps (the
+# same table's distances)
+DISTANCES_IN_TURN_BELOW: Final = 5
 
 
 class _CoarseGrid:

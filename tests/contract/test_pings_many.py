@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import RedisStore
 from geofence.domain.errors import NotFound
+from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping
 from geofence.domain.offers import Offer
 from geofence.ports import Saved, StateStore, StateWrite
@@ -219,23 +220,35 @@ async def test_a_device_named_twice_is_screened_from_where_its_first_group_left_
     ]
 
 
-async def test_a_group_entering_and_leaving_has_its_distances_looked_up_together(
+async def test_a_group_entering_and_leaving_has_its_distances_looked_up_before_the_rules(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store a group's first pings enter is measured for its later pings, in the band
-    and outside, by the batch lookups: none is left to one ping at a time, and the
-    results are those of the device alone."""
+    and outside, with the batch lookups (``_nears``): none is left to the rules, ping by
+    ping, and the results are those of the device alone."""
     walk = [at(20, 50, T0), at(20, 50, T0 + 130), at(-15, 50, T0 + 160)]
     walk += [at(-80, 50, T0 + 200), at(-80, 50, T0 + 400)]
     alone = await pipeline(MemoryStore(), "walker")
     expected = await alone.handle("walker", walk, now=T0 + 401)
     assert [e["type"] for e in events_of(expected)] == ["entry", "exit"]
     together = await pipeline(store, "walker")
+    looking_up = False
+    nears, distance_m = PingService._nears, FenceIndex.distance_m
 
-    def one_at_a_time(*args: Any) -> float:
-        raise AssertionError(f"a distance looked up alone: {args}")
+    def batch_lookups(*args: Any) -> Any:
+        nonlocal looking_up
+        looking_up = True
+        try:
+            return nears(*args)
+        finally:
+            looking_up = False
 
-    monkeypatch.setattr(type(together.catalogue.index), "distance_m", one_at_a_time)
+    def one_distance(*args: Any) -> float:
+        assert looking_up, f"a distance looked up by the rules: {args[1:]}"
+        return distance_m(*args)
+
+    monkeypatch.setattr(PingService, "_nears", batch_lookups)
+    monkeypatch.setattr(FenceIndex, "distance_m", one_distance)
     assert await together.handle_many([("walker", walk)], now=T0 + 401) == [expected]
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import mapping, shape
 
-from geofence.domain.geometry import FenceIndex, to_plane
+from geofence.domain.geometry import DISTANCES_IN_TURN_BELOW, FenceIndex, to_plane
 from geofence.domain.model import Fence
 
 HELSINKI = Path(__file__).parents[1] / "data" / "helsinki_store_polygons.geojson"
@@ -236,9 +236,11 @@ def test_near_many_and_distances_equal_the_loop(data: st.DataObject, sc: Any) ->
         for fence_id, metres in expected.items():
             assert found[fence_id] == pytest.approx(metres, abs=1e-6)
     ids = [fences[i % len(fences)].id for i in range(len(points))]
-    far = index.distances_m(ids, lats, lngs)
     loop = [index.distance_m(f, a, b) for f, a, b in zip(ids, lats, lngs, strict=True)]
-    assert far.tolist() == pytest.approx(loop, abs=1e-6)
+    assert index.distances_arrays(ids, lats, lngs).tolist() == pytest.approx(loop, abs=1e-6)
+    assert index.distances_m(ids, lats, lngs).tolist() == pytest.approx(loop, abs=1e-6)
+    few = DISTANCES_IN_TURN_BELOW - 1  # these go one at a time
+    assert index.distances_m(ids[:few], lats[:few], lngs[:few]).tolist() == loop[:few]
 
 
 @PROPERTY
