@@ -255,20 +255,27 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 return target
 """
 
-# KEYS: outbox due, outbox items. ARGV: now, lease, limit. Items due by now are hidden
-# for the lease; a claimer that dies lets them come back when it runs out.
+# KEYS: outbox due and outbox items of each shard, in the order to claim them. ARGV: now,
+# lease, limit. Items due by now are hidden for the lease; a claimer that dies lets them
+# come back when it runs out. Answers the number of shards looked at, then the items.
 CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-local claimed = {}
-for _, id in ipairs(ids) do
-  local item = redis.call('HGET', KEYS[2], id)
-  if item then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-    table.insert(claimed, item)
-  else
-    redis.call('ZREM', KEYS[1], id)
+local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local claimed, looked = {}, 0
+for k = 1, #KEYS, 2 do
+  if #claimed >= limit then break end
+  looked = looked + 1
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, limit - #claimed)
+  for _, id in ipairs(ids) do
+    local item = redis.call('HGET', KEYS[k + 1], id)
+    if item then
+      redis.call('ZADD', KEYS[k], now + lease, id)
+      table.insert(claimed, item)
+    else
+      redis.call('ZREM', KEYS[k], id)
+    end
   end
 end
+table.insert(claimed, 1, looked)
 return claimed
 """
 
@@ -563,19 +570,14 @@ class RedisStore:
 
     # the outbox
     async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
-        """Claim from the shards in turn, starting after the last one served."""
-        claimed: list[OutboxItem] = []
-        start = self._next_shard
+        """Claim from the shards in turn, starting after the last one served, in one call."""
+        order = [(self._next_shard + step) % SHARDS for step in range(SHARDS)]
+        keys = [key for shard in order for key in self.keys.outbox(shard)]
         async with _guard():
-            for step in range(SHARDS):
-                if len(claimed) >= limit:
-                    break
-                shard = (start + step) % SHARDS
-                self._next_shard = (shard + 1) % SHARDS
-                args = [now, lease_s, limit - len(claimed)]
-                raw = await self._claim(keys=self.keys.outbox(shard), args=args)
-                claimed += [_decode(r, OutboxItem) for r in raw]
-        return claimed
+            looked, *raw = await self._claim(keys=keys, args=[now, lease_s, limit])
+        if looked:
+            self._next_shard = (order[looked - 1] + 1) % SHARDS
+        return [_decode(r, OutboxItem) for r in raw]
 
     async def retry_later(self, item: OutboxItem, at: float) -> None:
         keys = self.keys.outbox(self.keys.shard_of(item.device_ref))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
+from geofence.adapters.redis import Keys
 from geofence.domain.devices import ConsentChange, DeviceProfile
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
 from geofence.domain.offers import EntryDecision, Ledger, Notification, Offer
@@ -333,6 +336,23 @@ async def test_erase_location_keeps_the_ledger(store: StateStore) -> None:
     await store.save_state("ref1", visit_state(), 0, ledger=ledger)
     await store.erase_location("ref1")
     assert (await store.load_state("ref1")).ledger == ledger
+
+
+async def test_redis_claims_take_the_outbox_shards_in_turn(redis_store_factory: Any) -> None:
+    """A shard with many items due does not keep the others waiting: each claim starts
+    at the shard after the last one it served."""
+    store = await redis_store_factory()
+    by_shard = {Keys.shard_of(f"ref{i}"): f"ref{i}" for i in range(40)}
+    refs = [by_shard[shard] for shard in sorted(by_shard)[:4]]
+    for ref in refs:
+        await store.create_device(profile(ref))
+        outbox = [notification(f"{ref}-n{k}", ref) for k in range(3)]
+        await store.save_state(ref, visit_state(), 0, outbox=outbox)
+    served = [(await store.claim_outbox(5_000.0, 30, 1))[0].device_ref for _ in range(8)]
+    assert served == refs * 2
+    rest = await store.claim_outbox(5_000.0, 30, 10)
+    assert sorted(i.id for i in rest) == sorted(f"{ref}-n2" for ref in refs)
+    assert await store.claim_outbox(5_000.0, 30, 10) == []  # all leased
 
 
 async def test_outbox_claim_lease_retry_settle(store: StateStore) -> None:
