@@ -13,6 +13,7 @@ domain's ``Unavailable`` (the HTTP layer answers 503).
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from geofence.ports import (
 T = TypeVar("T")
 _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
 SHARDS = 16
+STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
 DEAD_LETTER_RETENTION_S = 7 * 86_400
 RECEIPTS_TTL_S = 30 * 86_400
@@ -80,6 +82,9 @@ class Keys:
         self.fences = f"{prefix}:{{cat}}:fences"
         self.catalogue_version = f"{prefix}:{{cat}}:version"
         self.offers = f"{prefix}:{{cat}}:offers"
+        # every flush and batch names the keys of each of its devices: their stems are
+        # made once (a few hundred bytes each)
+        self._stems = functools.lru_cache(maxsize=STEMS_KEPT)(self._stem)
 
     @staticmethod
     def shard_of(ref: str) -> int:
@@ -88,9 +93,13 @@ class Keys:
     def shard(self, n: int) -> str:
         return f"{self.prefix}:{{s{n}}}"
 
+    def _stem(self, ref: str) -> tuple[str, int]:
+        shard = self.shard_of(ref)
+        return f"{self.shard(shard)}:d:{ref}", shard
+
     def device(self, ref: str) -> str:
         """The stem of every key of one device, under its shard's hash tag."""
-        return f"{self.shard(self.shard_of(ref))}:d:{ref}"
+        return self._stems(ref)[0]
 
     def profile(self, ref: str) -> str:
         return f"{self.device(ref)}:profile"
@@ -113,9 +122,9 @@ class Keys:
     def compare_and_set(self, ref: str) -> list[str]:
         """The keys a device's compare-and-set touches: its state, fix, profile and
         pending ids, and its shard's outbox (one stem and one shard for all)."""
-        stem = self.device(ref)
+        stem, shard = self._stems(ref)
         own = [f"{stem}:state", f"{stem}:fix", f"{stem}:profile", f"{stem}:pending"]
-        return [*own, *self.outbox(self.shard_of(ref))]
+        return [*own, *self.outbox(shard)]
 
     def outbox(self, shard: int) -> list[str]:
         """The shard's outbox: a sorted set of ids by due time and a hash of the items."""
