@@ -283,9 +283,11 @@ def test_batches_match_brute_force(
             metres = max(0.0, brute_plane_m(f, lat, lng) - f.margin_m)
             if f.id in held or metres <= EXIT_M:
                 assert found[f.id] == pytest.approx(metres, abs=1e-6), (f.id, lat, lng)
-        # without the exit band: every fence holding the point, at the same distances
+        # without the exit band: every fence holding the point, at the same distances (a
+        # batch this small goes one point at a time: float steps of math, not numpy)
         assert {f for f, metres in found.items() if metres <= 0.0} <= few.keys() <= found.keys()
-        assert all(few[f] == found[f] for f in few)
+        for f in few:
+            assert few[f] == pytest.approx(found[f], abs=AMBIGUOUS_M), (f, lat, lng)
 
 
 @settings(max_examples=25, deadline=None)
