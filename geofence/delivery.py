@@ -5,8 +5,9 @@ A dispatcher claims due notifications from the outbox with a lease, sends each a
 delivered (gone from the outbox), retry at a later time (kept, with its history), or
 dead letter. A process killed mid-send loses nothing: its leases run out and another
 dispatcher (or the restarted one) claims the items again, with the same notification id
-as the ``Idempotency-Key``. Consent and the push token are read again just before each
-send, so a withdrawal or an erasure stops what is still queued.
+as the ``Idempotency-Key``. Consent and the push tokens are read again just before each
+round of sends (one read for the round), so a withdrawal or an erasure stops what is
+still queued.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -82,7 +83,7 @@ class Dispatcher:
         """Claim one round of due items and settle each; how many were claimed."""
         items = await self.store.claim_outbox(self.clock(), self.lease_s, self.concurrency)
         if items:
-            await asyncio.gather(*(self._settle_safely(item) for item in items))
+            await _safely(self.deliver(*items))
         self.metrics.outbox_depth.set(await self.store.outbox_depth())
         return len(items)
 
@@ -97,33 +98,40 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*waits, return_exceptions=True)
 
-    async def _settle_safely(self, item: OutboxItem) -> None:
-        try:
-            await self.deliver(item)
-        except Unavailable:
-            logger.warning("delivery deferred: state store unavailable")  # the lease returns it
-        except Exception:
-            logger.exception("delivery failed unexpectedly notification=%s", item.id)
+    async def deliver(self, *items: OutboxItem) -> None:
+        """Send the items that can still go and act on each verdict. Their devices'
+        profiles are read in one call and their receipts expected in one, just before the
+        sends; each item is then sent and settled on its own."""
+        profiles = await self.store.get_devices([item.device_ref for item in items])
+        sending: list[tuple[OutboxItem, DeviceProfile]] = []
+        for item, profile in zip(items, profiles, strict=True):
+            to = await self._recipient(item, profile)
+            if to is not None:
+                sending.append((item, to))
+        if sending:
+            await self.store.expect_receipts(*(_receipt(item) for item, _ in sending))
+            await asyncio.gather(*(_safely(self._send(item, p)) for item, p in sending))
 
-    async def deliver(self, item: OutboxItem) -> None:
-        """Send one item (unless it can no longer go) and act on the verdict."""
-        n = item.notification
-        if expired(self.clock(), n.expires_at):
+    async def _recipient(
+        self, item: OutboxItem, profile: DeviceProfile | None
+    ) -> DeviceProfile | None:
+        """The device to send the item to, or None when it can no longer go: then the
+        item is settled or dead-lettered here."""
+        if expired(self.clock(), item.notification.expires_at):
             await self._dead(item, "expired")
-            return
-        profile = await self.store.get_device(item.device_ref)
+            return None
         if profile is None:  # erased meanwhile: nothing of it may be kept, not even here
             await self.store.settle(item)
             self.metrics.dead_letters.labels("device-erased").inc()
-            return
+            return None
         refusal = _refusal(profile, self.push.needs_token)
         if refusal is not None:
             await self._dead(item, refusal)
-            return
-        await self.store.expect_receipts(
-            Receipt(notification_id=n.notification_id, store_id=n.store_id, offer_id=n.offer_id)
-        )
-        attempt = await self.push.send(payload(item, profile), n.notification_id)
+            return None
+        return profile
+
+    async def _send(self, item: OutboxItem, profile: DeviceProfile) -> None:
+        attempt = await self.push.send(payload(item, profile), item.notification.notification_id)
         await self._act(item, attempt, profile)
 
     async def _act(self, item: OutboxItem, attempt: Attempt, profile: DeviceProfile) -> None:
@@ -169,6 +177,22 @@ class Dispatcher:
         if profile.push_token is not None:
             await self.store.put_device(msgspec.structs.replace(profile, push_token=None))
             logger.info("push token dropped device=%s", profile.ref)
+
+
+async def _safely(step: Awaitable[None]) -> None:
+    """A delivery step whose failure leaves its items to come back when their leases end."""
+    try:
+        await step
+    except Unavailable:
+        logger.warning("delivery deferred: state store unavailable")
+    except Exception:
+        logger.exception("delivery failed unexpectedly")
+
+
+def _receipt(item: OutboxItem) -> Receipt:
+    """What the receipts of the item's notification will count against."""
+    n = item.notification
+    return Receipt(notification_id=n.notification_id, store_id=n.store_id, offer_id=n.offer_id)
 
 
 def _refusal(profile: DeviceProfile, needs_token: bool) -> str | None:

@@ -201,8 +201,8 @@ class StateStore(Protocol):
         then (it stays a dead letter). The dead letter found, or None."""
 
     # receipts (contract §6)
-    async def expect_receipts(self, receipt: Receipt) -> None:
-        """Remember what a sent notification's receipts count against."""
+    async def expect_receipts(self, *receipts: Receipt) -> None:
+        """Remember what each sent notification's receipts count against."""
 
     async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
         """The receipt's target the first time (notification, event) is seen, else None.

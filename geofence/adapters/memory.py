@@ -295,9 +295,10 @@ class MemoryStore:
         return letter
 
     # receipts
-    async def expect_receipts(self, receipt: Receipt) -> None:
-        if self._receipts.get(receipt.notification_id) is None:
-            self._receipts.set(receipt.notification_id, (receipt, frozenset()), RECEIPTS_TTL_S)
+    async def expect_receipts(self, *receipts: Receipt) -> None:
+        for receipt in receipts:
+            if self._receipts.get(receipt.notification_id) is None:
+                self._receipts.set(receipt.notification_id, (receipt, frozenset()), RECEIPTS_TTL_S)
 
     async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
         known = self._receipts.get(notification_id)

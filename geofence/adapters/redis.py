@@ -643,11 +643,12 @@ class RedisStore:
         return None
 
     # receipts
-    async def expect_receipts(self, receipt: Receipt) -> None:
-        key = self.keys.receipts(receipt.notification_id)
+    async def expect_receipts(self, *receipts: Receipt) -> None:
         async with _guard(), self.client.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "target", _encode(receipt))
-            pipe.expire(key, RECEIPTS_TTL_S)
+            for receipt in receipts:
+                key = self.keys.receipts(receipt.notification_id)
+                pipe.hsetnx(key, "target", _encode(receipt))
+                pipe.expire(key, RECEIPTS_TTL_S)
             await pipe.execute()
 
     async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:

@@ -194,3 +194,52 @@ async def test_a_claimer_that_died_is_taken_over_after_its_lease(store: StateSto
     assert await drain_at(dispatcher, clock, CREATED + dispatcher.lease_s - 1) == 0
     assert await drain_at(dispatcher, clock, CREATED + dispatcher.lease_s) == 1
     assert len(push.calls) == 1 and await store.outbox_depth() == 0
+
+
+class Counting:
+    """The store, counting the calls made to it by name."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_each(
+    store: StateStore,
+) -> None:
+    """Notifications of four devices: one erased before the claim (its notification went
+    with it), one that withdrew consent, two to send. The round makes one read of the
+    profiles and one call for the receipts."""
+    for ref in ("ref1", "ref2", "ref3", "ref4"):
+        await store.create_device(profile(ref, push_token=f"tok-{ref}"))
+        await store.save_state(ref, visit_state(), 0, outbox=[notification(f"n-{ref}", ref)])
+    await store.erase_device("ref2")
+    await store.put_device(profile("ref3", consent={"location": True, "offers": False}))
+    counting = Counting(store)
+    clock = Clock(CREATED)
+    push = ScriptedPush(clock)
+    dispatcher = Dispatcher(counting, push, Metrics(), clock=clock)  # type: ignore[arg-type]
+    assert await dispatcher.drain_once() == 3  # the erased device's went with it
+    assert sorted(nid for _, nid, _ in push.calls) == ["n-ref1", "n-ref4"]
+    assert [d.reason for d in await store.dead_letters(10)] == ["consent-withdrawn"]
+    assert await store.outbox_depth() == 0
+    assert (counting.calls["get_devices"], counting.calls["expect_receipts"]) == (1, 1)
+    assert "get_device" not in counting.calls
+    assert [r.notification_id for r in await _targets(store, "n-ref1", "n-ref4")] == [
+        "n-ref1",
+        "n-ref4",
+    ]
+
+
+async def _targets(store: StateStore, *notification_ids: str) -> list[Any]:
+    """What each sent notification's first receipt counts against."""
+    return [await store.record_receipt(nid, "opened", CREATED + 1) for nid in notification_ids]
