@@ -309,6 +309,12 @@ RELEASE_BUDGET = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
 """
 
+# KEYS: a time bucket's counters. ARGV: ttl, then (name, amount) pairs to add.
+ADD_COUNTS = """
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
+
 # KEYS: profile, state. ARGV: profile, ttl. Refreshes the state's TTL with the profile's.
 # Only an existing device: an erasure that won the race is not undone.
 PUT_DEVICE = """
@@ -347,6 +353,7 @@ class RedisStore:
         self._requeue = client.register_script(REQUEUE)
         self._record_receipt = client.register_script(RECORD_RECEIPT)
         self._release_budget = client.register_script(RELEASE_BUDGET)
+        self._add_counts = client.register_script(ADD_COUNTS)
         self._next_shard = 0
         self._lane = Lane(client) if lane else None
 
@@ -661,12 +668,12 @@ class RedisStore:
 
     # aggregate counters
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:
-        key = self.keys.counts(bucket)
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
-            for name, n in counts.items():
-                pipe.hincrby(key, name, n)
-            pipe.expire(key, COUNTS_TTL_S)
-            await pipe.execute()
+        """One script call (on the lane when it is free): every batch with entries adds."""
+        args: list[Arg] = [COUNTS_TTL_S]
+        for name, n in counts.items():
+            args += [name, n]
+        async with _guard():
+            await self._script(self._add_counts, [self.keys.counts(bucket)], args)
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
         total: dict[str, int] = {}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 import pytest
 
-from geofence.adapters.redis import Keys
+from geofence.adapters.redis import COUNTS_TTL_S, Keys
 from geofence.domain.devices import ConsentChange, DeviceProfile
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
 from geofence.domain.offers import EntryDecision, Ledger, Notification, Offer
@@ -405,6 +406,16 @@ async def test_counters_sum_over_buckets(store: StateStore) -> None:
     await store.add_counts(7_200, {"entries|store|b": 5})
     assert await store.read_counts([0, 3_600]) == {"entries|store|a": 3, "entries|offer|o1": 1}
     assert await store.read_counts([]) == {}
+
+
+async def test_redis_counters_are_added_atomically_and_kept_a_while(
+    redis_store_factory: Any,
+) -> None:
+    store = await redis_store_factory()
+    await asyncio.gather(*(store.add_counts(0, {"a": 1, "b": 2}) for _ in range(20)))
+    assert await store.read_counts([0]) == {"a": 20, "b": 40}
+    ttl = await store.client.ttl(store.keys.counts(0))
+    assert COUNTS_TTL_S - 60 < ttl <= COUNTS_TTL_S
 
 
 async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateStore) -> None:
