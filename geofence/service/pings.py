@@ -593,6 +593,7 @@ class StoreViews:
         self._made: dict[str, StoreView] = {}
 
     def of(self, store_id: str) -> StoreView:
+        """The view of one store of the index."""
         view = self._made.get(store_id)
         if view is None:
             fence = self.index.fence(store_id)
