@@ -204,10 +204,10 @@ all the outbox shards in one call (it was one per shard) and reads the profiles 
 expects the receipts of a claimed round in one call each (they were one per
 notification). What is left is Python per ping, spread thin: on the service under load
 (py-spy) the lookups take about a sixth of the CPU, the visit rules of the devices near
-stores about a seventh, the read of the profiles and states about a ninth, the write,
-the parse and the screening each about a sixteenth, the delivery of the notifications
-about a twenty-fifth. A target of 150k pings/s per core is under 7 µs per ping for all
-of it; this is about 9 to 10.
+stores about a seventh, the read of the profiles and states about a ninth, the write
+and the parse each about a sixteenth, the screening, the offers and the delivery of the
+notifications each about a twenty-fifth. A target of 150k pings/s per core is under 7 µs
+per ping for all of it; we are at 8 to 10 between runs.
 
 Single pings. Before: three round trips per request (device check, load, write), about
 1 ms of service CPU each, and a full garbage collection over the 10k-fence index (over
