@@ -64,13 +64,20 @@ class PingResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _passed(verdict: Screening) -> PingResult:
-    """The result of a ping that moves no visit."""
+    """The result of a ping that makes no event."""
     return PingResult(status=verdict.status, reason=verdict.reason, events=[])
 
 
-# the results of the pings passing by, one per verdict and shared: a result is never
-# changed once made (``_with_offers`` makes new ones)
+# the results of the pings that make no event, one per verdict and shared: a result is
+# never changed once made (``_with_offers`` makes new ones)
 _PASSED: Final = {verdict: _passed(verdict) for verdict in VERDICTS}
+
+
+def _result(verdict: Screening, events: list[VisitEvent]) -> PingResult:
+    """A ping's result: a shared one when it makes no event."""
+    if events:
+        return PingResult(status=verdict.status, reason=verdict.reason, events=events)
+    return _PASSED.get(verdict) or _passed(verdict)
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -399,9 +406,7 @@ class PingService:
             near = None if nears is None else nears[i]
             verdict = None if verdicts is None else verdicts[i]
             state, screening, events = self._step(views, state, ping, now, near, verdict)
-            results.append(
-                PingResult(status=screening.status, reason=screening.reason, events=events)
-            )
+            results.append(_result(screening, events))
         return Outcome(state, results)
 
     def _views(self) -> StoreViews:
