@@ -263,7 +263,7 @@ async def _lanes(store: Any, refs: list[str]) -> list[dict[str, float]]:
     assert isinstance(store, RedisStore)
     prefix = store.keys.prefix
     ways = {
-        "client": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lane=False),
+        "client": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lanes=0),
         "lane": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix),
     }
     out = []

@@ -199,7 +199,7 @@ group's later pings to a store one of its pings is inside in the same vectorised
 no distance is left to one ping at a time. The visit rules copy a device's state, its
 cooldowns and its events only where a ping changes them, the pings passing by share
 their results, and each store's view for the rules is made once per catalogue. The
-funnel's additions go on the store's lane as one script call; the delivery claims from
+funnel's additions go on the store's lanes as one script call; the delivery claims from
 all the outbox shards in one call (it was one per shard) and reads the profiles and
 expects the receipts of a claimed round in one call each (they were one per
 notification). What is left is Python per ping, spread thin: on the service under load
@@ -218,7 +218,7 @@ their profiles and states together and one write per flush, see
 flush, their devices read in the round trip of that write, so under load a flush makes
 one round trip. The heap is frozen once a catalogue is installed, so a collection no
 longer walks the index; the entries of a flush are decided together. The store's script
-calls go on a connection kept aside (`geofence/adapters/redis_lane.py`, the lane table
+calls go on connections kept aside (`geofence/adapters/redis_lane.py`, the lane table
 above): through redis-py's client each call also paid for its pool, its retries and a
 task per write, 100-200 µs of CPU whatever its size. A flush of fewer than 32 pings is
 looked up one point at a time and one of fewer than 128 screened ping after ping (the

@@ -45,6 +45,7 @@ from geofence.ports import (
 T = TypeVar("T")
 _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
 SHARDS = 16
+LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
 STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
 DEAD_LETTER_RETENTION_S = 7 * 86_400
@@ -333,10 +334,11 @@ class RedisStore:
         prefix: str = "geofence",
         device_ttl_s: int = 30 * 86_400,
         position_ttl_s: int = 86_400,
-        lane: bool = True,
+        lanes: int = LANES,
     ) -> None:
-        """``lane``: the script calls of every flush and batch go on a connection kept
-        aside when it is free (``redis_lane``); without it, all through the client."""
+        """``lanes``: the script calls of every flush and batch go on one of as many
+        connections kept aside, when one is free (``redis_lane``); with none, all go
+        through the client."""
         self.client = client
         self.keys = Keys(prefix)
         self.device_ttl_s = device_ttl_s
@@ -355,7 +357,7 @@ class RedisStore:
         self._release_budget = client.register_script(RELEASE_BUDGET)
         self._add_counts = client.register_script(ADD_COUNTS)
         self._next_shard = 0
-        self._lane = Lane(client) if lane else None
+        self._lanes = [Lane(client) for _ in range(lanes)]
 
     @classmethod
     def from_url(
@@ -384,8 +386,8 @@ class RedisStore:
             await self.client.ping()
 
     async def close(self) -> None:
-        if self._lane is not None:
-            await self._lane.close()
+        for lane in self._lanes:
+            await lane.close()
         await self.client.aclose()
 
     # the catalogue
@@ -539,13 +541,14 @@ class RedisStore:
         return reply
 
     async def _scripts(self, calls: Sequence[Call]) -> list[Any]:
-        """The calls made on every flush and batch, in order: together on the lane when
-        it is free, else one after the other through the client (see ``redis_lane``)."""
+        """The calls made on every flush and batch, in order: together on a lane that is
+        free, else one after the other through the client (see ``redis_lane``)."""
         if not calls:
             return []
-        if self._lane is None or self._lane.busy:
+        lane = next((lane for lane in self._lanes if not lane.busy), None)
+        if lane is None:
             return [await script(keys=keys, args=args) for script, keys, args in calls]
-        return await self._lane.run_all(calls)
+        return await lane.run_all(calls)
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:

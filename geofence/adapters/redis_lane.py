@@ -9,12 +9,13 @@ of redis-py's own with no timeout of its own, under one ``asyncio.timeout``, the
 takes 1.4-1.65× less CPU for 1 to 15 devices (``python -m benchmarks.flush``, its lane
 table).
 
-The lane takes one call at a time. The store sends a call through it when it is free,
-and through the client when another call holds it, so concurrent callers never wait for
-it. Its failures are the client's: a broken connection is dropped and the call tried once
-more on a new one (as the pool's ``Retry`` does), a script the server no longer knows
-(Redis restarted) is loaded and the call sent again, a timeout or a cancellation drops
-the connection (a reply still on its way must not be read as the next call's).
+A lane takes one call at a time. The store keeps a few (``LANES``) and sends a call on
+one that is free, through the client when other calls hold them all, so concurrent
+callers never wait for a lane. A lane's failures are the client's: a broken connection
+is dropped and the call tried once more on a new one (as the pool's ``Retry`` does), a
+script the server no longer knows (Redis restarted) is loaded and the call sent again, a
+timeout or a cancellation drops the connection (a reply still on its way must not be
+read as the next call's).
 """
 
 from __future__ import annotations

@@ -147,26 +147,31 @@ async def test_one_call_at_a_time(client: aioredis.Redis, lane: Lane) -> None:
     assert not lane.busy
 
 
-async def test_the_store_sends_beside_a_busy_lane_through_its_client(
-    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+async def test_the_store_sends_beside_busy_lanes_through_its_client(
+    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, lanes: int
 ) -> None:
-    store = RedisStore(client, prefix="gftest-lane")
+    store = RedisStore(client, prefix="gftest-lane", lanes=lanes)
     refs = [f"lane-{n}" for n in range(20)]
-    on_lane: list[Any] = []
-    lane_run = store._lane.run_all if store._lane else None
-    assert lane_run is not None
+    on_lanes: list[int] = []
 
-    async def counted(*args: Any) -> Any:
-        on_lane.append(args)
-        return await lane_run(*args)
+    def counted(n: int, run_all: Any) -> Any:
+        async def run(*args: Any) -> Any:
+            on_lanes.append(n)
+            return await run_all(*args)
 
-    monkeypatch.setattr(store._lane, "run_all", counted)
+        return run
+
+    for n, lane in enumerate(store._lanes):
+        monkeypatch.setattr(lane, "run_all", counted(n, lane.run_all))
     try:
         loaded = await asyncio.gather(*(store.load_devices([ref]) for ref in refs))
         assert [[(profile, s.version) for profile, s in one] for one in loaded] == [
             [(None, 0)]
         ] * len(refs)
-        assert 1 <= len(on_lane) < len(refs)  # the first took the lane, the rest the client
+        # the first calls took a lane each, the rest the client
+        assert on_lanes[:lanes] == list(range(lanes))
+        assert len(on_lanes) < len(refs)
     finally:
         await store.close()
 
