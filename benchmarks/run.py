@@ -207,7 +207,8 @@ notification). What is left is Python per ping, spread thin: on the service unde
 stores about a seventh, the read of the profiles and states about a ninth, the write
 and the parse each about a sixteenth, the screening, the offers and the delivery of the
 notifications each about a twenty-fifth. A target of 150k pings/s per core is under 7 µs
-per ping for all of it; we are at 8 to 10 between runs.
+per ping for all of it; we are at 9 to 10.5 over HTTP between runs, about 8 in one
+process.
 
 Single pings. Before: three round trips per request (device check, load, write), about
 1 ms of service CPU each, and a full garbage collection over the 10k-fence index (over
