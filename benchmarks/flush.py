@@ -35,7 +35,7 @@ from geofence.adapters.redis import HiredisPackedConnection, RedisStore
 from geofence.cli import settle_heap
 from geofence.domain.geometry import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
-from geofence.domain.screening import Columns, screen_in_turn, screen_runs
+from geofence.domain.screening import Columns, FloatArray, screen_in_turn, screen_runs
 from geofence.ports import StateWrite
 from geofence.service.pings import SCREEN_AS_ARRAYS_FROM, PingService
 
@@ -84,11 +84,9 @@ LOOKED_UP = (1, 8, 16, 32, 64)  # pings of a call, one per device as in a flush
 def _lookups(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list[dict[str, float]]:
     """µs per call of the lookups of ``LOOKED_UP`` pings without the exit band (what a
     flush asks), in array steps and one at a time, best of 5 rounds."""
-    p = w.pings
     out = []
     for size in LOOKED_UP:
-        picked = [rows[i % len(rows)] for i in range(size)]
-        lats, lngs = p.lat[picked].astype(float), p.lng[picked].astype(float)
+        lats, lngs = _positions(w, rows, size)
         ways = {
             "arrays": partial(index.near_arrays, lats, lngs, band=False),
             "in_turn": partial(index.near_in_turn, lats, lngs, band=False),
@@ -103,11 +101,10 @@ MEASURED = (1, 4, 8, 16, 64)  # (store, ping) pairs of a call
 def _distances(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list[dict[str, float]]:
     """µs per call of the distances of ``MEASURED`` (store, ping) pairs, in array steps
     and one at a time, best of 5 rounds."""
-    p, fences = w.pings, index.fences()
+    fences = index.fences()
     out = []
     for size in MEASURED:
-        picked = [rows[i % len(rows)] for i in range(size)]
-        lats, lngs = p.lat[picked].astype(float), p.lng[picked].astype(float)
+        lats, lngs = _positions(w, rows, size)
         ids = [fences[i * 7 % len(fences)].id for i in range(size)]
         ways = {
             "arrays": partial(index.distances_arrays, ids, lats, lngs),
@@ -115,6 +112,12 @@ def _distances(index: FenceIndex, w: workload.Workload, rows: list[int]) -> list
         }
         out.append(_both_ways(size, ways))
     return out
+
+
+def _positions(w: workload.Workload, rows: list[int], size: int) -> tuple[FloatArray, FloatArray]:
+    """The latitudes and longitudes of ``size`` pings, each the last of another device."""
+    picked = [rows[i % len(rows)] for i in range(size)]
+    return w.pings.lat[picked].astype(float), w.pings.lng[picked].astype(float)
 
 
 def _both_ways(size: int, ways: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -329,25 +332,42 @@ def table(r: dict[str, Any]) -> str:
         f"The lookups of a call's pings without the exit band, one per device, µs per call "
         f"(the service looks up fewer than {NEAR_IN_TURN_BELOW} one at a time):",
         "",
-        "| pings | in array steps (`near_arrays`) | one at a time (`near_in_turn`) |",
-        "|---:|---:|---:|",
-        *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["lookups"]),
+        *_two_ways(
+            "pings",
+            "in array steps (`near_arrays`)",
+            "one at a time (`near_in_turn`)",
+            r["lookups"],
+        ),
         "",
         f"The distances of (store, ping) pairs, µs per call (the service computes fewer "
         f"than {DISTANCES_IN_TURN_BELOW} one at a time):",
         "",
-        "| pairs | in array steps (`distances_arrays`) | one at a time (`distances_in_turn`) |",
-        "|---:|---:|---:|",
-        *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["distances"]),
+        *_two_ways(
+            "pairs",
+            "in array steps (`distances_arrays`)",
+            "one at a time (`distances_in_turn`)",
+            r["distances"],
+        ),
         "",
         f"Screening a call's pings, one per device, µs per call (the service screens fewer "
         f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",
         "",
-        "| pings | in array steps (`screen_runs`) | one after the other (`screen_in_turn`) |",
-        "|---:|---:|---:|",
-        *(f"| {x['size']:,} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in r["screenings"]),
+        *_two_ways(
+            "pings",
+            "in array steps (`screen_runs`)",
+            "one after the other (`screen_in_turn`)",
+            r["screenings"],
+        ),
     ]
     return "\n".join(lines)
+
+
+def _two_ways(size: str, arrays: str, in_turn: str, rows: list[dict[str, float]]) -> list[str]:
+    """The lines of a table of ``_both_ways`` rows, by call size."""
+    lines = [f"| {size} | {arrays} | {in_turn} |", "|---:|---:|---:|"]
+    return lines + [
+        f"| {x['size']:,.0f} | {x['arrays']:,.0f} | {x['in_turn']:,.0f} |" for x in rows
+    ]
 
 
 def _lane_row(x: dict[str, float]) -> str:
