@@ -671,7 +671,7 @@ class RedisStore:
 
     # aggregate counters
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:
-        """One script call (on the lane when it is free): every batch with entries adds."""
+        """One script call (on a lane when one is free): every batch with entries adds."""
         args: list[Arg] = [COUNTS_TTL_S]
         for name, n in counts.items():
             args += [name, n]
