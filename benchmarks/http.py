@@ -121,8 +121,9 @@ def pinned(core: str, argv: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def stack(workload: wl.Workload) -> Iterator[Stack]:
-    """Redis, the service and the registered devices; everything stopped and removed after."""
+def stack(workload: wl.Workload, serve: Sequence[str] = SERVE) -> Iterator[Stack]:
+    """Redis, the service and the registered devices; everything stopped and removed after.
+    ``serve``: the command that runs the service."""
     with tempfile.TemporaryDirectory(prefix="geofence-http-") as tmp:
         work = Path(tmp)
         server = RedisServer(work, durable=False)
@@ -132,7 +133,7 @@ def stack(workload: wl.Workload) -> Iterator[Stack]:
         stores = write_stores(workload, work)
         # logging at WARNING: a log line per request must not be what is measured
         env = service_env(port, redis_url=server.url, stores=stores, log_level="WARNING", **changed)
-        service = Process("service", pinned(SERVICE_CORE, SERVE), env, work)
+        service = Process("service", pinned(SERVICE_CORE, serve), env, work)
         with running(service, server):
             server.start()
             server.wait_ready()

@@ -15,6 +15,9 @@
    wrk at 10 and 50 connections beside the service's own ceiling (``GET /healthz``), then
    at 50 connections to two workers on both cores, memory after the run
    (``benchmarks.http``);
+6. the batch route again, in turns with the same route whose engine (lookups, screening,
+   visit rules, offers) is taken out: what the route costs outside its engine, and so what
+   the engine may cost for the route to reach the target (``benchmarks.floor``);
 
 then the targets, measured against what was asked. Every comparison is made within this
 run (ratios), since these machines are shared and their absolute speed varies.
@@ -28,13 +31,15 @@ import platform
 import time
 from typing import Any
 
-from benchmarks import flush, http, index, ingest, postgis, workload
+from benchmarks import floor, flush, http, index, ingest, postgis, workload
 from benchmarks.report import write_all
 
 Row = tuple[str, str, str, bool | None]
 
 
-def targets(ix: dict[str, Any], pg: dict[str, Any] | None, web: dict[str, Any]) -> list[Row]:
+def targets(
+    ix: dict[str, Any], pg: dict[str, Any] | None, web: dict[str, Any], bare: dict[str, Any]
+) -> list[Row]:
     """(what, measured, target, met) for each target; met None when not measured."""
     batch = web["batch"]["pings_per_cpu_s"]
     single = web["single"][-1]
@@ -58,6 +63,7 @@ def targets(ix: dict[str, Any], pg: dict[str, Any] | None, web: dict[str, Any]) 
         )
     else:
         rows.append(("… against PostGIS batched lookups", "not measured", "≥ 3.5×", None))
+    rows += floor_rows(bare, pg)
     rows += [
         (
             f"single-ping HTTP, {single['connections']} connections, one process on one core",
@@ -92,6 +98,25 @@ def targets(ix: dict[str, Any], pg: dict[str, Any] | None, web: dict[str, Any]) 
             ix["build_s_10k"] <= 3.0,
         ),
     ]
+    return rows
+
+
+def floor_rows(bare: dict[str, Any], pg: dict[str, Any] | None) -> list[Row]:
+    """Not targets: the batch route with no engine (``benchmarks.floor``), which bounds
+    what any engine behind it can reach, and against PostGIS."""
+    what = "… the floor: the same route with no engine (parse, read, write, answer), same core"
+    rows: list[Row] = [
+        (
+            what,
+            f"{bare['floor']:,.0f} pings/s per core: at {floor.TARGET:,} the engine may take "
+            f"{bare['engine_budget_us']:.1f} µs a ping, it takes {bare['engine_us']:.1f}",
+            "—",
+            None,
+        )
+    ]
+    if pg is not None:
+        ratio = bare["floor"] / pg["batch_per_s"]
+        rows.append(("… the floor against PostGIS batched lookups", f"{ratio:.2f}×", "—", None))
     return rows
 
 
@@ -169,6 +194,18 @@ def flush_section(r: dict[str, Any]) -> str:
         "and the funnel; `lost writes`: devices redone one by one after another worker wrote "
         "first).\n\n"
         f"{flush.table(r)}\n"
+    )
+
+
+def floor_section(r: dict[str, Any]) -> str:
+    return (
+        "## The batch route without its engine\n\n"
+        "The batches above, to the service and to the same service whose `handle_many` keeps "
+        "only its read and its write (`benchmarks/floor.py`: every device's state written "
+        "back as read, in one call, every ping accepted), each on a fresh stack, in turns. "
+        "Parsing, authorizing, the answer, aiohttp and the event loop are the real ones. Pings "
+        "per CPU second of the service process; its CPU is counted in ticks of 10 ms.\n\n"
+        f"{floor.table(r)}\n\n{floor.summary(r)}\n"
     )
 
 
@@ -257,14 +294,16 @@ def main() -> None:
     ing = asyncio.run(ingest.measure(w, profile=True))
     fl = asyncio.run(flush.measure(w))
     web = http.measure(w, duration_s=5.0 if args.quick else 20.0)
+    bare = floor.measure(w, duration_s=5.0 if args.quick else 20.0, rounds=1 if args.quick else 3)
     command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
     sections = [
-        targets_section(targets(ix, pg, web), command, time.perf_counter() - started),
+        targets_section(targets(ix, pg, web, bare), command, time.perf_counter() - started),
         index.section(ix, command),
         postgis_section(pg),
         ingest_section(ing, w),
         flush_section(fl),
         "## The service over HTTP\n\n" + describe(w) + "\n\n" + http.table(web) + "\n",
+        floor_section(bare),
         ANALYSIS,
     ]
     print("\n".join(sections))
