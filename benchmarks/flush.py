@@ -22,8 +22,8 @@ import asyncio
 import math
 import time
 import timeit
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -120,7 +120,7 @@ def _positions(w: workload.Workload, rows: list[int], size: int) -> tuple[FloatA
     return w.pings.lat[picked].astype(float), w.pings.lng[picked].astype(float)
 
 
-def _both_ways(size: int, ways: dict[str, Callable[[], object]]) -> dict[str, float]:
+def _both_ways(size: int, ways: Mapping[str, Callable[[], object]]) -> dict[str, float]:
     """µs per call of each way of handling a call of ``size`` pings, best of 5 rounds."""
     reps = max(1, 20_000 // size)
     row: dict[str, float] = {"size": size}
@@ -148,7 +148,8 @@ def _screenings(
             for x in pings
         ]
         starts = list(range(size))
-        ways = {  # the columns are not counted: a batch makes them for its lookups anyway
+        # the columns are not counted: a batch makes them for its lookups anyway
+        ways: dict[str, Callable[[], object]] = {
             "arrays": partial(screen_runs, pings, Columns.of(pings), starts, states, now, rules),
             "in_turn": partial(screen_in_turn, pings, starts, states, now, rules),
         }
@@ -186,7 +187,7 @@ def _ping_at(p: workload.Pings, row: int, ts: float) -> Ping:
 async def _timed_flushes(
     service: PingService, flushes: Iterator[list[tuple[str, list[Ping]]]], size: int, now: float
 ) -> dict[str, Any]:
-    spent: Counter[str] = Counter()
+    spent: defaultdict[str, float] = defaultdict(float)
     pings = 0
     with _stage_timers(service, spent):
         cpu = time.process_time()
@@ -202,12 +203,17 @@ async def _timed_flushes(
     return {
         "size": size,
         "us_per_ping": 1e6 * cpu / pings,
-        "stages_us_per_ping": {stage: 1e6 * s / pings for stage, s in spent.most_common()},
+        "stages_us_per_ping": {stage: 1e6 * s / pings for stage, s in _by_share(spent)},
     }
 
 
+def _by_share(spent: Mapping[str, float]) -> list[tuple[str, float]]:
+    """The stages, the costliest first."""
+    return sorted(spent.items(), key=lambda item: -item[1])
+
+
 @contextmanager
-def _stage_timers(service: PingService, spent: Counter[str]) -> Iterator[None]:
+def _stage_timers(service: PingService, spent: defaultdict[str, float]) -> Iterator[None]:
     """Time each stage's calls (CPU of this process) by wrapping them on the instances."""
     owners = {"store": service.store, "service": service, "offers": service.offers}
     for (owner, name), stage in STAGES.items():
@@ -219,7 +225,9 @@ def _stage_timers(service: PingService, spent: Counter[str]) -> Iterator[None]:
             delattr(owners[owner], name)
 
 
-def _timer(call: Callable[..., Any], stage: str, spent: Counter[str]) -> Callable[..., Any]:
+def _timer(
+    call: Callable[..., Any], stage: str, spent: defaultdict[str, float]
+) -> Callable[..., Any]:
     if asyncio.iscoroutinefunction(call):
 
         async def timed_async(*args: Any, **kwargs: Any) -> Any:
@@ -249,7 +257,7 @@ async def _packers(store: Any, refs: list[str]) -> dict[str, float]:
         client = aioredis.Redis.from_url(ingest.REDIS_URL, connection_class=kind)
         other = RedisStore(client, prefix=store.keys.prefix)
         try:
-            out[name] = await _per_device(refs, lambda s=other: _save_all(s, refs))
+            out[name] = await _per_device(refs, partial(_save_all, other, refs))
         finally:
             await other.close()
     return out
