@@ -39,7 +39,8 @@ from geofence.service.pings import PingResult, PingService
 from tests.system.processes import SERVE
 
 NO_ENGINE = [sys.executable, "-m", "benchmarks.floor", "serve"]
-SIDES = (("the service", SERVE), ("no engine", NO_ENGINE))
+SERVICE, FLOOR = "the service", "no engine"
+SIDES = ((SERVICE, SERVE), (FLOOR, NO_ENGINE))
 TARGET = 150_000  # pings/s per core, the batch target
 ACCEPTED = PingResult(status="accepted", reason=None, events=[])
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
+import statistics
 import time
 from typing import Any
 
@@ -41,12 +42,13 @@ def targets(
     ix: dict[str, Any], pg: dict[str, Any] | None, web: dict[str, Any], bare: dict[str, Any]
 ) -> list[Row]:
     """(what, measured, target, met) for each target; met None when not measured."""
-    batch = web["batch"]["pings_per_cpu_s"]
+    runs = batch_runs(web, bare)
+    batch = statistics.median(runs)
     single = web["single"][-1]
     rows: list[Row] = [
         (
-            "batch ingest over HTTP, Redis state",
-            f"{batch:,.0f} pings/s per core",
+            f"batch ingest over HTTP, Redis state: the median of {len(runs)} runs",
+            f"{batch:,.0f} pings/s per core ({min(runs):,.0f} to {max(runs):,.0f})",
             "≥ 150,000",
             batch >= 150_000,
         ),
@@ -99,6 +101,13 @@ def targets(
         ),
     ]
     return rows
+
+
+def batch_runs(web: dict[str, Any], bare: dict[str, Any]) -> list[float]:
+    """Pings per CPU second of every batch run of the service, each on a fresh stack: the
+    HTTP section's and the floor section's. One run is 1 to 2 s of CPU, and moves by
+    a fifth between runs on this machine."""
+    return [web["batch"]["pings_per_cpu_s"], *bare["runs"][floor.SERVICE]]
 
 
 def floor_rows(bare: dict[str, Any], pg: dict[str, Any] | None) -> list[Row]:
