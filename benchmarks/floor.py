@@ -23,7 +23,6 @@ the change).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -124,17 +123,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["serve"]:
         sys.exit(serve(args[1:]))
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.floor",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--devices", type=int, default=2_000)
-    parser.add_argument("--duration", type=float, default=20.0, help="most seconds of a run")
+    parser = http.arguments("python -m benchmarks.floor", __doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parsed = parser.parse_args(args)
-    workload = wl.make(fences=http.FENCES, devices=parsed.devices, duration_s=http.WORKLOAD_S)
-    result = measure(workload, duration_s=parsed.duration, rounds=parsed.rounds)
+    result = measure(http.workload_of(parsed), duration_s=parsed.duration, rounds=parsed.rounds)
     print(table(result))
     print(summary(result))
 

@@ -785,17 +785,24 @@ def _counts(counts: dict[str, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def arguments(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The flags of a benchmark over HTTP: how many devices, how long each run."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.http",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--devices", type=int, default=2_000)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of each run")
-    args = parser.parse_args(argv)
-    workload = wl.make(fences=FENCES, devices=args.devices, duration_s=WORKLOAD_S)
-    print(table(measure(workload, duration_s=args.duration)))
+    parser.add_argument("--duration", type=float, default=20.0, help="most seconds of a run")
+    return parser
+
+
+def workload_of(args: argparse.Namespace) -> wl.Workload:
+    """The workload the flags of :func:`arguments` ask for."""
+    return wl.make(fences=FENCES, devices=args.devices, duration_s=WORKLOAD_S)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments("python -m benchmarks.http", __doc__).parse_args(argv)
+    print(table(measure(workload_of(args), duration_s=args.duration)))
 
 
 if __name__ == "__main__":
