@@ -54,7 +54,7 @@ async def no_engine(
     ahead: Any = None,
 ) -> list[list[PingResult] | NotFound]:
     """``handle_many`` with only its read and its write: each device's state written back
-    as it was read, in one call, and every ping accepted."""
+    as it was read, in one call, and every ping accepted (and counted in the metrics)."""
     refs = list(dict.fromkeys(ref for ref, _ in groups))
     stored = dict(loaded or {})
     missing = [ref for ref in refs if ref not in stored]
@@ -62,7 +62,9 @@ async def no_engine(
         stored.update(zip(missing, await self.store.load_states(missing), strict=True))
     writes = [StateWrite(ref=r, state=stored[r].state, version=stored[r].version) for r in refs]
     await self.store.save_states(writes)
-    return [[ACCEPTED] * len(pings) for _, pings in groups]
+    answers = [(ref, [ACCEPTED] * len(pings)) for ref, pings in groups]
+    self._count(answers)
+    return [results for _, results in answers]
 
 
 def serve(argv: Sequence[str]) -> int:
