@@ -128,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = http.arguments("python -m benchmarks.floor", __doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parsed = parser.parse_args(args)
+    if parsed.rounds < 1:
+        parser.error("--rounds must be at least 1")
     result = measure(http.workload_of(parsed), duration_s=parsed.duration, rounds=parsed.rounds)
     print(table(result))
     print(summary(result))
