@@ -28,14 +28,7 @@ from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping, VisitEvent
 from geofence.domain.offers import Entry, EntryDecision, Notification
-from geofence.domain.screening import (
-    VERDICTS,
-    Columns,
-    Screening,
-    screen,
-    screen_in_turn,
-    screen_runs,
-)
+from geofence.domain.screening import Columns, Screening, screen, screen_in_turn, screen_runs
 from geofence.domain.visits import StoreView, passed_by, step
 from geofence.metrics import Metrics
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
@@ -63,21 +56,24 @@ class PingResult(msgspec.Struct, frozen=True, kw_only=True):
     decisions: list[EntryDecision] | UnsetType = UNSET  # with ?explain=true only
 
 
-def _passed(verdict: Screening) -> PingResult:
-    """The result of a ping that makes no event."""
-    return PingResult(status=verdict.status, reason=verdict.reason, events=[])
+class _Passed(dict[Screening, PingResult]):
+    """The result of a ping that makes no event, by its verdict: made the first time it
+    is asked for, then shared (a result is never changed once made: ``_with_offers``
+    makes new ones). The verdicts are the few statuses and reasons of the screening."""
+
+    def __missing__(self, verdict: Screening) -> PingResult:
+        made = self[verdict] = PingResult(status=verdict.status, reason=verdict.reason, events=[])
+        return made
 
 
-# the results of the pings that make no event, one per verdict and shared: a result is
-# never changed once made (``_with_offers`` makes new ones)
-_PASSED: Final = {verdict: _passed(verdict) for verdict in VERDICTS}
+_PASSED: Final = _Passed()
 
 
 def _result(verdict: Screening, events: list[VisitEvent]) -> PingResult:
     """A ping's result: a shared one when it makes no event."""
     if events:
         return PingResult(status=verdict.status, reason=verdict.reason, events=events)
-    return _PASSED.get(verdict) or _passed(verdict)
+    return _PASSED[verdict]
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -398,7 +394,7 @@ class PingService:
         ``verdicts`` the screening of each ping from ``state`` on, done beforehand.
         """
         if nears is not None and verdicts is not None and _passing_by(state, nears, verdicts):
-            results = [_PASSED.get(v) or _passed(v) for v in verdicts]
+            results = [_PASSED[v] for v in verdicts]
             return Outcome(passed_by(state, pings, verdicts, self.settings.visit_rules), results)
         views = self._views()
         results = []
