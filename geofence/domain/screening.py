@@ -118,17 +118,20 @@ def record(state: DeviceState, ping: Ping, screening: Screening) -> DeviceState:
     """
     status, t = screening.status, ping.ts
     if status == "accepted":
-        fix = Fix(lat=ping.lat, lng=ping.lng, ts=t)
-        return msgspec.structs.replace(state, last_ts=t, last_accepted_ts=t, last_fix=fix)
+        return msgspec.structs.replace(state, last_ts=t, last_accepted_ts=t, last_fix=fix_of(ping))
     if status == "ignored":
         return state
     flags = dict(state.flags)
     if screening.reason is not None:
         flags[screening.reason] = flags.get(screening.reason, 0) + 1
     if screening.reason == "jump":
-        fix = Fix(lat=ping.lat, lng=ping.lng, ts=t)
-        return msgspec.structs.replace(state, last_ts=t, last_fix=fix, flags=flags)
+        return msgspec.structs.replace(state, last_ts=t, last_fix=fix_of(ping), flags=flags)
     return msgspec.structs.replace(state, last_ts=t, flags=flags)
+
+
+def fix_of(ping: Ping) -> Fix:
+    """Where and when the ping was, as the jump check remembers it."""
+    return Fix(lat=ping.lat, lng=ping.lng, ts=ping.ts)
 
 
 FloatArray = npt.NDArray[np.float64]

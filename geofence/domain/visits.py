@@ -27,14 +27,13 @@ import msgspec
 from geofence.domain.model import (
     DeviceState,
     ExitReason,
-    Fix,
     Ping,
     ScreeningRules,
     Visit,
     VisitEvent,
     VisitRules,
 )
-from geofence.domain.screening import Screening, record, screen
+from geofence.domain.screening import Screening, fix_of, record, screen
 
 Zone = Literal["inside", "band", "outside"]
 
@@ -293,7 +292,7 @@ def passed_by(
     else:
         accepted_ts = accepted.ts
         entries = _recent_entries(state.last_entry_at, accepted_ts, rules)
-    fix = state.last_fix if fixed is None else Fix(lat=fixed.lat, lng=fixed.lng, ts=fixed.ts)
+    fix = state.last_fix if fixed is None else fix_of(fixed)
     return msgspec.structs.replace(
         state,
         last_ts=last_ts,
