@@ -17,6 +17,7 @@ from geofence.domain.delivery import Attempt, RetryPolicy
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from tests.contract.test_state_store import notification, profile, visit_state
+from tests.fakes.counted import Counted
 
 CREATED = 1_000.0
 EXPIRES = CREATED + 3_600
@@ -196,23 +197,6 @@ async def test_a_claimer_that_died_is_taken_over_after_its_lease(store: StateSto
     assert len(push.calls) == 1 and await store.outbox_depth() == 0
 
 
-class Counting:
-    """The store, counting the calls made to it by name."""
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-        self.calls: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.store, name)
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return await method(*args, **kwargs)
-
-        return counted
-
-
 async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_each(
     store: StateStore,
 ) -> None:
@@ -224,7 +208,7 @@ async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_e
         await store.save_state(ref, visit_state(), 0, outbox=[notification(f"n-{ref}", ref)])
     await store.erase_device("ref2")
     await store.put_device(profile("ref3", consent={"location": True, "offers": False}))
-    counting = Counting(store)
+    counting = Counted(store)
     clock = Clock(CREATED)
     push = ScriptedPush(clock)
     dispatcher = Dispatcher(counting, push, Metrics(), clock=clock)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from geofence.service import pings as pings_service
 from geofence.service.pings import PingService
 from tests.conftest import REDIS_URL
 from tests.contract.test_pings_service import T0, at, events_of, pipeline
+from tests.fakes.counted import Counted
 
 DEVICES = ("d0", "d1", "d2")
 
@@ -107,25 +108,11 @@ async def test_a_batch_of_devices_answers_as_each_device_alone(
     assert await store.outbox_depth() - queued == await alone.store.outbox_depth()
 
 
-class Counted:
-    """A memory store behind a counter of the calls made to it from outside, by name."""
-
-    def __init__(self) -> None:
-        self.inner = MemoryStore()
-        self.calls: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self.inner, name)
-        if asyncio.iscoroutinefunction(found):
-            self.calls[name] = self.calls.get(name, 0) + 1
-        return found
-
-
 ENTERING = [at(20, 50, T0), at(20, 50, T0 + 130)]  # dwells in store a: one entry
 
 
 async def test_devices_entering_together_share_one_read_and_one_write() -> None:
-    store = Counted()
+    store = Counted(MemoryStore())
     service = await offering(store, "e1", "e2", "e3", offers=UNBUDGETED)  # type: ignore[arg-type]
     store.calls.clear()
     answers = await service.handle_many([(r, ENTERING) for r in ("e1", "e2", "e3")], now=T0 + 131)
