@@ -56,10 +56,7 @@ async def no_engine(
     """``handle_many`` with only its read and its write: each device's state written back
     as it was read, in one call, and every ping accepted (and counted in the metrics)."""
     refs = list(dict.fromkeys(ref for ref, _ in groups))
-    stored = dict(loaded or {})
-    missing = [ref for ref in refs if ref not in stored]
-    if missing:
-        stored.update(zip(missing, await self.store.load_states(missing), strict=True))
+    stored = await self._stored(refs, loaded or {})
     writes = [StateWrite(ref=r, state=stored[r].state, version=stored[r].version) for r in refs]
     await self.store.save_states(writes)
     answers = [(ref, [ACCEPTED] * len(pings)) for ref, pings in groups]
