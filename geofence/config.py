@@ -73,6 +73,10 @@ class Settings:
     )
     device_ttl_s: int = field(default=30 * 86_400, metadata={"help": "device keys' TTL"})
     position_ttl_s: int = field(default=86_400, metadata={"help": "last position's TTL"})
+    dead_letter_ttl_s: int = field(
+        default=14 * 86_400,
+        metadata={"help": "dead letters' TTL; undelivered outbox items go by then too"},
+    )
     # admission on the ping routes, per process (geofence/http/limits.py)
     device_rate_per_s: float = field(
         default=2.0, metadata={"help": "ping requests a second per device token (0: no limit)"}

@@ -57,6 +57,14 @@ class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
     def device_ref(self) -> str:
         return self.notification.device_ref
 
+    def as_kept(self) -> OutboxItem:
+        """The item as a store keeps it: without a push token, which the dispatcher reads
+        from the device's profile just before each send."""
+        if self.notification.push_token is None:
+            return self
+        notification = msgspec.structs.replace(self.notification, push_token=None)
+        return msgspec.structs.replace(self, notification=notification)
+
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A notification that will not be delivered, and why."""
@@ -109,7 +117,12 @@ class StateStore(Protocol):
         written) when the device does not exist, so an erased device never comes back."""
 
     async def erase_device(self, ref: str) -> None:
-        """Remove every key of the device; idempotent."""
+        """Remove every key of the device, its notifications in the outbox and its dead
+        letters; idempotent."""
+
+    async def erase_notifications(self, ref: str) -> None:
+        """Remove the device's notifications in the outbox and its dead letters (its
+        consent to offers was withdrawn); idempotent."""
 
     async def erase_location(self, ref: str) -> None:
         """Remove the device's visit state and last position, keep its profile."""
@@ -183,7 +196,12 @@ class StateStore(Protocol):
         claimer died comes back when its lease runs out."""
 
     async def retry_later(self, item: OutboxItem, at: float) -> None:
-        """Keep ``item`` (with its updated history) and make it due at ``at``."""
+        """Keep ``item`` (with its updated history) and make it due at ``at``.
+
+        Outbox items and dead letters are kept without a push token (``as_kept``) and
+        expire: a dead letter ``dead_letter_ttl_s`` after it was made; an outbox item at
+        the latest that long after its notification was made (memory) or after its
+        shard's outbox was last written (Redis)."""
 
     async def settle(self, item: OutboxItem) -> None:
         """Remove a delivered (or dead-lettered) item from the outbox."""
@@ -191,10 +209,11 @@ class StateStore(Protocol):
     async def outbox_depth(self) -> int: ...
 
     async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
-        """Take ``item`` out of the outbox and keep it, with ``reason``, for inspection."""
+        """Take ``item`` out of the outbox and keep it, with ``reason``, for inspection,
+        for ``dead_letter_ttl_s``."""
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        """The newest dead letters first; those older than the retention are gone."""
+        """The newest dead letters first; those older than the TTL are gone."""
 
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
         """Put a dead letter back in the outbox, due at ``at``, unless it has expired by

@@ -29,7 +29,7 @@ from geofence.ports import (
 )
 
 T = TypeVar("T")
-DEAD_LETTER_RETENTION_S = 7 * 86_400
+DEAD_LETTER_TTL_S = 14 * 86_400
 RECEIPTS_TTL_S = 30 * 86_400
 Clock = Callable[[], float]
 
@@ -66,6 +66,10 @@ class _Expiring(Generic[T]):
     def pop(self, key: str) -> None:
         self._items.pop(key, None)
 
+    def live(self) -> dict[str, T]:
+        """Every entry not yet expired (the expired ones are dropped)."""
+        return {key: value for key in list(self._items) if (value := self.get(key)) is not None}
+
 
 class MemoryStore:
     def __init__(
@@ -73,10 +77,13 @@ class MemoryStore:
         *,
         device_ttl_s: float = 30 * 86_400,
         position_ttl_s: float = 86_400,
+        dead_letter_ttl_s: float = DEAD_LETTER_TTL_S,
         clock: Clock = time.time,
     ) -> None:
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
+        self.dead_letter_ttl_s = dead_letter_ttl_s
+        self._clock = clock
         self._fences: dict[str, Fence] = {}
         self._version = 0
         self._profiles: _Expiring[DeviceProfile] = _Expiring(clock)
@@ -86,8 +93,9 @@ class MemoryStore:
         self._offers: dict[str, Offer] = {}
         self._spent: dict[str, int] = {}
         self._outbox: dict[str, tuple[OutboxItem, float]] = {}  # id -> (item, due at)
+        self._outbox_until: dict[str, float] = {}  # id -> when it is dropped, by the clock
         self._counts: dict[int, dict[str, int]] = {}
-        self._dead: dict[str, DeadLetter] = {}
+        self._dead: _Expiring[DeadLetter] = _Expiring(clock)
         self._receipts: _Expiring[tuple[Receipt, frozenset[str]]] = _Expiring(clock)
 
     async def check(self) -> None:
@@ -143,12 +151,15 @@ class MemoryStore:
     async def erase_device(self, ref: str) -> None:
         for table in (self._profiles, self._states, self._fixes):
             table.pop(ref)
+        await self.erase_notifications(ref)
+
+    async def erase_notifications(self, ref: str) -> None:
         pending = [k for k, (item, _) in self._outbox.items() if item.device_ref == ref]
         for key in pending:
-            del self._outbox[key]
-        dead = [k for k, letter in self._dead.items() if letter.item.device_ref == ref]
+            self._drop(key)
+        dead = [k for k, letter in self._dead.live().items() if letter.item.device_ref == ref]
         for key in dead:
-            del self._dead[key]
+            self._dead.pop(key)
 
     async def erase_location(self, ref: str) -> None:
         stored = self._states.get(ref)
@@ -195,10 +206,8 @@ class MemoryStore:
             self._fixes.set(ref, state.last_fix, self.position_ttl_s)
         self._profiles.touch(ref, self.device_ttl_s)
         for notification in outbox:
-            self._outbox[notification.notification_id] = (
-                OutboxItem(notification=notification),
-                notification.created_at,
-            )
+            item = OutboxItem(notification=notification).as_kept()
+            self._put(item, notification.created_at)
         return True
 
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
@@ -256,42 +265,62 @@ class MemoryStore:
             self._spent[offer_id] -= 1
 
     # the outbox
+    def _put(self, item: OutboxItem, due: float) -> None:
+        self._outbox[item.id] = (item, due)
+        self._outbox_until[item.id] = self._clock() + self.dead_letter_ttl_s
+
+    def _drop(self, notification_id: str) -> OutboxItem | None:
+        self._outbox_until.pop(notification_id, None)
+        kept = self._outbox.pop(notification_id, None)
+        return None if kept is None else kept[0]
+
+    def _kept(self) -> dict[str, tuple[OutboxItem, float]]:
+        """The outbox without the items that outlived the TTL (dropped)."""
+        now = self._clock()
+        for key in [k for k, until in self._outbox_until.items() if until <= now]:
+            self._drop(key)
+        return self._outbox
+
     async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
-        due = sorted((at, key) for key, (_, at) in self._outbox.items() if at <= now)[:limit]
+        outbox = self._kept()
+        due = sorted((at, key) for key, (_, at) in outbox.items() if at <= now)[:limit]
         claimed = []
         for _, key in due:
-            item = self._outbox[key][0]
-            self._outbox[key] = (item, now + lease_s)
+            item = outbox[key][0]
+            outbox[key] = (item, now + lease_s)
             claimed.append(item)
         return claimed
 
     async def retry_later(self, item: OutboxItem, at: float) -> None:
-        if item.id in self._outbox:  # not if the device was erased meanwhile
-            self._outbox[item.id] = (item, at)
+        if item.id in self._kept():  # not if the device was erased meanwhile
+            self._outbox[item.id] = (item.as_kept(), at)
 
     async def settle(self, item: OutboxItem) -> None:
-        self._outbox.pop(item.id, None)
+        self._drop(item.id)
 
     async def outbox_depth(self) -> int:
-        return len(self._outbox)
+        return len(self._kept())
 
     async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
-        if self._outbox.pop(item.id, None) is None:
+        if item.id not in self._kept():
             return  # erased meanwhile
-        self._dead[item.id] = DeadLetter(item=item, reason=reason, at=at)
-        cutoff = at - DEAD_LETTER_RETENTION_S
-        for key in [k for k, d in self._dead.items() if d.at <= cutoff]:
-            del self._dead[key]
+        self._drop(item.id)
+        letter = DeadLetter(item=item.as_kept(), reason=reason, at=at)
+        self._dead.set(item.id, letter, self.dead_letter_ttl_s)
+        cutoff = at - self.dead_letter_ttl_s
+        for key in [k for k, d in self._dead.live().items() if d.at <= cutoff]:
+            self._dead.pop(key)
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        return sorted(self._dead.values(), key=lambda d: (-d.at, d.item.id))[:limit]
+        letters = self._dead.live().values()
+        return sorted(letters, key=lambda d: (-d.at, d.item.id))[:limit]
 
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
         letter = self._dead.get(notification_id)
         if letter is None or letter.item.notification.expires_at <= at:
             return letter
-        del self._dead[notification_id]
-        self._outbox[notification_id] = (letter.item, at)
+        self._dead.pop(notification_id)
+        self._put(letter.item, at)
         return letter
 
     # receipts

@@ -48,7 +48,7 @@ SHARDS = 16
 LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
 STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
-DEAD_LETTER_RETENTION_S = 7 * 86_400
+DEAD_LETTER_TTL_S = 14 * 86_400  # dead letters, and the outbox keys after their last write
 RECEIPTS_TTL_S = 30 * 86_400
 
 
@@ -131,17 +131,21 @@ class Keys:
         """The shard's outbox: a sorted set of ids by due time and a hash of the items."""
         return [f"{self.shard(shard)}:outbox:due", f"{self.shard(shard)}:outbox:items"]
 
-    def dead(self, shard: int) -> list[str]:
-        """The shard's dead letters: a hash of them and a sorted set of ids by time."""
-        return [f"{self.shard(shard)}:dead:items", f"{self.shard(shard)}:dead:at"]
+    def dead(self, shard: int) -> str:
+        """The shard's index of dead letters: a sorted set of their ids by time."""
+        return f"{self.shard(shard)}:dead:at"
+
+    def letter(self, shard: int, notification_id: str) -> str:
+        """One dead letter, a key of its own so that it expires on its own."""
+        return f"{self.shard(shard)}:dead:n:{notification_id}"
 
     def device_outbox(self, ref: str) -> list[str]:
         return [self.pending(ref), *self.outbox(self.shard_of(ref))]
 
-    def of_device(self, ref: str) -> list[str]:
-        """Every key erasure touches: the device's own and its shard's outbox."""
-        own = [self.profile(ref), self.state(ref), self.fix(ref)]
-        return [*own, *self.device_outbox(ref), *self.dead(self.shard_of(ref))]
+    def notifications_of(self, ref: str) -> list[str]:
+        """The keys erasing a device's notifications touches: its pending ids, its
+        shard's outbox and its shard's index of dead letters."""
+        return [*self.device_outbox(ref), self.dead(self.shard_of(ref))]
 
     def receipts(self, notification_id: str) -> str:
         return f"{self.prefix}:{{r:{notification_id}}}"
@@ -154,15 +158,16 @@ class Keys:
 
 
 # The compare-and-set of many devices. KEYS: per device its state, fix, profile and pending
-# keys and its shard's outbox due and items. ARGV: ttl, fix ttl, then per device: expected
+# keys and its shard's outbox due and items. ARGV: ttl, fix ttl, outbox ttl (the outbox keys
+# live that long after their last write), then per device: expected
 # version, state, fix ('' = none), ledger ('' = unchanged), the number of notifications
 # made and (id, outbox item, due at) for each. Answers per device: -1 when the device is
 # gone (erased while its pings were computed: nothing may be written back), 0 on a version
 # conflict, 1 when written. The state hash holds the version 'v', the visit state 's' and
 # the offer ledger 'l': one version covers both.
 SAVE_STATES = """
-local ttl, fix_ttl = ARGV[1], ARGV[2]
-local out, a = {}, 3
+local ttl, fix_ttl, outbox_ttl = ARGV[1], ARGV[2], ARGV[3]
+local out, a = {}, 4
 for k = 1, #KEYS, 6 do
   local state, fix, profile, pending = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local due, items = KEYS[k + 4], KEYS[k + 5]
@@ -184,7 +189,13 @@ for k = 1, #KEYS, 6 do
       redis.call('ZADD', due, ARGV[i + 2], ARGV[i])
       redis.call('SADD', pending, ARGV[i])
     end
-    if redis.call('EXISTS', pending) == 1 then redis.call('EXPIRE', pending, ttl) end
+    if a > first then
+      redis.call('EXPIRE', items, outbox_ttl)
+      redis.call('EXPIRE', due, outbox_ttl)
+    end
+    if redis.call('EXISTS', pending) == 1 then
+      redis.call('EXPIRE', pending, math.max(tonumber(ttl), tonumber(outbox_ttl)))
+    end
     table.insert(out, 1)
   end
 end
@@ -218,41 +229,54 @@ end
 redis.call('DEL', KEYS[2])
 """
 
-# KEYS: profile, state, fix, pending, outbox due, outbox items, dead items, dead at: every
-# key of the device, and its notifications still in the outbox or among the dead letters.
-ERASE_DEVICE = """
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('ZREM', KEYS[5], id)
-  redis.call('HDEL', KEYS[6], id)
-  redis.call('HDEL', KEYS[7], id)
-  redis.call('ZREM', KEYS[8], id)
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-"""
-
-# KEYS: outbox due, outbox items, dead items, dead at. ARGV: id, dead letter, at, cutoff.
-# Only an item still in the outbox (not one erased meanwhile); older dead letters go.
-DEAD_LETTER = """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])) do
+# KEYS: pending, outbox due, outbox items, dead-letter index, then ARGV[1] more keys to
+# delete (the device's own, on erasure), then the dead letters of the ids in ARGV[2..].
+# Removes the device's notifications from the outbox and its dead letters, and the pending
+# set; answers the pending ids whose dead letters were not named (added since they were
+# read), for the caller to delete.
+ERASE_NOTIFICATIONS = """
+local named, missed = {}, {}
+for i = 2, #ARGV do named[ARGV[i]] = true end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
+  if not named[id] then table.insert(missed, id) end
 end
+local gone = {KEYS[1]}
+for k = 5, #KEYS do table.insert(gone, KEYS[k]) end
+redis.call('DEL', unpack(gone))
+return missed
+"""
+
+# KEYS: outbox due, outbox items, pending, the dead letter, dead-letter index. ARGV: id,
+# dead letter, at, ttl. Only an item still in the outbox (not one erased meanwhile). The
+# letter expires on its own; the index forgets what is older than the ttl and expires with
+# its newest letter; the pending set lives at least as long, so erasure still finds it.
+DEAD_LETTER = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+local ttl = tonumber(ARGV[4])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[4], ARGV[2], 'EX', ttl)
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[3]) - ttl)
+redis.call('EXPIRE', KEYS[5], ttl)
+if redis.call('TTL', KEYS[3]) < ttl then redis.call('EXPIRE', KEYS[3], ttl) end
 return 1
 """
 
-# KEYS: dead items, dead at, outbox due, outbox items. ARGV: id, the dead letter as read,
-# the outbox item, due at. Moves it back only if nobody changed it since it was read.
+# KEYS: the dead letter, dead-letter index, outbox due, outbox items. ARGV: id, the dead
+# letter as read, the outbox item, due at, outbox ttl. Moves it back only if nobody changed
+# it since it was read.
 REQUEUE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[4], ARGV[5])
 return 1
 """
 
@@ -289,11 +313,14 @@ table.insert(claimed, 1, looked)
 return claimed
 """
 
-# KEYS: outbox due, outbox items. ARGV: id, item, due at. Not if erased meanwhile.
+# KEYS: outbox due, outbox items. ARGV: id, item, due at, outbox ttl. Not if erased
+# meanwhile.
 RETRY_LATER = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -316,12 +343,14 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
 
-# KEYS: profile, state. ARGV: profile, ttl. Refreshes the state's TTL with the profile's.
-# Only an existing device: an erasure that won the race is not undone.
+# KEYS: profile, state, pending. ARGV: profile, ttl. Refreshes the state's TTL with the
+# profile's, and the pending ids' to at least as long (erasure reads them). Only an existing
+# device: an erasure that won the race is not undone.
 PUT_DEVICE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[3], ARGV[2]) end
 return 1
 """
 
@@ -334,6 +363,7 @@ class RedisStore:
         prefix: str = "geofence",
         device_ttl_s: int = 30 * 86_400,
         position_ttl_s: int = 86_400,
+        dead_letter_ttl_s: int = DEAD_LETTER_TTL_S,
         lanes: int = LANES,
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
@@ -343,11 +373,12 @@ class RedisStore:
         self.keys = Keys(prefix)
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
+        self.dead_letter_ttl_s = dead_letter_ttl_s
         self._save_states = client.register_script(SAVE_STATES)
         self._load_states = client.register_script(LOAD_STATES)
         self._put_device = client.register_script(PUT_DEVICE)
         self._erase_location = client.register_script(ERASE_LOCATION)
-        self._erase_device = client.register_script(ERASE_DEVICE)
+        self._erase_notifications = client.register_script(ERASE_NOTIFICATIONS)
         self._claim = client.register_script(CLAIM)
         self._retry_later = client.register_script(RETRY_LATER)
         self._reserve_budget = client.register_script(RESERVE_BUDGET)
@@ -447,14 +478,31 @@ class RedisStore:
         return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
 
     async def put_device(self, profile: DeviceProfile) -> bool:
-        keys = [self.keys.profile(profile.ref), self.keys.state(profile.ref)]
+        ref = profile.ref
+        keys = [self.keys.profile(ref), self.keys.state(ref), self.keys.pending(ref)]
         async with _guard():
             written = await self._put_device(keys=keys, args=[_encode(profile), self.device_ttl_s])
         return bool(written)
 
     async def erase_device(self, ref: str) -> None:
+        own = [self.keys.profile(ref), self.keys.state(ref), self.keys.fix(ref)]
+        await self._erase(ref, own)
+
+    async def erase_notifications(self, ref: str) -> None:
+        await self._erase(ref, [])
+
+    async def _erase(self, ref: str, own: Sequence[str]) -> None:
+        """The device's notifications (outbox and dead letters) and ``own`` keys, in one
+        script naming every key it deletes; a dead letter made after the pending ids were
+        read (rare) is deleted after it."""
+        shard = self.keys.shard_of(ref)
         async with _guard():
-            await self._erase_device(keys=self.keys.of_device(ref))
+            ids = [_text(i) for i in await self.client.smembers(self.keys.pending(ref))]
+            letters = [self.keys.letter(shard, i) for i in ids]
+            keys = [*self.keys.notifications_of(ref), *own, *letters]
+            missed = await self._erase_notifications(keys=keys, args=[len(own), *ids])
+            if missed:
+                await self.client.delete(*(self.keys.letter(shard, _text(i)) for i in missed))
 
     async def erase_location(self, ref: str) -> None:
         async with _guard():
@@ -516,7 +564,7 @@ class RedisStore:
 
     def _save_states_call(self, writes: Sequence[StateWrite]) -> Call:
         keys: list[str] = []
-        args: list[Arg] = [self.device_ttl_s, self.position_ttl_s]
+        args: list[Arg] = [self.device_ttl_s, self.position_ttl_s, self.dead_letter_ttl_s]
         for w in writes:
             keys += self.keys.compare_and_set(w.ref)
             fix = b"" if w.state.last_fix is None else _encode(w.state.last_fix)
@@ -600,8 +648,9 @@ class RedisStore:
 
     async def retry_later(self, item: OutboxItem, at: float) -> None:
         keys = self.keys.outbox(self.keys.shard_of(item.device_ref))
+        args: list[Arg] = [item.id, _encode(item.as_kept()), at, self.dead_letter_ttl_s]
         async with _guard():
-            await self._retry_later(keys=keys, args=[item.id, _encode(item), at])
+            await self._retry_later(keys=keys, args=args)
 
     async def settle(self, item: OutboxItem) -> None:
         pending, due, items = self.keys.device_outbox(item.device_ref)
@@ -619,9 +668,10 @@ class RedisStore:
 
     async def dead_letter(self, item: OutboxItem, reason: str, at: float) -> None:
         shard = self.keys.shard_of(item.device_ref)
-        keys = [*self.keys.outbox(shard), *self.keys.dead(shard)]
-        letter = _encode(DeadLetter(item=item, reason=reason, at=at))
-        args: list[bytes | str | float] = [item.id, letter, at, at - DEAD_LETTER_RETENTION_S]
+        pending, due, items = self.keys.device_outbox(item.device_ref)
+        keys = [due, items, pending, self.keys.letter(shard, item.id), self.keys.dead(shard)]
+        letter = _encode(DeadLetter(item=item.as_kept(), reason=reason, at=at))
+        args: list[Arg] = [item.id, letter, at, self.dead_letter_ttl_s]
         async with _guard():
             await self._dead_letter(keys=keys, args=args)
 
@@ -629,28 +679,30 @@ class RedisStore:
         found: list[DeadLetter] = []
         async with _guard():
             for shard in range(SHARDS):
-                items, at = self.keys.dead(shard)
-                ids: list[Any] = list(await self.client.zrevrange(at, 0, limit - 1))
-                raw = await self.client.hmget(items, ids) if ids else []
+                ids: list[Any] = await self.client.zrevrange(self.keys.dead(shard), 0, limit - 1)
+                names = [self.keys.letter(shard, _text(i)) for i in ids]
+                raw = await self.client.mget(names) if names else []
                 found += [_decode(r, DeadLetter) for r in raw if r is not None]
         found.sort(key=lambda d: (-d.at, d.item.id))
         return found[:limit]
 
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
         async with _guard():
-            for shard in range(SHARDS):
-                items, at_key = self.keys.dead(shard)
-                raw = await self.client.hget(items, notification_id)
-                if raw is None:
-                    continue
-                letter = _decode(raw, DeadLetter)
-                if letter.item.notification.expires_at <= at:
-                    return letter
-                keys = [items, at_key, *self.keys.outbox(shard)]
-                args = [notification_id, raw, _encode(letter.item), at]
-                moved = await self._requeue(keys=keys, args=args)
-                return letter if moved else None
-        return None
+            async with self.client.pipeline(transaction=False) as pipe:
+                for shard in range(SHARDS):
+                    pipe.get(self.keys.letter(shard, notification_id))
+                found = [(n, r) for n, r in enumerate(await pipe.execute()) if r is not None]
+            if not found:
+                return None
+            [(shard, raw)] = found[:1]
+            letter = _decode(raw, DeadLetter)
+            if letter.item.notification.expires_at <= at:
+                return letter
+            keys = [self.keys.letter(shard, notification_id), self.keys.dead(shard)]
+            keys += self.keys.outbox(shard)
+            args = [notification_id, raw, _encode(letter.item), at, self.dead_letter_ttl_s]
+            moved = await self._requeue(keys=keys, args=args)
+        return letter if moved else None
 
     # receipts
     async def expect_receipts(self, *receipts: Receipt) -> None:
@@ -744,6 +796,10 @@ def _encode(value: Any) -> bytes:
 def _decode(raw: bytes | str, kind: type[T]) -> T:
     data = raw.encode() if isinstance(raw, str) else raw
     return msgspec.msgpack.decode(data, type=kind)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _escape(pattern: str) -> str:

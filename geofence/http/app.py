@@ -96,8 +96,13 @@ def make_store(settings: Settings) -> StateStore:
             prefix=settings.redis_prefix,
             device_ttl_s=settings.device_ttl_s,
             position_ttl_s=settings.position_ttl_s,
+            dead_letter_ttl_s=settings.dead_letter_ttl_s,
         )
-    return MemoryStore(device_ttl_s=settings.device_ttl_s, position_ttl_s=settings.position_ttl_s)
+    return MemoryStore(
+        device_ttl_s=settings.device_ttl_s,
+        position_ttl_s=settings.position_ttl_s,
+        dead_letter_ttl_s=settings.dead_letter_ttl_s,
+    )
 
 
 def make_push(settings: Settings) -> PushGateway:

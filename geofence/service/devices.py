@@ -116,13 +116,17 @@ class DeviceService:
         return body.device_id, token
 
     async def update(self, profile: DeviceProfile, patch: ProfilePatch) -> DeviceProfile:
-        """Apply ``patch``; withdrawing location consent erases the location state at once."""
+        """Apply ``patch``; withdrawing location consent erases the location state at once,
+        withdrawing offers consent the device's queued notifications and dead letters."""
         updated = apply_patch(profile, patch, self.clock())
         if not await self.store.put_device(updated):  # erased meanwhile: not brought back
             raise _no_such_device()
         if withdrew(profile, updated, "location"):
             await self.store.erase_location(profile.ref)
             logger.info("location erased device=%s reason=consent-withdrawn", profile.ref)
+        if withdrew(profile, updated, "offers"):
+            await self.store.erase_notifications(profile.ref)
+            logger.info("notifications erased device=%s reason=consent-withdrawn", profile.ref)
         logger.info("device updated device=%s %s", profile.ref, _consent_kv(updated))
         return updated
 

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from geofence.adapters.redis import COUNTS_TTL_S, Keys
+from geofence.adapters.redis import COUNTS_TTL_S, DEAD_LETTER_TTL_S, Keys
 from geofence.domain.devices import ConsentChange, DeviceProfile
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
 from geofence.domain.offers import EntryDecision, Ledger, Notification, Offer
@@ -437,8 +437,8 @@ async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateSto
     assert await store.requeue("n1", 4_000.0) is None
     assert await store.requeue("nope", 6_000.0) is None
     assert await store.claim_outbox(4_000.0, 30, 10) == [first]
-    # a week later the old ones are gone
-    await store.dead_letter(first, "rejected", 5_002.0 + 7 * 86_400)
+    # a TTL later the old ones are gone
+    await store.dead_letter(first, "rejected", 5_002.0 + DEAD_LETTER_TTL_S)
     assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
 
 
