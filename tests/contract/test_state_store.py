@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import COUNTS_TTL_S, DEAD_LETTER_TTL_S, Keys
 from geofence.domain.devices import ConsentChange, DeviceProfile
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
@@ -472,3 +473,99 @@ async def test_receipts_count_once_per_event(store: StateStore) -> None:
     assert await store.record_receipt("n1", "delivered", 10.0) == target
     assert await store.record_receipt("n1", "delivered", 11.0) is None
     assert await store.record_receipt("n1", "opened", 12.0) == target
+
+
+# dead letters and outbox items expire and go with their device
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _dead_lettered(store: StateStore, nid: str = "n1", ref: str = "ref1") -> None:
+    """A device with one notification claimed and dead-lettered (rejected)."""
+    if await store.get_device(ref) is None:
+        await store.create_device(profile(ref))
+    version = (await store.load_state(ref)).version
+    await store.save_state(ref, visit_state(), version, outbox=[notification(nid, ref)])
+    [item] = [i for i in await store.claim_outbox(5_000.0, 30, 10) if i.id == nid]
+    await store.dead_letter(item, "rejected", 5_001.0)
+
+
+async def test_withdrawing_offers_erases_the_notifications_and_dead_letters(
+    store: StateStore,
+) -> None:
+    await _dead_lettered(store, "n1")
+    await store.save_state("ref1", visit_state(), 1, outbox=[notification("n2")])
+    await _dead_lettered(store, "n3", "ref2")
+    await store.erase_notifications("ref1")
+    await store.erase_notifications("ref1")
+    assert [d.item.id for d in await store.dead_letters(10)] == ["n3"]
+    assert await store.outbox_depth() == 0
+    assert await store.requeue("n1", 4_000.0) is None
+    # the device itself stays, with its state
+    assert await store.get_device("ref1") is not None
+    assert (await store.load_state("ref1")).version == 2
+
+
+async def test_no_push_token_is_kept_in_the_outbox_or_dead_letters(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    [item] = await store.claim_outbox(5_000.0, 30, 10)
+    with_token = msgspec.structs.replace(item.notification, push_token="secret-push-token")
+    item = msgspec.structs.replace(item, notification=with_token)
+    await store.retry_later(item, 5_000.0)
+    [again] = await store.claim_outbox(5_000.0, 30, 10)
+    assert again.notification.push_token is None
+    await store.dead_letter(item, "rejected", 5_001.0)
+    [letter] = await store.dead_letters(10)
+    assert letter.item.notification.push_token is None
+
+
+async def test_memory_dead_letters_and_outbox_items_expire_after_the_ttl() -> None:
+    clock = Clock()
+    store = MemoryStore(dead_letter_ttl_s=100, clock=clock)
+    await _dead_lettered(store, "n1")
+    await store.save_state("ref1", visit_state(), 1, outbox=[notification("n2")])
+    clock.now += 99
+    assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
+    assert await store.outbox_depth() == 1
+    clock.now += 1
+    assert await store.dead_letters(10) == []
+    assert await store.outbox_depth() == 0
+    assert await store.claim_outbox(9_000.0, 30, 10) == []
+    assert await store.requeue("n1", 4_000.0) is None
+
+
+async def test_redis_dead_letters_and_outbox_keys_expire_after_the_ttl(
+    redis_store_factory: Any,
+) -> None:
+    """Each dead letter is a key of its own with the TTL; the outbox and the index of dead
+    letters expire the TTL after their last write, and the pending ids no sooner."""
+    store = await redis_store_factory(dead_letter_ttl_s=500, device_ttl_s=100)
+    await _dead_lettered(store, "n1")
+    await store.save_state("ref1", visit_state(), 1, outbox=[notification("n2")])
+    shard = Keys.shard_of("ref1")
+    letter = store.keys.letter(shard, "n1")
+    outbox_and_index = [*store.keys.outbox(shard), store.keys.dead(shard)]
+    for key in [letter, *outbox_and_index, store.keys.pending("ref1")]:
+        assert 490 < await store.client.ttl(key) <= 500, key
+    # with a TTL of one second, nothing is left a moment later
+    store.dead_letter_ttl_s = 1
+    await _dead_lettered(store, "n3", "ref2")
+    await asyncio.sleep(1.2)
+    assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
+    assert await store.client.exists(store.keys.letter(Keys.shard_of("ref2"), "n3")) == 0
+
+
+async def test_redis_pending_ids_live_as_long_as_the_profile(redis_store_factory: Any) -> None:
+    """A profile refreshed by a patch keeps the ids erasure needs to find its notifications."""
+    store = await redis_store_factory(device_ttl_s=100, dead_letter_ttl_s=50)
+    await _dead_lettered(store, "n1")
+    store.device_ttl_s = 10_000
+    await store.put_device(profile(tier="gold"))
+    assert await store.client.ttl(store.keys.pending("ref1")) > 9_000
