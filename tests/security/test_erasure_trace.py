@@ -26,13 +26,13 @@ from geofence.http.app import create_app
 from geofence.ports import StateStore
 from tests.conftest import SDK_KEY, admin
 from tests.contract.test_delivery import ScriptedPush
-from tests.http.test_offers_api import STORE_ID, put_offer, walk_in
+from tests.http.test_offers_api import put_offer, walk_in
 from tests.http.test_pings_api import ping_body, send
 
 Client = TestClient[Any, Any]
 DEVICE_ID = "erasure-trace-device-7f3a"
 PUSH_TOKEN = "push-token-erasure-trace-5c1e"
-IPANAINEN = "osm-way-88777737"  # 22 m from Rautamies (STORE_ID) in stores.geojson
+IPANAINEN = "osm-way-88777737"  # 22 m from Rautamies (walk_in's store) in stores.geojson
 IN_IPANAINEN = (60.1770628, 24.9496374)
 
 
@@ -97,10 +97,14 @@ async def redis_contents(store: RedisStore) -> dict[str, bytes]:
     client = store.client
     found: dict[str, bytes] = {}
     async for raw_key in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000):
-        key = raw_key.decode()
-        kind = (await client.type(key)).decode()
+        key = _text(raw_key)
+        kind = _text(await client.type(key))
         found[key] = b"\x00".join(await _values(client, key, kind))
     return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _values(client: Any, key: str, kind: str) -> list[bytes]:
@@ -151,8 +155,7 @@ async def contents(store: StateStore) -> dict[str, bytes]:
 def holding(found: dict[str, bytes], *secrets: str) -> dict[str, list[str]]:
     """The keys whose name or contents hold any of ``secrets``, with which."""
     held = {
-        key: [s for s in secrets if s in key or s.encode() in value]
-        for key, value in found.items()
+        key: [s for s in secrets if s in key or s.encode() in value] for key, value in found.items()
     }
     return {key: which for key, which in held.items() if which}
 
