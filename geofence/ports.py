@@ -40,6 +40,9 @@ class StateWrite(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Saved = Literal["written", "conflict", "gone"]
+# how the state survives a restart of its backend: Redis's append-only file, its snapshots,
+# neither, not known (CONFIG refused, as managed Redis may), or not at all (in-process)
+Persistence = Literal["aof", "rdb", "off", "unknown", "memory"]
 
 
 class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +92,10 @@ class StateStore(Protocol):
         """Return when the backend answers; raise Unavailable otherwise."""
 
     async def close(self) -> None: ...
+
+    async def persistence(self) -> Persistence:
+        """How the backend keeps the state across its restarts; raises Unavailable only
+        when it does not answer at all."""
 
     # the catalogue (contract §3)
     async def catalogue_version(self) -> int: ...

@@ -22,6 +22,7 @@ from geofence.ports import (
     Catalogue,
     DeadLetter,
     OutboxItem,
+    Persistence,
     Receipt,
     Saved,
     StateWrite,
@@ -103,6 +104,9 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    async def persistence(self) -> Persistence:
+        return "memory"
 
     # the catalogue
     async def catalogue_version(self) -> int:

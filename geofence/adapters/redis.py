@@ -36,6 +36,7 @@ from geofence.ports import (
     Catalogue,
     DeadLetter,
     OutboxItem,
+    Persistence,
     Receipt,
     Saved,
     StateWrite,
@@ -415,6 +416,17 @@ class RedisStore:
     async def check(self) -> None:
         async with _guard():
             await self.client.ping()
+
+    async def persistence(self) -> Persistence:
+        """From ``CONFIG GET appendonly`` and ``save``; "unknown" where CONFIG is refused
+        (managed Redis often renames or forbids it)."""
+        async with _guard():
+            try:
+                appendonly = await self.client.config_get("appendonly")
+                save = await self.client.config_get("save")
+            except rexc.ResponseError:
+                return "unknown"
+        return persistence_of(appendonly.get("appendonly"), save.get("save"))
 
     async def close(self) -> None:
         for lane in self._lanes:
@@ -796,6 +808,13 @@ def _encode(value: Any) -> bytes:
 def _decode(raw: bytes | str, kind: type[T]) -> T:
     data = raw.encode() if isinstance(raw, str) else raw
     return msgspec.msgpack.decode(data, type=kind)
+
+
+def persistence_of(appendonly: Any, save: Any) -> Persistence:
+    """The persistence a Redis runs with, from its ``appendonly`` and ``save`` settings."""
+    if _text(appendonly or "") == "yes":
+        return "aof"
+    return "rdb" if _text(save or "").strip() else "off"
 
 
 def _text(value: bytes | str) -> str:

@@ -36,6 +36,7 @@ from geofence.http.keys import (
 from geofence.http.limits import PingGate, ping_gate_middleware
 from geofence.http.routes import setup_routes
 from geofence.metrics import Metrics
+from geofence.persistence import log_persistence
 from geofence.ports import PushGateway, StateStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.coalescer import PingCoalescer
@@ -69,6 +70,7 @@ def create_app(
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx)
+    app.on_startup.append(_log_persistence)
     setup_routes(app)
     return app
 
@@ -137,6 +139,11 @@ async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     stop.set()
     await stop_task(task, grace_s=app[SETTINGS].redis_timeout_s + 1.0)
+
+
+async def _log_persistence(app: web.Application) -> None:
+    """Say at start when Redis would lose the state on a restart (``/readyz`` says it too)."""
+    await log_persistence(app[STORE])
 
 
 async def _dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:

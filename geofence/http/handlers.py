@@ -12,6 +12,7 @@ from geofence.http.errors import problem_response
 from geofence.http.keys import CATALOGUE, METRICS, SETTINGS, STORE
 from geofence.http.openapi import openapi_document
 from geofence.http.schemas import flag, json_response, read_json
+from geofence.persistence import warnings_of
 
 # operations
 
@@ -29,8 +30,15 @@ async def readyz(request: web.Request) -> web.Response:
         )
     loaded = catalogue.loaded
     assert loaded is not None
+    persistence = await request.app[STORE].persistence()
     return json_response(
-        {"status": "ready", "catalogue_version": loaded.version, "stores": len(loaded.index)}
+        {
+            "status": "ready",
+            "catalogue_version": loaded.version,
+            "stores": len(loaded.index),
+            "persistence": persistence,
+            "warnings": warnings_of(persistence),
+        }
     )
 
 

@@ -502,7 +502,22 @@ def _ops_schemas() -> Schema:
     return {
         "Health": obj({"status": {"const": "ok"}}),
         "Ready": obj(
-            {"status": {"const": "ready"}, "catalogue_version": INTEGER, "stores": INTEGER}
+            {
+                "status": {"const": "ready"},
+                "catalogue_version": INTEGER,
+                "stores": INTEGER,
+                "persistence": {
+                    "enum": ["aof", "rdb", "off", "unknown", "memory"],
+                    "description": "how Redis keeps the state across its restarts (CONFIG GET "
+                    "appendonly and save; unknown where CONFIG is refused); memory: in-process, "
+                    "nothing survives a restart",
+                },
+                "warnings": {
+                    "type": "array",
+                    "items": STRING,
+                    "description": "what an operator should fix, e.g. persistence off",
+                },
+            }
         ),
     }
 
