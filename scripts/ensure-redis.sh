@@ -21,7 +21,11 @@ if ! command -v redis-server >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 port=$("$python" -c "import sys, urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 6379)" "$url")
-redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no
+# durable as the README says Redis should run, its files in a directory of its own
+dir=${TMPDIR:-/tmp}/geofence-redis-$port
+mkdir -p "$dir"
+redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$dir" \
+    --appendonly yes --appendfsync everysec
 for _ in $(seq 50); do answers && exit 0; sleep 0.1; done
 echo "Redis did not start on port $port" >&2
 exit 1
