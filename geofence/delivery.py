@@ -120,10 +120,12 @@ class Dispatcher:
         if expired(self.clock(), item.notification.expires_at):
             await self._dead(item, "expired")
             return None
-        if profile is None:  # erased meanwhile: nothing of it may be kept, not even here
+        gone = _gone(profile)
+        if gone is not None:  # nothing of it may be kept, not even as a dead letter
             await self.store.settle(item)
-            self.metrics.dead_letters.labels("device-erased").inc()
+            self.metrics.dead_letters.labels(gone).inc()
             return None
+        assert profile is not None
         refusal = _refusal(profile, self.push.needs_token)
         if refusal is not None:
             await self._dead(item, refusal)
@@ -195,9 +197,15 @@ def _receipt(item: OutboxItem) -> Receipt:
     return Receipt(notification_id=n.notification_id, store_id=n.store_id, offer_id=n.offer_id)
 
 
+def _gone(profile: DeviceProfile | None) -> str | None:
+    """Why the device's notifications may no longer be kept at all: it was erased, or it
+    withdrew its consent to offers (which erased its queue, but for one claimed before)."""
+    if profile is None:
+        return "device-erased"
+    return None if profile.allows("offers") else "consent-withdrawn"
+
+
 def _refusal(profile: DeviceProfile, needs_token: bool) -> str | None:
-    if not profile.allows("offers"):
-        return "consent-withdrawn"
     if needs_token and profile.push_token is None:
         return "no-push-token"
     return None

@@ -397,7 +397,9 @@ def _delivery_paths() -> Schema:
         "/v1/deadletters": {
             "get": _op(
                 "listDeadLetters",
-                "notifications that will not be delivered, newest first",
+                "notifications that will not be delivered, newest first; each is kept "
+                "GEOFENCE_DEAD_LETTER_TTL_S (14 days), and goes with its device's erasure or "
+                "withdrawal of consent to offers",
                 schema=ref("DeadLetterList"),
                 errs=(401, 403, 422, 503),
                 params=(_query("limit", limit, "how many"),),
