@@ -4,15 +4,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+import redis.asyncio as redis
 
 from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
@@ -21,42 +22,47 @@ from geofence.persistence import PERSISTENCE_OFF
 from tests.system.processes import Process, free_port
 
 pytestmark = pytest.mark.redis
-Started = Callable[..., Any]
+Serve = Callable[..., Awaitable[tuple[Any, RedisStore]]]
 
 
 @pytest.fixture
-async def redis_with(tmp_path: Path) -> AsyncIterator[Started]:
-    """Starts a redis-server with the given flags; answers its URL. Stopped afterwards."""
+async def served(
+    tmp_path: Path, aiohttp_client: Any, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[Serve]:
+    """Starts a redis-server with the given flags and the app on it, its log captured:
+    answers the test client and the store. Both are stopped afterwards."""
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server to start")
-    started: list[Process] = []
+    caplog.set_level(logging.INFO, logger="geofence")
+    started: list[tuple[Process, RedisStore]] = []
 
-    def start(*flags: str) -> str:
+    async def serve(*flags: str) -> tuple[Any, RedisStore]:
         port = free_port()
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--dir", str(tmp_path), *flags]
-        started.append(Process(f"redis-{port}", argv, {}, tmp_path))
-        started[-1].start()
+        process = Process(f"redis-{port}", [*argv, "--dir", str(tmp_path), *flags], {}, tmp_path)
+        process.start()
         url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis.from_url(url, socket_timeout=1) as client:
-                    client.ping()
-                return url
-            except redis.exceptions.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        await answering(url)
+        store = RedisStore.from_url(url, prefix="readyz-test")
+        started.append((process, store))
+        return await aiohttp_client(create_app(settings, store=store)), store
 
-    yield start
-    for process in started:
+    yield serve
+    for process, store in started:
+        await store.close()
         process.stop()
 
 
-async def ready(aiohttp_client: Any, settings: Settings, url: str) -> tuple[Any, RedisStore]:
-    store = RedisStore.from_url(url, prefix="readyz-test")
-    client = await aiohttp_client(create_app(settings, store=store))
-    return client, store
+async def answering(url: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with redis.Redis.from_url(url, socket_timeout=1) as client:
+        while True:
+            try:
+                await client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                await asyncio.sleep(0.05)
 
 
 async def readyz(client: Any) -> dict[str, Any]:
@@ -67,57 +73,42 @@ async def readyz(client: Any) -> dict[str, Any]:
 
 
 async def test_persistence_off_is_a_warning_on_readyz_and_at_start(
-    aiohttp_client: Any, settings: Settings, redis_with: Started, caplog: pytest.LogCaptureFixture
+    served: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="geofence")
-    url = redis_with("--appendonly", "no", "--save", "")
-    client, store = await ready(aiohttp_client, settings, url)
-    try:
-        body = await readyz(client)
-        assert body["persistence"] == "off" and body["warnings"] == [PERSISTENCE_OFF]
-        started = [r for r in caplog.records if r.getMessage() == PERSISTENCE_OFF]
-        assert [r.levelname for r in started] == ["WARNING"]
-        # what the running server does now, not what it started with
-        await store.client.config_set("appendonly", "yes")
-        body = await readyz(client)
-        assert body["persistence"] == "aof" and body["warnings"] == []
-        await store.client.config_set("appendonly", "no")
-        await store.client.config_set("save", "900 1")
-        body = await readyz(client)
-        assert body["persistence"] == "rdb" and body["warnings"] == []
-    finally:
-        await store.close()
+    client, store = await served("--appendonly", "no", "--save", "")
+    body = await readyz(client)
+    assert body["persistence"] == "off" and body["warnings"] == [PERSISTENCE_OFF]
+    started = [r for r in caplog.records if r.getMessage() == PERSISTENCE_OFF]
+    assert [r.levelname for r in started] == ["WARNING"]
+    # what the running server does now, not what it started with
+    await store.client.config_set("appendonly", "yes")
+    body = await readyz(client)
+    assert body["persistence"] == "aof" and body["warnings"] == []
+    await store.client.config_set("appendonly", "no")
+    await store.client.config_set("save", "900 1")
+    body = await readyz(client)
+    assert body["persistence"] == "rdb" and body["warnings"] == []
 
 
 async def test_aof_as_documented_gives_no_warning(
-    aiohttp_client: Any, settings: Settings, redis_with: Started, caplog: pytest.LogCaptureFixture
+    served: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="geofence")
-    url = redis_with("--appendonly", "yes", "--appendfsync", "everysec")
-    client, store = await ready(aiohttp_client, settings, url)
-    try:
-        body = await readyz(client)
-        assert body["persistence"] == "aof" and body["warnings"] == []
-        assert not [r for r in caplog.records if "persistence" in r.getMessage()]
-    finally:
-        await store.close()
+    client, _ = await served("--appendonly", "yes", "--appendfsync", "everysec")
+    body = await readyz(client)
+    assert body["persistence"] == "aof" and body["warnings"] == []
+    assert not [r for r in caplog.records if "persistence" in r.getMessage()]
 
 
 async def test_config_refused_is_unknown_and_still_ready(
-    aiohttp_client: Any, settings: Settings, redis_with: Started, caplog: pytest.LogCaptureFixture
+    served: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Managed Redis often forbids CONFIG: readyz stays 200, the start says so once."""
-    caplog.set_level(logging.INFO, logger="geofence")
-    url = redis_with("--appendonly", "no", "--save", "", "--rename-command", "CONFIG", "")
-    client, store = await ready(aiohttp_client, settings, url)
-    try:
-        for _ in range(2):
-            body = await readyz(client)
-            assert body["persistence"] == "unknown" and body["warnings"] == []
-        said = [r for r in caplog.records if "persistence unknown" in r.getMessage()]
-        assert [r.levelname for r in said] == ["INFO"]
-    finally:
-        await store.close()
+    client, _ = await served("--appendonly", "no", "--save", "", "--rename-command", "CONFIG", "")
+    for _ in range(2):
+        body = await readyz(client)
+        assert body["persistence"] == "unknown" and body["warnings"] == []
+    said = [r for r in caplog.records if "persistence unknown" in r.getMessage()]
+    assert [r.levelname for r in said] == ["INFO"]
 
 
 async def test_the_memory_store_says_so(aiohttp_client: Any, settings: Settings) -> None:
