@@ -203,6 +203,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_REGION needs four numbers: min_lng,min_lat,max_lng,max_lat")
     if not 0 <= settings.h3_resolution <= 15:
         raise SettingsError("GEOFENCE_H3_RESOLUTION must be 0..15")
+    if settings.dead_letter_ttl_s < 1:
+        raise SettingsError("GEOFENCE_DEAD_LETTER_TTL_S must be at least 1")
     if settings.max_body_bytes <= 0 or settings.max_upload_bytes < settings.max_body_bytes:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
     _validate_workers(settings)

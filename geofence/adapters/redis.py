@@ -269,9 +269,10 @@ return 1
 
 # KEYS: the dead letter, dead-letter index, outbox due, outbox items. ARGV: id, the dead
 # letter as read, the outbox item, due at, outbox ttl. Moves it back only if nobody changed
-# it since it was read.
+# it since it was read and it is still listed (not retired by a newer one's time).
 REQUEUE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])

@@ -14,6 +14,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.visit_timeout_s, s.entry_cooldown_s, s.max_accuracy_m) == (14_400, 21_600, 100)
     assert (s.device_cap, s.notify_max_lag_s, s.quiet_hours) == (2, 900, "21:00-08:00")
     assert s.redis_url is None and s.dev_mode
+    assert s.dead_letter_ttl_s == 14 * 86_400  # issue 23: dead letters expire in 14 days
 
 
 def test_environment_is_typed() -> None:
@@ -38,6 +39,8 @@ def test_a_bad_value_names_its_variable() -> None:
         Settings.from_env({"GEOFENCE_PORT": "eighty"})
     with pytest.raises(SettingsError, match="GEOFENCE_REGION"):
         validate(Settings.from_env({"GEOFENCE_REGION": "1,2,3"}))
+    with pytest.raises(SettingsError, match="GEOFENCE_DEAD_LETTER_TTL_S"):
+        validate(Settings.from_env({"GEOFENCE_DEAD_LETTER_TTL_S": "0"}))
 
 
 def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
