@@ -120,12 +120,12 @@ class Dispatcher:
         if expired(self.clock(), item.notification.expires_at):
             await self._dead(item, "expired")
             return None
-        gone = _gone(profile)
-        if gone is not None:  # nothing of it may be kept, not even as a dead letter
+        if profile is None or not profile.allows("offers"):
+            # erased, or its consent to offers withdrawn (which erased its queue, but for
+            # what was claimed before): nothing of it may be kept, not even a dead letter
             await self.store.settle(item)
-            self.metrics.dead_letters.labels(gone).inc()
+            self.metrics.dead_letters.labels(_gone(profile)).inc()
             return None
-        assert profile is not None
         refusal = _refusal(profile, self.push.needs_token)
         if refusal is not None:
             await self._dead(item, refusal)
@@ -197,12 +197,9 @@ def _receipt(item: OutboxItem) -> Receipt:
     return Receipt(notification_id=n.notification_id, store_id=n.store_id, offer_id=n.offer_id)
 
 
-def _gone(profile: DeviceProfile | None) -> str | None:
-    """Why the device's notifications may no longer be kept at all: it was erased, or it
-    withdrew its consent to offers (which erased its queue, but for one claimed before)."""
-    if profile is None:
-        return "device-erased"
-    return None if profile.allows("offers") else "consent-withdrawn"
+def _gone(profile: DeviceProfile | None) -> str:
+    """Why a device's notification is dropped, not kept as a dead letter."""
+    return "device-erased" if profile is None else "consent-withdrawn"
 
 
 def _refusal(profile: DeviceProfile, needs_token: bool) -> str | None:

@@ -421,10 +421,11 @@ class RedisStore:
     async def persistence(self) -> Persistence:
         """From ``CONFIG GET appendonly`` and ``save``; "unknown" where CONFIG is refused
         (managed Redis often renames or forbids it)."""
-        async with _guard():
+        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+            pipe.config_get("appendonly")
+            pipe.config_get("save")
             try:
-                appendonly = await self.client.config_get("appendonly")
-                save = await self.client.config_get("save")
+                appendonly, save = await pipe.execute()
             except rexc.ResponseError:
                 return "unknown"
         return persistence_of(appendonly.get("appendonly"), save.get("save"))
@@ -707,7 +708,7 @@ class RedisStore:
                 found = [(n, r) for n, r in enumerate(await pipe.execute()) if r is not None]
             if not found:
                 return None
-            [(shard, raw)] = found[:1]
+            shard, raw = found[0]
             letter = _decode(raw, DeadLetter)
             if letter.item.notification.expires_at <= at:
                 return letter
