@@ -270,7 +270,9 @@ def _device_paths() -> Schema:
         "/v1/devices/{device_id}": {
             "patch": _op(
                 "patchDevice",
-                "change consent, tier, segments, timezone, push token",
+                "change consent, tier, segments, timezone, push token; withdrawing `location` "
+                "erases the visit state and position, withdrawing `offers` the device's queued "
+                "notifications and dead letters",
                 schema=ref("DeviceView"),
                 body=ref("ProfilePatch"),
                 errs=(400, 401, 403, 404, 413, 415, 422, 503),
@@ -279,7 +281,8 @@ def _device_paths() -> Schema:
             ),
             "delete": _op(
                 "eraseDevice",
-                "erase every key of the device; 204 again when repeated",
+                "erase every key of the device, its queued notifications and dead letters; 204 "
+                "again when repeated",
                 ok=(204,),
                 schema=None,
                 errs=ONE,
