@@ -176,10 +176,11 @@ async def test_development_mode_prints_generated_keys_once(
     assert sum("GEOFENCE_ID_SECRET" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_serve_runs_without_an_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiohttp import web
 
     from geofence import cli
+    from geofence.http.access_log import RouteAccessLogger, access_logger
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(web, "run_app", lambda app, **kwargs: seen.update(kwargs))
@@ -189,3 +190,5 @@ def test_serve_runs_without_an_access_log(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"k-{name}")
     assert cli.main(["serve", "--stores", "", "--id-secret", "s"]) == 0
     assert "access_log" in seen and seen["access_log"] is None
+    assert cli.main(["serve", "--stores", "", "--id-secret", "s", "--access-log", "true"]) == 0
+    assert seen["access_log"] is access_logger and seen["access_log_class"] is RouteAccessLogger
