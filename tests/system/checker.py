@@ -14,9 +14,10 @@ with its events unobserved: they happened, but no client saw them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,11 +175,49 @@ SHARED_KEY = re.compile(
 
 
 def leaks(logs: str, device_ids: Iterable[str]) -> list[str]:
-    """Log lines carrying a raw device id or a coordinate finer than 3 decimals."""
-    found = [line for line in logs.splitlines() if PRECISE_NUMBER.search(line)]
+    """Log lines that are not one JSON object, or that carry a raw device id or a
+    coordinate finer than 3 decimals, as written or in any value once unescaped."""
     ids = set(device_ids)
-    found += [line for line in logs.splitlines() if any(d in line for d in ids)]
+    found = []
+    for line in logs.splitlines():
+        record = log_record(line)
+        if record is None:
+            found.append(f"not a JSON object: {line}")
+            continue
+        texts = [line, *leaves(record)]
+        if any(PRECISE_NUMBER.search(t) or any(d in t for d in ids) for t in texts):
+            found.append(line)
     return found
+
+
+def log_record(line: str) -> dict[str, Any] | None:
+    """The JSON object a log line must be, or None."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def log_records(logs: str) -> list[dict[str, Any]]:
+    """Every line of ``logs`` as the JSON object it must be."""
+    records = [log_record(line) for line in logs.splitlines()]
+    bad = [line for line, r in zip(logs.splitlines(), records, strict=True) if r is None]
+    assert not bad, f"log lines that are not one JSON object: {bad[:5]}"
+    return [r for r in records if r is not None]
+
+
+def leaves(value: Any) -> Iterator[str]:
+    """Every key, string and number inside a decoded JSON value, as text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from leaves(item)
+    elif value is not None:
+        yield str(value)
 
 
 def keys_without_ttl(client: redis.Redis, prefix: str) -> list[str]:
