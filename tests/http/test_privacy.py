@@ -1,14 +1,15 @@
 """Privacy (contract §4): pseudonyms in keys and logs, TTLs everywhere, erasure leaves nothing.
 
-Every test here runs with logs captured at DEBUG; afterwards no captured record, written
-as the service writes it (every field, the traceback included), may hold a raw device id or
-a number with more than 3 decimals, whatever the test did.
+Every test here runs with logs captured at DEBUG; afterwards no captured record may hold a
+raw device id (in any of its attributes), nor, written as the service writes it (every
+field, the traceback included), a number with more than 3 decimals, whatever the test did.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +25,7 @@ from geofence.logs import JsonLines
 from geofence.ports import StateStore
 from geofence.service import devices as device_service
 from tests.conftest import SDK_KEY, admin
+from tests.http.test_pings_api import ping_body
 
 Client = TestClient[Any, Any]
 RAW_IDS = ("9F1C-raw-device-id-4417", "phone 7/ü", "dev-x1")
@@ -39,7 +41,10 @@ def _no_personal_data_in_logs(
     yield
     # aiohttp's access log of the test server quotes paths; `geofence serve` has its own
     records = [*caplog.get_records("setup"), *caplog.get_records("call")]
-    text = "\n".join(JsonLines().format(r) for r in records if r.name != "aiohttp.access")
+    ours = [r for r in records if r.name != "aiohttp.access"]
+    text = "\n".join(JsonLines().format(r) for r in ours)
+    for raw in RAW_IDS:  # not even in a record's arguments or fields, written or not
+        assert not [r for r in ours if raw in repr(vars(r))]
     if "client" in request.fixturenames:
         assert "device registered" in text  # the check below sees the real lines
     for raw in RAW_IDS:
@@ -149,6 +154,9 @@ async def test_refused_tokens_are_logged_without_raw_ids(
     export = path(RAW_IDS[1], "/export")
     assert (await client.get(export, headers=bearer(token))).status == 404
     assert (await client.get(export, headers=bearer(token + "x"))).status == 401
+    for device_id, status in ((RAW_IDS[1], 404), (RAW_IDS[0], 200)):  # another's, its own
+        ping = ping_body(device_id, (60.1698561, 24.9383792), time.time())
+        assert (await client.post("/v1/pings", json=ping, headers=bearer(token))).status == status
     assert "reason=other-device" in caplog.text and "reason=invalid" in caplog.text
 
 
