@@ -48,17 +48,18 @@ def rfc3339(ts: float) -> str:
 
 
 def coarse(value: Any) -> Any:
-    """``value`` with every precise coordinate in it cut to 3 decimals, looking into
-    strings, floats, and the dicts, lists and tuples holding them."""
-    if isinstance(value, str):
-        return _PRECISE.sub(r"\1", value)
+    """``value`` as JSON can write it, with every precise coordinate in it cut to 3
+    decimals: strings and floats, inside dicts and lists too; anything else is first
+    turned into its text (a struct's repr), so that no float escapes the cut."""
+    if value is None or isinstance(value, bool | int):
+        return value
     if isinstance(value, float):
         return float(_PRECISE.sub(r"\1", repr(value)))
     if isinstance(value, dict):
-        return {k: coarse(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+        return {str(k): coarse(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [coarse(v) for v in value]
-    return value
+    return _PRECISE.sub(r"\1", str(value))
 
 
 class JsonLines(JsonFormatter):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.http_exceptions import LineTooLong
 
+from geofence.domain.model import Fix
 from geofence.logs import (
     AIOHTTP_LOGGERS,
     WITHHELD,
@@ -100,6 +101,9 @@ def test_control_characters_are_escaped_wherever_they_are(text: str) -> None:
         (0.5, 0.5),
         (7, 7),
         ({"at": [60.1698561, "24.9383792"]}, {"at": [60.169, "24.938"]}),
+        (Fix(lat=60.1698561, lng=24.9383792, ts=100.0), "Fix(lat=60.169, lng=24.938, ts=100.0)"),
+        (None, None),
+        (True, True),
     ],
 )
 def test_precise_coordinates_are_cut_to_three_decimals(value: Any, expected: Any) -> None:
