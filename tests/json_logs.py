@@ -28,13 +28,28 @@ class JsonLog:
         return self.stream.getvalue()
 
     def records(self, since: int = 0) -> list[dict[str, Any]]:
-        """Every line written so far (from character ``since`` on), as the object it must be."""
-        records = [json.loads(line) for line in self.text[since:].splitlines()]
-        assert all(isinstance(r, dict) for r in records), self.text
-        return records
+        """Every line written so far (from character ``since`` on)."""
+        return log_records(self.text[since:])
 
     def of(self, logger: str) -> list[dict[str, Any]]:
         return [r for r in self.records() if r["logger"] == logger]
+
+
+def log_record(line: str) -> dict[str, Any] | None:
+    """The JSON object a log line must be, or None."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def log_records(logs: str) -> list[dict[str, Any]]:
+    """Every line of ``logs`` as the JSON object it must be."""
+    records = [log_record(line) for line in logs.splitlines()]
+    bad = [line for line, r in zip(logs.splitlines(), records, strict=True) if r is None]
+    assert not bad, f"log lines that are not one JSON object: {bad[:5]}"
+    return [r for r in records if r is not None]
 
 
 @contextlib.contextmanager

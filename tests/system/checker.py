@@ -14,7 +14,6 @@ with its events unobserved: they happened, but no client saw them.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -26,6 +25,7 @@ import redis
 from geofence.config import Settings
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import ScreeningRules
+from tests.json_logs import log_record
 from tests.system.cluster import Cluster
 from tests.system.history import Attempt, History
 from tests.unit.reference_model import ReferenceDevice, RefPing, RefStore
@@ -188,23 +188,6 @@ def leaks(logs: str, device_ids: Iterable[str]) -> list[str]:
         if any(PRECISE_NUMBER.search(t) or any(d in t for d in ids) for t in texts):
             found.append(line)
     return found
-
-
-def log_record(line: str) -> dict[str, Any] | None:
-    """The JSON object a log line must be, or None."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def log_records(logs: str) -> list[dict[str, Any]]:
-    """Every line of ``logs`` as the JSON object it must be."""
-    records = [log_record(line) for line in logs.splitlines()]
-    bad = [line for line, r in zip(logs.splitlines(), records, strict=True) if r is None]
-    assert not bad, f"log lines that are not one JSON object: {bad[:5]}"
-    return [r for r in records if r is not None]
 
 
 def leaves(value: Any) -> Iterator[str]:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from geofence.config import Settings
+from tests.json_logs import log_records
 from tests.system.checker import (
     DeviceReplay,
     check_events,
     leaks,
-    log_records,
     repeated_entries,
     stores_near,
 )

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.http.test_pings_api import ping_body
-from tests.system.checker import log_records
+from tests.json_logs import log_records
 from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
 
 ADMIN, SDK, INGEST = "sys-admin", "sys-sdk", "sys-ingest"  # as service_env sets them
