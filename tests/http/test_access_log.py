@@ -19,6 +19,16 @@ from tests.json_logs import JsonLog
 Client = TestClient[Any, Any]
 RAW_ID = "9F1C-raw-device-id-4417"
 BEARER = "SECRET-BEARER-5d1e"
+# an oversized header holding a bearer; bad request lines holding a (percent-encoded) id
+UNPARSABLE = [
+    r.encode()
+    for r in (
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {BEARER}-{'A' * 9000}\r\n\r\n",
+        f"GET /v1/devices/{RAW_ID.replace('-', '%2D')} HTTP/1.1 junk\r\nHost: x\r\n\r\n",
+        f"GET /v1/devices/{RAW_ID}?t={BEARER} HTTP/9.9\r\nHost: x\r\n\r\n",
+    )
+]
+SECRETS = (BEARER, RAW_ID, "%2D", "9F1C", "junk")
 
 
 async def served(aiohttp_client: Any, settings: Settings) -> Client:
@@ -29,9 +39,9 @@ async def served(aiohttp_client: Any, settings: Settings) -> Client:
     return client
 
 
-async def raw_answer(client: Client, request: bytes) -> bytes:
+async def raw_answer(host: str, port: int, request: bytes) -> bytes:
     """The first bytes of the answer to ``request``, sent as is on a new connection."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    reader, writer = await asyncio.open_connection(host, port)
     writer.write(request)
     await writer.drain()
     answer = await reader.read(1024)
@@ -88,16 +98,10 @@ async def test_aiohttp_error_records_carry_no_request_bytes(
     aiohttp_client: Any, settings: Settings, json_log: JsonLog
 ) -> None:
     client = await served(aiohttp_client, settings)
-    oversized = f"Bearer {BEARER}-" + "A" * 9000
-    requests = [
-        f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: {oversized}\r\n\r\n",
-        f"GET /v1/devices/{RAW_ID.replace('-', '%2D')} HTTP/1.1 junk\r\nHost: x\r\n\r\n",
-        f"GET /v1/devices/{RAW_ID}?t={BEARER} HTTP/9.9\r\nHost: x\r\n\r\n",
-    ]
-    for request in requests:
-        answer = await raw_answer(client, request.encode())
+    for request in UNPARSABLE:
+        answer = await raw_answer(client.host, client.port, request)
         assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
-    for secret in (BEARER, RAW_ID, "%2D", "9F1C", "junk", "127.0.0.1"):
+    for secret in (*SECRETS, "127.0.0.1"):
         assert secret not in json_log.text
     for record in json_log.records():
         if record["logger"].startswith("aiohttp."):
