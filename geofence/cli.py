@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -106,6 +107,7 @@ def serve(settings: Settings, *, shared_port: bool = False) -> None:
     every worker bound to the port."""
     from aiohttp import web
 
+    from geofence.http.access_log import access_log_options
     from geofence.http.app import create_app
     from geofence.http.keys import CATALOGUE
 
@@ -117,9 +119,14 @@ def serve(settings: Settings, *, shared_port: bool = False) -> None:
         host=settings.host,
         port=settings.port,
         reuse_port=shared_port or None,
-        access_log=None,  # paths carry device ids; requests are counted in /metrics instead
-        print=lambda line: print(line, file=sys.stderr),
+        print=_announce,
+        **access_log_options(settings),
     )
+
+
+def _announce(text: str) -> None:
+    """aiohttp's "Running on <url>" as a JSON log line like every other."""
+    logging.getLogger("geofence.serve").info(text.splitlines()[0].strip("= "))
 
 
 def supervise(settings: Settings) -> int:

@@ -103,6 +103,10 @@ class Settings:
     device_cap: int = field(default=2, metadata={"help": "notifications per rolling 48 h"})
     notify_max_lag_s: float = field(default=900.0, metadata={"help": "late entries get none"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING"})
+    access_log: bool = field(
+        default=False,
+        metadata={"help": "log each request: method, route template, status, time, size"},
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -163,22 +163,20 @@ class Dispatcher:
         await self.store.retry_later(later, at)
         self.metrics.delivery_retries.labels(cause).inc()
         logger.info(
-            "delivery retry notification=%s cause=%s in_s=%.0f",
-            item.id,
-            cause,
-            at - self.clock(),
+            "delivery retry",
+            extra={"notification": item.id, "cause": cause, "in_s": round(at - self.clock())},
         )
 
     async def _dead(self, item: OutboxItem, reason: str) -> None:
         await self.store.dead_letter(item, reason, self.clock())
         self.metrics.dead_letters.labels(reason).inc()
-        logger.info("delivery dead-lettered notification=%s reason=%s", item.id, reason)
+        logger.info("delivery dead-lettered", extra={"notification": item.id, "reason": reason})
 
     async def _drop_token(self, profile: DeviceProfile) -> None:
         """410 Gone: the gateway says the token is dead; forget it."""
         if profile.push_token is not None:
             await self.store.put_device(msgspec.structs.replace(profile, push_token=None))
-            logger.info("push token dropped device=%s", profile.ref)
+            logger.info("push token dropped", extra={"device": profile.ref})
 
 
 async def _safely(step: Awaitable[None]) -> None:

@@ -1,13 +1,20 @@
-"""Logging: one key=value line per event, and a formatter that keeps personal data out.
+"""Logging: one JSON object per line on stderr, for the service and for aiohttp alike.
 
-Log lines name devices only by their pseudonymous ref. As a last line of defence the
-formatter rounds any coordinate-looking number with more than 3 decimals (about 100 m)
-and replaces every raw device id the service has recently seen with its ref, whatever
-the caller passed by accident (a request body, a path, an exception message).
+Every record is written as ``{"time", "level", "logger", "message", ...fields}``: the
+message is a short event name, and what the event is about travels as fields
+(``logger.info("offer saved", extra={"offer": offer_id})``). JSON escapes every value,
+control characters included, so no value can start a line or a field of its own. A
+device appears only as its ref, put there by the code that authenticated it; nothing is
+scrubbed afterwards, so what one request sends never changes how another line is written.
 
-The ids come from ``remember_device_id``, which the device service calls each time it
-turns an id into a ref. Memory is bounded: the least recently seen ids are forgotten
-first, so an id still in use stays covered.
+Two last lines of defence, both blind to the values they see:
+
+- every number with at most 3 integer digits and more than 3 decimals (a precise
+  coordinate: 3 decimals is about 100 m) is cut to 3 decimals, in every string and float
+  of a record, the traceback included;
+- aiohttp's own loggers keep a record's level, logger and the class of its exception,
+  not its text: that text quotes request bytes (the path with a percent-encoded device
+  id, the bearer of an oversized header).
 """
 
 from __future__ import annotations
@@ -15,131 +22,93 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import threading
-from collections import Counter, OrderedDict
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import log as aiohttp_log
+from pythonjsonlogger.json import JsonFormatter
 
 _PRECISE = re.compile(r"(?<![\w.])(-?\d{1,3}\.\d{3})\d+")
-_EDGES = re.compile(r"(?<![^\W_])|(?![^\W_])")  # not between two letters or digits
-DEFAULT_CAPACITY = 10_000
-WHOLE_WORD_BELOW = 8
+FIELDS = {"asctime": "time", "levelname": "level", "name": "logger"}
+AIOHTTP_LOGGERS = (
+    aiohttp_log.access_logger,
+    aiohttp_log.internal_logger,
+    aiohttp_log.server_logger,
+    aiohttp_log.web_logger,
+    aiohttp_log.ws_logger,
+)
+WITHHELD = "aiohttp log; its text is withheld: it can quote request bytes"
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-class DeviceIdRedactor:
-    """Recently seen raw device ids and the ref each one is written as instead.
-
-    An id of ``WHOLE_WORD_BELOW`` characters or more is replaced wherever it appears. A
-    shorter one only where it stands as a whole word (no letter or digit right before or
-    after it), or ``dev-1`` would be cut out of ``dev-12`` and id ``7`` out of every
-    number. Lookup costs one dictionary probe per character of the line, however many
-    ids are known: long ids are indexed by their first characters.
-    """
-
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self.capacity = capacity
-        self._refs: OrderedDict[str, str] = OrderedDict()
-        self._long: dict[str, list[str]] = {}  # first WHOLE_WORD_BELOW chars -> ids
-        self._short: Counter[int] = Counter()  # lengths of the shorter ids
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._refs)
-
-    def remember(self, device_id: str, ref: str) -> None:
-        with self._lock:
-            if device_id in self._refs:
-                self._refs.move_to_end(device_id)
-                return
-            self._refs[device_id] = ref
-            self._index(device_id)
-            if len(self._refs) > self.capacity:
-                self._unindex(self._refs.popitem(last=False)[0])
-
-    def clear(self) -> None:
-        with self._lock:
-            self._refs.clear()
-            self._long.clear()
-            self._short.clear()
-
-    def redact(self, text: str) -> str:
-        with self._lock:
-            if not self._refs:
-                return text
-            return self._replace(text, sorted(self._short, reverse=True))
-
-    def _index(self, device_id: str) -> None:
-        if len(device_id) < WHOLE_WORD_BELOW:
-            self._short[len(device_id)] += 1
-            return
-        bucket = self._long.setdefault(device_id[:WHOLE_WORD_BELOW], [])
-        bucket.append(device_id)
-        bucket.sort(key=len, reverse=True)
-
-    def _unindex(self, device_id: str) -> None:
-        if len(device_id) < WHOLE_WORD_BELOW:
-            self._short[len(device_id)] -= 1
-            if not self._short[len(device_id)]:
-                del self._short[len(device_id)]
-            return
-        bucket = self._long[device_id[:WHOLE_WORD_BELOW]]
-        bucket.remove(device_id)
-        if not bucket:
-            del self._long[device_id[:WHOLE_WORD_BELOW]]
-
-    def _replace(self, text: str, short_lengths: list[int]) -> str:
-        edges = {m.start() for m in _EDGES.finditer(text)} if short_lengths else set()
-        out: list[str] = []
-        start = 0
-        for i in sorted(self._long_starts(text) | edges):
-            found = self._match(text, i, short_lengths, edges) if i >= start else None
-            if found is not None:
-                out += [text[start:i], self._refs[found]]
-                start = i + len(found)
-        out.append(text[start:])
-        return "".join(out)
-
-    def _long_starts(self, text: str) -> set[int]:
-        prefixes = self._long
-        return {i for i in range(len(text)) if text[i : i + WHOLE_WORD_BELOW] in prefixes}
-
-    def _match(self, text: str, i: int, short_lengths: list[int], edges: set[int]) -> str | None:
-        for device_id in self._long.get(text[i : i + WHOLE_WORD_BELOW], ()):
-            if text.startswith(device_id, i):
-                return device_id
-        if i not in edges:
-            return None
-        for length in short_lengths:
-            if i + length in edges and text[i : i + length] in self._refs:
-                return text[i : i + length]
-        return None
+def rfc3339(ts: float) -> str:
+    """A POSIX time as RFC 3339 in UTC, to the millisecond: 2026-12-06T18:30:00.123Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-DEVICE_IDS = DeviceIdRedactor()
+def coarse(value: Any) -> Any:
+    """``value`` as JSON can write it, with every precise coordinate in it cut to 3
+    decimals: strings and floats, inside dicts and lists too; anything else is first
+    turned into its text (a struct's repr), so that no float escapes the cut."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return float(_PRECISE.sub(r"\1", repr(value)))
+    if isinstance(value, dict):
+        return {str(k): coarse(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [coarse(v) for v in value]
+    return _PRECISE.sub(r"\1", str(value))
 
 
-def remember_device_id(device_id: str, ref: str) -> None:
-    """From now on, ``device_id`` is written as ``ref`` in every formatted log line."""
-    DEVICE_IDS.remember(device_id, ref)
+class JsonLines(JsonFormatter):
+    """One JSON object per record, its fields in a fixed order, then the record's extras."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields=FIELDS,
+            json_ensure_ascii=True,  # bidi overrides and the like stay inert escapes too
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return rfc3339(record.created)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: coarse(value) for key, value in log_data.items()}
 
 
-def redact(text: str) -> str:
-    """Known raw device ids become their refs; every decimal number keeps 3 decimals."""
-    return _PRECISE.sub(r"\1", DEVICE_IDS.redact(text))
+class WithholdRequestBytes(logging.Filter):
+    """For aiohttp's loggers: a record keeps its level, logger and exception class (with
+    the traceback's frames, which are code), but loses its text, arguments and extras."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = WITHHELD, ()
+        for extra in set(vars(record)) - _RECORD_ATTRIBUTES:
+            delattr(record, extra)
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = frames_and_class(record.exc_info[1])
+            record.error = type(record.exc_info[1]).__name__
+        record.exc_info, record.stack_info = None, None
+        return True
 
 
-class RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted line, tracebacks included."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+def frames_and_class(error: BaseException) -> str:
+    """A traceback without the exception's text: where it was raised, and what."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    kind = type(error)
+    return f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}"
 
 
 def setup_logging(level: str = "INFO") -> None:
+    """Every record, aiohttp's and Python's warnings included, as JSON lines on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    )
+    handler.setFormatter(JsonLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # paths carry device ids: serve runs without an access log, and this keeps it quiet
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    for aiohttp_logger in AIOHTTP_LOGGERS:
+        if not any(isinstance(f, WithholdRequestBytes) for f in aiohttp_logger.filters):
+            aiohttp_logger.addFilter(WithholdRequestBytes())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.ports import StateStore
+from tests.json_logs import JsonLog, json_logs
 
 REDIS_URL = os.environ.get("GEOFENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -110,3 +111,10 @@ def settings() -> Settings:
 
 def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def json_log() -> Iterator[JsonLog]:
+    """What the service's own logging writes during the test, at DEBUG, as JSON lines."""
+    with json_logs("DEBUG") as log:
+        yield log

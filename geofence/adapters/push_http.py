@@ -87,5 +87,5 @@ async def _drain(resp: aiohttp.ClientResponse) -> None:
 
 
 def _failed(notification_id: str, error: str) -> Attempt:
-    logger.debug("push failed notification=%s error=%s", notification_id, error)
+    logger.debug("push failed", extra={"notification": notification_id, "error": error})
     return Attempt(error=error)

@@ -162,9 +162,9 @@ async def stop_task(task: asyncio.Task[None], *, grace_s: float) -> None:
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=grace_s)
     if not done:
-        logger.error("task did not stop name=%s", task.get_name())
+        logger.error("task did not stop", extra={"task": task.get_name()})
     elif not task.cancelled() and task.exception() is not None:
-        logger.error("task failed name=%s", task.get_name(), exc_info=task.exception())
+        logger.error("task failed", extra={"task": task.get_name()}, exc_info=task.exception())
 
 
 @web.middleware

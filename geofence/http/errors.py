@@ -100,7 +100,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         return _from_aiohttp(e)
     except Exception:
-        logger.exception("unexpected error method=%s route=%s", request.method, _route(request))
+        logger.exception(
+            "unexpected error", extra={"method": request.method, "route": _route(request)}
+        )
         return problem_response(500, "internal-error", "The server failed to answer.")
 
 

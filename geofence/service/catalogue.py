@@ -61,7 +61,8 @@ class CatalogueService:
         report = self.parse(doc, repair=False)
         version = await self.store.replace_catalogue(report.fences)
         logger.info(
-            "catalogue seeded file=%s stores=%d version=%d", path.name, len(report.fences), version
+            "catalogue seeded",
+            extra={"file": path.name, "stores": len(report.fences), "version": version},
         )
 
     async def refresh(self) -> bool:
@@ -157,7 +158,8 @@ class CatalogueService:
         self.metrics.index_cells.set(index.cells)
         self.metrics.catalogue_version.set(version)
         logger.info(
-            "catalogue loaded version=%d stores=%d cells=%d", version, len(index), index.cells
+            "catalogue loaded",
+            extra={"version": version, "stores": len(index), "cells": index.cells},
         )
         self.on_installed()
 

@@ -2,8 +2,8 @@
 
 ``authorize`` is the one gate of every device-scoped route: a device token reaches only
 its own device, and another device's id looks exactly like one that does not exist.
-Raw device ids live only in this module's arguments: the store sees refs, and every id
-turned into a ref is handed to the log redactor so that no log line can carry it.
+Raw device ids live only in this module's arguments: the store sees refs, and log
+records name a device by its ref only.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from geofence.domain.errors import (
 )
 from geofence.domain.model import DeviceState
 from geofence.domain.offers import Ledger
-from geofence.logs import remember_device_id
 from geofence.ports import StateStore, StoredState
 
 logger = logging.getLogger(__name__)
@@ -97,10 +96,8 @@ class DeviceService:
         self._refs = functools.lru_cache(maxsize=REFS_KEPT)(self._ref)
 
     def ref_of(self, device_id: str) -> str:
-        """The device's pseudonym; from now on log lines show it in place of the raw id."""
-        ref = self._refs(device_id)
-        remember_device_id(device_id, ref)
-        return ref
+        """The device's pseudonym, the only name of it a log record may hold."""
+        return self._refs(device_id)
 
     def _ref(self, device_id: str) -> str:
         return device_ref(device_id, self._secret)

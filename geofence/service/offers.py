@@ -68,7 +68,7 @@ class OfferService:
     async def put(self, offer_id: str, doc: Any) -> tuple[dict[str, Any], bool]:
         offer = parse_offer(offer_id, doc)
         created = await self.store.put_offer(offer)
-        logger.info("offer saved offer=%s created=%s", offer.id, created)
+        logger.info("offer saved", extra={"offer": offer.id, "new": created})
         return await self._doc(offer), created
 
     async def get(self, offer_id: str) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class OfferService:
     async def delete(self, offer_id: str) -> None:
         if not await self.store.delete_offer(offer_id):
             raise NotFound(f"No offer {offer_id!r}.")
-        logger.info("offer deleted offer=%s", offer_id)
+        logger.info("offer deleted", extra={"offer": offer_id})
 
     async def _doc(self, offer: Offer) -> dict[str, Any]:
         spent = await self.store.budget_spent([offer.id])

@@ -442,7 +442,8 @@ class PingService:
             for event in (e for result in results for e in result.events):
                 self.metrics.events.labels(event.type, event.reason or "").inc()
                 logger.info(
-                    "visit event type=%s store=%s device=%s", event.type, event.store_id, ref
+                    "visit event",
+                    extra={"type": event.type, "store": event.store_id, "device": ref},
                 )
 
 

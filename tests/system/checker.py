@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import redis
 from geofence.config import Settings
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import ScreeningRules
+from tests.json_logs import log_record
 from tests.system.cluster import Cluster
 from tests.system.history import Attempt, History
 from tests.unit.reference_model import ReferenceDevice, RefPing, RefStore
@@ -173,11 +174,32 @@ SHARED_KEY = re.compile(r"^[^:]+:(\{cat\}:(fences|version|offers)|\{o:[^}]+\}:sp
 
 
 def leaks(logs: str, device_ids: Iterable[str]) -> list[str]:
-    """Log lines carrying a raw device id or a coordinate finer than 3 decimals."""
-    found = [line for line in logs.splitlines() if PRECISE_NUMBER.search(line)]
+    """Log lines that are not one JSON object, or that carry a raw device id or a
+    coordinate finer than 3 decimals, as written or in any value once unescaped."""
     ids = set(device_ids)
-    found += [line for line in logs.splitlines() if any(d in line for d in ids)]
+    found = []
+    for line in logs.splitlines():
+        record = log_record(line)
+        if record is None:
+            found.append(f"not a JSON object: {line}")
+            continue
+        texts = [line, *leaves(record)]
+        if any(PRECISE_NUMBER.search(t) or any(d in t for d in ids) for t in texts):
+            found.append(line)
     return found
+
+
+def leaves(value: Any) -> Iterator[str]:
+    """Every key, string and number inside a decoded JSON value, as text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from leaves(item)
+    elif value is not None:
+        yield str(value)
 
 
 def keys_without_ttl(client: redis.Redis, prefix: str) -> list[str]:

@@ -3,13 +3,21 @@ applied without an answer from one never applied, and catch an entry told twice.
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import pytest
 
 from geofence.config import Settings
-from tests.system.checker import DeviceReplay, check_events, repeated_entries, stores_near
+from tests.json_logs import log_records
+from tests.system.checker import (
+    DeviceReplay,
+    check_events,
+    leaks,
+    repeated_entries,
+    stores_near,
+)
 from tests.system.cluster import RULES
 from tests.system.history import Attempt, History
 from tests.system.processes import service_env
@@ -89,3 +97,20 @@ def test_an_entry_told_twice_is_caught(walk: list[Attempt]) -> None:
     assert repeated_entries(History(attempts)) == [
         ("d", entry.body["events"][0]["store_id"], entry.ping["ts"])
     ]
+
+
+def test_the_log_check_wants_json_lines_free_of_ids_and_fine_coordinates() -> None:
+    clean = '{"level": "INFO", "logger": "geofence.x", "message": "at 60.169", "ms": 1.5}'
+    lines = [
+        clean,
+        "level=INFO logger=geofence.x device registered",  # not JSON
+        '["a list, not an object"]',
+        '{"message": "device phone\\u00a07"}',  # the id once unescaped
+        '{"message": "at", "fix": [60.1698561]}',
+        '{"message": "at 60.1698\\n"}',
+    ]
+    found = leaks("\n".join(lines), ["phone\u00a07"])
+    assert found == [f"not a JSON object: {lines[1]}", f"not a JSON object: {lines[2]}", *lines[3:]]
+    assert log_records(clean) == [json.loads(clean)]
+    with pytest.raises(AssertionError, match="not one JSON object"):
+        log_records(lines[1])
