@@ -63,7 +63,10 @@ DEFAULT_TOLERANCE_S: Final = 300.0
 MAX_BACKOFF_EXPONENT: Final = 62  # 2**62 s outgrows any cap; keeps the float finite
 MAX_RETRY_AFTER_S: Final = 10 * 366 * 86_400.0  # beyond any expiry; keeps the sum finite
 WHSEC: Final = "whsec_"  # the prefix of a Standard Webhooks secret
-WEBHOOK_HEADERS: Final = ("webhook-id", "webhook-timestamp", "webhook-signature")
+WEBHOOK_ID: Final = "webhook-id"
+WEBHOOK_TIMESTAMP: Final = "webhook-timestamp"
+WEBHOOK_SIGNATURE: Final = "webhook-signature"
+WEBHOOK_HEADERS: Final = (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)
 
 _T = re.compile(r"[0-9]{1,15}")  # 15 digits: ~31 million years; keeps now - t a float
 _V1 = re.compile(r"[0-9a-fA-F]{64}")
@@ -143,11 +146,7 @@ def _webhook_mac(key: bytes, msg_id: str, t: int, body: bytes) -> str:
 def sign_webhook(secret: str, msg_id: str, body: bytes, t: int) -> dict[str, str]:
     """The Standard Webhooks headers for ``body``, message ``msg_id``, sent at ``t``."""
     signature = _webhook_mac(webhook_key(secret), msg_id, t, body)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(t),
-        "webhook-signature": f"v1,{signature}",
-    }
+    return {WEBHOOK_ID: msg_id, WEBHOOK_TIMESTAMP: str(t), WEBHOOK_SIGNATURE: f"v1,{signature}"}
 
 
 def verify_webhook(

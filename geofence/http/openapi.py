@@ -18,7 +18,7 @@ from typing import Any, Final, get_args
 import msgspec
 
 from geofence.domain import errors
-from geofence.domain.delivery import DEFAULT_TOLERANCE_S, WEBHOOK_HEADERS
+from geofence.domain.delivery import DEFAULT_TOLERANCE_S, WEBHOOK_HEADERS, WEBHOOK_SIGNATURE
 from geofence.domain.devices import ProfilePatch, Registration
 from geofence.domain.model import PingStatus
 from geofence.domain.offers import REQUIRED, Notification, Offer
@@ -396,7 +396,13 @@ def _delivery_paths() -> Schema:
         errs=BODY,
         callers=(),
     )
-    receipt["security"] = [{"gatewaySignature": []}]
+    receipt["security"] = [{"gatewaySignature": []}, {"standardWebhooks": []}]
+    receipt["description"] = (
+        "The way back from the push gateway (see the `notification` webhook): signed with "
+        "GEOFENCE_GATEWAY_SECRET by `X-Geofence-Signature`, or by the Standard Webhooks "
+        f"headers when that one is absent; refused beyond {DEFAULT_TOLERANCE_S:g} s. `at` is "
+        "RFC 3339 or epoch seconds."
+    )
     return {
         "/v1/receipts": {"post": receipt},
         "/v1/deadletters": {
@@ -740,8 +746,8 @@ No answer within GEOFENCE_PUSH_TIMEOUT_S (5 s), or a connection error, is retrie
 or after `expires_at` (then the notification is dead-lettered `expired`).
 
 The way back is `POST /v1/receipts` (`delivered`, `opened`, `redeemed`), signed with
-`X-Geofence-Signature` and GEOFENCE_GATEWAY_SECRET: the funnel's `delivered` counts those
-receipts, not the 2xx answers."""
+GEOFENCE_GATEWAY_SECRET by either scheme: the funnel's `delivered` counts those receipts,
+not the 2xx answers."""
 
 PUSH_ANSWERS: Final = {
     "2XX": "settled: the notification leaves the outbox and is not sent again",
@@ -814,6 +820,13 @@ def _security_schemes() -> Schema:
             "in": "header",
             "name": SIGNATURE,
             "description": 't=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>',
+        },
+        "standardWebhooks": {
+            "type": "apiKey",
+            "in": "header",
+            "name": WEBHOOK_SIGNATURE,
+            "description": "with webhook-id and webhook-timestamp: v1,<base64 HMAC-SHA256(key, "
+            '"<id>.<timestamp>.<raw body>")>; a whsec_<base64> secret keys it decoded',
         },
     }
 
