@@ -40,7 +40,7 @@ def _body_validator() -> jsonschema.Draft202012Validator:
 
 def push_problems(headers: Mapping[str, str], body: bytes) -> list[str]:
     """Where a push departs from the ``webhooks`` entry; empty when it conforms."""
-    return _header_problems(headers) + _body_problems(body)
+    return _header_problems(headers) + body_problems(body)
 
 
 def _header_problems(headers: Mapping[str, str]) -> list[str]:
@@ -56,7 +56,7 @@ def _header_problems(headers: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def _body_problems(body: bytes) -> list[str]:
+def body_problems(body: bytes) -> list[str]:
     try:
         doc = json.loads(body)
     except ValueError as e:

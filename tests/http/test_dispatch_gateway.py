@@ -5,7 +5,9 @@ Every push the gateway receives is held to the OpenAPI document's ``webhooks`` e
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from contextlib import asynccontextmanager
 import msgspec
 
 from geofence.adapters.push_http import HttpPush
+from geofence.adapters.push_stdout import StdoutPush
 from geofence.delivery import Dispatcher
 from geofence.domain.delivery import RetryPolicy, verify_webhook
 from geofence.domain.offers import Notification
@@ -21,6 +24,7 @@ from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from tests.contract.test_state_store import profile, visit_state
 from tests.fakes import FakeGateway
+from tests.fakes.webhook import body_problems
 
 SECRET = "push-secret"
 # contract §6, in its order
@@ -154,3 +158,15 @@ async def test_the_pushed_body_is_the_contracts_with_rfc_3339_times(store: State
     assert list(call.json) == CONTRACT_FIELDS  # in the contract's order
     headers = {k.lower(): v for k, v in call.headers.items()}
     assert verify_webhook(SECRET, headers, call.body, time.time()) == "n1"
+
+
+async def test_the_stdout_line_is_the_pushed_body(store: StateStore) -> None:
+    """Without a push URL the same body goes to stdout, one JSON line, times in RFC 3339."""
+    stream = io.StringIO()
+    note = fresh("n1")
+    await store.create_device(profile(push_token="tok-1"))
+    await store.save_state("ref1", visit_state(), 0, outbox=[note])
+    assert await Dispatcher(store, StdoutPush(stream), Metrics()).drain_once() == 1
+    [line] = stream.getvalue().splitlines()
+    assert body_problems(line.encode()) == []
+    assert json.loads(line)["created_at"] == format_time(note.created_at)
