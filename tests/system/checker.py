@@ -152,13 +152,15 @@ class DeliveryReport:
 
 
 def deliveries(calls: Sequence[dict[str, Any]]) -> DeliveryReport:
-    """The gateway's calls, checked one by one: signed, and keyed by the notification id."""
+    """The gateway's calls, checked one by one: signed, keyed by the notification id, and
+    as the OpenAPI document's webhooks entry shows them."""
     per_id: Counter[str] = Counter()
     firsts: dict[str, dict[str, Any]] = {}
     for call in calls:
         headers = {k.lower(): v for k, v in call["headers"].items()}
         note = call["json"]
         assert call["signature_valid"] is True, call
+        assert call["push_problems"] == [], call
         assert headers["idempotency-key"] == note["notification_id"], call
         per_id[note["notification_id"]] += 1
         firsts.setdefault(note["notification_id"], note)
