@@ -50,6 +50,14 @@ async def a_notification(client: Client) -> str:
     return str(note["notification_id"])
 
 
+async def pushed(aiohttp_client: Any, store: StateStore, settings: Settings) -> tuple[Client, str]:
+    """The app, once it has pushed the notification of an entry: its id."""
+    client, push = await app_with(aiohttp_client, store, settings)
+    notification_id = await a_notification(client)
+    await until(lambda: len(push.calls) == 1)
+    return client, notification_id
+
+
 async def until(condition: Any, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -87,9 +95,7 @@ async def test_the_app_delivers_what_an_entry_makes(
 async def test_receipts_feed_the_funnel_once_each(
     aiohttp_client: Any, store: StateStore, settings: Settings
 ) -> None:
-    client, push = await app_with(aiohttp_client, store, settings)
-    notification_id = await a_notification(client)
-    await until(lambda: len(push.calls) == 1)
+    client, notification_id = await pushed(aiohttp_client, store, settings)
     for event in ("delivered", "delivered", "opened"):
         body = {"notification_id": notification_id, "event": event, "at": time.time()}
         resp = await client.post("/v1/receipts", **signed(body))
@@ -103,9 +109,7 @@ async def test_receipts_feed_the_funnel_once_each(
 async def test_receipts_must_be_signed_and_fresh(
     aiohttp_client: Any, store: StateStore, settings: Settings
 ) -> None:
-    client, push = await app_with(aiohttp_client, store, settings)
-    notification_id = await a_notification(client)
-    await until(lambda: len(push.calls) == 1)
+    client, notification_id = await pushed(aiohttp_client, store, settings)
     body = {"notification_id": notification_id, "event": "delivered", "at": time.time()}
     good = signed(body)
     tampered = {**good, "data": good["data"].replace(b"delivered", b"delivereD")}
@@ -140,9 +144,7 @@ def webhook_signed(body: dict[str, Any], t: float | None = None) -> Any:
 async def test_receipts_may_be_signed_the_standard_webhooks_way(
     aiohttp_client: Any, store: StateStore, settings: Settings
 ) -> None:
-    client, push = await app_with(aiohttp_client, store, settings)
-    notification_id = await a_notification(client)
-    await until(lambda: len(push.calls) == 1)
+    client, notification_id = await pushed(aiohttp_client, store, settings)
     body = {"notification_id": notification_id, "event": "delivered", "at": "2026-12-06T18:30:00Z"}
     good = webhook_signed(body)
     tampered = {**good, "data": good["data"].replace(b"delivered", b"delivereD")}
