@@ -78,7 +78,9 @@ class HttpPush:
             return _failed(notification_id, "connection")
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> Attempt:
-        async with self._client().post(self.url, data=body, headers=headers) as resp:
+        # a redirect is an answer like any other (rejected), not a second place to send to
+        post = self._client().post(self.url, data=body, headers=headers, allow_redirects=False)
+        async with post as resp:
             await _drain(resp)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
             return Attempt(status=resp.status, retry_after_s=retry_after)

@@ -18,7 +18,12 @@ from typing import Any, Final, get_args
 import msgspec
 
 from geofence.domain import errors
-from geofence.domain.delivery import DEFAULT_TOLERANCE_S, WEBHOOK_HEADERS, WEBHOOK_SIGNATURE
+from geofence.domain.delivery import (
+    DEFAULT_TOLERANCE_S,
+    WEBHOOK_ID,
+    WEBHOOK_SIGNATURE,
+    WEBHOOK_TIMESTAMP,
+)
 from geofence.domain.devices import ProfilePatch, Registration
 from geofence.domain.model import PingStatus
 from geofence.domain.offers import REQUIRED, Notification, Offer
@@ -776,14 +781,13 @@ def _header(name: str, pattern: str, description: str) -> Schema:
 
 
 def _push_headers() -> Params:
-    webhook_id, webhook_timestamp, webhook_signature = WEBHOOK_HEADERS
     return (
         _header("Idempotency-Key", "^.+$", "the notification id, the same on every retry"),
         _header(SIGNATURE, "^t=[0-9]+,v1=[0-9a-f]{64}$", 'hex HMAC-SHA256 of "<t>.<body>"'),
-        _header(webhook_id, "^.+$", "Standard Webhooks: the notification id"),
-        _header(webhook_timestamp, "^[0-9]+$", "Standard Webhooks: unix seconds"),
+        _header(WEBHOOK_ID, "^.+$", "Standard Webhooks: the notification id"),
+        _header(WEBHOOK_TIMESTAMP, "^[0-9]+$", "Standard Webhooks: unix seconds"),
         _header(
-            webhook_signature,
+            WEBHOOK_SIGNATURE,
             "^v1,[A-Za-z0-9+/]+={0,2}$",
             'Standard Webhooks: base64 HMAC-SHA256 of "<id>.<timestamp>.<body>"',
         ),

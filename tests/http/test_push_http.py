@@ -144,6 +144,16 @@ async def test_status_is_passed_through(gateway: FakeGateway, push: HttpPush, st
     assert gateway.calls[0].status == status
 
 
+@pytest.mark.parametrize("status", [302, 307])
+async def test_a_redirect_is_not_followed(
+    gateway: FakeGateway, push: HttpPush, status: int
+) -> None:
+    """A 3xx is judged like any other answer (rejected), as the webhooks entry says."""
+    gateway.script(("status", status, {"Location": "/elsewhere"}))
+    assert await push.send(BODY, "n-9") == Attempt(status=status)
+    assert [c.path for c in gateway.calls] == ["/push"]
+
+
 async def test_retry_after_seconds(gateway: FakeGateway, push: HttpPush) -> None:
     gateway.script(("status", 429, {"Retry-After": "7"}))
     assert await push.send(BODY, "n-5") == Attempt(status=429, retry_after_s=7.0)
