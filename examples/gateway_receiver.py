@@ -135,13 +135,13 @@ async def push(request: web.Request) -> web.Response:
         return web.json_response({"error": refused}, status=401)
     try:
         note = json.loads(body)
-        key = request.headers["Idempotency-Key"]
-    except (ValueError, KeyError):
+        key, notification_id = request.headers["Idempotency-Key"], note["notification_id"]
+    except (ValueError, KeyError, TypeError):
         return web.json_response({"error": "not a notification"}, status=400)
     if not receiver.first_time(key):
         return web.json_response({"status": "duplicate"})
     deliver(note)
-    receiver.send_receipt(note["notification_id"])
+    receiver.send_receipt(notification_id)
     return web.json_response({"status": "delivered"})
 
 
