@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from geofence.domain.delivery import webhook_key
 from geofence.domain.model import ScreeningRules, VisitRules
 from geofence.domain.offers import Rules as OfferRules
 
@@ -49,7 +50,10 @@ class Settings:
     push_url: str | None = field(
         default=None, metadata={"help": "push gateway URL; unset writes notifications to stdout"}
     )
-    push_secret: str | None = field(default=None, metadata={"help": "outgoing signature key"})
+    push_secret: str | None = field(
+        default=None,
+        metadata={"help": "outgoing signature key; a whsec_<base64> one is decoded for webhook-*"},
+    )
     push_timeout_s: float = field(default=5.0, metadata={"help": "one delivery's time limit"})
     push_concurrency: int = field(default=16, metadata={"help": "deliveries in flight at once"})
     gateway_secret: str | None = field(default=None, metadata={"help": "receipt signature key"})
@@ -236,6 +240,10 @@ def _validate_workers(settings: Settings) -> None:
 def _validate_offers(settings: Settings) -> None:
     if settings.push_url and not settings.push_secret:
         raise SettingsError("GEOFENCE_PUSH_URL needs GEOFENCE_PUSH_SECRET to sign deliveries")
+    try:
+        webhook_key(settings.push_secret or "")
+    except ValueError as e:
+        raise SettingsError(f"GEOFENCE_PUSH_SECRET: {e}") from None
     if settings.device_cap < 0 or settings.push_concurrency < 1 or settings.push_timeout_s <= 0:
         raise SettingsError(
             "GEOFENCE_DEVICE_CAP must be >= 0, GEOFENCE_PUSH_CONCURRENCY >= 1, "

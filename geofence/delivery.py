@@ -31,6 +31,7 @@ from geofence.domain.delivery import (
 )
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import Unavailable
+from geofence.domain.times import with_times
 from geofence.metrics import Metrics
 from geofence.ports import OutboxItem, PushGateway, Receipt, StateStore
 
@@ -212,7 +213,7 @@ def _cause(attempt: Attempt) -> str:
 
 def payload(item: OutboxItem, profile: DeviceProfile) -> bytes:
     """The body contract §6 names, with the push token as it is now: the notification's
-    own fields, in their order."""
-    return msgspec.json.encode(
-        msgspec.structs.replace(item.notification, push_token=profile.push_token)
-    )
+    own fields, in their order, its times in RFC 3339 like every answer of the API (the
+    ``webhooks`` entry of the OpenAPI document)."""
+    addressed = msgspec.structs.replace(item.notification, push_token=profile.push_token)
+    return msgspec.json.encode(with_times(addressed))

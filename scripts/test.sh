@@ -11,8 +11,8 @@ venv=${GEOFENCE_VENV:-.venv}
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 PYTHON="$venv/bin/python" bash scripts/ensure-redis.sh
 
-"$venv/bin/ruff" check geofence tests benchmarks scripts
-"$venv/bin/ruff" format --check geofence tests benchmarks scripts
+"$venv/bin/ruff" check geofence tests benchmarks scripts examples
+"$venv/bin/ruff" format --check geofence tests benchmarks scripts examples
 "$venv/bin/mypy"
 
 report=$(mktemp -d)/junit.xml

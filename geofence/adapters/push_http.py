@@ -1,10 +1,12 @@
 """The signed HTTP push client (contract §6, delivery).
 
 One POST per try: the body as given, ``Idempotency-Key`` (the notification id, the same on
-every retry) and ``X-Geofence-Signature``. A failure of the network or of the far side
-comes back as an ``Attempt`` (``error="timeout"`` or ``"connection"``), never as an
-exception, so the dispatcher judges every outcome the same way. The answer's body is
-drained (up to ``MAX_DRAIN_BYTES``) so the connection goes back to the pool.
+every retry), ``X-Geofence-Signature`` and the Standard Webhooks ``webhook-id``,
+``webhook-timestamp`` and ``webhook-signature`` (both signed at the same second). A
+failure of the network or of the far side comes back as an ``Attempt``
+(``error="timeout"`` or ``"connection"``), never as an exception, so the dispatcher
+judges every outcome the same way. The answer's body is drained (up to
+``MAX_DRAIN_BYTES``) so the connection goes back to the pool.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Final
 
 import aiohttp
 
-from geofence.domain.delivery import Attempt, parse_retry_after, sign
+from geofence.domain.delivery import (
+    Attempt,
+    parse_retry_after,
+    sign,
+    sign_webhook,
+    webhook_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ class HttpPush:
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        webhook_key(secret)  # a malformed whsec_ secret fails at start, not on each push
         self.url = url
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -51,10 +60,12 @@ class HttpPush:
         return self._session
 
     def headers(self, body: bytes, notification_id: str) -> dict[str, str]:
+        t = int(self._clock())
         return {
             "Content-Type": "application/json",
             "Idempotency-Key": notification_id,
-            "X-Geofence-Signature": sign(self._secret, body, int(self._clock())),
+            "X-Geofence-Signature": sign(self._secret, body, t),
+            **sign_webhook(self._secret, notification_id, body, t),
         }
 
     async def send(self, body: bytes, notification_id: str) -> Attempt:
@@ -67,7 +78,9 @@ class HttpPush:
             return _failed(notification_id, "connection")
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> Attempt:
-        async with self._client().post(self.url, data=body, headers=headers) as resp:
+        # a redirect is an answer like any other (rejected), not a second place to send to
+        post = self._client().post(self.url, data=body, headers=headers, allow_redirects=False)
+        async with post as resp:
             await _drain(resp)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
             return Attempt(status=resp.status, retry_after_s=retry_after)

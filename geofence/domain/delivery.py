@@ -16,6 +16,14 @@ signature-stale       |now - t| > ``tolerance_s`` (300 s): too old, or from the 
 Several ``v1`` entries may be given, so a secret can be rotated: one match is enough.
 Every comparison is constant-time. Entries of other schemes (``v0=``) are ignored.
 
+A push also carries the Standard Webhooks headers (standardwebhooks.com), so a gateway
+can check it with any of that scheme's libraries: ``webhook-id`` (the notification id),
+``webhook-timestamp`` (unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256(key,
+"<id>.<timestamp>.<body>")>``. The scheme's secrets are ``whsec_<base64>``: a secret of
+that form is keyed by its decoded bytes, any other by its UTF-8 bytes (``webhook_key``).
+``verify_webhook`` checks those headers with the codes above (several space-separated
+signatures may be given, one match is enough).
+
 After each try, ``judge`` decides (``attempt_no`` counts the tries before, from 0):
 
 ========================  ===============================================================
@@ -36,12 +44,14 @@ before each send.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import hashlib
 import hmac
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Final
 
@@ -52,6 +62,11 @@ from geofence.domain.errors import Unauthorized
 DEFAULT_TOLERANCE_S: Final = 300.0
 MAX_BACKOFF_EXPONENT: Final = 62  # 2**62 s outgrows any cap; keeps the float finite
 MAX_RETRY_AFTER_S: Final = 10 * 366 * 86_400.0  # beyond any expiry; keeps the sum finite
+WHSEC: Final = "whsec_"  # the prefix of a Standard Webhooks secret
+WEBHOOK_ID: Final = "webhook-id"
+WEBHOOK_TIMESTAMP: Final = "webhook-timestamp"
+WEBHOOK_SIGNATURE: Final = "webhook-signature"
+WEBHOOK_HEADERS: Final = (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)
 
 _T = re.compile(r"[0-9]{1,15}")  # 15 digits: ~31 million years; keeps now - t a float
 _V1 = re.compile(r"[0-9a-fA-F]{64}")
@@ -99,13 +114,65 @@ Verdict = Delivered | RetryAt | DeadLetter
 # --- signatures ------------------------------------------------------------------------
 
 
+def _hmac(key: bytes, signed: bytes) -> bytes:
+    """The one MAC of both schemes: HMAC-SHA256."""
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
 def _mac(secret: str, body: bytes, t: int) -> str:
-    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return _hmac(secret.encode(), f"{t}.".encode() + body).hex()
 
 
 def sign(secret: str, body: bytes, t: int) -> str:
     """The ``X-Geofence-Signature`` value for ``body`` sent at unix time ``t``."""
     return f"t={t},v1={_mac(secret, body, t)}"
+
+
+def webhook_key(secret: str) -> bytes:
+    """The Standard Webhooks key: ``whsec_<base64>`` decoded, else the secret's UTF-8
+    bytes; ValueError for a ``whsec_`` secret that is not base64."""
+    if not secret.startswith(WHSEC):
+        return secret.encode()
+    try:
+        return base64.b64decode(secret.removeprefix(WHSEC), validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"a {WHSEC} secret must be base64: {e}") from None
+
+
+def _webhook_mac(key: bytes, msg_id: str, t: int, body: bytes) -> str:
+    return base64.b64encode(_hmac(key, f"{msg_id}.{t}.".encode() + body)).decode()
+
+
+def sign_webhook(secret: str, msg_id: str, body: bytes, t: int) -> dict[str, str]:
+    """The Standard Webhooks headers for ``body``, message ``msg_id``, sent at ``t``."""
+    signature = _webhook_mac(webhook_key(secret), msg_id, t, body)
+    return {WEBHOOK_ID: msg_id, WEBHOOK_TIMESTAMP: str(t), WEBHOOK_SIGNATURE: f"v1,{signature}"}
+
+
+def verify_webhook(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> str:
+    """The ``webhook-id`` if the Standard Webhooks headers (lower-case names) sign
+    ``body`` with ``secret`` recently enough; else refuse, as ``verify`` does."""
+    msg_id, timestamp, signature = (headers.get(h, "").strip() for h in WEBHOOK_HEADERS)
+    if not (msg_id and timestamp and signature):
+        raise BadSignature("signature-missing", "A webhook-* header is missing.")
+    candidates = [c for scheme, _, c in _webhook_signatures(signature) if scheme == "v1"]
+    if not _T.fullmatch(timestamp) or not candidates:
+        detail = "The signature is malformed: expected webhook-signature: v1,<base64>."
+        raise BadSignature("signature-malformed", detail)
+    t = int(timestamp)
+    expected = _webhook_mac(webhook_key(secret), msg_id, t, body)
+    _check(expected, candidates, t, now, tolerance_s)
+    return msg_id
+
+
+def _webhook_signatures(header: str) -> list[tuple[str, str, str]]:
+    return [entry.partition(",") for entry in header.split()]
 
 
 def verify(
@@ -119,9 +186,13 @@ def verify(
     if not header or not header.strip():
         raise BadSignature("signature-missing", "The X-Geofence-Signature header is missing.")
     t, candidates = parse_signature(header)
-    expected = _mac(secret, body, t)
+    _check(_mac(secret, body, t), [c.lower() for c in candidates], t, now, tolerance_s)
+
+
+def _check(expected: str, candidates: list[str], t: int, now: float, tolerance_s: float) -> None:
+    """One of ``candidates`` is ``expected``, and ``t`` is within ``tolerance_s`` of now."""
     # every candidate is compared, so the time taken does not tell which one matched
-    matches = [hmac.compare_digest(expected, c.lower()) for c in candidates]
+    matches = [hmac.compare_digest(expected.encode(), c.encode()) for c in candidates]
     if not any(matches):
         raise BadSignature("signature-mismatch", "The signature does not match the body.")
     if abs(now - t) > tolerance_s:

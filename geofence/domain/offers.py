@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, Final
 
@@ -52,6 +52,7 @@ import msgspec
 
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import InvalidInput, Problem
+from geofence.domain.times import format_time
 
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PLACEHOLDER: Final = "{store_name}"
@@ -611,10 +612,6 @@ def _epoch(value: str) -> float:
     except ValueError as e:
         raise _Bad("bad-time", f"{value!r}: {e}") from None
     return moment.timestamp()
-
-
-def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _names(value: Any, path: str, problems: list[Problem]) -> Any:

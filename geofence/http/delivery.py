@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
 
-from geofence.domain.delivery import verify
+from geofence.domain.delivery import WEBHOOK_SIGNATURE, verify, verify_webhook
 from geofence.domain.errors import Unauthorized
 from geofence.domain.offers import parse_time_param
 from geofence.http.auth import allow
@@ -30,12 +31,13 @@ class ReceiptIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 async def post_receipt(request: web.Request) -> web.Response:
-    """``POST /v1/receipts``: signed by the gateway; each (notification, event) counts once."""
+    """``POST /v1/receipts``: signed by the gateway (``X-Geofence-Signature`` or Standard
+    Webhooks, with GEOFENCE_GATEWAY_SECRET); each (notification, event) counts once."""
     settings = request.app[SETTINGS]
     if not settings.gateway_secret:
         raise HTTPProblem(403, "receipts-disabled", "GEOFENCE_GATEWAY_SECRET is not set.")
     body = await read_body(request, limit=settings.max_body_bytes)
-    _verify(settings.gateway_secret, request.headers.get(SIGNATURE), body)
+    _verify(settings.gateway_secret, request.headers, body)
     receipt = decode(body, ReceiptIn)
     at = _receipt_time(receipt.at)
     if not await request.app[OFFERS].receipt(receipt.notification_id, receipt.event, at):
@@ -65,10 +67,14 @@ async def retry_dead_letter(request: web.Request) -> web.Response:
     return json_response({"notification_id": notification_id, "due_at": now}, status=202)
 
 
-def _verify(secret: str, header: str | None, body: bytes) -> None:
-    """The gateway's signature, or 401 naming the scheme it should have used."""
+def _verify(secret: str, headers: Mapping[str, str], body: bytes) -> None:
+    """The gateway's signature: ``X-Geofence-Signature``, or else the Standard Webhooks
+    headers; 401 naming the scheme it should have used."""
     try:
-        verify(secret, header, body, time.time())
+        if SIGNATURE not in headers and WEBHOOK_SIGNATURE in headers:
+            verify_webhook(secret, headers, body, time.time())
+        else:
+            verify(secret, headers.get(SIGNATURE), body, time.time())
     except Unauthorized as e:
         challenge = {"WWW-Authenticate": f'Signature header="{SIGNATURE}"'}
         raise HTTPProblem(401, e.code, e.detail, headers=challenge) from None

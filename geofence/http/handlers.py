@@ -48,7 +48,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    return json_response(openapi_document(), verbatim=True)
 
 
 # stores (contract §3)
@@ -66,7 +66,7 @@ async def put_stores(request: web.Request) -> web.Response:
 async def get_stores(request: web.Request) -> web.Response:
     allow(request, "admin")
     return json_response(
-        await request.app[CATALOGUE].features(), content_type="application/geo+json"
+        await request.app[CATALOGUE].features(), content_type="application/geo+json", verbatim=True
     )
 
 
@@ -81,7 +81,7 @@ async def put_store(request: web.Request) -> web.Response:
 async def get_store(request: web.Request) -> web.Response:
     allow(request, "admin")
     feature = await request.app[CATALOGUE].feature(request.match_info["store_id"])
-    return json_response(feature, content_type="application/geo+json")
+    return json_response(feature, content_type="application/geo+json", verbatim=True)
 
 
 async def delete_store(request: web.Request) -> web.Response:

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from geofence.domain.callers import CallerKind
-from geofence.domain.offers import format_time, parse_time_param
+from geofence.domain.offers import parse_time_param
 from geofence.domain.stats import BYS, MAX_WINDOW_S, By
+from geofence.domain.times import format_time
 from geofence.http.auth import allow
 from geofence.http.keys import DEVICES, OFFERS, SETTINGS
 from geofence.http.schemas import json_response, private_json, read_json, unprocessable

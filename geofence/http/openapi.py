@@ -2,7 +2,10 @@
 
 Bodies that have a msgspec type are generated from it, so the document cannot drift from
 the code. The views built as plain dicts (the stores report, stats, explain, dead letters)
-are written out here; the tests validate real answers against every one of them.
+are written out here; the tests validate real answers against every one of them. Every
+time an answer carries is RFC 3339 (``format: date-time``), by the rule that converts them
+(``domain.times``). The ``webhooks`` entry is the push to the gateway, and the tests
+validate every pushed body against it.
 """
 
 from __future__ import annotations
@@ -15,10 +18,17 @@ from typing import Any, Final, get_args
 import msgspec
 
 from geofence.domain import errors
+from geofence.domain.delivery import (
+    DEFAULT_TOLERANCE_S,
+    WEBHOOK_ID,
+    WEBHOOK_SIGNATURE,
+    WEBHOOK_TIMESTAMP,
+)
 from geofence.domain.devices import ProfilePatch, Registration
 from geofence.domain.model import PingStatus
 from geofence.domain.offers import REQUIRED, Notification, Offer
 from geofence.domain.stats import BYS, STAGES
+from geofence.domain.times import is_time_field
 from geofence.http.delivery import MAX_LISTED, SIGNATURE, ReceiptIn
 from geofence.http.devices import Registered
 from geofence.http.errors import PROBLEM_JSON
@@ -394,7 +404,13 @@ def _delivery_paths() -> Schema:
         errs=BODY,
         callers=(),
     )
-    receipt["security"] = [{"gatewaySignature": []}]
+    receipt["security"] = [{"gatewaySignature": []}, {"standardWebhooks": []}]
+    receipt["description"] = (
+        "The way back from the push gateway (see the `notification` webhook): signed with "
+        "GEOFENCE_GATEWAY_SECRET by `X-Geofence-Signature`, or by the Standard Webhooks "
+        f"headers when that one is absent; refused beyond {DEFAULT_TOLERANCE_S:g} s. `at` is "
+        "RFC 3339 or epoch seconds."
+    )
     return {
         "/v1/receipts": {"post": receipt},
         "/v1/deadletters": {
@@ -452,6 +468,23 @@ def _public_notification(schema: Schema) -> Schema:
     return out
 
 
+def _push_notification(schema: Schema) -> Schema:
+    """The body pushed to the gateway: every field of the notification, whom it goes to
+    included (a push always has a token: a device without one is dead-lettered first)."""
+    out = copy.deepcopy(schema)
+    out["properties"]["device_ref"] = {
+        "type": "string",
+        "minLength": 1,
+        "description": "the device's pseudonym (a keyed HMAC of its id), never the raw id",
+    }
+    out["properties"]["push_token"] = {"type": "string", "minLength": 1}
+    out["required"] = list(out["properties"])
+    out["additionalProperties"] = False
+    out["title"] = "PushNotification"
+    out["description"] = "A notification as pushed to GEOFENCE_PUSH_URL (contract §6)."
+    return out
+
+
 def _offer_view(schema: Schema) -> Schema:
     """``offer_doc``: times in RFC 3339 (UTC), with the budget spent so far."""
     out = copy.deepcopy(schema)
@@ -479,7 +512,9 @@ def _generated() -> Schema:
     # the name "Problem" belongs to the RFC 9457 document; no generated type refers to this one
     components["InputProblem"] = components.pop("Problem")
     components["PingResult"] = _ping_result(components["PingResult"])
+    components["PushNotification"] = _push_notification(components["Notification"])
     components["Notification"] = _public_notification(components["Notification"])
+    components["ReceiptIn"]["properties"]["at"] = TIME_IN
     components["OfferInput"] = _offer_input(components["Offer"])
     components["Offer"] = _offer_view(components["Offer"])
     return components
@@ -664,8 +699,15 @@ def _delivery_schemas() -> Schema:
     }
 
 
+# what callers send: their times may be epoch seconds too (TIME_IN)
+INPUTS: Final = frozenset(
+    {"Registration", "Consent", "ProfilePatch", "ConsentPatch", "PingIn", "BatchIn"}
+    | {"ReceiptIn", "OfferInput", "Feature", "FeatureCollection"}
+)
+
+
 def _schemas() -> Schema:
-    return {
+    schemas = {
         "Problem": _problem_schema(),
         **_generated(),
         **_ops_schemas(),
@@ -677,6 +719,117 @@ def _schemas() -> Schema:
         **_explain_schemas(),
         **_delivery_schemas(),
     }
+    return {name: s if name in INPUTS else _dated(s) for name, s in schemas.items()}
+
+
+def _dated(schema: Any) -> Any:
+    """``schema`` with the numbers of its time fields (``is_time_field``) as RFC 3339."""
+    if isinstance(schema, list):
+        return [_dated(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _dated(value) for key, value in schema.items()}
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {
+            name: _as_time(s) if is_time_field(name) else s for name, s in out["properties"].items()
+        }
+    return out
+
+
+def _as_time(schema: Any) -> Any:
+    """Every number in ``schema`` (alone, in a union, a list or a map) as a date-time."""
+    if isinstance(schema, list):
+        return [_as_time(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") == "number":
+        return DATE_TIME
+    return {key: _as_time(value) for key, value in schema.items()}
+
+
+# --- the push to the gateway (OpenAPI 3.1 webhooks) ----------------------------------------
+
+PUSH_DESCRIPTION: Final = f"""\
+Each notification is POSTed to GEOFENCE_PUSH_URL with this body, until the gateway
+settles it; retries carry the same body and `notification_id`, delivery is at least once:
+deduplicate by `Idempotency-Key`.
+
+Two signatures of the raw body, both made at the same second with GEOFENCE_PUSH_SECRET;
+check either:
+
+- `X-Geofence-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, keyed by the
+  secret's UTF-8 bytes;
+- Standard Webhooks: `webhook-id` (the notification id), `webhook-timestamp` (unix
+  seconds), `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`.
+  A secret of the form `whsec_<base64>` is keyed by its decoded bytes (as that scheme's
+  libraries expect), any other by its UTF-8 bytes.
+
+Refuse a push whose timestamp is more than {DEFAULT_TOLERANCE_S:g} s from your clock.
+
+No answer within GEOFENCE_PUSH_TIMEOUT_S (5 s), or a connection error, is retried like a
+429 or 5xx: exponential backoff with full jitter, never sooner than `Retry-After`, never at
+or after `expires_at` (then the notification is dead-lettered `expired`).
+
+The way back is `POST /v1/receipts` (`delivered`, `opened`, `redeemed`), signed with
+GEOFENCE_GATEWAY_SECRET by either scheme: the funnel's `delivered` counts those receipts,
+not the 2xx answers."""
+
+PUSH_ANSWERS: Final = {
+    "2XX": "settled: the notification leaves the outbox and is not sent again",
+    "410": "the push token is gone: the device's token is dropped and the notification "
+    "dead-lettered `rejected`",
+    "429": "retried with backoff, not sooner than Retry-After",
+    "4XX": "any other 4xx: dead-lettered `rejected`, not retried",
+    "5XX": "retried with backoff, not sooner than Retry-After",
+    "default": "any other answer: dead-lettered `rejected`",
+}
+RETRY_AFTER_IN: Final[Schema] = {
+    "description": "delta-seconds or an HTTP-date; a retry waits at least this long",
+    "schema": STRING,
+}
+
+
+def _header(name: str, pattern: str, description: str) -> Schema:
+    schema = {"type": "string", "pattern": pattern}
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _push_headers() -> Params:
+    return (
+        _header("Idempotency-Key", "^.+$", "the notification id, the same on every retry"),
+        _header(SIGNATURE, "^t=[0-9]+,v1=[0-9a-f]{64}$", 'hex HMAC-SHA256 of "<t>.<body>"'),
+        _header(WEBHOOK_ID, "^.+$", "Standard Webhooks: the notification id"),
+        _header(WEBHOOK_TIMESTAMP, "^[0-9]+$", "Standard Webhooks: unix seconds"),
+        _header(
+            WEBHOOK_SIGNATURE,
+            "^v1,[A-Za-z0-9+/]+={0,2}$",
+            'Standard Webhooks: base64 HMAC-SHA256 of "<id>.<timestamp>.<body>"',
+        ),
+    )
+
+
+def _webhooks() -> Schema:
+    answers: Schema = {code: {"description": text} for code, text in PUSH_ANSWERS.items()}
+    for code in ("429", "5XX"):
+        answers[code]["headers"] = {"Retry-After": RETRY_AFTER_IN}
+    push = {
+        "operationId": "pushNotification",
+        "summary": "a notification made on an entry, pushed to the gateway",
+        "description": PUSH_DESCRIPTION,
+        "parameters": list(_push_headers()),
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": ref("PushNotification")}},
+        },
+        "responses": answers,
+    }
+    return {"notification": {"post": push}}
 
 
 def _security_schemes() -> Schema:
@@ -691,6 +844,13 @@ def _security_schemes() -> Schema:
             "in": "header",
             "name": SIGNATURE,
             "description": 't=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>',
+        },
+        "standardWebhooks": {
+            "type": "apiKey",
+            "in": "header",
+            "name": WEBHOOK_SIGNATURE,
+            "description": "with webhook-id and webhook-timestamp: v1,<base64 HMAC-SHA256(key, "
+            '"<id>.<timestamp>.<raw body>")>; a whsec_<base64> secret keys it decoded',
         },
     }
 
@@ -717,5 +877,6 @@ def openapi_document() -> dict[str, Any]:
             "description": "Geofencing and proximity offers for loyalty programmes.",
         },
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": {"securitySchemes": _security_schemes(), "schemas": _schemas()},
     }

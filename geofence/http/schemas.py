@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from geofence.domain.times import with_times
 from geofence.http.errors import HTTPProblem
 
 T = TypeVar("T")
@@ -24,9 +25,12 @@ _encoder = msgspec.json.Encoder()
 
 
 def json_response(
-    data: Any, *, status: int = 200, content_type: str = "application/json"
+    data: Any, *, status: int = 200, content_type: str = "application/json", verbatim: bool = False
 ) -> web.Response:
-    return web.Response(body=_encoder.encode(data), status=status, content_type=content_type)
+    """``data`` as JSON, its times in RFC 3339 (``domain.times``); ``verbatim`` sends a
+    document as it is (GeoJSON as uploaded, the OpenAPI document), untouched."""
+    body = _encoder.encode(data if verbatim else with_times(data))
+    return web.Response(body=body, status=status, content_type=content_type)
 
 
 def private_json(data: Any, *, status: int = 200) -> web.Response:

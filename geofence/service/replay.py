@@ -17,6 +17,7 @@ from geofence.adapters.traces import TracePoint
 from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile, device_ref
 from geofence.domain.model import Fence
+from geofence.domain.times import with_times
 from geofence.metrics import Metrics
 from geofence.service.catalogue import CatalogueService
 from geofence.service.pings import PingService
@@ -30,7 +31,8 @@ def _replayed(ref: str) -> DeviceProfile:
 async def replay(
     settings: Settings, fences: Iterable[Fence], trace: Iterable[TracePoint]
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every event of the trace, as the service would answer it, with its device_id."""
+    """Every event of the trace, as the service would answer it (times in RFC 3339),
+    with its device_id."""
     store = MemoryStore()
     await store.replace_catalogue(list(fences))
     metrics = Metrics()
@@ -48,4 +50,4 @@ async def replay(
             await store.create_device(_replayed(ref))
         [result] = await pings.handle(ref, [point.ping], now=latest)
         for event in result.events:
-            yield {"device_id": point.device_id, **msgspec.to_builtins(event)}
+            yield with_times({"device_id": point.device_id, **msgspec.to_builtins(event)})

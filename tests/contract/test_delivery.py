@@ -102,8 +102,8 @@ async def test_the_body_is_the_contracts(store: StateStore) -> None:
         "store_id": "a",
         "title": "Hi",
         "body": "At Store a",
-        "created_at": CREATED,
-        "expires_at": EXPIRES,
+        "created_at": "1970-01-01T00:16:40Z",  # CREATED, in RFC 3339 as every answer
+        "expires_at": "1970-01-01T01:16:40Z",
     }
 
 

@@ -21,6 +21,9 @@ Behaviours, one consumed per call; when the script is used up, ``default`` (200)
 ``fail_until(t)`` answers every call received before unix time ``t`` with a behaviour
 (500 unless told), ahead of the script.
 
+Every call records where the push departs from the OpenAPI document's ``webhooks`` entry
+(``Call.push_problems``, empty when it conforms), whatever the answer.
+
 As a process of its own, ``python -m tests.fakes.gateway --port N [--secret S]``, driven by:
 
 - ``POST /_control/script``: a JSON list of behaviours, which replaces the script;
@@ -49,6 +52,7 @@ from aiohttp import web
 
 from geofence.domain.delivery import verify
 from geofence.domain.errors import Unauthorized
+from tests.fakes.webhook import push_problems
 
 SIGNATURE: Final = "X-Geofence-Signature"
 PUSH_PATH: Final = "/push"
@@ -93,6 +97,8 @@ class Call:
     signature_valid: bool | None = None  # None: the gateway has no secret
     signature_error: str | None = None  # the refusal's code when not valid
     status: int | None = None
+    # where the push departs from the OpenAPI document's ``webhooks`` entry
+    push_problems: list[str] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
@@ -109,6 +115,7 @@ class Call:
             "signature_valid": self.signature_valid,
             "signature_error": self.signature_error,
             "status": self.status,
+            "push_problems": self.push_problems,
         }
 
 
@@ -198,6 +205,7 @@ class FakeGateway:
             json=_json(body),
             signature_valid=valid,
             signature_error=error,
+            push_problems=push_problems(request.headers, body),
         )
         self.calls.append(call)
         return call

@@ -107,13 +107,13 @@ async def test_the_ledger_records_each_consent_change_with_its_time(client: Clie
     )
     export = await (await client.get("/v1/devices/dev-1/export", headers=admin())).json()
     assert export["consent_ledger"] == [
-        {"purpose": "location", "granted": True, "at": 1000.0},
-        {"purpose": "offers", "granted": True, "at": 1000.0},
-        {"purpose": "offers", "granted": False, "at": 2000.0},
-        {"purpose": "offers", "granted": True, "at": 3000.0},
+        {"purpose": "location", "granted": True, "at": "1970-01-01T00:16:40Z"},
+        {"purpose": "offers", "granted": True, "at": "1970-01-01T00:16:40Z"},
+        {"purpose": "offers", "granted": False, "at": "1970-01-01T00:33:20Z"},
+        {"purpose": "offers", "granted": True, "at": "1970-01-01T00:50:00Z"},
     ]
-    assert export["profile"]["created_at"] == 1000.0
-    assert export["profile"]["updated_at"] == 3000.0
+    assert export["profile"]["created_at"] == "1970-01-01T00:16:40Z"
+    assert export["profile"]["updated_at"] == "1970-01-01T00:50:00Z"
 
 
 async def test_withdrawing_location_erases_location_state_at_once(
@@ -139,11 +139,15 @@ async def test_export_holds_visit_state_and_keys_but_no_token_hash(
 ) -> None:
     token = await register(client)
     ref = ref_of(token)
-    await store.save_state(ref, DeviceState(last_ts=5.0, last_entry_at={"s1": 4.0}), 0)
+    state = DeviceState(last_ts=5.5, last_entry_at={"s1": 4.0}, flags={"mocked": 2})
+    await store.save_state(ref, state, 0)
     resp = await client.get("/v1/devices/dev-1/export", headers=bearer(token))
     export = await resp.json()
     assert export["device_ref"] == ref and export["state_version"] == 1
-    assert export["visit_state"]["last_entry_at"] == {"s1": 4.0}
+    # every time in RFC 3339, counts left as numbers
+    assert export["visit_state"]["last_ts"] == "1970-01-01T00:00:05.5Z"
+    assert export["visit_state"]["last_entry_at"] == {"s1": "1970-01-01T00:00:04Z"}
+    assert export["visit_state"]["flags"] == {"mocked": 2}
     assert len(export["keys"]) == 2
     assert all(k["ttl_s"] > 0 for k in export["keys"])
     stored = await store.get_device(ref)

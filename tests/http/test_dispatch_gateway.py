@@ -1,9 +1,13 @@
-"""The dispatcher, the signed HTTP push and the fake gateway together, on short time scales."""
+"""The dispatcher, the signed HTTP push and the fake gateway together, on short time scales.
+
+Every push the gateway receives is held to the OpenAPI document's ``webhooks`` entry."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,15 +15,30 @@ from contextlib import asynccontextmanager
 import msgspec
 
 from geofence.adapters.push_http import HttpPush
+from geofence.adapters.push_stdout import StdoutPush
 from geofence.delivery import Dispatcher
-from geofence.domain.delivery import RetryPolicy
+from geofence.domain.delivery import RetryPolicy, verify_webhook
 from geofence.domain.offers import Notification
+from geofence.domain.times import format_time
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from tests.contract.test_state_store import profile, visit_state
 from tests.fakes import FakeGateway
+from tests.fakes.webhook import body_problems
 
 SECRET = "push-secret"
+# contract §6, in its order
+CONTRACT_FIELDS = [
+    "notification_id",
+    "device_ref",
+    "push_token",
+    "offer_id",
+    "store_id",
+    "title",
+    "body",
+    "created_at",
+    "expires_at",
+]
 
 
 def fresh(nid: str, ttl_s: float = 60.0) -> Notification:
@@ -53,6 +72,8 @@ async def dispatching(
         stop.set()
         await asyncio.wait_for(task, 5)
         await push.close()
+    # every push, retries included, is the one the OpenAPI document's webhooks entry shows
+    assert [c.push_problems for c in gateway.calls if c.push_problems] == []
 
 
 async def settled(store: StateStore) -> None:
@@ -116,3 +137,27 @@ async def test_expiry_during_an_outage_is_never_sent_late(store: StateStore) -> 
     assert [d.reason for d in await store.dead_letters(5)] == ["expired"]
     body = msgspec.json.decode(gateway.calls[0].body)
     assert body["push_token"] == "tok-1" and body["notification_id"] == "n1"
+
+
+async def test_the_pushed_body_is_the_contracts_with_rfc_3339_times(store: StateStore) -> None:
+    note = fresh("n1")
+    async with FakeGateway(secret=SECRET) as gateway, dispatching(store, gateway, note):
+        await settled(store)
+    [call] = gateway.calls
+    assert list(call.json) == CONTRACT_FIELDS  # in the contract's order
+    assert call.json["created_at"] == format_time(note.created_at)
+    assert call.json["expires_at"] == format_time(note.expires_at)
+    headers = {k.lower(): v for k, v in call.headers.items()}
+    assert verify_webhook(SECRET, headers, call.body, time.time()) == "n1"
+
+
+async def test_the_stdout_line_is_the_pushed_body(store: StateStore) -> None:
+    """Without a push URL the same body goes to stdout, one JSON line, times in RFC 3339."""
+    stream = io.StringIO()
+    note = fresh("n1")
+    await store.create_device(profile(push_token="tok-1"))
+    await store.save_state("ref1", visit_state(), 0, outbox=[note])
+    assert await Dispatcher(store, StdoutPush(stream), Metrics()).drain_once() == 1
+    [line] = stream.getvalue().splitlines()
+    assert body_problems(line.encode()) == []
+    assert json.loads(line)["created_at"] == format_time(note.created_at)

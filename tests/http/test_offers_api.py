@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from geofence.domain.offers import parse_time
 from geofence.ports import StateStore
 from tests.conftest import admin
 from tests.http.test_ops import assert_problem
@@ -110,7 +111,7 @@ async def test_an_entry_makes_one_rendered_notification(make_client: Any) -> Non
     [note] = answers[-1]["notifications"]
     assert note["offer_id"] == "better" and note["store_id"] == STORE_ID
     assert note["body"] == "10% off today at Rautamies"
-    assert note["expires_at"] - note["created_at"] == 3600
+    assert parse_time(note["expires_at"]) - parse_time(note["created_at"]) == 3600
     assert "device_ref" not in note and "push_token" not in note
     assert "decisions" not in answers[-1]
 
@@ -161,10 +162,12 @@ async def test_device_explain_shows_state_caps_limits_and_decisions(make_client:
     assert report["device_cap"]["used"] == 1 and report["device_cap"]["cap"] == 2
     [store] = report["stores"]
     assert store["store_id"] == STORE_ID and store["visit"]["state"] == "confirmed"
-    assert store["cooldown_ends_at"] == store["decisions"][0]["entry_at"] + 21_600
+    entry_at = parse_time(store["decisions"][0]["entry_at"])
+    assert parse_time(store["cooldown_ends_at"]) == entry_at + 21_600
     [offer] = report["offers"]
     assert (offer["used"], offer["per_device_limit"], offer["budget_spent"]) == (1, 1, 1)
-    assert offer["cooldown_ends_at"] > time.time()
+    assert parse_time(offer["cooldown_ends_at"]) > time.time()
+    assert abs(parse_time(report["now"]) - time.time()) < 60
     await assert_problem(await client.get("/v1/devices/nobody/explain", headers=admin()), 404)
 
 

@@ -19,9 +19,10 @@ from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
 from geofence.domain.delivery import sign
 from geofence.domain.offers import WEEKDAYS
+from geofence.domain.times import is_time_field
 from geofence.http.app import create_app
 from geofence.http.keys import STORE
-from geofence.http.openapi import openapi_document
+from geofence.http.openapi import INPUTS, openapi_document
 from tests.conftest import INGEST_KEY, SDK_KEY, admin
 from tests.http.test_offers_api import STORE_ID, offer_doc
 from tests.http.test_pings_api import INSIDE, INSIDE_2, OUTSIDE, ping_body
@@ -158,8 +159,74 @@ def test_every_ref_resolves_and_every_operation_is_complete() -> None:
         declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
         assert declared == {part[1:-1] for part in path.split("/") if part.startswith("{")}
         if "401" in operation["responses"]:
-            [requirement] = operation["security"]
-            assert set(requirement) <= set(schemes), f"{method} {path}"
+            for requirement in operation["security"]:  # alternatives: one is enough
+                assert set(requirement) <= set(schemes), f"{method} {path}"
+
+
+def numbers_under(node: Any) -> list[Any]:
+    """The number schemas anywhere in ``node``."""
+    if isinstance(node, list):
+        return [n for item in node for n in numbers_under(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node] if node.get("type") == "number" else []
+    return found + [n for value in node.values() for n in numbers_under(value)]
+
+
+def properties_of(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (name, schema) of every ``properties`` map in ``node``, nested ones too."""
+    if isinstance(node, list):
+        for item in node:
+            yield from properties_of(item)
+    elif isinstance(node, dict):
+        if isinstance(node.get("properties"), dict):
+            yield from node["properties"].items()
+        for value in node.values():
+            yield from properties_of(value)
+
+
+def test_every_time_an_answer_carries_is_rfc_3339() -> None:
+    """The rule that writes the answers' times (``domain.times``) also writes the document."""
+    schemas = openapi_document()["components"]["schemas"]
+    answers = {name: s for name, s in schemas.items() if name not in INPUTS}
+    times = [(name, p, s) for name, s in answers.items() for p, s in properties_of(s)]
+    timed = [(name, p) for name, p, s in times if is_time_field(p)]
+    assert ("VisitEvent", "at") in timed and ("DeadLetter", "created_at") in timed
+    assert ("DeviceExplain", "now") in timed and ("Ledger", "device_sent") in timed
+    assert [(n, p) for n, p, s in times if is_time_field(p) and numbers_under(s)] == []
+
+
+def test_the_push_is_documented_as_a_webhook() -> None:
+    push = openapi_document()["webhooks"]["notification"]["post"]
+    headers = {p["name"] for p in push["parameters"] if p["in"] == "header" and p["required"]}
+    assert headers == {
+        "Idempotency-Key",
+        "X-Geofence-Signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert set(push["responses"]) == {"2XX", "410", "429", "4XX", "5XX", "default"}
+    assert "Retry-After" in push["responses"]["429"]["headers"]
+    assert "/v1/receipts" in push["description"] and "whsec_" in push["description"]
+    body = OpenAPI(openapi_document()).validator(
+        "webhooks", "notification", "post", "requestBody", "content", "application/json", "schema"
+    )
+    note = {
+        "notification_id": "n1",
+        "device_ref": "ref",
+        "push_token": "tok",
+        "offer_id": "o",
+        "store_id": "s",
+        "title": "t",
+        "body": "b",
+        "created_at": "2026-12-06T18:30:00Z",
+        "expires_at": "2026-12-06T19:30:00.5Z",
+    }
+    body.validate(note)
+    for wrong in ({**note, "created_at": 1.0}, {**note, "expires_at": "tomorrow"}, {"x": 1}):
+        with pytest.raises(jsonschema.ValidationError):
+            body.validate(wrong)
 
 
 # the validator refuses what the document does not allow

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from geofence.adapters.traces import read_trace
 from geofence.config import Settings
+from geofence.domain.times import format_time
 from geofence.http.app import create_app
 from geofence.http.keys import DEVICES, PINGS
 from tests.conftest import INGEST_KEY, SDK_KEY, admin
@@ -75,7 +76,10 @@ async def test_the_quick_start_walk(make_client: Any) -> None:
         ("entry", "osm-way-88777732"),
         ("exit", "osm-way-88777732"),
     ]
-    assert events[0]["at"] == now - 170 and events[0]["arrived_at"] == now - 300
+    # times go out as RFC 3339 UTC, to the microsecond
+    assert events[0]["at"] == format_time(now - 170) and events[0]["at"].endswith("Z")
+    assert events[0]["arrived_at"] == format_time(now - 300)
+    assert events[1]["left_at"] == format_time(now - 100)
     assert events[1]["reason"] == "left" and events[1]["dwell_s"] == 200
     assert all(a["notifications"] == [] for a in answers)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import socket
 import time
 import warnings
@@ -15,10 +16,11 @@ from email.utils import format_datetime
 import aiohttp
 import msgspec
 import pytest
+import standardwebhooks
 from aiohttp import web
 
 from geofence.adapters.push_http import HttpPush
-from geofence.domain.delivery import Attempt, verify
+from geofence.domain.delivery import Attempt, verify, verify_webhook
 from tests.fakes import FakeGateway, behaviour
 
 SECRET = "push-secret"
@@ -84,6 +86,48 @@ async def test_a_wrong_secret_is_seen_by_the_gateway(gateway: FakeGateway) -> No
     assert gateway.calls[0].signature_error == "signature-mismatch"
 
 
+@pytest.mark.parametrize(
+    ("secret", "library_key"),
+    [("whsec_c2VjcmV0LWJ5dGVz", "whsec_c2VjcmV0LWJ5dGVz"), (SECRET, SECRET.encode())],
+    ids=["whsec", "raw"],
+)
+async def test_the_standard_webhooks_headers_pass_the_schemes_library(
+    gateway: FakeGateway, secret: str, library_key: str | bytes
+) -> None:
+    push = HttpPush(gateway.url, secret)
+    try:
+        await push.send(BODY, "n-1")
+    finally:
+        await push.close()
+    [call] = gateway.calls
+    assert call.header("webhook-id") == "n-1"
+    x_t = (call.header("X-Geofence-Signature") or "").split(",")[0][2:]
+    assert call.header("webhook-timestamp") == x_t  # both signed at the same second
+    headers = {k: v for k, v in call.headers.items() if k.lower().startswith("webhook-")}
+    assert standardwebhooks.Webhook(library_key).verify(call.body, headers) == json.loads(BODY)
+    assert verify_webhook(secret, call.headers, call.body, time.time()) == "n-1"
+
+
+def test_a_malformed_whsec_secret_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="base64"):
+        HttpPush("http://127.0.0.1:1/push", "whsec_!!")
+
+
+async def test_the_fake_gateway_names_how_a_push_departs_from_the_document(
+    gateway: FakeGateway, push: HttpPush
+) -> None:
+    """The check that holds every dispatched push to the webhooks entry can fail."""
+    await push.send(BODY, "n-1")  # signed and keyed, but not a notification
+    problems = gateway.calls[0].push_problems
+    assert problems and all(p.startswith("body:") for p in problems)
+    assert any("'device_ref' is a required property" in p for p in problems)
+    async with aiohttp.ClientSession() as session, session.post(gateway.url, data=b"{}") as resp:
+        assert resp.status == 200
+    unsigned = gateway.calls[1].push_problems
+    assert "header Idempotency-Key missing" in unsigned
+    assert "header webhook-signature missing" in unsigned
+
+
 async def test_every_retry_carries_the_same_idempotency_key(
     gateway: FakeGateway, push: HttpPush
 ) -> None:
@@ -98,6 +142,16 @@ async def test_status_is_passed_through(gateway: FakeGateway, push: HttpPush, st
     gateway.script(("status", status))
     assert await push.send(BODY, "n-4") == Attempt(status=status)
     assert gateway.calls[0].status == status
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_a_redirect_is_not_followed(
+    gateway: FakeGateway, push: HttpPush, status: int
+) -> None:
+    """A 3xx is judged like any other answer (rejected), as the webhooks entry says."""
+    gateway.script(("status", status, {"Location": "/elsewhere"}))
+    assert await push.send(BODY, "n-9") == Attempt(status=status)
+    assert [c.path for c in gateway.calls] == ["/push"]
 
 
 async def test_retry_after_seconds(gateway: FakeGateway, push: HttpPush) -> None:

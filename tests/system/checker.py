@@ -25,6 +25,7 @@ import redis
 from geofence.config import Settings
 from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import ScreeningRules
+from geofence.domain.times import with_times
 from tests.json_logs import log_record
 from tests.system.cluster import Cluster
 from tests.system.history import Attempt, History
@@ -58,10 +59,13 @@ class DeviceReplay:
         )
 
     def feed(self, a: Attempt, stores: dict[str, RefStore]) -> tuple[str, str | None, list[Any]]:
+        """The model's answer to the ping, its events as the API writes them (times in
+        RFC 3339, made from the same floats: equal to the microsecond, or not at all)."""
         p = a.ping
         ping = RefPing(p["lat"], p["lon"], p["accuracy_m"], p["ts"], p.get("mocked", False))
         distances = {s: self.index.distance_m(s, ping.lat, ping.lng) for s in stores}
-        return self.ref.feed(ping, a.sent_wall, stores, distances)
+        status, reason, events = self.ref.feed(ping, a.sent_wall, stores, distances)
+        return status, reason, with_times(events)
 
     def would_be_stale(self, a: Attempt) -> bool:
         last = self.ref.last_not_ignored
@@ -149,13 +153,15 @@ class DeliveryReport:
 
 
 def deliveries(calls: Sequence[dict[str, Any]]) -> DeliveryReport:
-    """The gateway's calls, checked one by one: signed, and keyed by the notification id."""
+    """The gateway's calls, checked one by one: signed, keyed by the notification id, and
+    as the OpenAPI document's webhooks entry shows them."""
     per_id: Counter[str] = Counter()
     firsts: dict[str, dict[str, Any]] = {}
     for call in calls:
         headers = {k.lower(): v for k, v in call["headers"].items()}
         note = call["json"]
         assert call["signature_valid"] is True, call
+        assert call["push_problems"] == [], call
         assert headers["idempotency-key"] == note["notification_id"], call
         per_id[note["notification_id"]] += 1
         firsts.setdefault(note["notification_id"], note)
@@ -245,7 +251,7 @@ def entries_without_notification(history: History) -> list[str]:
     return missing
 
 
-def repeated_entries(history: History) -> list[tuple[str, str, float]]:
+def repeated_entries(history: History) -> list[tuple[str, str, str]]:
     """The same entry (device, store, at) in more than one answer."""
     seen = Counter(
         (a.device_id, e["store_id"], e["at"])

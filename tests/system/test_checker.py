@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from geofence.config import Settings
+from geofence.domain.times import format_time
 from tests.json_logs import log_records
 from tests.system.checker import (
     DeviceReplay,
@@ -95,7 +96,7 @@ def test_an_entry_told_twice_is_caught(walk: list[Attempt]) -> None:
     report = check_events(History(attempts), Town(SETTINGS).index, SETTINGS)
     assert len(report.mismatches) == 1
     assert repeated_entries(History(attempts)) == [
-        ("d", entry.body["events"][0]["store_id"], entry.ping["ts"])
+        ("d", entry.body["events"][0]["store_id"], format_time(entry.ping["ts"]))
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from geofence.domain.offers import parse_time
 from tests.system.checker import (
     ModelReport,
     check_events,
@@ -197,7 +198,7 @@ def entered_across(history: History, t: float) -> int:
     for a in history:
         if a.acked:
             times.setdefault(a.device_id, []).extend(
-                e["at"] for e in a.body["events"] if e["type"] == "entry"
+                parse_time(e["at"]) for e in a.body["events"] if e["type"] == "entry"
             )
     return sum(1 for ts in times.values() if ts and min(ts) < t < max(ts))
 

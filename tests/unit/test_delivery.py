@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
+import standardwebhooks
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +26,10 @@ from geofence.domain.delivery import (
     judge,
     parse_retry_after,
     sign,
+    sign_webhook,
     verify,
+    verify_webhook,
+    webhook_key,
 )
 from geofence.domain.errors import Unauthorized
 
@@ -150,6 +155,120 @@ def test_round_trip_property(secret: str, body: bytes, t: int) -> None:
 def test_any_header_is_refused_with_unauthorized_only(header: str, now: float) -> None:
     with pytest.raises(Unauthorized):
         verify(SECRET, header, BODY, now)
+
+
+# --- Standard Webhooks ------------------------------------------------------------------
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the scheme's published test vector
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_BODY = b'{"test": 2432232314}'
+VECTOR_T = 1_614_265_330
+
+
+def webhook_refusal(headers: dict[str, str], *, body: bytes = BODY, now: float = T) -> str:
+    with pytest.raises(BadSignature) as caught:
+        verify_webhook(SECRET, headers, body, now)
+    return caught.value.code
+
+
+def test_webhook_signature_matches_the_schemes_test_vector() -> None:
+    headers = sign_webhook(WHSEC, VECTOR_ID, VECTOR_BODY, VECTOR_T)
+    assert headers == {
+        "webhook-id": VECTOR_ID,
+        "webhook-timestamp": str(VECTOR_T),
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
+    assert verify_webhook(WHSEC, headers, VECTOR_BODY, VECTOR_T) == VECTOR_ID
+
+
+@pytest.mark.parametrize(
+    ("secret", "library_key"),
+    [(WHSEC, WHSEC), ("plain-secret", b"plain-secret")],
+    ids=["whsec", "raw"],
+)
+def test_the_standard_webhooks_library_verifies_our_headers(
+    secret: str, library_key: str | bytes
+) -> None:
+    """A gateway using the scheme's own library: a whsec_ secret as it is, any other as
+    its UTF-8 bytes (as the README says)."""
+    now = int(time.time())
+    headers = sign_webhook(secret, "n-1", BODY, now)
+    assert standardwebhooks.Webhook(library_key).verify(BODY, headers) == json.loads(BODY)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(library_key).verify(BODY + b" ", headers)
+
+
+def test_we_verify_what_the_library_signs() -> None:
+    moment = datetime.fromtimestamp(T, UTC)
+    signature = standardwebhooks.Webhook(WHSEC).sign("n-1", moment, BODY)
+    headers = {"webhook-id": "n-1", "webhook-timestamp": str(T), "webhook-signature": signature}
+    assert verify_webhook(WHSEC, headers, BODY, T + 300) == "n-1"
+
+
+def test_webhook_key_decodes_whsec_only() -> None:
+    assert webhook_key("whsec_c2VjcmV0") == b"secret"
+    assert webhook_key("c2VjcmV0") == b"c2VjcmV0"
+    with pytest.raises(ValueError, match="base64"):
+        webhook_key("whsec_not base64!")
+
+
+WEBHOOK = sign_webhook(SECRET, "n-1", BODY, T)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"webhook-id": "n-2"}, "signature-mismatch"),
+        ({"webhook-timestamp": str(T + 1)}, "signature-mismatch"),
+        (
+            {"webhook-signature": "v1," + WEBHOOK["webhook-signature"][4:].lower()},
+            "signature-mismatch",
+        ),
+        (
+            {"webhook-signature": WEBHOOK["webhook-signature"].replace("v1,", "v2,")},
+            "signature-malformed",
+        ),
+        ({"webhook-timestamp": f"{T}.0"}, "signature-malformed"),
+        ({"webhook-timestamp": "-1"}, "signature-malformed"),
+        ({"webhook-signature": ""}, "signature-missing"),
+        ({"webhook-id": " "}, "signature-missing"),
+    ],
+)
+def test_webhook_headers_changed_are_refused(change: dict[str, str], code: str) -> None:
+    assert webhook_refusal({**WEBHOOK, **change}) == code
+
+
+def test_webhook_body_changed_or_late_is_refused() -> None:
+    assert webhook_refusal(WEBHOOK, body=BODY + b" ") == "signature-mismatch"
+    assert webhook_refusal(WEBHOOK, now=T + 301) == "signature-stale"
+    assert webhook_refusal(WEBHOOK, now=T - 301) == "signature-stale"
+    assert webhook_refusal({}) == "signature-missing"
+
+
+def test_webhook_rotation_any_listed_signature_may_match() -> None:
+    other = sign_webhook("old-secret", "n-1", BODY, T)["webhook-signature"]
+    both = f"{other} v1a,xyz {WEBHOOK['webhook-signature']}"
+    assert verify_webhook(SECRET, {**WEBHOOK, "webhook-signature": both}, BODY, T) == "n-1"
+
+
+@given(secret=st.text(min_size=1), body=st.binary(), t=st.integers(0, 10**12))
+def test_webhook_round_trip_property(secret: str, body: bytes, t: int) -> None:
+    headers = sign_webhook(secret, "n-1", body, t)
+    assert verify_webhook(secret, headers, body, float(t)) == "n-1"
+
+
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature"]),
+        st.text(max_size=80),
+    ),
+    now=st.floats(0, 1e12),
+)
+def test_any_webhook_headers_are_refused_with_bad_signature_only(
+    headers: dict[str, str], now: float
+) -> None:
+    with pytest.raises(BadSignature):
+        verify_webhook(SECRET, headers, BODY, now)
 
 
 # --- Retry-After -----------------------------------------------------------------------
