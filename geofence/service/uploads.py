@@ -59,6 +59,10 @@ class UploadWorker:
         self._pool: ProcessPoolExecutor | None = None
         self._busy = False
 
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._busy:
