@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 from typing import Any
 
 import msgspec
+import pytest
 from aiohttp.test_utils import TestClient
 
 from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
+from geofence.domain.errors import Unavailable
 from geofence.http.app import create_app
+from geofence.service.uploads import UploadWorker
 from tests.conftest import admin
 from tests.http.test_pings_api import INSIDE, ping_body, register, send
 
@@ -103,3 +107,14 @@ async def test_a_large_dry_run_leaves_the_loop_free(
     assert statuses and set(statuses) == {200}
     assert p99(busy) < P99_LIMIT_S, (p99(busy), p99(quiet), len(busy))
     assert p99(busy) <= RATIO * p99(quiet), (p99(busy), p99(quiet), len(busy))
+
+
+async def test_a_worker_that_dies_is_unavailable_then_replaced() -> None:
+    """A worker killed mid-upload (out of memory, say) is a 503, and the next upload works."""
+    worker = UploadWorker()
+    try:
+        with pytest.raises(Unavailable):
+            await worker.run(os._exit, 1)
+        assert await worker.run(abs, -3) == 3
+    finally:
+        await worker.close()
