@@ -9,6 +9,7 @@ the upload was validated on the loop, /healthz stalled for whole seconds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import time
@@ -22,6 +23,7 @@ from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
 from geofence.domain.errors import Unavailable
 from geofence.http.app import create_app
+from geofence.service.catalogue import collector_paused
 from geofence.service.uploads import UploadWorker
 from tests.conftest import admin
 from tests.http.test_pings_api import INSIDE, ping_body, register, send
@@ -118,3 +120,11 @@ async def test_a_worker_that_dies_is_unavailable_then_replaced() -> None:
         assert await worker.run(abs, -3) == 3
     finally:
         await worker.close()
+
+
+def test_the_collector_is_paused_only_while_a_catalogue_is_made() -> None:
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled()
