@@ -212,7 +212,8 @@ def _ops_paths() -> Schema:
 STORE_ID: Final[Schema] = {
     "type": "string",
     "pattern": STORE_ID_PATTERN,
-    "description": "1 to 128 ASCII letters, digits and . _ : - (else 422 `invalid-id`)",
+    "description": "1 to 128 ASCII letters, digits and . _ : - (an upload with another "
+    "id is 422 `invalid-id`)",
 }
 UPLOAD_CONFLICT: Final = (
     "`upload-in-progress`: another upload is being checked in this process (Retry-After); "

@@ -144,14 +144,12 @@ class CatalogueService:
             checked = await self.uploads.run(
                 check_feature, body, encode_fences(current.fences), store_id, self._checks(repair)
             )
-            warnings = checked.report["warnings"]
-            uploads.check_guards(
-                {"warnings": warnings}, allow_shrink=True, confirm_move=confirm_move
-            )
+            uploads.check_guards(checked.report, allow_shrink=True, confirm_move=confirm_move)
             (fence,) = await decode_chunks(checked.chunks)
             version = await self.store.upsert_fence(fence)
         await self.refresh()
         created = not checked.report["existed"]
+        warnings = checked.report["warnings"]
         return {"version": version, "id": store_id, "created": created, "warnings": warnings}
 
     def _checks(self, repair: bool) -> Checks:

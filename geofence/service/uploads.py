@@ -65,6 +65,8 @@ class UploadWorker:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        """Hold the process's one upload slot; refused at once (409) when it is taken:
+        an upload can take seconds, and a queue of them would hold their bodies."""
         if self._busy:
             raise UploadInProgress("Another catalogue upload is being checked; retry later.")
         self._busy = True
