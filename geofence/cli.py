@@ -231,26 +231,30 @@ def run_stores_import(args: argparse.Namespace) -> int:
     except (InvalidInput, GeoFileError) as e:
         _print_json({"imported": False, "errors": _errors(e)})
         return 1
-    version = asyncio.run(_import(settings, report.fences))
+    version, guards = asyncio.run(_import(settings, report.fences))
     _print_json(
         {
             "imported": True,
             "stores": len(report.fences),
             "version": version,
-            "warnings": report.warnings,
+            "warnings": report.warnings + guards,
         }
     )
     return 0
 
 
-async def _import(settings: Settings, fences: Sequence[Any]) -> int:
+async def _import(settings: Settings, fences: Sequence[Any]) -> tuple[int, list[Any]]:
+    """The new version, and the warnings of the API's upload guards (shrink, likely swap)."""
+    from geofence.domain import uploads
     from geofence.http.app import make_store
 
     if not settings.redis_url:
         raise SettingsError("stores import writes to Redis: set GEOFENCE_REDIS_URL")
     store = make_store(settings)
     try:
-        return await store.replace_catalogue(fences)
+        current = await store.load_catalogue()
+        warnings = uploads.replace_report(current.fences, fences)["warnings"]
+        return await store.replace_catalogue(fences), warnings
     finally:
         await store.close()
 

@@ -24,10 +24,15 @@ class GeofenceError(Exception):
     """Base of every error the domain raises on purpose."""
 
     code = "error"
+    retry_after_s: int | None = None  # when retrying later may succeed
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.code)
         self.detail = detail or self.code
+
+    def extensions(self) -> dict[str, Any]:
+        """Members the problem document carries beside the standard ones."""
+        return {}
 
 
 class InvalidInput(GeofenceError):
@@ -39,6 +44,15 @@ class InvalidInput(GeofenceError):
         super().__init__(detail or f"{len(problems)} problem(s) in the input")
         self.problems = problems
 
+    def __reduce__(self) -> tuple[Any, ...]:  # it crosses from the upload worker process
+        return (type(self), (self.problems, self.detail))
+
+
+class MalformedInput(GeofenceError):
+    """The body is not JSON at all (checked where it is decoded, maybe in a worker)."""
+
+    code = "malformed-json"
+
 
 class NotFound(GeofenceError):
     code = "not-found"
@@ -46,6 +60,35 @@ class NotFound(GeofenceError):
 
 class Conflict(GeofenceError):
     code = "conflict"
+
+
+class Refused(Conflict):
+    """A change held back until the caller confirms it; ``report`` says what it would do."""
+
+    def __init__(self, detail: str, report: dict[str, Any]) -> None:
+        super().__init__(detail)
+        self.report = report
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.detail, self.report))
+
+    def extensions(self) -> dict[str, Any]:
+        return {"report": self.report}
+
+
+class CatalogueShrink(Refused):
+    code = "catalogue-shrink"
+
+
+class ConfirmMove(Refused):
+    code = "confirm-move"
+
+
+class UploadInProgress(Conflict):
+    """This process is already checking a catalogue upload."""
+
+    code = "upload-in-progress"
+    retry_after_s = 5
 
 
 class Unauthorized(GeofenceError):

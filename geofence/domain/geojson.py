@@ -8,8 +8,12 @@ code                       meaning
 =========================  ==================================================================
 not-a-feature-collection   the document is not a FeatureCollection with a ``features`` list
 not-a-feature              an entry is not a Feature, or its ``properties`` is not an object
+missing-properties         the Feature has no ``properties`` member (RFC 7946 §3.2; null is fine)
+invalid-bbox               a ``bbox`` member that is not 4 or 6 finite numbers in range with
+                           each minimum at most its maximum (RFC 7946 §5)
 missing-geometry           the Feature has no geometry (absent or null)
 unknown-geometry-type      the geometry is not a Polygon, MultiPolygon or Point
+missing-coordinates        the geometry has no ``coordinates`` member (absent or null)
 bad-coordinates            ``coordinates`` is not nested as the geometry type requires
 bad-position               a position is not 2 or 3 finite numbers
 out-of-range               a longitude outside [-180, 180] or a latitude outside [-90, 90]
@@ -26,9 +30,13 @@ outside-region             the fence leaves the configured region (often swapped
 bad-radius                 a Point without ``radius_m`` in 10..5000, or ``radius_m`` on a polygon
 bad-property               name, tags, timezone, margin_m or dwell_s of the wrong type or range
 missing-id                 no ``id`` and no ``properties.id``
-bad-id                     the id is not a non-empty string (numbers are not accepted)
+bad-id                     the id is not a string (numbers are not accepted)
+invalid-id                 the id (or the URL's) is not 1-128 ASCII letters, digits and ``._:-``
 id-mismatch                two ids disagree (Feature ``id`` vs ``properties.id``, or the URL)
 =========================  ==================================================================
+
+A ring is checked whole: an unclosed ring whose positions are also out of range reports
+both problems.
 
 Warnings (the upload is still accepted): ``overlap`` (two fences share area) and
 ``repaired`` (``repair=True`` fixed a geometry; area before and after in m²).
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +65,9 @@ Warning_ = dict[str, Any]
 RADIUS_M: Final = (10.0, 5000.0)
 MARGIN_M: Final = (0.0, 500.0)
 _RING_DEPTH: Final = {"Polygon": 1, "MultiPolygon": 2}
+# a store id: safe in a URL path, a log line and a Redis key as it is
+STORE_ID_PATTERN: Final = "^[A-Za-z0-9._:-]{1,128}$"
+_STORE_ID: Final = re.compile(STORE_ID_PATTERN.strip("^$"), re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +155,7 @@ def parse_feature(
     """One Feature for an upsert at ``store_id`` (the feature's own id, if any, must match)."""
     opts = Options(default_timezone, max_area_m2, max_vertices, region, repair)
     problems: list[Problem] = []
-    ctx = _Feature(None, problems, id=store_id)
+    ctx = _Feature(None, problems)
     fence = _parse(doc, ctx, opts, url_id=store_id)
     if problems or fence is None:
         raise InvalidInput(problems)
@@ -157,6 +169,9 @@ def _features(doc: Any, problems: list[Problem]) -> list[Any]:
         raise InvalidInput(problems)
     if "crs" in doc:
         problems.append(Problem(code="crs-not-allowed", detail=_CRS_DETAIL, path="crs"))
+    bbox = _bbox_problem(doc)
+    if bbox is not None:
+        problems.append(Problem(code="invalid-bbox", detail=bbox, path="bbox"))
     features = doc.get("features")
     if not isinstance(features, list):
         detail = "`features` must be a list of Features"
@@ -166,6 +181,42 @@ def _features(doc: Any, problems: list[Problem]) -> list[Any]:
 
 
 _CRS_DETAIL: Final = "a `crs` member is not allowed: RFC 7946 coordinates are WGS 84 lng/lat"
+
+
+def is_store_id(value: str) -> bool:
+    return _STORE_ID.fullmatch(value) is not None
+
+
+def _id_detail(value: str) -> str:
+    return (
+        "an id is 1 to 128 ASCII letters, digits and . _ : - "
+        f"(pattern {STORE_ID_PATTERN}), not {_shown(value)}"
+    )
+
+
+def _shown(value: Any) -> str:
+    """A bounded, escaped rendering of an input value for a problem's detail."""
+    text = ascii(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+
+
+def _bbox_problem(obj: dict[str, Any]) -> str | None:
+    """Why the object's ``bbox`` member is unusable, or None (also when it has none)."""
+    if "bbox" not in obj:
+        return None
+    box = obj["bbox"]
+    if not isinstance(box, list) or len(box) not in (4, 6) or not all(map(_is_number, box)):
+        return f"a bbox is 4 or 6 finite numbers, not {_shown(box)}"
+    half = len(box) // 2
+    if any(low > high for low, high in zip(box[:half], box[half:], strict=True)):
+        return f"each minimum of the bbox must not exceed its maximum: {_shown(box)}"
+    if not all(_in_range(box[i], box[i + 1]) for i in (0, half)):
+        return f"the bbox {_shown(box)} is outside lon -180..180 / lat -90..90"
+    return None
+
+
+def _in_range(lng: float, lat: float) -> bool:
+    return -180.0 <= lng <= 180.0 and -90.0 <= lat <= 90.0
 
 
 def _check_unique(ctx: _Feature, seen: dict[str, int]) -> None:
@@ -191,15 +242,14 @@ def _parse(raw: Any, ctx: _Feature, opts: Options, url_id: str | None = None) ->
     if not isinstance(raw, dict) or raw.get("type") != "Feature":
         ctx.fail("not-a-feature", "expected a GeoJSON object with type Feature")
         return None
-    props = raw.get("properties")
-    if props is None:
-        props = {}
-    if not isinstance(props, dict):
-        ctx.fail("not-a-feature", "`properties` must be an object or null", "properties")
-        props = {}
+    props = _feature_properties(raw, ctx)
     ctx.id = _feature_id(raw, props, ctx, url_id)
+    if "properties" not in raw:  # RFC 7946 §3.2 requires the member, though it may be null
+        detail = "a Feature needs a `properties` member: an object, or null (RFC 7946 §3.2)"
+        ctx.fail("missing-properties", detail, "properties")
     if "crs" in raw:
         ctx.fail("crs-not-allowed", _CRS_DETAIL, "crs")
+    _check_bbox(raw, ctx, "bbox")
     fields = _properties(props, ctx, opts)
     geom = _geometry(raw.get("geometry"), fields.get("radius_m"), ctx, opts)
     if geom is None or ctx.id is None or ctx.failed:
@@ -207,22 +257,52 @@ def _parse(raw: Any, ctx: _Feature, opts: Options, url_id: str | None = None) ->
     return Fence(id=ctx.id, geometry=geom, properties=props, **fields)
 
 
+def _feature_properties(raw: dict[str, Any], ctx: _Feature) -> dict[str, Any]:
+    """The Feature's properties, ``{}`` for null or when they are unusable."""
+    props = raw.get("properties")
+    if props is None:
+        return {}
+    if not isinstance(props, dict):
+        ctx.fail("not-a-feature", "`properties` must be an object or null", "properties")
+        return {}
+    return props
+
+
+def _check_bbox(obj: dict[str, Any], ctx: _Feature, path: str) -> None:
+    problem = _bbox_problem(obj)
+    if problem is not None:
+        ctx.fail("invalid-bbox", problem, path)
+
+
 def _feature_id(raw: dict[str, Any], props: dict[str, Any], ctx: _Feature, url: str | None) -> Any:
-    own, inner = raw.get("id"), props.get("id")
-    given = [v for v in (own, inner) if v is not None]
-    for value in given:
-        if not isinstance(value, str) or not value.strip():
-            kind = "a number" if isinstance(value, int | float) else repr(value)
-            ctx.fail("bad-id", f"the id must be a non-empty string, not {kind}", "id")
-            return url
-    if len(set(given)) > 1:
-        ctx.fail("id-mismatch", f"Feature id {own!r} differs from properties.id {inner!r}", "id")
-    chosen = given[0] if given else None
+    """The store's id (None if unusable): the Feature's own, else the URL's."""
+    url_ok = url is None or is_store_id(url)
+    if not url_ok:
+        ctx.fail("invalid-id", _id_detail(url or ""), "store_id")
+    ok, chosen = _own_id(raw.get("id"), props.get("id"), ctx)
+    if not (ok and url_ok):
+        return url if url_ok else None
     if url is not None and chosen is not None and chosen != url:
         ctx.fail("id-mismatch", f"the feature's id {chosen!r} differs from the URL's {url!r}")
     if chosen is None and url is None:
         ctx.fail("missing-id", "give the Feature an `id` (or `properties.id`), a string")
     return chosen if chosen is not None else url
+
+
+def _own_id(own: Any, inner: Any, ctx: _Feature) -> tuple[bool, str | None]:
+    """Whether the Feature's ``id`` and ``properties.id`` are usable, and the one given."""
+    given = [v for v in (own, inner) if v is not None]
+    for value in given:
+        if not isinstance(value, str):
+            kind = "a number" if isinstance(value, int | float) else type(value).__name__
+            ctx.fail("bad-id", f"the id must be a string, not {kind}", "id")
+            return False, None
+        if not is_store_id(value):
+            ctx.fail("invalid-id", _id_detail(value), "id")
+            return False, None
+    if len(set(given)) > 1:
+        ctx.fail("id-mismatch", f"Feature id {own!r} differs from properties.id {inner!r}", "id")
+    return True, given[0] if given else None
 
 
 # --- properties ----------------------------------------------------------------------------
@@ -307,30 +387,42 @@ def _geometry(
         ctx.fail("missing-geometry", "the Feature has no geometry", "geometry")
         return None
     kind = geom.get("type") if isinstance(geom, dict) else None
-    if kind == "Point":
-        return _point(geom, radius_m, ctx, opts)
-    if not isinstance(kind, str) or kind not in _RING_DEPTH:
-        detail = f"geometry type {kind!r} is not one of Polygon, MultiPolygon, Point"
+    if not isinstance(kind, str) or kind not in ("Point", *_RING_DEPTH):
+        detail = f"geometry type {_shown(kind)} is not one of Polygon, MultiPolygon, Point"
         ctx.fail("unknown-geometry-type", detail, "geometry.type")
         return None
+    _check_bbox(geom, ctx, "geometry.bbox")
+    if kind == "Point":
+        return _point(geom, radius_m, ctx, opts)
     if radius_m is not None:
         ctx.fail("bad-radius", "properties.radius_m only applies to a Point", "properties")
-    polygons = _polygons(geom.get("coordinates"), kind, ctx)
+    if _missing_coordinates(geom, kind, ctx):
+        return None
+    polygons = _polygons(geom["coordinates"], kind, ctx)
     if polygons is None:
         return None
     normal = {"type": kind, "coordinates": polygons[0] if kind == "Polygon" else polygons}
     return _checked_shape(normal, ctx, opts)
 
 
+def _missing_coordinates(geom: dict[str, Any], kind: str, ctx: _Feature) -> bool:
+    if geom.get("coordinates") is not None:
+        return False
+    detail = f"a {kind} needs a `coordinates` member"
+    ctx.fail("missing-coordinates", detail, "geometry.coordinates")
+    return True
+
+
 def _point(
     geom: dict[str, Any], radius_m: float | None, ctx: _Feature, opts: Options
 ) -> dict[str, Any] | None:
-    position = geom.get("coordinates")
-    ok = _position(position, ctx, "geometry.coordinates")
     if radius_m is None:
         low, high = RADIUS_M
         ctx.fail("bad-radius", f"a Point needs properties.radius_m ({low:g}..{high:g} m)")
-    if not ok or not isinstance(position, list):
+    if _missing_coordinates(geom, "Point", ctx):
+        return None
+    position = geom["coordinates"]
+    if not _position(position, ctx, "geometry.coordinates") or not isinstance(position, list):
         return None
     if not _in_region(opts.region, [position]):
         ctx.fail("outside-region", _region_detail(opts.region), "geometry.coordinates")
@@ -377,18 +469,24 @@ def _ring(ring: Any, ctx: _Feature, path: str) -> list[Any] | None:
     if not isinstance(ring, list) or any(not isinstance(p, list) for p in ring):
         ctx.fail("bad-coordinates", "a ring must be a list of positions", path)
         return None
-    if not all([_position(p, ctx, f"{path}[{i}]") for i, p in enumerate(ring)]):
-        return None
-    if len(ring) < 4:
-        ctx.fail("too-few-positions", f"a ring needs at least 4 positions, has {len(ring)}", path)
-        return None
-    if ring[0][:2] != ring[-1][:2]:
-        ctx.fail("unclosed-ring", "the ring's last position must repeat its first", path)
+    positions_ok = all([_position(p, ctx, f"{path}[{i}]") for i, p in enumerate(ring)])
+    if not _ring_closed(ring, ctx, path) or not positions_ok:
         return None
     if _lng_span(ring) > 180.0:
         ctx.fail("crosses-antimeridian", "the ring spans more than 180° of longitude", path)
         return None
     return ring
+
+
+def _ring_closed(ring: list[Any], ctx: _Feature, path: str) -> bool:
+    """At least 4 positions, the last repeating the first; either problem is reported."""
+    long_enough = len(ring) >= 4
+    if not long_enough:
+        ctx.fail("too-few-positions", f"a ring needs at least 4 positions, has {len(ring)}", path)
+    closed = len(ring) < 2 or ring[0][:2] == ring[-1][:2]
+    if not closed:
+        ctx.fail("unclosed-ring", "the ring's last position must repeat its first", path)
+    return long_enough and closed
 
 
 def _lng_span(positions: list[Any]) -> float:

@@ -139,6 +139,7 @@ async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     stop.set()
     await stop_task(task, grace_s=app[SETTINGS].redis_timeout_s + 1.0)
+    await catalogue.uploads.close()
 
 
 async def _log_persistence(app: web.Application) -> None:

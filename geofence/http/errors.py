@@ -24,6 +24,7 @@ RETRY_AFTER_UNAVAILABLE_S = 1
 
 STATUS: dict[type[domain.GeofenceError], int] = {
     domain.InvalidInput: 422,
+    domain.MalformedInput: 400,
     domain.Unauthorized: 401,
     domain.Forbidden: 403,
     domain.NotFound: 404,
@@ -60,8 +61,10 @@ def problem_response(
     *,
     headers: Mapping[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> web.Response:
     body: dict[str, Any] = {
+        **(extensions or {}),
         "type": f"/problems/{code}",
         "title": _title(status),
         "status": status,
@@ -108,9 +111,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def _from_domain(e: domain.GeofenceError) -> web.Response:
     status = next((s for kind, s in STATUS.items() if isinstance(e, kind)), 400)
-    headers = _HEADERS.get(status)
+    headers = dict(_HEADERS.get(status, {}))
+    if e.retry_after_s is not None:
+        headers["Retry-After"] = str(e.retry_after_s)
     errors = [p.as_dict() for p in e.problems] if isinstance(e, domain.InvalidInput) else None
-    return problem_response(status, e.code, e.detail, headers=headers, errors=errors)
+    return problem_response(
+        status, e.code, e.detail, headers=headers, errors=errors, extensions=e.extensions()
+    )
 
 
 _HEADERS = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -11,7 +9,7 @@ from geofence.http.auth import allow
 from geofence.http.errors import problem_response
 from geofence.http.keys import CATALOGUE, METRICS, SETTINGS, STORE
 from geofence.http.openapi import openapi_document
-from geofence.http.schemas import flag, json_response, read_json
+from geofence.http.schemas import flag, json_response, read_body
 from geofence.persistence import warnings_of
 
 # operations
@@ -56,11 +54,15 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def put_stores(request: web.Request) -> web.Response:
     allow(request, "admin")
-    doc = await read_json(request, Any, limit=request.app[SETTINGS].max_upload_bytes)
-    report = await request.app[CATALOGUE].replace(
-        doc, dry_run=flag(request, "dry_run"), repair=flag(request, "repair")
-    )
+    flags = _flags(request, "dry_run", "repair", "allow_shrink", "confirm_move")
+    # raw bytes: the upload worker decodes them, so a large upload never stalls the loop
+    body = await read_body(request, limit=request.app[SETTINGS].max_upload_bytes)
+    report = await request.app[CATALOGUE].replace(body, **flags)
     return json_response(report)
+
+
+def _flags(request: web.Request, *names: str) -> dict[str, bool]:
+    return {name: flag(request, name) for name in names}
 
 
 async def get_stores(request: web.Request) -> web.Response:
@@ -72,9 +74,10 @@ async def get_stores(request: web.Request) -> web.Response:
 
 async def put_store(request: web.Request) -> web.Response:
     allow(request, "admin")
-    doc = await read_json(request, Any, limit=request.app[SETTINGS].max_upload_bytes)
+    flags = _flags(request, "repair", "confirm_move")
+    body = await read_body(request, limit=request.app[SETTINGS].max_upload_bytes)
     store_id = request.match_info["store_id"]
-    result = await request.app[CATALOGUE].upsert(store_id, doc, repair=flag(request, "repair"))
+    result = await request.app[CATALOGUE].upsert(store_id, body, **flags)
     return json_response(result, status=201 if result["created"] else 200)
 
 

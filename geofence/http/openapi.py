@@ -17,7 +17,7 @@ from typing import Any, Final, get_args
 
 import msgspec
 
-from geofence.domain import errors
+from geofence.domain import errors, uploads
 from geofence.domain.delivery import (
     DEFAULT_TOLERANCE_S,
     WEBHOOK_ID,
@@ -25,6 +25,7 @@ from geofence.domain.delivery import (
     WEBHOOK_TIMESTAMP,
 )
 from geofence.domain.devices import ProfilePatch, Registration
+from geofence.domain.geojson import STORE_ID_PATTERN
 from geofence.domain.model import PingStatus
 from geofence.domain.offers import REQUIRED, Notification, Offer
 from geofence.domain.stats import BYS, STAGES
@@ -190,8 +191,8 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "query", "schema": schema, "description": description}
 
 
-def _path(name: str) -> Schema:
-    return {"name": name, "in": "path", "required": True, "schema": STRING}
+def _path(name: str, schema: Schema = STRING) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 # --- paths ----------------------------------------------------------------------------------
@@ -218,33 +219,62 @@ def _ops_paths() -> Schema:
     }
 
 
+STORE_ID: Final[Schema] = {
+    "type": "string",
+    "pattern": STORE_ID_PATTERN,
+    "description": "1 to 128 ASCII letters, digits and . _ : - (an upload with another "
+    "id is 422 `invalid-id`)",
+}
+UPLOAD_CONFLICT: Final = (
+    "`upload-in-progress`: another upload is being checked in this process (Retry-After); "
+    "`catalogue-shrink`: the upload would remove more than half of the catalogue; "
+    "`confirm-move`: it has a warning of likely swapped longitude and latitude "
+    f"({', '.join(sorted(uploads.NEEDS_CONFIRM_MOVE))}). The last two attach the report."
+)
+
+
+def _upload_op(op_id: str, summary: str, **kwargs: Any) -> Schema:
+    """A store upload: its 409s are the upload guards, with Retry-After when busy."""
+    op = _op(op_id, summary, errs=(*BODY, 409), **kwargs)
+    conflict = op["responses"]["409"]
+    conflict["description"] = UPLOAD_CONFLICT
+    conflict["headers"] = {"Retry-After": {**RETRY_AFTER, "required": False}}
+    return op
+
+
 def _store_paths() -> Schema:
-    store = _path("store_id")
+    store = _path("store_id", STORE_ID)
     repair = _flag("repair", "repair invalid polygons with make_valid and report the change")
-    dry_run = _flag("dry_run", "validate and report without applying")
+    dry_run = _flag("dry_run", "validate and report without applying (never refused by a guard)")
+    allow_shrink = _flag(
+        "allow_shrink", "apply an upload that removes more than half of the catalogue, or all"
+    )
+    confirm_move = _flag(
+        "confirm_move",
+        "apply an upload with a warning of likely swapped longitude and latitude "
+        "(catalogue-moved, swapped-coordinates)",
+    )
     return {
         "/v1/stores": {
-            "put": _op(
+            "put": _upload_op(
                 "putStores",
                 "replace the whole catalogue atomically",
                 schema=ref("StoresReport"),
                 body=ref("FeatureCollection"),
-                errs=BODY,
-                params=(dry_run, repair),
+                params=(dry_run, repair, allow_shrink, confirm_move),
             ),
             "get": _op(
                 "getStores", "the catalogue", schema=ref("FeatureCollection"), media=GEOJSON
             ),
         },
         "/v1/stores/{store_id}": {
-            "put": _op(
+            "put": _upload_op(
                 "putStore",
                 "upsert one store: 201 when created, 200 when replaced",
                 ok=(200, 201),
                 schema=ref("StoreUpserted"),
                 body=ref("Feature"),
-                errs=BODY,
-                params=(store, repair),
+                params=(store, repair, confirm_move),
             ),
             "get": _op(
                 "getStore",
@@ -534,6 +564,10 @@ def _problem_schema() -> Schema:
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": STRING,
             "errors": {"type": "array", "items": ref("InputProblem")},
+            "report": {
+                **ANY_OBJECT,
+                "description": "a store upload held back by a guard (409): what it would do",
+            },
         },
     }
 
@@ -568,7 +602,7 @@ def _geojson_schemas() -> Schema:
         "required": ["type", "geometry"],
         "properties": {
             "type": {"const": "Feature"},
-            "id": STRING,
+            "id": STORE_ID,
             "geometry": {"type": "object", "required": ["type"]},
             "properties": nullable(ANY_OBJECT),
         },
@@ -594,6 +628,7 @@ def _store_schemas() -> Schema:
         "added": STRINGS,
         "changed": STRINGS,
         "removed": STRINGS,
+        "shrink": obj({"removed": INTEGER, "of": INTEGER}),
         "warnings": warnings,
         "dry_run": {"type": "boolean"},
     }

@@ -70,3 +70,27 @@ async def test_import_writes_the_catalogue_to_redis() -> None:
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_import_reports_the_guards_warnings(tmp_path: Path) -> None:
+    """The API's upload guards warn on the CLI too (an operator's import still goes ahead)."""
+    client = await redis_client_or_skip()
+    prefix = f"gftest-{uuid.uuid4().hex[:12]}"
+    env = {**os.environ, "GEOFENCE_REDIS_URL": REDIS_URL, "GEOFENCE_REDIS_PREFIX": prefix}
+    doc = json.loads(Path("stores.geojson").read_text())
+    for feature in doc["features"]:
+        rings = feature["geometry"]["coordinates"]
+        feature["geometry"]["coordinates"] = [[[p[1], p[0]] for p in ring] for ring in rings]
+    swapped = tmp_path / "swapped.geojson"
+    swapped.write_text(json.dumps(doc))
+    try:
+        assert cli("stores", "import", "stores.geojson", env=env).returncode == 0
+        done = cli("stores", "import", str(swapped), env=env)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        codes = {w["code"] for w in out["warnings"]}
+        assert out["imported"] is True and {"catalogue-moved", "swapped-coordinates"} <= codes
+    finally:
+        await drop_prefix(client, prefix)
+        await client.aclose()

@@ -108,3 +108,31 @@ async def test_bad_upload_corpus_never_500(make_client: Any) -> None:
         problem = await assert_problem(resp, 422)
         codes = {e["code"] for e in problem["errors"]}
         assert case["expect_code"] in codes, (path.name, codes)
+
+
+async def test_ids_outside_the_pattern_are_422_in_the_body_and_in_the_url(
+    client: TestClient[Any, Any],
+) -> None:
+    doc = collection(1)
+    doc["features"][0]["id"] = "x" * 1_000_000  # an over-long string: a 422, briefly told
+    problem = await assert_problem(await put_all(client, doc), 422)
+    [error] = problem["errors"]
+    assert error["code"] == "invalid-id" and len(error["detail"]) < 300
+    feature = copy.deepcopy(SAMPLE["features"][0])
+    del feature["id"]
+    for raw in ("a%00b", "%E2%80%AEevil", "with%20space", "s" * 129):
+        resp = await client.put(f"/v1/stores/{raw}", json=feature, headers=admin())
+        problem = await assert_problem(resp, 422)
+        assert [(e["code"], e["path"]) for e in problem["errors"]] == [("invalid-id", "store_id")]
+    assert (await client.get("/v1/stores", headers=admin())).status == 200
+    listing = await (await client.get("/v1/stores", headers=admin())).json()
+    assert listing["features"] == []
+
+
+async def test_malformed_json_upload_is_400_and_changes_nothing(
+    client: TestClient[Any, Any],
+) -> None:
+    headers = {**admin(), "Content-Type": "application/json"}
+    for body in (b'{"type": "FeatureCollection", "features": [', b"\xff\xfe", b"[" * 100_000):
+        resp = await client.put("/v1/stores", data=body, headers=headers)
+        await assert_problem(resp, 400)

@@ -260,3 +260,114 @@ def test_a_geometry_type_that_is_not_a_string_is_an_unknown_type(kind: Any) -> N
     doc = collection({"type": "Feature", "id": "x", "geometry": {"type": kind}, "properties": {}})
     [problem] = problems_of(doc)
     assert problem["code"] == "unknown-geometry-type"
+
+
+# --- stricter input: ids, bbox, missing members, every problem of a ring ---------------------
+
+
+@pytest.mark.parametrize(
+    "fid", ["", "s" * 129, "store\x001", "store-\u202e1", "store 1", "caf\u00e9", "a/b", "x\n"]
+)
+def test_an_id_outside_the_pattern_is_invalid(fid: str) -> None:
+    [problem] = problems_of(collection(feature(fid)))
+    assert (problem["code"], problem["path"]) == ("invalid-id", "id")
+    assert "id" not in problem  # the bad id is not echoed as the feature's id
+    assert len(problem["detail"]) < 200 and "\x00" not in problem["detail"]
+
+
+@pytest.mark.parametrize("fid", ["s", "s" * 128, "osm-way-88777732", "brand:x.store_1-A"])
+def test_an_id_inside_the_pattern_is_accepted(fid: str) -> None:
+    (fence,) = parse_feature_collection(collection(feature(fid)), default_timezone=TZ).fences
+    assert fence.id == fid
+
+
+def test_an_id_in_properties_is_held_to_the_same_pattern() -> None:
+    doc = collection(feature(None, id="bad id"))
+    assert [p["code"] for p in problems_of(doc)] == ["invalid-id"]
+
+
+@pytest.mark.parametrize("url_id", ["", "s" * 129, "a\x00", "\u202eevil", "with space"])
+def test_a_url_id_outside_the_pattern_is_invalid(url_id: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_feature(feature(None), store_id=url_id, default_timezone=TZ)
+    assert [(p.code, p.path) for p in caught.value.problems] == [("invalid-id", "store_id")]
+
+
+@pytest.mark.parametrize(
+    "bbox",
+    [
+        [24.9, 60.1, 25.0],
+        [24.9, 60.1, 25.0, 60.2, 1.0],
+        [24.9, 60.1, 25.0, "60.2"],
+        [24.9, 60.1, True, 60.2],
+        "24.9,60.1,25.0,60.2",
+        None,
+        [25.0, 60.1, 24.9, 60.2],
+        [24.9, 60.2, 25.0, 60.1],
+        [24.9, 60.1, 10.0, 25.0, 60.2, 0.0],
+        [-200.0, 60.1, 25.0, 60.2],
+        [24.9, 60.1, 25.0, 95.0],
+    ],
+)
+def test_a_bad_bbox_is_reported_wherever_it_is(bbox: Any) -> None:
+    on_collection = {**collection(feature("a")), "bbox": bbox}
+    on_feature = collection({**feature("b"), "bbox": bbox})
+    on_geometry = collection(feature("c"))
+    on_geometry["features"][0]["geometry"]["bbox"] = bbox
+    got = [problems_of(doc) for doc in (on_collection, on_feature, on_geometry)]
+    assert [[(p["code"], p["path"]) for p in ps] for ps in got] == [
+        [("invalid-bbox", "bbox")],
+        [("invalid-bbox", "bbox")],
+        [("invalid-bbox", "geometry.bbox")],
+    ]
+
+
+@pytest.mark.parametrize(
+    "bbox", [[24.9, 60.1, 25.0, 60.2], [24.9, 60.1, 0.0, 25.0, 60.2, 30.0], [0, 0, 0, 0]]
+)
+def test_a_good_bbox_is_accepted(bbox: list[float]) -> None:
+    doc = {**collection({**feature("a"), "bbox": bbox}), "bbox": bbox}
+    assert len(parse_feature_collection(doc, default_timezone=TZ).fences) == 1
+
+
+def test_a_feature_without_properties_has_its_own_code() -> None:
+    bare = {k: v for k, v in feature("a").items() if k != "properties"}
+    [problem] = problems_of(collection(bare))
+    assert (problem["code"], problem["path"], problem["id"]) == (
+        "missing-properties",
+        "properties",
+        "a",
+    )
+
+
+def test_null_properties_are_allowed() -> None:
+    doc = collection({**feature("a"), "properties": None})
+    assert len(parse_feature_collection(doc, default_timezone=TZ).fences) == 1
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"type": "Polygon"},
+        {"type": "MultiPolygon"},
+        {"type": "Polygon", "coordinates": None},
+        {"type": "Point"},
+    ],
+)
+def test_a_geometry_without_coordinates_is_missing_coordinates(geometry: dict[str, Any]) -> None:
+    props = {"radius_m": 50} if geometry["type"] == "Point" else {}
+    doc = collection({"type": "Feature", "id": "a", "properties": props, "geometry": geometry})
+    [problem] = problems_of(doc)
+    assert (problem["code"], problem["path"]) == ("missing-coordinates", "geometry.coordinates")
+
+
+def test_an_unclosed_ring_out_of_range_reports_both() -> None:
+    ring = [[24.94, 60.17], [24.941, 60.17], [24.941, 95.0], [24.94, 60.1705]]
+    codes = sorted(p["code"] for p in problems_of(collection(feature("a", coords=ring))))
+    assert codes == ["out-of-range", "unclosed-ring"]
+
+
+def test_a_short_unclosed_ring_reports_both() -> None:
+    ring = [[24.94, 60.17], [24.941, 60.17], [24.941, 60.1705]]
+    codes = sorted(p["code"] for p in problems_of(collection(feature("a", coords=ring))))
+    assert codes == ["too-few-positions", "unclosed-ring"]
