@@ -196,6 +196,7 @@ def test_serve_runs_without_an_access_log(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(cli, "setup_logging", lambda level: None)
     monkeypatch.setattr(cli, "_use_uvloop", lambda: None)
     for name in ("ADMIN", "SDK", "INGEST"):
-        monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"k-{name}")
-    assert cli.main(["serve", "--stores", "", "--id-secret", "s"]) == 0
+        monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"test-key-{name}-0123456789")
+    monkeypatch.setenv("GEOFENCE_ID_SECRET", "s")
+    assert cli.main(["serve", "--stores", ""]) == 0
     assert "access_log" in seen and seen["access_log"] is None
