@@ -420,15 +420,15 @@ def _stores_report(settings: Settings, args: argparse.Namespace) -> Any:
 
 
 class _Ticking(list[Any]):
-    """The features, moving a progress bar on stderr as the validator goes through them
-    (shown on a terminal only, and only once it has taken a second)."""
+    """The features, moving a progress bar on stderr as the validator goes through them."""
 
     def __iter__(self) -> Iterator[Any]:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(self), desc="validating", unit=" stores", file=sys.stderr)
-        bar.disable = bar.disable or not sys.stderr.isatty()
-        with bar:
+        # disable=None: shown only when stderr is a terminal
+        with tqdm(
+            total=len(self), desc="validating", unit=" stores", file=sys.stderr, disable=None
+        ) as bar:
             for feature in super().__iter__():
                 yield feature
                 bar.update()
