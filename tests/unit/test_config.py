@@ -85,7 +85,7 @@ ADMIN, SDK = "admin-key-0000001", "sdk-key-00000001"
         ({"GEOFENCE_SDK_KEYS": f"{SDK}, {SDK}x"}, "SDK_KEYS: key 2 contains whitespace"),
         ({"GEOFENCE_SDK_KEYS": f"{SDK},"}, "SDK_KEYS: key 2 of 2 is empty"),
         ({"GEOFENCE_ADMIN_KEYS": "too-short"}, "ADMIN_KEYS: key 1 .* 16 characters"),
-        ({"GEOFENCE_ADMIN_KEYS": ADMIN, "GEOFENCE_SDK_KEYS": ADMIN}, "SDK_KEYS: .* in GEOFENCE_ADMIN_KEYS"),
+        ({"GEOFENCE_ADMIN_KEYS": ADMIN, "GEOFENCE_SDK_KEYS": ADMIN}, "SDK_KEYS: .* in .*ADMIN"),
         ({"GEOFENCE_INGEST_KEYS": f"{SDK},{SDK}"}, "INGEST_KEYS: key 2 is also in .*INGEST"),
         ({"GEOFENCE_REDIS_URL": "http://localhost:6379"}, "REDIS_URL: the scheme"),
         ({"GEOFENCE_REDIS_URL": "localhost:6379"}, "REDIS_URL: the scheme"),
