@@ -1,4 +1,5 @@
-"""The command line: serve | stores validate/import. The only place the environment is read."""
+"""The command line: serve | stores validate/import | replay. The only place the environment
+and the config file are read."""
 
 from __future__ import annotations
 
@@ -6,20 +7,82 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import importlib.metadata
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import msgspec
 
-from geofence.config import Settings, SettingsError, parse_value, validate
+from geofence.config import ENV_PREFIX, SECRETS, Settings, SettingsError, parse_value, validate
 from geofence.logs import setup_logging
+
+DESCRIPTION = """\
+Geofencing and proximity offers for retail loyalty programmes: run the HTTP service,
+check or import a store catalogue, replay a location trace offline."""
+SETTINGS_NOTE = """\
+Every setting is read, last one winning, from a config file (--config FILE or
+GEOFENCE_CONFIG: GEOFENCE_NAME=value lines), GEOFENCE_NAME variables and the --name
+flags below. Secrets are never flags: set them in the environment, the config file or
+with --<name>-file PATH."""
+
+# the settings flags each command offers, by group (a setting in no group is a serve flag
+# under "other settings"; SECRETS are never flags)
+SERVE_GROUPS: dict[str, tuple[str, ...]] = {
+    "listening": ("host", "port", "workers", "max_body_bytes", "max_upload_bytes", "log_level"),
+    "state": (
+        "redis_url",
+        "redis_prefix",
+        "redis_timeout_s",
+        "redis_max_connections",
+        "device_ttl_s",
+        "position_ttl_s",
+    ),
+    "catalogue": (
+        "stores",
+        "default_timezone",
+        "max_fence_area_m2",
+        "max_vertices",
+        "region",
+        "h3_resolution",
+        "catalogue_poll_s",
+    ),
+    "push gateway": ("push_url", "push_timeout_s", "push_concurrency"),
+    "admission": (
+        "device_rate_per_s",
+        "device_burst",
+        "ingest_rate_per_s",
+        "ingest_burst",
+        "max_inflight",
+    ),
+    "visit rules": (
+        "max_accuracy_m",
+        "dwell_s",
+        "max_gap_s",
+        "exit_margin_m",
+        "exit_s",
+        "visit_timeout_s",
+        "entry_cooldown_s",
+    ),
+    "offers": ("quiet_hours", "device_cap", "notify_max_lag_s"),
+}
+CATALOGUE_LIMITS = ("default_timezone", "max_fence_area_m2", "max_vertices", "region")
+STORES_GROUPS = {"catalogue limits": CATALOGUE_LIMITS}
+IMPORT_GROUPS = {
+    **STORES_GROUPS,
+    "redis": ("redis_url", "redis_prefix", "redis_timeout_s"),
+}
+REPLAY_GROUPS = {
+    "catalogue limits": (*CATALOGUE_LIMITS, "h3_resolution"),
+    "visit rules": SERVE_GROUPS["visit rules"],
+    "offers": SERVE_GROUPS["offers"],
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,25 +91,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except SettingsError as e:
-        print(f"geofence: {e}", file=sys.stderr)
+        print(f"geofence: {e}".replace("\n", " "), file=sys.stderr)
         return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geofence", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the HTTP service")
-    _add_setting_flags(serve)
+    parser = argparse.ArgumentParser(prog="geofence", description=DESCRIPTION, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", title="commands")
+    serve = _command(commands, "serve", "run the HTTP service", SERVE_GROUPS)
+    serve.usage = "%(prog)s [--config FILE] [--SETTING VALUE ...] [--SECRET-file PATH ...]"
+    _add_setting_flags(serve, "other settings", _ungrouped())
+    _add_secret_files(serve)
     serve.set_defaults(run=run_serve)
-    stores = commands.add_parser("stores", help="validate or import a store file")
-    stores_cmds = stores.add_subparsers(required=True, metavar="ACTION")
-    for name, run in (("validate", run_stores_validate), ("import", run_stores_import)):
-        cmd = stores_cmds.add_parser(name, help=f"{name} any file GDAL reads (reprojected)")
-        cmd.add_argument("file", type=Path)
+    stores = commands.add_parser(
+        "stores", help="validate or import a store file", allow_abbrev=False
+    )
+    stores_cmds = stores.add_subparsers(required=True, metavar="ACTION", title="actions")
+    for name, run, groups in (
+        ("validate", run_stores_validate, STORES_GROUPS),
+        ("import", run_stores_import, IMPORT_GROUPS),
+    ):
+        what = f"{name} any file GDAL reads (reprojected to WGS 84); the report is JSON on stdout"
+        cmd = _command(stores_cmds, name, what, groups)
+        cmd.add_argument("file", type=Path, help="the stores: GeoJSON, GeoPackage, Shapefile...")
         cmd.add_argument("--repair", action="store_true", help="repair invalid polygons")
-        _add_setting_flags(cmd)
         cmd.set_defaults(run=run)
-    replay = commands.add_parser("replay", help="replay a trace (CSV or GPX) offline")
+    _add_replay(commands)
+    return parser
+
+
+def _add_replay(commands: Any) -> None:
+    what = "replay a trace (CSV or GPX 1.0/1.1) offline; events as JSON lines on stdout"
+    replay = _command(commands, "replay", what, REPLAY_GROUPS)
     replay.add_argument("trace", type=Path, help="CSV (device_id,ts,lat,lon,accuracy_m) or GPX")
     replay.add_argument(
         "--stores",
@@ -62,43 +139,185 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="accuracy given to GPX fixes, which carry none",
     )
-    _add_setting_flags(replay, skip=("stores",))
     replay.set_defaults(run=run_replay)
-    return parser
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
-    """One flag per Settings field, named like its GEOFENCE_* variable."""
-    for f in dataclasses.fields(Settings):
-        if f.name in skip:
+def _command(
+    commands: Any, name: str, what: str, groups: Mapping[str, Sequence[str]]
+) -> argparse.ArgumentParser:
+    """A subcommand with --config and the settings flags of ``groups``."""
+    cmd: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=what,
+        description=f"{what}.\n\n{SETTINGS_NOTE}",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="GEOFENCE_NAME=value lines (GEOFENCE_CONFIG); relative paths in it are the file's",
+    )
+    for title, names in groups.items():
+        _add_setting_flags(cmd, title, names)
+    return cmd
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("geofence")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree not installed
+        return "unknown"
+
+
+def _ungrouped() -> list[str]:
+    grouped = {name for names in SERVE_GROUPS.values() for name in names}
+    return [
+        f.name
+        for f in dataclasses.fields(Settings)
+        if f.name not in grouped and f.name not in SECRETS
+    ]
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, title: str, names: Sequence[str]) -> None:
+    """One flag per setting, named like its GEOFENCE_* variable; never a secret's."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    hints = get_type_hints(Settings)
+    group = parser.add_argument_group(title)
+    for name in names:
+        if name in SECRETS or name not in fields:
             continue
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f"setting_{f.name}",
-            metavar=f.name.upper(),
-            help=f"{f.metadata.get('help', '')} (GEOFENCE_{f.name.upper()}, default {f.default!r})",
+        f = fields[name]
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=f"setting_{name}",
+            metavar=_metavar(hints[name]),
+            help=f"{f.metadata.get('help', '')} [{_shown(f.default)}]",
         )
 
 
+def _metavar(hint: Any) -> str:
+    text = str(hint)
+    if "tuple" in text:
+        return "LIST"
+    if "int" in text or "float" in text:
+        return "N"
+    return "TEXT"
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) or "none"
+    return "unset" if default is None else str(default)
+
+
+def _add_secret_files(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "secrets", "from the environment, the config file, or a file named here (stripped)"
+    )
+    for name in SECRETS:
+        group.add_argument(
+            f"--{name.replace('_', '-')}-file",
+            dest=f"secret_file_{name}",
+            type=Path,
+            metavar="PATH",
+            help=f"GEOFENCE_{name.upper()} from this file",
+        )
+
+
+def read_config(path: Path) -> dict[str, str]:
+    """The GEOFENCE_* settings of an env-style file: NAME=value lines, # comments."""
+    from dotenv import dotenv_values
+
+    if not path.is_file():
+        raise SettingsError(f"{ENV_PREFIX}CONFIG={path}: no such file")
+    known = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    values: dict[str, str] = {}
+    for name, value in dotenv_values(path, interpolate=False).items():
+        if name not in known:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG={path}: {name} is not a setting")
+        if value is None:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG={path}: {name} has no value (NAME=value)")
+        values[name] = value
+    return values
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the config file, the environment and the flags, later ones winning."""
     hints = get_type_hints(Settings)
     overrides: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         raw = getattr(args, f"setting_{f.name}", None)
         if raw is not None:
             overrides[f.name] = parse_value(f.name, raw, hints[f.name])
-    settings = Settings.from_env(os.environ, **overrides)
+        secret_file = getattr(args, f"secret_file_{f.name}", None)
+        if secret_file is not None:
+            overrides[f.name] = parse_value(f.name, _secret(secret_file, f.name), hints[f.name])
+    config = getattr(args, "config", None) or os.environ.get(ENV_PREFIX + "CONFIG") or None
+    from_file = read_config(Path(config)) if config else {}
+    settings = Settings.from_env({**from_file, **os.environ}, **overrides)
+    if config and "stores" not in overrides and not os.environ.get(ENV_PREFIX + "STORES"):
+        settings = settings.replace(stores=_beside(Path(config), settings.stores))
     validate(settings)
     return settings
 
 
+def _secret(path: Path, name: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(
+            f"--{name.replace('_', '-')}-file {path}: cannot be read: {e}"
+        ) from None
+
+
+def _beside(config: Path, path: str) -> str:
+    """A path given in the config file (or the default) is relative to the file's folder."""
+    if not path or Path(path).is_absolute():
+        return path
+    return str(config.parent / path)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    check_stores_file(settings)
     setup_logging(settings.log_level)
     if settings.workers == 1:
         serve(settings)
         return 0
     return supervise(settings)
+
+
+def check_stores_file(settings: Settings) -> None:
+    """The file that seeds an empty catalogue: readable, valid and not empty, or the service
+    does not start (rather than answer 503 on /readyz while it retries for ever)."""
+    from geofence.domain import geojson
+    from geofence.domain.errors import InvalidInput
+
+    if not settings.stores:
+        return
+    where = f"{ENV_PREFIX}STORES={settings.stores}"
+    try:
+        data = Path(settings.stores).read_bytes()
+    except OSError as e:
+        raise SettingsError(f"{where}: cannot be read ({e.strerror})") from None
+    if not data.strip():
+        raise SettingsError(f"{where}: the file is empty")
+    try:
+        report = geojson.parse_feature_collection(
+            msgspec.json.decode(data), **settings.catalogue_limits
+        )
+    except msgspec.DecodeError as e:
+        raise SettingsError(f"{where}: not GeoJSON ({e})") from None
+    except InvalidInput as e:
+        first = e.problems[0]
+        raise SettingsError(
+            f"{where}: {len(e.problems)} problem(s), the first {first.code}: {first.detail} "
+            f"(geofence stores validate lists them all)"
+        ) from None
+    if not report.fences:
+        raise SettingsError(f"{where}: no stores in it (--stores '' starts without a file)")
 
 
 def serve(settings: Settings, *, shared_port: bool = False) -> None:
@@ -195,26 +414,46 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _stores_report(args: argparse.Namespace) -> tuple[Settings, Any]:
+def _stores_report(settings: Settings, args: argparse.Namespace) -> Any:
     from geofence.adapters.geofile import read_feature_collection
     from geofence.domain import geojson
 
-    settings = settings_from(args)
     doc = read_feature_collection(args.file)
-    report = geojson.parse_feature_collection(
-        doc,
+    return geojson.parse_feature_collection(
+        _with_progress(doc),
         repair=args.repair,
         **settings.catalogue_limits,
     )
-    return settings, report
+
+
+class _Ticking(list[Any]):
+    """The features, moving a progress bar on stderr as the validator goes through them."""
+
+    def __iter__(self) -> Iterator[Any]:
+        from tqdm import tqdm
+
+        # disable=None: shown only when stderr is a terminal
+        with tqdm(
+            total=len(self), desc="validating", unit=" stores", file=sys.stderr, disable=None
+        ) as bar:
+            for feature in super().__iter__():
+                yield feature
+                bar.update()
+
+
+def _with_progress(doc: Any) -> Any:
+    if isinstance(doc, dict) and isinstance(doc.get("features"), list):
+        return {**doc, "features": _Ticking(doc["features"])}
+    return doc
 
 
 def run_stores_validate(args: argparse.Namespace) -> int:
     from geofence.adapters.geofile import GeoFileError
     from geofence.domain.errors import InvalidInput
 
+    settings = settings_from(args)
     try:
-        _, report = _stores_report(args)
+        report = _stores_report(settings, args)
     except (InvalidInput, GeoFileError) as e:
         _print_json({"valid": False, "errors": _errors(e)})
         return 1
@@ -223,11 +462,22 @@ def run_stores_validate(args: argparse.Namespace) -> int:
 
 
 def run_stores_import(args: argparse.Namespace) -> int:
+    """Redis is asked first: a long validation is not wasted on a store it cannot write to."""
     from geofence.adapters.geofile import GeoFileError
-    from geofence.domain.errors import InvalidInput
+    from geofence.domain.errors import InvalidInput, Unavailable
 
+    settings = settings_from(args)
+    if not settings.redis_url:
+        raise SettingsError("stores import writes to Redis: set GEOFENCE_REDIS_URL")
     try:
-        settings, report = _stores_report(args)
+        asyncio.run(_import(settings, None))
+    except Unavailable as e:
+        _print_json(
+            {"imported": False, "errors": [{"code": "redis-unavailable", "detail": str(e)}]}
+        )
+        return 1
+    try:
+        report = _stores_report(settings, args)
     except (InvalidInput, GeoFileError) as e:
         _print_json({"imported": False, "errors": _errors(e)})
         return 1
@@ -243,15 +493,17 @@ def run_stores_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import(settings: Settings, fences: Sequence[Any]) -> tuple[int, list[Any]]:
-    """The new version, and the warnings of the API's upload guards (shrink, likely swap)."""
+async def _import(settings: Settings, fences: Sequence[Any] | None) -> tuple[int, list[Any]]:
+    """Write ``fences`` as the catalogue: its version, and the warnings of the API's upload
+    guards (shrink, likely swap). None: only see that Redis answers."""
     from geofence.domain import uploads
     from geofence.http.app import make_store
 
-    if not settings.redis_url:
-        raise SettingsError("stores import writes to Redis: set GEOFENCE_REDIS_URL")
     store = make_store(settings)
     try:
+        if fences is None:
+            await store.check()
+            return 0, []
         current = await store.load_catalogue()
         warnings = uploads.replace_report(current.fences, fences)["warnings"]
         return await store.replace_catalogue(fences), warnings
@@ -267,10 +519,23 @@ def run_replay(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
         asyncio.run(_replay(settings, args))
+        sys.stdout.flush()
     except (TraceError, GeoFileError, InvalidInput) as e:
         print(f"geofence replay: {e}: {_errors(e)}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _reader_gone()
     return 0
+
+
+def _reader_gone() -> int:
+    """Whoever read stdout (``| head``) has stopped: end quietly, as a shell tool does.
+
+    What is still buffered can never be written; stdout goes to /dev/null so that the
+    interpreter's own flush at exit does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 async def _replay(settings: Settings, args: argparse.Namespace) -> None:

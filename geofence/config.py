@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -19,6 +20,11 @@ from geofence.domain.offers import Rules as OfferRules
 
 ENV_PREFIX = "GEOFENCE_"
 MiB = 1024 * 1024
+KEY_LISTS = ("admin_keys", "sdk_keys", "ingest_keys")
+# never a command-line flag (flags show in `ps`): the environment, --config or --<name>-file
+SECRETS = (*KEY_LISTS, "id_secret", "push_secret", "gateway_secret")
+MIN_KEY_CHARS = 16
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class SettingsError(ValueError):
@@ -175,8 +181,12 @@ class Settings:
 
 
 def parse_value(name: str, raw: str, hint: Any) -> Any:
-    """Turn one environment string into the field's type, or say which variable is wrong."""
+    """Turn one environment string into the field's type, or say which variable is wrong.
+
+    The message of a secret names the variable, never its value."""
     base = _strip_optional(hint)
+    if name in KEY_LISTS:
+        return parse_key_list(name, raw)
     try:
         if base is tuple or get_origin(base) is tuple:
             item = get_args(base)[0] if get_args(base) else str
@@ -186,7 +196,19 @@ def parse_value(name: str, raw: str, hint: Any) -> Any:
             return _parse_bool(raw)
         return base(raw)
     except (TypeError, ValueError) as e:
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {e}") from e
+        shown = "" if name in SECRETS else f"={raw!r}"
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}{shown}: {e}") from e
+
+
+def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
+    """A comma list of API keys: no empty item, no blank around or inside a key."""
+    keys = tuple(raw.split(","))
+    for n, key in enumerate(keys, start=1):
+        if not key:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: key {n} of {len(keys)} is empty")
+        if any(c.isspace() for c in key):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: key {n} contains whitespace")
+    return keys
 
 
 def _strip_optional(hint: Any) -> Any:
@@ -217,6 +239,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
     _validate_workers(settings)
     _validate_offers(settings)
+    _validate_keys(settings)
+    _validate_redis_url(settings.redis_url)
 
 
 def _validate_workers(settings: Settings) -> None:
@@ -253,3 +277,40 @@ def _validate_offers(settings: Settings) -> None:
         settings.offer_rules  # noqa: B018 - builds the rules, which check the quiet hours
     except ValueError as e:
         raise SettingsError(f"GEOFENCE_QUIET_HOURS: {e}") from None
+
+
+def _validate_keys(settings: Settings) -> None:
+    """Each key long enough, and one key for one kind of caller only."""
+    owner: dict[str, str] = {}
+    for name in KEY_LISTS:
+        variable = ENV_PREFIX + name.upper()
+        for n, key in enumerate(getattr(settings, name), start=1):
+            if len(key) < MIN_KEY_CHARS:
+                raise SettingsError(
+                    f"{variable}: key {n} is shorter than {MIN_KEY_CHARS} characters"
+                )
+            if key in owner:
+                raise SettingsError(f"{variable}: key {n} is also in {owner[key]}")
+            owner[key] = variable
+
+
+def _validate_redis_url(url: str | None) -> None:
+    """A URL redis-py can connect with; the message never repeats it (it may hold a password)."""
+    if not url:
+        return
+    from redis.connection import parse_url
+
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in REDIS_SCHEMES:
+        raise SettingsError(
+            f"GEOFENCE_REDIS_URL: the scheme must be one of {', '.join(REDIS_SCHEMES)}"
+        )
+    try:
+        parsed = parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as e:
+        raise SettingsError(f"GEOFENCE_REDIS_URL: {e}") from None
+    if scheme != "unix" and not parsed.get("host"):
+        raise SettingsError("GEOFENCE_REDIS_URL: no host")
+    database = urllib.parse.urlsplit(url).path.strip("/")
+    if scheme != "unix" and database and not database.isdigit():
+        raise SettingsError("GEOFENCE_REDIS_URL: the database must be a number")

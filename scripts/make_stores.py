@@ -1,6 +1,9 @@
 """Make stores.geojson from the Helsinki shop footprints (© OpenStreetMap contributors, ODbL).
 
-    python scripts/make_stores.py ../shared/data/helsinki_store_polygons.geojson > stores.geojson
+    python scripts/make_stores.py tests/data/helsinki_store_polygons.geojson [OUTPUT]
+
+OUTPUT defaults to the repository's stores.geojson, wherever the command is run from. It
+is replaced whole once the new one is written (never left empty or half written).
 
 Each footprint gets a stable id from its OSM element (``osm-way-88777732``), a name (the
 building's, else its shops' names), ``tags`` (the shop kinds) and the Helsinki time zone.
@@ -9,9 +12,13 @@ building's, else its shops' names), ``tags`` (the shop kinds) and the Helsinki t
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "stores.geojson"
 ATTRIBUTION = "© OpenStreetMap contributors, ODbL 1.0 (https://www.openstreetmap.org/copyright)"
 
 
@@ -33,14 +40,29 @@ def store_of(feature: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(path: str) -> None:
-    with open(path, encoding="utf-8") as f:
-        source = json.load(f)
-    stores = sorted((store_of(f) for f in source["features"]), key=lambda s: s["id"])
+def main(source: str, output: Path = DEFAULT_OUTPUT) -> None:
+    with open(source, encoding="utf-8") as f:
+        doc = json.load(f)
+    stores = sorted((store_of(f) for f in doc["features"]), key=lambda s: s["id"])
     out = {"type": "FeatureCollection", "attribution": ATTRIBUTION, "features": stores}
-    json.dump(out, sys.stdout, ensure_ascii=False, separators=(",", ":"))
-    sys.stdout.write("\n")
+    write_atomically(output, json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n")
+    print(f"{output}: {len(stores)} stores", file=sys.stderr)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``path`` holds either its old content or all of ``text``, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from the service's user
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) not in (2, 3):
+        sys.exit(f"usage: python {sys.argv[0]} SOURCE [OUTPUT]")
+    main(sys.argv[1], *(Path(a) for a in sys.argv[2:]))

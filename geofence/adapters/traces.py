@@ -1,17 +1,19 @@
 """Read location traces for replay: CSV (device_id, ts, lat, lon, accuracy_m[, mocked]) or GPX.
 
-``ts`` in a CSV may be epoch seconds or RFC 3339. GPX has no accuracy, so every fix gets
-``default_accuracy_m``; all its points belong to one device.
+``ts`` in a CSV may be epoch seconds or RFC 3339. GPX (1.0 or 1.1, read by gpxpy) has no
+accuracy, so every fix gets ``default_accuracy_m``; all the points of its tracks belong to
+one device.
 """
 
 from __future__ import annotations
 
 import csv
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import gpxpy
+import gpxpy.gpx
 import msgspec
 
 from geofence.domain.model import Ping
@@ -61,17 +63,21 @@ def _csv_point(row: dict[str, str], where: str) -> TracePoint:
 
 
 def read_gpx(path: Path, *, device_id: str, accuracy_m: float) -> Iterator[TracePoint]:
-    ns = {"g": "http://www.topografix.com/GPX/1/1"}
-    root = ET.parse(path).getroot()
-    for point in root.iterfind(".//g:trkpt", ns):
-        time = point.find("g:time", ns)
-        if time is None or time.text is None:
-            raise TraceError(f"{path.name}: a trkpt without <time>")
+    try:
+        with path.open(encoding="utf-8") as f:
+            gpx = gpxpy.parse(f)
+    except (OSError, UnicodeDecodeError, gpxpy.gpx.GPXException) as e:
+        raise TraceError(f"{path.name}: not a readable GPX file: {e}") from None
+    for point in gpx.walk(only_points=True):  # every track's points, in file order
+        if point.time is None:
+            raise TraceError(f"{path.name}: a track point without <time>")
+        if point.time.tzinfo is None:
+            raise TraceError(f"{path.name}: a <time> without an offset: {point.time}")
         ping = Ping(
-            lat=float(point.attrib["lat"]),
-            lng=float(point.attrib["lon"]),
+            lat=point.latitude,
+            lng=point.longitude,
             accuracy_m=accuracy_m,
-            ts=parse_time(time.text),
+            ts=point.time.timestamp(),
         )
         yield TracePoint(device_id, ping)
 

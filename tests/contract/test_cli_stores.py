@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import importlib.metadata
 import json
 import os
+import pty
+import socket
+import struct
 import subprocess
 import sys
+import termios
 import uuid
 from pathlib import Path
 from typing import Any
@@ -94,3 +101,71 @@ async def test_import_reports_the_guards_warnings(tmp_path: Path) -> None:
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()
+
+
+def test_version_and_help_as_users_expect() -> None:
+    version = cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"geofence {importlib.metadata.version('geofence')}"
+    top = cli("--help").stdout
+    assert "Geofencing and proximity offers" in top and "The only place" not in top
+    assert {"serve", "stores", "replay"} <= set(top.split())
+
+
+def flags(*command: str) -> set[str]:
+    shown = cli(*command, "--help").stdout
+    return {word.rstrip(",") for word in shown.split() if word.startswith("--")}
+
+
+def test_each_command_lists_its_own_settings_and_no_secret() -> None:
+    secrets = {"--admin-keys", "--sdk-keys", "--ingest-keys", "--id-secret", "--push-secret"}
+    serve, validate = flags("serve"), flags("stores", "validate")
+    importing, replay = flags("stores", "import"), flags("replay")
+    assert {"--dwell-s", "--redis-url", "--port", "--admin-keys-file"} <= serve
+    assert not secrets & (serve | validate | importing | replay)
+    assert {"--max-vertices", "--region"} <= validate and "--redis-url" not in validate
+    assert {"--max-vertices", "--redis-url"} <= importing and "--port" not in importing
+    assert {"--dwell-s", "--quiet-hours", "--stores"} <= replay and "--redis-url" not in replay
+    assert len(validate) < 10 and len(importing) < 15 and len(serve) > 40
+
+
+def test_import_asks_redis_before_it_validates(tmp_path: Path) -> None:
+    """An invalid file and a Redis that does not answer: Redis is what is reported."""
+    case = json.loads(Path("tests/data/bad_uploads/unclosed_ring.json").read_text())
+    path = tmp_path / "bad.geojson"
+    path.write_text(json.dumps(case["upload"]))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+        done = cli("stores", "import", str(path), env={**os.environ, "GEOFENCE_REDIS_URL": url})
+    assert done.returncode == 1, done.stderr
+    assert [e["code"] for e in json.loads(done.stdout)["errors"]] == ["redis-unavailable"]
+
+
+def test_progress_goes_to_a_terminal_on_stderr_only() -> None:
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "geofence", "stores", "validate", "stores.geojson"],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            check=True,
+        )
+        shown = _everything_written(leader)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "validating" in shown and "162/162" in shown
+    assert json.loads(done.stdout)["stores"] == 162  # stdout: the JSON report alone
+    assert "validating" not in cli("stores", "validate", "stores.geojson").stderr
+
+
+def _everything_written(leader: int) -> str:
+    os.set_blocking(leader, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(leader, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()

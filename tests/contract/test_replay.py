@@ -75,3 +75,56 @@ def test_a_csv_without_its_columns_is_refused(tmp_path: Path) -> None:
     trace.write_text("device,ts,lat\nx,1,60\n", encoding="utf-8")
     with pytest.raises(TraceError, match="missing column"):
         list(read_trace(trace))
+
+
+def as_gpx_1_0(trace: Path, destination: Path) -> Path:
+    """The track written as GPX 1.0: its own namespace, and the fixes' time as there."""
+    fixes = [
+        f'<trkpt lat="{p.ping.lat}" lon="{p.ping.lng}"><time>'
+        f"{datetime.fromtimestamp(p.ping.ts, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}</time></trkpt>"
+        for p in read_trace(trace, device_id="bus-304")
+    ]
+    destination.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<gpx version="1.0" creator="test" xmlns="http://www.topografix.com/GPX/1/0">'
+        f"<trk><name>304</name><trkseg>{''.join(fixes)}</trkseg></trk></gpx>\n",
+        encoding="utf-8",
+    )
+    return destination
+
+
+def test_replay_of_the_same_track_as_gpx_1_0(tmp_path: Path) -> None:
+    trace = as_gpx_1_0(TRACK, tmp_path / "bus-1.0.gpx")
+    assert "GPX/1/0" in trace.read_text(encoding="utf-8")
+    events = replay_command(trace, "--device-id", "bus-304")
+    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+
+
+def test_a_gpx_without_times_is_refused(tmp_path: Path) -> None:
+    trace = tmp_path / "untimed.gpx"
+    trace.write_text(
+        '<gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1">'
+        '<trk><trkseg><trkpt lat="52.6" lon="-8.6"/></trkseg></trk></gpx>',
+        encoding="utf-8",
+    )
+    with pytest.raises(TraceError, match="without <time>"):
+        list(read_trace(trace))
+    (tmp_path / "broken.gpx").write_text("<gpx><trk>", encoding="utf-8")
+    with pytest.raises(TraceError, match="not a readable GPX"):
+        list(read_trace(tmp_path / "broken.gpx"))
+
+
+def test_replay_into_a_closed_pipe_ends_quietly() -> None:
+    """`geofence replay ... | head -1`: the reader is gone before the events are written."""
+    args = ["replay", str(TRACK), "--stores", str(FENCES), "--default-timezone", "Europe/Dublin"]
+    command = subprocess.Popen(
+        [sys.executable, "-m", "geofence", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert command.stdout is not None
+    command.stdout.close()
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == 141
+    assert err == ""

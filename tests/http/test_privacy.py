@@ -195,8 +195,9 @@ def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli, "setup_logging", lambda level: None)
     monkeypatch.setattr(cli, "_use_uvloop", lambda: None)
     for name in ("ADMIN", "SDK", "INGEST"):
-        monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"k-{name}")
-    assert cli.main(["serve", "--stores", "", "--id-secret", "s"]) == 0
+        monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"test-key-{name}-0123456789")
+    monkeypatch.setenv("GEOFENCE_ID_SECRET", "s")
+    assert cli.main(["serve", "--stores", ""]) == 0
     assert "access_log" in seen and seen["access_log"] is None
-    assert cli.main(["serve", "--stores", "", "--id-secret", "s", "--access-log", "true"]) == 0
+    assert cli.main(["serve", "--stores", "", "--access-log", "true"]) == 0
     assert seen["access_log"] is access_logger and seen["access_log_class"] is RouteAccessLogger

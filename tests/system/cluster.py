@@ -31,8 +31,8 @@ from tests.system.processes import (
 )
 
 PUSH_SECRET = "sys-push-secret"
-ADMIN = {"Authorization": "Bearer sys-admin"}
-SDK = {"Authorization": "Bearer sys-sdk"}
+ADMIN = {"Authorization": "Bearer sys-admin-key-0001"}
+SDK = {"Authorization": "Bearer sys-sdk-key-000001"}
 RULES: dict[str, Any] = {
     "dwell_s": 10,
     "exit_s": 5,

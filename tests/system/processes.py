@@ -201,9 +201,9 @@ def service_env(port: int, **extra: Any) -> dict[str, str]:
     base = {
         "GEOFENCE_HOST": "127.0.0.1",
         "GEOFENCE_PORT": str(port),
-        "GEOFENCE_ADMIN_KEYS": "sys-admin",
-        "GEOFENCE_SDK_KEYS": "sys-sdk",
-        "GEOFENCE_INGEST_KEYS": "sys-ingest",
+        "GEOFENCE_ADMIN_KEYS": "sys-admin-key-0001",
+        "GEOFENCE_SDK_KEYS": "sys-sdk-key-000001",
+        "GEOFENCE_INGEST_KEYS": "sys-ingest-key-0001",
         "GEOFENCE_ID_SECRET": "sys-id-secret",
         "GEOFENCE_STORES": "stores.geojson",
         "GEOFENCE_QUIET_HOURS": "off",

@@ -18,6 +18,7 @@ import pytest
 
 from geofence.adapters.push_http import HttpPush
 from tests.fakes.webhook import push_problems
+from tests.system.cluster import ADMIN, SDK
 from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
 
 RECEIVER = [sys.executable, "examples/gateway_receiver.py"]
@@ -27,7 +28,6 @@ SECRETS = {"GEOFENCE_PUSH_SECRET": PUSH_SECRET, "GEOFENCE_GATEWAY_SECRET": GATEW
 DEVICE_ID = "member-receiver-1"
 INSIDE = (60.1774, 24.9495)  # Rautamies in stores.geojson
 OUTSIDE = (60.1790, 24.9480)
-ADMIN = {"Authorization": "Bearer sys-admin"}
 
 
 class Deployment:
@@ -58,13 +58,12 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
 
 async def walk_in(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     """A member with a push token walks into the store: the notification it is made."""
-    sdk = {"Authorization": "Bearer sys-sdk"}
     body = {
         "device_id": DEVICE_ID,
         "consent": {"location": True, "offers": True},
         "push_token": "apns-token-1",
     }
-    async with session.post(f"{base}/v1/devices", json=body, headers=sdk) as resp:
+    async with session.post(f"{base}/v1/devices", json=body, headers=SDK) as resp:
         assert resp.status == 201, await resp.text()
         token = {"Authorization": f"Bearer {(await resp.json())['device_token']}"}
     offer = {"title": "Welcome", "body": "At {store_name}", "store_ids": ["osm-way-88777732"]}

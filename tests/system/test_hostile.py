@@ -38,7 +38,11 @@ from tests.http.test_pings_api import ping_body
 from tests.json_logs import log_records
 from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
 
-ADMIN, SDK, INGEST = "sys-admin", "sys-sdk", "sys-ingest"  # as service_env sets them
+ADMIN, SDK, INGEST = (
+    "sys-admin-key-0001",
+    "sys-sdk-key-000001",
+    "sys-ingest-key-0001",
+)  # as service_env sets them
 INSIDE = (60.1774, 24.9495)  # Rautamies, osm-way-88777732 in stores.geojson
 OUTSIDE = (60.1790, 24.9480)  # about 200 m away
 MAX_BODY_BYTES = 1024 * 1024  # the default GEOFENCE_MAX_BODY_BYTES

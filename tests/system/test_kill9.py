@@ -43,7 +43,7 @@ def walk(device_id: str, now: float) -> list[dict[str, Any]]:
 
 async def make_entries(session: aiohttp.ClientSession, base: str) -> set[str]:
     """Devices with push tokens, one batch that walks each into a store: its notifications."""
-    sdk = {"Authorization": "Bearer sys-sdk"}
+    sdk = {"Authorization": "Bearer sys-sdk-key-000001"}
     devices = [f"kill9-{i}" for i in range(DEVICES)]
     for d in devices:
         body = {"device_id": d, "consent": {"location": True, "offers": True}, "push_token": d}
@@ -56,12 +56,12 @@ async def make_entries(session: aiohttp.ClientSession, base: str) -> set[str]:
         "starts_at": 0,
         "ends_at": 4e9,
     }
-    admin = {"Authorization": "Bearer sys-admin"}
+    admin = {"Authorization": "Bearer sys-admin-key-0001"}
     async with session.put(f"{base}/v1/offers/welcome", json=offer, headers=admin) as resp:
         assert resp.status == 201, await resp.text()
     now = time.time()
     pings = [p for d in devices for p in walk(d, now)]
-    ingest = {"Authorization": "Bearer sys-ingest"}
+    ingest = {"Authorization": "Bearer sys-ingest-key-0001"}
     async with session.post(
         f"{base}/v1/pings/batch", json={"pings": pings}, headers=ingest
     ) as resp:
