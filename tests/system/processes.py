@@ -134,9 +134,11 @@ def rss_kib(pid: int) -> int:
 class RedisServer(Process):
     """A redis-server of the test's own on a loopback port, so the test may kill it.
 
-    ``durable``: an append-only file fsynced on every write, in the server's own
-    directory, as a production deployment runs it; a restart on the same port then
-    comes back with every acknowledged write. Otherwise nothing is persisted.
+    ``durable``: as the README's Redis runs, an append-only file fsynced once a second
+    (``appendfsync everysec``), in the server's own directory; a restart on the same port
+    then comes back with every write but, in theory, those of the last second before a
+    kill. Otherwise nothing is persisted (``--appendonly no --save ""``), for the
+    comparison in the README's "Durability".
     """
 
     def __init__(self, logs: Path, *, durable: bool = True, name: str = "redis") -> None:
@@ -146,13 +148,22 @@ class RedisServer(Process):
         binary = shutil.which("redis-server") or "redis-server"
         aof = ["--appendonly", "no"]
         if durable:
-            aof = ["--appendonly", "yes", "--appendfsync", "always"]
+            aof = ["--appendonly", "yes", "--appendfsync", "everysec"]
         argv = [
             binary,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)),
             *("--save", "", *aof),
         ]
         super().__init__(name, argv, {}, logs)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs, its connections open and unanswered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     @property
     def url(self) -> str:
