@@ -35,8 +35,9 @@ HUNG_S = 6.0
 PUSH_S = 0.3  # each push takes as long: deliveries are in flight when Redis stops
 # The client measures more than the service's wait: its own event loop (this process
 # drives 200 devices), the service's loop answering the 503s of the pings queued with
-# the one timed out, and the other processes of a shared 2-core host. 0.3 s is that
-# allowance: about 6x the p99 measured with Redis up on this host (see the report).
+# the one timed out, and the other processes of a shared 2-core host. 0.3 s: 30x the
+# p99 with Redis up (0.010 s in test_load's calm phase here) and 20x the overshoot
+# measured while hung (at most 13 ms past the timeout), so a busy host does not fail it.
 ALLOWANCE_S = 0.3
 ANSWER_LIMIT_S = TIMEOUT_S * 1.1 + ALLOWANCE_S
 RECOVERY_LIMIT_S = 3.0
