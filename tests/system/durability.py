@@ -27,16 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.system.checker import deliveries
-from tests.system.cluster import (
-    gateway_control,
-    generous_offer,
-    put_offer,
-    running_cluster,
-    wait_delivered,
-)
+from tests.system.cluster import running_cluster, wait_delivered
 from tests.system.history import History
-from tests.system.load import Load, client_session, devices
-from tests.system.walkers import Town, walkers
+from tests.system.load import Load, client_session, offered_fleet
+from tests.system.walkers import Town
 
 RATE = 100
 PERIOD_S = 2.0
@@ -65,14 +59,12 @@ async def redis_killed(
 ) -> tuple[Count, History]:
     with running_cluster(logs, durable=durable, push_timeout_s=1) as cluster:
         town = Town(cluster.settings)
-        service = cluster.services[0]
         async with client_session() as session:
-            await put_offer(session, service.url, "welcome", generous_offer(town.ids))
-            await gateway_control(session, cluster.gateway_url, "reset")
             down = {"for_s": kill_at_s, "behaviour": ["status", 503]}
-            await gateway_control(session, cluster.gateway_url, "fail_until", down)
-            fleet = await devices(session, service.url, walkers(town, RATE * 2, label="d", seed=12))
-            load = Load(session, [service.url], period_s=PERIOD_S)
+            fleet = await offered_fleet(
+                session, cluster, town, RATE * 2, label="d", seed=12, gateway=down
+            )
+            load = Load(session, cluster.urls, period_s=PERIOD_S)
             run = asyncio.create_task(load.run(fleet, load_s))
             await load.at(kill_at_s)
             cluster.redis.kill9()

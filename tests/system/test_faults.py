@@ -30,7 +30,7 @@ from tests.system.cluster import (
 )
 from tests.system.durability import count
 from tests.system.history import History
-from tests.system.load import Load, client_session, devices
+from tests.system.load import Load, client_session, devices, offered_fleet
 from tests.system.processes import wait_http
 from tests.system.walkers import Town, walkers
 
@@ -55,11 +55,10 @@ async def test_service_killed_mid_load_loses_no_notification(
     under its own Idempotency-Key; no entry came twice."""
     service = cluster.services[0]
     async with client_session() as session:
-        await put_offer(session, service.url, "welcome", generous_offer(town.ids))
-        await gateway_control(session, cluster.gateway_url, "reset")
         slow = {"for_s": LOAD_S + 60, "behaviour": ["hang", 0.3]}
-        await gateway_control(session, cluster.gateway_url, "fail_until", slow)
-        fleet = await devices(session, service.url, walkers(town, RATE * 2, label="k", seed=6))
+        fleet = await offered_fleet(
+            session, cluster, town, RATE * 2, label="k", seed=6, gateway=slow
+        )
         device_ids.update(d.device_id for d in fleet)
         load = Load(session, [service.url], period_s=PERIOD_S)
         run = asyncio.create_task(load.run(fleet, LOAD_S))

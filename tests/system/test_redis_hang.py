@@ -14,16 +14,10 @@ import time
 from typing import Any
 
 from tests.system.checker import deliveries
-from tests.system.cluster import (
-    Cluster,
-    gateway_control,
-    generous_offer,
-    put_offer,
-    wait_delivered,
-)
+from tests.system.cluster import Cluster, wait_delivered
 from tests.system.history import History, percentile
-from tests.system.load import Load, client_session, devices
-from tests.system.walkers import Town, walkers
+from tests.system.load import Load, client_session, offered_fleet
+from tests.system.walkers import Town
 
 TIMEOUT_S = 1.0  # GEOFENCE_REDIS_TIMEOUT_S of this module's service
 CLUSTER = {"redis_timeout_s": TIMEOUT_S}
@@ -50,15 +44,13 @@ DELIVERY_LIMIT_S = 5.0 + PUSH_S + 1.0
 async def test_redis_hung_answers_503_within_the_timeout_and_recovers(
     cluster: Cluster, town: Town, device_ids: set[str]
 ) -> None:
-    service = cluster.services[0]
     async with client_session() as session:
-        await put_offer(session, service.url, "welcome", generous_offer(town.ids))
-        await gateway_control(session, cluster.gateway_url, "reset")
         slow = {"for_s": LOAD_S + 60, "behaviour": ["hang", PUSH_S]}
-        await gateway_control(session, cluster.gateway_url, "fail_until", slow)
-        fleet = await devices(session, service.url, walkers(town, RATE * 2, label="h", seed=11))
+        fleet = await offered_fleet(
+            session, cluster, town, RATE * 2, label="h", seed=11, gateway=slow
+        )
         device_ids.update(d.device_id for d in fleet)
-        load = Load(session, [service.url], period_s=PERIOD_S)
+        load = Load(session, cluster.urls, period_s=PERIOD_S)
         run = asyncio.create_task(load.run(fleet, LOAD_S))
         await load.at(STOP_AT_S)
         cluster.redis.pause()
