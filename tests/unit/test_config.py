@@ -6,6 +6,8 @@ import pytest
 
 from geofence.cli import build_parser, settings_from
 from geofence.config import Settings, SettingsError, validate
+from geofence.http.app import create_app
+from geofence.http.keys import DISPATCHER
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -71,3 +73,15 @@ def test_workers_share_only_what_redis_and_the_settings_give(
 def test_several_workers_on_redis_with_their_secrets_set() -> None:
     validate(Settings(workers=4, **SHARED))  # type: ignore[arg-type]
     validate(Settings(workers=1))  # one process may make its own
+
+
+@pytest.mark.parametrize("wait_s", [0.0, -1.0])
+def test_the_backend_retry_cap_must_be_positive(wait_s: float) -> None:
+    with pytest.raises(SettingsError, match="GEOFENCE_BACKEND_RETRY_MAX_S"):
+        validate(Settings(backend_retry_max_s=wait_s))
+
+
+def test_the_backend_retry_cap_reaches_the_dispatcher() -> None:
+    settings = Settings.from_env({"GEOFENCE_BACKEND_RETRY_MAX_S": "2.5", "GEOFENCE_STORES": ""})
+    app = create_app(settings)
+    assert app[DISPATCHER].policy.backend_cap_s == 2.5
