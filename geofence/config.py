@@ -62,6 +62,10 @@ class Settings:
     )
     push_timeout_s: float = field(default=5.0, metadata={"help": "one delivery's time limit"})
     push_concurrency: int = field(default=16, metadata={"help": "deliveries in flight at once"})
+    backend_retry_max_s: float = field(
+        default=5.0,
+        metadata={"help": "longest wait of delivery between tries of a Redis that failed"},
+    )
     gateway_secret: str | None = field(default=None, metadata={"help": "receipt signature key"})
     admin_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
     sdk_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma list"})
@@ -273,6 +277,8 @@ def _validate_offers(settings: Settings) -> None:
             "GEOFENCE_DEVICE_CAP must be >= 0, GEOFENCE_PUSH_CONCURRENCY >= 1, "
             "GEOFENCE_PUSH_TIMEOUT_S > 0"
         )
+    if settings.backend_retry_max_s <= 0:
+        raise SettingsError("GEOFENCE_BACKEND_RETRY_MAX_S must be > 0")
     try:
         settings.offer_rules  # noqa: B018 - builds the rules, which check the quiet hours
     except ValueError as e:

@@ -28,6 +28,7 @@ from geofence.domain.delivery import (
     RetryPolicy,
     expired,
     judge,
+    outage_backoff_s,
 )
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import Unavailable
@@ -70,15 +71,22 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Drain until ``stop`` is set; a store that is down is waited out, not fatal."""
+        """Drain until ``stop`` is set; a store that is down is waited out, not fatal:
+        tried again after ``outage_backoff_s`` (at most ``policy.backend_cap_s``), or at
+        once when new notifications were written (the store is back)."""
+        failures = 0
         while not stop.is_set():
             try:
                 sent = await self.drain_once()
+                failures = 0
             except Unavailable:
-                logger.warning("delivery paused: state store unavailable")
-                sent = 0
+                failures += 1
+                wait_s = outage_backoff_s(failures, self.policy)
+                logger.warning("delivery paused: state store unavailable; again in %.1f s", wait_s)
+                await self._sleep(stop, wait_s)
+                continue
             if sent == 0:
-                await self._sleep(stop)
+                await self._sleep(stop, self.idle_s)
 
     async def drain_once(self) -> int:
         """Claim one round of due items and settle each; how many were claimed."""
@@ -88,11 +96,11 @@ class Dispatcher:
         self.metrics.outbox_depth.set(await self.store.outbox_depth())
         return len(items)
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _sleep(self, stop: asyncio.Event, wait_s: float) -> None:
         self._wake.clear()
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
-            await asyncio.wait(waits, timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()

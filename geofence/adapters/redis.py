@@ -8,11 +8,15 @@ The client is a standalone one, so the batched calls (profiles, loads, compare-a
 many devices) go as one command each whatever the shards; on a cluster they would be split
 by shard, which the key layout allows.
 Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
-domain's ``Unavailable`` (the HTTP layer answers 503).
+domain's ``BackendUnavailable`` (the HTTP layer answers 503), within ``timeout_s`` of the
+call: waiting for a pooled connection, connecting, sending and reading all count against
+that one bound, and a command is never sent twice (a timed-out or broken one may have run:
+sent again, a script that adds or claims would apply twice).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import zlib
 from collections.abc import Sequence
@@ -29,7 +33,7 @@ from redis.connection import HiredisRespSerializer
 
 from geofence.adapters.redis_lane import Arg, Call, Lane
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import NotFound, Unavailable
+from geofence.domain.errors import BackendUnavailable, NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
 from geofence.ports import (
@@ -367,11 +371,14 @@ class RedisStore:
         position_ttl_s: int = 86_400,
         dead_letter_ttl_s: int = DEAD_LETTER_TTL_S,
         lanes: int = LANES,
+        timeout_s: float | None = None,
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
         connections kept aside, when one is free (``redis_lane``); with none, all go
-        through the client."""
+        through the client. ``timeout_s``: the bound on each call, all of it (None: the
+        connection's own timeouts only)."""
         self.client = client
+        self.timeout_s = timeout_s
         self.keys = Keys(prefix)
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
@@ -397,31 +404,31 @@ class RedisStore:
         cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 64, **kwargs: Any
     ) -> RedisStore:
         """A store on its own pool of at most ``max_connections``. Past that, a command
-        waits for a free connection up to ``timeout_s`` (then Unavailable, a 503) rather
-        than failing at once: a burst queues briefly instead of erroring. A command that
-        meets a connection broken meanwhile (Redis restarted) is tried once more on a new
-        one, so the pool's dead connections cost no request."""
+        waits for a free connection, within the call's ``timeout_s`` (then
+        BackendUnavailable, a 503) rather than failing at once: a burst queues briefly
+        instead of erroring. No command is retried (``Retry`` with 0 retries): a pooled
+        connection that died meanwhile (Redis restarted) is found closed when it is taken
+        from the pool, before anything is sent on it, and replaced there."""
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=timeout_s,
-            retry=Retry(NoBackoff(), retries=1),
-            retry_on_error=[rexc.ConnectionError],
+            retry=Retry(NoBackoff(), retries=0),
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
             connection_class=HiredisPackedConnection,
         )
-        return cls(aioredis.Redis.from_pool(pool), **kwargs)
+        return cls(aioredis.Redis.from_pool(pool), timeout_s=timeout_s, **kwargs)
 
     async def check(self) -> None:
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self.client.ping()
 
     async def persistence(self) -> Persistence:
         """From ``CONFIG GET appendonly`` and ``save``; "unknown" where CONFIG is refused
         (managed Redis often renames or forbids it)."""
-        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
             pipe.config_get("appendonly")
             pipe.config_get("save")
             try:
@@ -437,11 +444,11 @@ class RedisStore:
 
     # the catalogue
     async def catalogue_version(self) -> int:
-        async with _guard():
+        async with _guard(self.timeout_s):
             return int(await self.client.get(self.keys.catalogue_version) or 0)
 
     async def load_catalogue(self) -> Catalogue:
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
             pipe.get(self.keys.catalogue_version)
             pipe.hgetall(self.keys.fences)
             version, raw = await pipe.execute()
@@ -449,7 +456,7 @@ class RedisStore:
         return Catalogue(version=int(version or 0), fences=tuple(fences))
 
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.fences)
             if fences:
                 pipe.hset(self.keys.fences, mapping={f.id: _encode(f) for f in fences})
@@ -458,14 +465,14 @@ class RedisStore:
         return int(results[-1])
 
     async def upsert_fence(self, fence: Fence) -> int:
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.fences, fence.id, _encode(fence))
             pipe.incr(self.keys.catalogue_version)
             results = await pipe.execute()
         return int(results[-1])
 
     async def delete_fence(self, fence_id: str) -> int | None:
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.fences, fence_id)
             pipe.incr(self.keys.catalogue_version)
             removed, version = await pipe.execute()
@@ -475,26 +482,26 @@ class RedisStore:
     # devices
     async def create_device(self, profile: DeviceProfile) -> bool:
         key = self.keys.profile(profile.ref)
-        async with _guard():
+        async with _guard(self.timeout_s):
             created = await self.client.set(key, _encode(profile), nx=True, ex=self.device_ttl_s)
         return bool(created)
 
     async def get_device(self, ref: str) -> DeviceProfile | None:
-        async with _guard():
+        async with _guard(self.timeout_s):
             raw = await self.client.get(self.keys.profile(ref))
         return None if raw is None else _decode(raw, DeviceProfile)
 
     async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
         if not refs:
             return []
-        async with _guard():
+        async with _guard(self.timeout_s):
             raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
         return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
 
     async def put_device(self, profile: DeviceProfile) -> bool:
         ref = profile.ref
         keys = [self.keys.profile(ref), self.keys.state(ref), self.keys.pending(ref)]
-        async with _guard():
+        async with _guard(self.timeout_s):
             written = await self._put_device(keys=keys, args=[_encode(profile), self.device_ttl_s])
         return bool(written)
 
@@ -510,7 +517,7 @@ class RedisStore:
         script naming every key it deletes; a dead letter made after the pending ids were
         read (rare) is deleted after it."""
         shard = self.keys.shard_of(ref)
-        async with _guard():
+        async with _guard(self.timeout_s):
             ids = [_text(i) for i in await self.client.smembers(self.keys.pending(ref))]
             letters = [self.keys.letter(shard, i) for i in ids]
             keys = [*self.keys.notifications_of(ref), *own, *letters]
@@ -519,12 +526,12 @@ class RedisStore:
                 await self.client.delete(*(self.keys.letter(shard, _text(i)) for i in missed))
 
     async def erase_location(self, ref: str) -> None:
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self._erase_location(keys=self.keys.state_and_fix(ref))
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
         found: dict[str, float | None] = {}
-        async with _guard():
+        async with _guard(None):  # a SCAN of the keyspace: each command under its own timeout
             async for key in self.client.scan_iter(match=_escape(self.keys.device(ref)) + ":*"):
                 ttl = await self.client.ttl(key)
                 name = key.decode() if isinstance(key, bytes) else str(key)
@@ -540,7 +547,7 @@ class RedisStore:
         if not refs:
             return []
         keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
-        async with _guard():
+        async with _guard(self.timeout_s):
             reply = await self._script(self._load_states, keys, [2])
         return [
             _stored(version or None, state or None, ledger or None, fix or None)
@@ -594,7 +601,7 @@ class RedisStore:
     ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
         calls = [self._save_states_call(writes)] if writes else []
         calls += [self._load_devices_call(refs)] if refs else []
-        async with _guard():
+        async with _guard(self.timeout_s):
             replies = await self._scripts(calls)
         return _saved(replies[0]) if writes else [], _devices(replies[-1]) if refs else []
 
@@ -614,39 +621,39 @@ class RedisStore:
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
-        async with _guard():
+        async with _guard(self.timeout_s):
             return bool(await self.client.hset(self.keys.offers, offer.id, _encode(offer)))
 
     async def get_offer(self, offer_id: str) -> Offer | None:
-        async with _guard():
+        async with _guard(self.timeout_s):
             raw = await self.client.hget(self.keys.offers, offer_id)
         return None if raw is None else _decode(raw, Offer)
 
     async def list_offers(self) -> list[Offer]:
-        async with _guard():
+        async with _guard(self.timeout_s):
             raw = await self.client.hgetall(self.keys.offers)
         return sorted((_decode(v, Offer) for v in raw.values()), key=lambda o: o.id)
 
     async def delete_offer(self, offer_id: str) -> bool:
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self.client.delete(self.keys.spent(offer_id))
             return bool(await self.client.hdel(self.keys.offers, offer_id))
 
     async def budget_spent(self, offer_ids: Sequence[str]) -> dict[str, int]:
         if not offer_ids:
             return {}
-        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
             for offer_id in offer_ids:
                 pipe.get(self.keys.spent(offer_id))
             spent = await pipe.execute()
         return {k: int(v or 0) for k, v in zip(offer_ids, spent, strict=True)}
 
     async def reserve_budget(self, offer_id: str, budget: int) -> bool:
-        async with _guard():
+        async with _guard(self.timeout_s):
             return bool(await self._reserve_budget(keys=[self.keys.spent(offer_id)], args=[budget]))
 
     async def release_budget(self, offer_id: str) -> None:
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self._release_budget(keys=[self.keys.spent(offer_id)])
 
     # the outbox
@@ -654,7 +661,7 @@ class RedisStore:
         """Claim from the shards in turn, starting after the last one served, in one call."""
         order = [(self._next_shard + step) % SHARDS for step in range(SHARDS)]
         keys = [key for shard in order for key in self.keys.outbox(shard)]
-        async with _guard():
+        async with _guard(self.timeout_s):
             looked, *raw = await self._claim(keys=keys, args=[now, lease_s, limit])
         if looked:
             self._next_shard = (order[looked - 1] + 1) % SHARDS
@@ -663,19 +670,19 @@ class RedisStore:
     async def retry_later(self, item: OutboxItem, at: float) -> None:
         keys = self.keys.outbox(self.keys.shard_of(item.device_ref))
         args: list[Arg] = [item.id, _encode(item.as_kept()), at, self.dead_letter_ttl_s]
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self._retry_later(keys=keys, args=args)
 
     async def settle(self, item: OutboxItem) -> None:
         pending, due, items = self.keys.device_outbox(item.device_ref)
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
             pipe.zrem(due, item.id)
             pipe.hdel(items, item.id)
             pipe.srem(pending, item.id)
             await pipe.execute()
 
     async def outbox_depth(self) -> int:
-        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):
                 pipe.zcard(self.keys.outbox(shard)[0])
             return sum(await pipe.execute())
@@ -686,12 +693,12 @@ class RedisStore:
         keys = [due, items, pending, self.keys.letter(shard, item.id), self.keys.dead(shard)]
         letter = _encode(DeadLetter(item=item.as_kept(), reason=reason, at=at))
         args: list[Arg] = [item.id, letter, at, self.dead_letter_ttl_s]
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self._dead_letter(keys=keys, args=args)
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         found: list[DeadLetter] = []
-        async with _guard():
+        async with _guard(self.timeout_s):
             for shard in range(SHARDS):
                 ids: list[Any] = await self.client.zrevrange(self.keys.dead(shard), 0, limit - 1)
                 names = [self.keys.letter(shard, _text(i)) for i in ids]
@@ -701,7 +708,7 @@ class RedisStore:
         return found[:limit]
 
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
-        async with _guard():
+        async with _guard(self.timeout_s):
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(SHARDS):
                     pipe.get(self.keys.letter(shard, notification_id))
@@ -720,7 +727,7 @@ class RedisStore:
 
     # receipts
     async def expect_receipts(self, *receipts: Receipt) -> None:
-        async with _guard(), self.client.pipeline(transaction=True) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
             for receipt in receipts:
                 key = self.keys.receipts(receipt.notification_id)
                 pipe.hsetnx(key, "target", _encode(receipt))
@@ -729,7 +736,7 @@ class RedisStore:
 
     async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
         keys = [self.keys.receipts(notification_id)]
-        async with _guard():
+        async with _guard(self.timeout_s):
             result = await self._record_receipt(keys=keys, args=[event, at])
         if result == -1:
             raise NotFound(f"No notification {notification_id!r} was sent.")
@@ -741,12 +748,12 @@ class RedisStore:
         args: list[Arg] = [COUNTS_TTL_S]
         for name, n in counts.items():
             args += [name, n]
-        async with _guard():
+        async with _guard(self.timeout_s):
             await self._script(self._add_counts, [self.keys.counts(bucket)], args)
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
         total: dict[str, int] = {}
-        async with _guard(), self.client.pipeline(transaction=False) as pipe:
+        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
             for bucket in buckets:
                 pipe.hgetall(self.keys.counts(bucket))
             tables = await pipe.execute()
@@ -758,18 +765,31 @@ class RedisStore:
 
 
 class _guard:
-    """Turn every way of Redis being unreachable into the domain's Unavailable. A class,
-    not ``asynccontextmanager``: every store call passes here, and a generator per call
-    was about 1% of a worker's CPU."""
+    """Turn every way of Redis being unreachable into the domain's BackendUnavailable, and
+    bound the whole call (a connection from the pool, connecting, sending, the reply) by
+    ``timeout_s``. A class, not ``asynccontextmanager``: every store call passes here, and
+    a generator per call was about 1% of a worker's CPU."""
+
+    __slots__ = ("_bound",)
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self._bound = None if timeout_s is None else asyncio.timeout(timeout_s)
 
     async def __aenter__(self) -> None:
-        return None
+        if self._bound is not None:
+            await self._bound.__aenter__()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
     ) -> None:
+        if self._bound is not None:
+            try:
+                await self._bound.__aexit__(kind, error, tb)
+            except TimeoutError as e:  # the bound ran out: the call was cancelled
+                raise BackendUnavailable("state store unavailable: no answer in time") from e
         if isinstance(error, _REDIS_DOWN):
-            raise Unavailable(f"state store unavailable: {type(error).__name__}") from error
+            detail = f"state store unavailable: {type(error).__name__}"
+            raise BackendUnavailable(detail) from error
 
 
 _encoder = msgspec.msgpack.Encoder()

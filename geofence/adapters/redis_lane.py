@@ -11,11 +11,13 @@ table).
 
 A lane takes one call at a time. The store keeps a few (``LANES``) and sends a call on
 one that is free, through the client when other calls hold them all, so concurrent
-callers never wait for a lane. A lane's failures are the client's: a broken connection
-is dropped and the call tried once more on a new one (as the pool's ``Retry`` does), a
-script the server no longer knows (Redis restarted) is loaded and the call sent again, a
-timeout or a cancellation drops the connection (a reply still on its way must not be
-read as the next call's).
+callers never wait for a lane. A lane's failures are the client's: a connection the
+server closed meanwhile (Redis restarted) is found so before anything is sent on it and
+replaced (as the pool does when it hands one out); a call is never sent twice once it
+may have reached the server (a broken connection or a timeout mid-call may have left it
+applied); a script the server no longer knows is loaded and the call sent again (the
+server said it ran nothing); a timeout or a cancellation drops the connection (a reply
+still on its way must not be read as the next call's).
 """
 
 from __future__ import annotations
@@ -77,29 +79,20 @@ class Lane:
             await connection.disconnect(nowait=True)
 
     async def _evalsha(self, calls: Sequence[Call]) -> list[Any]:
-        replies = await self._retried([_evalsha(call) for call in calls])
+        replies = await self._call([_evalsha(call) for call in calls])
         unknown = [n for n, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
         if unknown:
             again = calls[unknown[0] :]
-            await self._retried([("SCRIPT", "LOAD", script.script) for script, _, _ in again])
-            replies[unknown[0] :] = await self._retried([_evalsha(call) for call in again])
+            await self._call([("SCRIPT", "LOAD", script.script) for script, _, _ in again])
+            replies[unknown[0] :] = await self._call([_evalsha(call) for call in again])
         for reply in replies:
             if isinstance(reply, rexc.ResponseError):
                 raise reply
         return replies
 
-    async def _retried(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        try:
-            return await self._call(commands)
-        except rexc.ConnectionError:
-            await self.close()
-            return await self._call(commands)
-
     async def _call(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, or the error the server answered it with."""
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = self._connection_class(**self._kwargs)
+        connection = await self._open()
         packed = [part for command in commands for part in connection.pack_command(*command)]
         await connection.send_packed_command(packed, check_health=False)
         replies: list[Any] = []
@@ -109,6 +102,22 @@ class Lane:
             except rexc.ResponseError as e:  # that reply read whole: the next ones follow
                 replies.append(e)
         return replies
+
+    async def _open(self) -> AbstractConnection:
+        """The lane's connection, a new one when the server closed the last (a check of
+        what the socket already received: nothing is sent, nothing waited for)."""
+        connection = self._connection
+        if connection is not None and connection.is_connected:
+            try:
+                clean = not await connection.can_read()  # a reply left over: dirty
+            except rexc.ConnectionError:  # closed by the server
+                clean = False
+            if clean:
+                return connection
+            await self.close()
+        if self._connection is None:
+            self._connection = self._connection_class(**self._kwargs)
+        return self._connection
 
 
 def _evalsha(call: Call) -> tuple[Any, ...]:

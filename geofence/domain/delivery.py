@@ -37,6 +37,11 @@ error, 429, 5xx           full jitter: ``rand() * min(cap_s, base_s * 2**attempt
 any other status          ``DeadLetter("rejected")``: 1xx, 3xx and the other 4xx
 ========================  ===============================================================
 
+When the state store fails (the outbox cannot be claimed), the dispatcher waits
+``outage_backoff_s`` before it tries again: doubling from ``base_s`` but capped by
+``backend_cap_s`` (5 s), not by the gateway's ``cap_s`` (300 s), so a backlog starts to go
+within seconds of the store coming back, however long it was away.
+
 A retry is never sooner than Retry-After (delta-seconds or an HTTP-date) and never at or
 after ``expires_at``: a late offer is worse than none, so ``expired`` is also checked
 before each send.
@@ -91,8 +96,9 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     base_s: float = 1.0
-    cap_s: float = 300.0
+    cap_s: float = 300.0  # the gateway's backoff, per notification
     timeout_s: float = 5.0
+    backend_cap_s: float = 5.0  # the dispatcher's, after the state store failed
 
 
 class Delivered(msgspec.Struct, frozen=True):
@@ -243,6 +249,13 @@ def backoff_s(attempt: int, policy: RetryPolicy, rand: Callable[[], float]) -> f
     """Full jitter: ``rand() * min(cap_s, base_s * 2**attempt)``, ``rand()`` in [0, 1)."""
     exponent = min(max(attempt, 0), MAX_BACKOFF_EXPONENT)
     return rand() * min(policy.cap_s, policy.base_s * math.ldexp(1.0, exponent))
+
+
+def outage_backoff_s(failures: int, policy: RetryPolicy) -> float:
+    """The wait after ``failures`` tries of the state store in a row failed (from 1):
+    ``min(backend_cap_s, base_s * 2**(failures - 1))``."""
+    exponent = min(max(failures - 1, 0), MAX_BACKOFF_EXPONENT)
+    return min(policy.backend_cap_s, policy.base_s * math.ldexp(1.0, exponent))
 
 
 def expired(now: float, expires_at: float) -> bool:

@@ -111,3 +111,9 @@ class Unavailable(GeofenceError):
     """A dependency (Redis) cannot be reached; the caller should retry later."""
 
     code = "unavailable"
+
+
+class BackendUnavailable(Unavailable):
+    """The state store did not answer in time (down, hung, or every connection busy)."""
+
+    code = "backend-unavailable"

@@ -81,8 +81,12 @@ def _add_services(app: web.Application, settings: Settings, metrics: Metrics) ->
     app[DEVICES] = DeviceService(settings, store)
     app[OFFERS] = OfferService(settings, store)
     app[PINGS] = PingService(settings, store, app[CATALOGUE], metrics, offers=app[OFFERS])
-    app[COALESCER] = PingCoalescer(app[DEVICES], app[PINGS])
-    policy = RetryPolicy(timeout_s=settings.push_timeout_s)
+    # a ping waits for Redis up to its timeout, queued or in its own call; then 503
+    deadline_s = settings.redis_timeout_s if settings.redis_url else None
+    app[COALESCER] = PingCoalescer(app[DEVICES], app[PINGS], deadline_s=deadline_s)
+    policy = RetryPolicy(
+        timeout_s=settings.push_timeout_s, backend_cap_s=settings.backend_retry_max_s
+    )
     app[DISPATCHER] = Dispatcher(
         store, app[PUSH], metrics, policy=policy, concurrency=settings.push_concurrency
     )

@@ -81,12 +81,14 @@ PROBLEMS: Final = {
     422: "the body or a query parameter breaks a rule; every problem is listed in errors",
     429: "the caller (device token or ingest key) is over its rate (`rate-limited`); "
     "retry after Retry-After seconds",
-    503: "the state store is unavailable (or the catalogue not loaded yet); retry later",
+    503: "the state store is down or did not answer within GEOFENCE_REDIS_TIMEOUT_S "
+    "(`backend-unavailable`), or the catalogue is not loaded yet; retry later",
 }
 # the ping routes also shed load: past the cap on pings in flight they answer 503 at once
 SHED: Final = (
-    "the state store is unavailable (or the catalogue not loaded yet), or too many pings "
-    "are in flight (`overloaded`); retry after Retry-After seconds"
+    "the state store is down or did not answer within GEOFENCE_REDIS_TIMEOUT_S "
+    "(`backend-unavailable`), or the catalogue is not loaded yet, or too many pings are in "
+    "flight (`overloaded`); retry after Retry-After seconds"
 )
 RETRY_AFTER: Final[Schema] = {
     "required": True,

@@ -13,6 +13,12 @@ Each request gets exactly what it would have got alone: its own refusal (401, 40
 consent), its device's results, or, when the store fails, the same 503 as every other
 ping of that flush. Two pings of one device in a flush are one group, applied in ts
 order, as two requests one after the other would be.
+
+Each request has a deadline, ``deadline_s`` (the Redis timeout) after it arrives: one
+still waiting then (queued behind a flush stuck on a hung store, or in its own) answers
+``BackendUnavailable`` (503) at once, whatever the flush does after. A request that gave
+up before its flush took it is dropped from the queue: it is never applied; one already
+taken may still be (a 503 says "maybe", and a resend with the same ts is answered stale).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 
 from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import GeofenceError
+from geofence.domain.errors import BackendUnavailable, GeofenceError
 from geofence.domain.model import Ping
 from geofence.ports import StoredState
 from geofence.service.devices import DeviceService, Planned, located
@@ -55,9 +61,13 @@ class _Flush:
 
 
 class PingCoalescer:
-    def __init__(self, devices: DeviceService, pings: PingService) -> None:
+    def __init__(
+        self, devices: DeviceService, pings: PingService, *, deadline_s: float | None = None
+    ) -> None:
+        """``deadline_s``: how long a request may wait for its answer (None: no bound)."""
         self.devices = devices
         self.pings = pings
+        self.deadline_s = deadline_s
         self._waiting: list[_Waiting] = []
         self._ahead: _Flush | None = None  # the next flush, taken while this one writes
         self._flusher: asyncio.Task[None] | None = None
@@ -68,11 +78,20 @@ class PingCoalescer:
         self._waiting.append(_Waiting(caller, device_id, ping, answer))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all(), name="ping-coalescer")
-        return await answer
+        bound = asyncio.timeout(self.deadline_s)
+        try:
+            async with bound:
+                return await answer  # at the deadline, the answer is cancelled
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            raise BackendUnavailable("state store unavailable: no answer in time") from None
 
     async def _flush_all(self) -> None:
         while self._waiting or self._ahead is not None:
             flush, self._ahead = self._ahead or self._take(), None
+            if not flush.taken:  # every one waiting had given up
+                continue
             try:
                 await self._flush(flush)
             except BaseException as e:
@@ -83,7 +102,8 @@ class PingCoalescer:
                     raise
 
     def _take(self) -> _Flush:
-        taken, self._waiting = self._waiting[:MAX_FLUSH], self._waiting[MAX_FLUSH:]
+        waiting = [w for w in self._waiting if not w.answer.done()]  # not given up
+        taken, self._waiting = waiting[:MAX_FLUSH], waiting[MAX_FLUSH:]
         asks = [(w.caller, w.device_id) for w in taken]
         return _Flush(taken, self.devices.plan_each(asks, DEVICE_ONLY))
 

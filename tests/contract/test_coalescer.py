@@ -14,7 +14,13 @@ from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
 from geofence.domain.callers import Caller
 from geofence.domain.devices import Consent, DeviceProfile, Registration
-from geofence.domain.errors import ConsentRequired, NotFound, Unauthorized, Unavailable
+from geofence.domain.errors import (
+    BackendUnavailable,
+    ConsentRequired,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from geofence.domain.model import Ping
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.coalescer import MAX_FLUSH, PingCoalescer
@@ -84,6 +90,22 @@ class GatedStore(CountingStore):
             self.gated = False
             self.reading.set()
             await self.go.wait()
+        return await super().load_devices(refs)
+
+
+class HungStore(CountingStore):
+    """Every read hangs, as on a Redis stopped with SIGSTOP, until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hung = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def load_devices(
+        self, refs: Sequence[str]
+    ) -> list[tuple[DeviceProfile | None, StoredState]]:
+        self.hung.set()
+        await self.go.wait()
         return await super().load_devices(refs)
 
 
@@ -281,3 +303,29 @@ async def test_more_than_a_flush_waiting_is_served_in_several() -> None:
     assert [a.status for a in answers] == ["accepted"] * len(pings)
     assert store.reads - before == 1  # the first flush's read
     assert store.read_with_writes == 1  # the second's, with the first one's write
+
+
+async def test_behind_a_hung_flush_each_ping_answers_503_at_its_own_deadline() -> None:
+    """The store hangs in the first flush's read. Its ping, and one queued behind it,
+    answer BackendUnavailable each at its own deadline, while the flush still hangs; the
+    queued one, given up before any flush took it, is never applied; once the store
+    answers again, pings are served."""
+    store = HungStore()
+    coalescer, callers = await side(store)
+    coalescer.deadline_s = 0.2
+    first = asyncio.ensure_future(coalescer.handle(callers[A], A, at(-500, 0, T0)))
+    await store.hung.wait()
+    await asyncio.sleep(0.1)  # half the deadline: the two run out one after the other
+    queued = asyncio.ensure_future(coalescer.handle(callers[B], B, at(-500, 0, T0)))
+    done, _ = await asyncio.wait([first], timeout=ANSWERED_WITHIN_S)
+    assert done == {first} and not queued.done()  # each by its own deadline, not the flush's
+    with pytest.raises(BackendUnavailable):
+        first.result()
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(queued, ANSWERED_WITHIN_S)
+    assert not store.go.is_set() and store.reads == 0  # the flush still hangs
+    store.go.set()
+    later = await asyncio.wait_for(coalescer.handle(callers[C], C, at(-500, 0, T0)), 2.0)
+    assert later.status == "accepted"
+    assert (await store.load_state(ref_of(coalescer, B))).state.last_ts is None  # never applied
+    assert (await store.load_state(ref_of(coalescer, C))).state.last_ts == T0

@@ -6,6 +6,7 @@ checked exactly, without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from geofence.delivery import Dispatcher
 from geofence.domain.delivery import Attempt, RetryPolicy
+from geofence.domain.errors import Unavailable
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from tests.contract.test_state_store import notification, profile, visit_state
@@ -229,3 +231,51 @@ async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_e
 async def _targets(store: StateStore, *notification_ids: str) -> list[Any]:
     """What each sent notification's first receipt counts against."""
     return [await store.record_receipt(nid, "opened", CREATED + 1) for nid in notification_ids]
+
+
+class Outage(Counted):
+    """A store whose outbox cannot be claimed for its first ``failures`` tries."""
+
+    def __init__(self, store: StateStore, failures: int) -> None:
+        super().__init__(store)
+        self.failures = failures
+
+    async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[Any]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise Unavailable("the state store is down")
+        return await self.inner.claim_outbox(now, lease_s, limit)
+
+
+async def test_after_an_outage_delivery_waits_at_most_the_backend_cap(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve failed claims in a row: the waits between them double from 1 s and stop at
+    the backend's cap (3 s here), never the gateway's 300 s; the first claim that works
+    sends the backlog, and the waits go back to the idle poll."""
+    await store.create_device(profile(push_token="tok-1"))
+    await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+    push = ScriptedPush(Clock(CREATED))
+    policy = RetryPolicy(base_s=1.0, cap_s=300.0, backend_cap_s=3.0)
+    outage = Outage(store, failures=12)
+    dispatcher = Dispatcher(
+        outage,  # type: ignore[arg-type]
+        push,
+        Metrics(),
+        policy=policy,
+        idle_s=0.5,
+        clock=Clock(CREATED + 1),
+    )
+    stop = asyncio.Event()
+    waits: list[float] = []
+
+    async def sleep(_: asyncio.Event, wait_s: float) -> None:
+        waits.append(wait_s)
+        if len(waits) == 14:
+            stop.set()
+
+    monkeypatch.setattr(dispatcher, "_sleep", sleep)
+    await asyncio.wait_for(dispatcher.run(stop), 5.0)
+    assert waits[:12] == [1.0, 2.0] + [3.0] * 10
+    assert [n for _, n, _ in push.calls] == ["n1"]  # sent on the first claim that worked
+    assert waits[12:] == [0.5, 0.5]

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from geofence.adapters.redis import RedisStore
 from geofence.adapters.redis_lane import Lane
@@ -184,4 +185,30 @@ async def test_the_store_answers_unavailable_when_redis_is_not_there() -> None:
         with pytest.raises(Unavailable):
             await store.load_states(["someone"])
     finally:
+        await store.close()
+
+
+# adds one to KEYS[1], then keeps Redis busy for ARGV[1] ms: a write whose reply comes late
+COUNT_SLOWLY = """
+redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')
+local until_us = t[1] * 1000000 + t[2] + tonumber(ARGV[1]) * 1000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_us
+return 1
+"""
+
+
+async def test_a_command_past_the_timeout_is_not_sent_again(client: aioredis.Redis) -> None:
+    """A write whose reply is late was applied all the same: sent again (redis-py's
+    ``Retry`` retries timeouts by default) it would apply twice."""
+    store = RedisStore.from_url(REDIS_URL, timeout_s=0.1, lanes=0)
+    key = f"gftest-once-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises((TimeoutError, RedisTimeoutError)):
+            await store.client.eval(COUNT_SLOWLY, 1, key, 150)
+        await asyncio.sleep(0.4)  # a second try, had there been one, is over by then
+        assert await client.get(key) == b"1"
+        assert store.client.connection_pool.connection_kwargs["retry"].get_retries() == 0
+    finally:
+        await client.delete(key)
         await store.close()

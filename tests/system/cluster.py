@@ -54,9 +54,11 @@ class Service(Process):
 class Cluster:
     """Processes of one test module; ``logs`` keeps every process's output."""
 
-    def __init__(self, logs: Path, *, services: int = 1, **rules: Any) -> None:
+    def __init__(
+        self, logs: Path, *, services: int = 1, durable: bool = True, **rules: Any
+    ) -> None:
         self.logs = logs
-        self.redis = RedisServer(logs)
+        self.redis = RedisServer(logs, durable=durable)
         self.prefix = "gfsys"
         gateway_port = free_port()
         argv = [*GATEWAY, "--port", str(gateway_port), "--secret", PUSH_SECRET]
@@ -104,8 +106,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(logs: Path, *, services: int = 1, **rules: Any) -> Iterator[Cluster]:
-    cluster = Cluster(logs, services=services, **rules)
+def running_cluster(
+    logs: Path, *, services: int = 1, durable: bool = True, **rules: Any
+) -> Iterator[Cluster]:
+    cluster = Cluster(logs, services=services, durable=durable, **rules)
     try:
         cluster.start()
         yield cluster

@@ -18,13 +18,20 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import msgspec
 
-from tests.system.cluster import register
+from tests.system.cluster import (
+    Cluster,
+    gateway_control,
+    generous_offer,
+    put_offer,
+    register,
+)
 from tests.system.history import Attempt, History
-from tests.system.walkers import Walker
+from tests.system.walkers import Town, Walker, walkers
 
 LOST_RETRY_S = 0.5  # a resend after no answer at all (the service may be restarting)
 MAX_RETRY_AFTER_S = 5.0
@@ -46,6 +53,26 @@ async def devices(
 ) -> list[Device]:
     tokens = await register(session, url, [w.device_id for w in walkers])
     return [Device(w, tokens[w.device_id]) for w in walkers]
+
+
+async def offered_fleet(
+    session: aiohttp.ClientSession,
+    cluster: Cluster,
+    town: Town,
+    n: int,
+    *,
+    label: str,
+    seed: int,
+    gateway: dict[str, Any] | None = None,
+) -> list[Device]:
+    """``n`` walkers registered, the generous offer on every store of the town, and the
+    gateway reset, then told ``gateway`` (a ``fail_until`` body) if given."""
+    url = cluster.services[0].url
+    await put_offer(session, url, "welcome", generous_offer(town.ids))
+    await gateway_control(session, cluster.gateway_url, "reset")
+    if gateway is not None:
+        await gateway_control(session, cluster.gateway_url, "fail_until", gateway)
+    return await devices(session, url, walkers(town, n, label=label, seed=seed))
 
 
 class Load:

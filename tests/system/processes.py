@@ -134,10 +134,11 @@ def rss_kib(pid: int) -> int:
 class RedisServer(Process):
     """A redis-server of the test's own on a loopback port, so the test may kill it.
 
-    ``durable``: the append-only file fsynced every second, in the server's own
-    directory, as the README, compose.yaml and scripts/ensure-redis.sh run it; a restart
-    on the same port then comes back with every acknowledged write (the process is
-    killed, not the machine). Otherwise nothing is persisted.
+    ``durable``: as the README's Redis runs, an append-only file fsynced once a second
+    (``appendfsync everysec``), in the server's own directory; a restart on the same port
+    then comes back with every write but, in theory, those of the last second before a
+    kill. Otherwise nothing is persisted (``--appendonly no --save ""``), for the
+    comparison in the README's "Durability".
     """
 
     def __init__(self, logs: Path, *, durable: bool = True, name: str = "redis") -> None:
@@ -154,6 +155,15 @@ class RedisServer(Process):
             *("--save", "", *aof),
         ]
         super().__init__(name, argv, {}, logs)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs, its connections open and unanswered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     @property
     def url(self) -> str:

@@ -111,7 +111,7 @@ async def test_pings_at_once_are_not_refused_for_want_of_redis_connections(
         history = await Load(session, [url], period_s=1.0).once(fleet)
     answers = history.answers()
     print(f"200 at once: {dict(answers)}")
-    assert "503 /problems/unavailable" not in answers, answers
+    assert "503 /problems/backend-unavailable" not in answers, answers
 
 
 async def test_burst_is_shed_and_latency_recovers(

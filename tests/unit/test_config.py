@@ -8,6 +8,8 @@ import pytest
 
 from geofence.cli import build_parser, settings_from
 from geofence.config import Settings, SettingsError, validate
+from geofence.http.app import create_app
+from geofence.http.keys import DISPATCHER
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -181,3 +183,15 @@ def test_a_bad_config_file_is_refused(tmp_path: Path, text: str, named: str) -> 
     args = build_parser().parse_args(["serve", "--config", str(config_file(tmp_path, text))])
     with pytest.raises(SettingsError, match=named):
         settings_from(args)
+
+
+@pytest.mark.parametrize("wait_s", [0.0, -1.0])
+def test_the_backend_retry_cap_must_be_positive(wait_s: float) -> None:
+    with pytest.raises(SettingsError, match="GEOFENCE_BACKEND_RETRY_MAX_S"):
+        validate(Settings(backend_retry_max_s=wait_s))
+
+
+def test_the_backend_retry_cap_reaches_the_dispatcher() -> None:
+    settings = Settings.from_env({"GEOFENCE_BACKEND_RETRY_MAX_S": "2.5", "GEOFENCE_STORES": ""})
+    app = create_app(settings)
+    assert app[DISPATCHER].policy.backend_cap_s == 2.5

@@ -24,6 +24,7 @@ from geofence.domain.delivery import (
     backoff_s,
     expired,
     judge,
+    outage_backoff_s,
     parse_retry_after,
     sign,
     sign_webhook,
@@ -515,3 +516,16 @@ def test_every_status_has_exactly_the_verdict_of_its_class(status: int, r: float
         assert isinstance(result, RetryAt)
     else:
         assert result == DeadLetter("rejected", drop_token=status == 410)
+
+
+def test_outage_backoff_doubles_up_to_its_own_cap_not_the_gateways() -> None:
+    waits = [outage_backoff_s(n, POLICY) for n in range(1, 12)]
+    assert waits[:3] == [1.0, 2.0, 4.0]
+    assert waits[3:] == [5.0] * 8  # the backend's cap, not the gateway's 300 s
+    assert POLICY.cap_s == 300.0
+
+
+@given(st.integers(min_value=-5, max_value=10**6), st.floats(0.01, 60.0))
+def test_outage_backoff_never_exceeds_the_backend_cap(failures: int, cap: float) -> None:
+    policy = RetryPolicy(backend_cap_s=cap)
+    assert 0.0 < outage_backoff_s(failures, policy) <= cap
