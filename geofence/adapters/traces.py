@@ -1,15 +1,14 @@
 """Read location traces for replay: CSV (device_id, ts, lat, lon, accuracy_m[, mocked]) or GPX.
 
-``ts`` in a CSV may be epoch seconds or RFC 3339. GPX (1.0 or 1.1, read by gpxpy) has no
-accuracy, so every fix gets ``default_accuracy_m``; all the points of its tracks belong to
-one device.
+``ts`` in a CSV may be epoch seconds or RFC 3339 with an offset, read as the API reads
+times (``domain.times.parse_time_param``). GPX (1.0 or 1.1, read by gpxpy) has no accuracy,
+so every fix gets ``default_accuracy_m``; all the points of its tracks belong to one device.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import gpxpy
@@ -17,6 +16,7 @@ import gpxpy.gpx
 import msgspec
 
 from geofence.domain.model import Ping
+from geofence.domain.times import parse_time_param
 
 REQUIRED_COLUMNS = ("device_id", "ts", "lat", "lon", "accuracy_m")
 
@@ -54,7 +54,7 @@ def _csv_point(row: dict[str, str], where: str) -> TracePoint:
             lat=float(row["lat"]),
             lng=float(row["lon"]),
             accuracy_m=float(row["accuracy_m"]),
-            ts=parse_time(row["ts"]),
+            ts=parse_time_param(row["ts"].strip()),
             mocked=row.get("mocked", "").strip().lower() in ("1", "true", "yes"),
         )
     except ValueError as e:
@@ -80,15 +80,3 @@ def read_gpx(path: Path, *, device_id: str, accuracy_m: float) -> Iterator[Trace
             ts=point.time.timestamp(),
         )
         yield TracePoint(device_id, ping)
-
-
-def parse_time(text: str) -> float:
-    """Epoch seconds or RFC 3339 (with an offset or Z)."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp without an offset: {text!r}")
-    return parsed.timestamp()

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from geofence.domain.delivery import WEBHOOK_SIGNATURE, verify, verify_webhook
 from geofence.domain.errors import Unauthorized
-from geofence.domain.offers import parse_time_param
+from geofence.domain.times import parse_time_param
 from geofence.http.auth import allow
 from geofence.http.errors import HTTPProblem
 from geofence.http.keys import METRICS, OFFERS, SETTINGS, STORE

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from geofence.config import Settings
 from geofence.domain.delivery import Attempt, sign
-from geofence.domain.offers import parse_time
+from geofence.domain.times import parse_time
 from geofence.http.app import create_app
 from geofence.ports import StateStore
 from tests.conftest import admin

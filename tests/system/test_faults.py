@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from geofence.domain.offers import parse_time
+from geofence.domain.times import parse_time
 from tests.system.checker import (
     ModelReport,
     check_events,
