@@ -40,6 +40,7 @@ from geofence.cli import settle_heap
 from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.model import Ping
+from geofence.domain.offers import Offer
 from geofence.metrics import Metrics
 from geofence.service.catalogue import CatalogueService
 from geofence.service.devices import DeviceService
@@ -107,8 +108,15 @@ async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, lis
                 DeviceProfile(ref=ref, token_hash="-", consent=consent, push_token="t")
             )
         offers = OfferService(cfg, store)
-        offer = {"title": "Welcome", "body": "At {store_name}", "store_tags": ["shop"]}
-        await offers.put("welcome", {**offer, "starts_at": 0, "ends_at": 4e9})
+        offer = Offer(
+            id="welcome",
+            title="Welcome",
+            body="At {store_name}",
+            store_tags=("shop",),
+            starts_at=0,
+            ends_at=4e9,
+        )
+        await offers.put(offer)
         yield PingService(cfg, store, catalogue, Metrics(), offers=offers), refs
     finally:
         await _drop(prefix)

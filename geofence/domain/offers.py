@@ -33,10 +33,8 @@ Every rule is judged at ``now``, the moment the notification would be made. Hour
 wall-clock ranges; one that ends before it starts (``22:00-02:00``) crosses midnight and
 belongs to the weekday it starts on.
 
-``parse_offer`` validates an offer as the API receives it, listing every problem with a
-path and one of these codes: ``wrong-type``, ``unknown-field``, ``missing-field``,
-``bad-id``, ``id-mismatch``, ``bad-time``, ``ends-before-starts``, ``bad-hours``,
-``no-target``, ``bad-template``, ``out-of-range``.
+An offer arrives here already valid: the API checks what it is sent at the edge
+(``geofence/http/offer_schema.py``), with the bounds this module names.
 """
 
 from __future__ import annotations
@@ -46,36 +44,22 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import msgspec
 
 from geofence.domain.devices import DeviceProfile
-from geofence.domain.errors import InvalidInput, Problem
 from geofence.domain.times import format_time
 
-WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: Final[tuple[Weekday, ...]] = get_args(Weekday)
 PLACEHOLDER: Final = "{store_name}"
 DAY_S: Final = 86_400
 
-MAX_ID_LEN: Final = 128
-MAX_NAME_LEN: Final = 64
-MAX_NAMES: Final = 1_000
-MAX_TITLE_LEN: Final = 200
-MAX_BODY_LEN: Final = 2_000
-MAX_RANGES_PER_DAY: Final = 10
-MAX_PRIORITY: Final = 1_000_000
-MAX_PER_DEVICE_LIMIT: Final = 1_000
-MAX_COOLDOWN_S: Final = 366 * DAY_S
-MAX_TTL_S: Final = 7 * DAY_S
-MAX_BUDGET: Final = 1_000_000_000
-MAX_EPOCH_S: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_PER_DEVICE_LIMIT: Final = 1_000  # the most sends of one offer the ledger keeps
 MAX_DECISIONS: Final = 10
-
-_RANGE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
-_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
-_NUMBER = re.compile(r"^\d+(\.\d+)?$")
-_ID = re.compile(r"^[A-Za-z0-9._~:-]+$")
+RANGE_PATTERN: Final = r"^(\d\d):(\d\d)-(\d\d):(\d\d)$"
+_RANGE = re.compile(RANGE_PATTERN)
 _OFF: Final = frozenset({"", "off", "none"})
 
 
@@ -511,267 +495,7 @@ def _record(
     )
 
 
-# --- parsing ----------------------------------------------------------------------------
-
-
-class _Bad(Exception):
-    """One problem with a value; raised by the field checks, collected by parse_offer."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-Check = Callable[[Any, str, list[Problem]], Any]
-
-
-def _typed(value: Any, kind: type | tuple[type, ...], name: str) -> Any:
-    if isinstance(value, bool) and kind is not bool:
-        raise _Bad("wrong-type", f"expected {name}, got a boolean")
-    if not isinstance(value, kind):
-        raise _Bad("wrong-type", f"expected {name}, got {type(value).__name__}")
-    return value
-
-
-def _text(max_len: int) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        text: str = _typed(value, str, "a string")
-        if not 0 < len(text) <= max_len:
-            raise _Bad("out-of-range", f"length must be 1..{max_len}, got {len(text)}")
-        return text
-
-    return check
-
-
-def _check_template(body: str) -> None:
-    """Only ``{store_name}`` may appear in braces; any other brace is refused."""
-    rest = body.replace(PLACEHOLDER, "")
-    if "{" in rest or "}" in rest:
-        raise _Bad("bad-template", "only {store_name} may be used in braces")
-
-
-def _body(value: Any) -> str:
-    body = _text(MAX_BODY_LEN)(value)
-    _check_template(body)
-    return body
-
-
-def _bounded(lo: float, hi: float, kind: type | tuple[type, ...], name: str) -> Any:
-    def check(value: Any) -> Any:
-        number = _typed(value, kind, name)
-        if not lo <= number <= hi:  # also refuses NaN and inf; big ints compare exactly
-            raise _Bad("out-of-range", f"must be within {lo}..{hi}")
-        return number
-
-    return check
-
-
-def _float(lo: float, hi: float) -> Callable[[Any], float]:
-    check = _bounded(lo, hi, (int, float), "a number")
-    return lambda value: float(check(value))
-
-
-def _bool(value: Any) -> bool:
-    flag: bool = _typed(value, bool, "a boolean")
-    return flag
-
-
-def _nullable(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else check(value)
-
-
-def parse_time(value: Any) -> float:
-    """RFC 3339 with an offset (``Z`` or ``±HH:MM``), or epoch seconds, as epoch seconds."""
-    epoch = _epoch(value) if isinstance(value, str) else value
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
-        raise _Bad("bad-time", "expected RFC 3339 with an offset, or epoch seconds")
-    if not 0 <= epoch <= MAX_EPOCH_S:
-        raise _Bad("bad-time", "must be between 1970 and 9999")
-    return float(epoch)
-
-
-def parse_time_param(value: str | float) -> float:
-    """Epoch seconds (also as text, as in a query) or RFC 3339; else ValueError."""
-    if isinstance(value, str) and _NUMBER.match(value):
-        value = float(value)
-    try:
-        return parse_time(value)
-    except _Bad as bad:
-        raise ValueError(bad.detail) from None
-
-
-def _epoch(value: str) -> float:
-    match = _RFC3339.match(value)
-    if match is None:
-        raise _Bad("bad-time", "expected RFC 3339 with an offset, or epoch seconds")
-    day, clock, fraction, offset = match.groups()
-    offset = "+00:00" if offset in ("Z", "z") else offset
-    try:
-        moment = datetime.fromisoformat(f"{day}T{clock}{(fraction or '')[:7]}{offset}")
-    except ValueError as e:
-        raise _Bad("bad-time", f"{value!r}: {e}") from None
-    return moment.timestamp()
-
-
-def _names(value: Any, path: str, problems: list[Problem]) -> Any:
-    items = _typed(value, list, "a list of strings")
-    if len(items) > MAX_NAMES:
-        raise _Bad("out-of-range", f"at most {MAX_NAMES} entries")
-    check = _text(MAX_NAME_LEN)
-    names, bad = _collect([(f"{path}[{i}]", check, item) for i, item in enumerate(items)])
-    problems.extend(bad)
-    return _INVALID if bad else tuple(names)
-
-
-def _some_names(value: Any, path: str, problems: list[Problem]) -> Any:
-    if value is None:
-        return None
-    if value == []:
-        raise _Bad("out-of-range", "give at least one, or null for everyone")
-    return _names(value, path, problems)
-
-
-def _hours(value: Any, path: str, problems: list[Problem]) -> Any:
-    if value is None:
-        return None
-    days = _typed(value, dict, "an object of weekdays")
-    if not days:
-        raise _Bad("bad-hours", "give at least one weekday, or null for any time")
-    before = len(problems)
-    hours = {day: _day(day, ranges, f"{path}.{day}", problems) for day, ranges in days.items()}
-    return hours if len(problems) == before else _INVALID
-
-
-def _day(day: str, ranges: Any, path: str, problems: list[Problem]) -> tuple[str, ...]:
-    if day not in WEEKDAYS:
-        problems.append(Problem(path=path, code="bad-hours", detail="weekdays are mon..sun"))
-        return ()
-    if not isinstance(ranges, list) or len(ranges) > MAX_RANGES_PER_DAY:
-        detail = f"expected a list of at most {MAX_RANGES_PER_DAY} ranges"
-        problems.append(Problem(path=path, code="bad-hours", detail=detail))
-        return ()
-    valid, bad = _collect([(f"{path}[{i}]", _time_range, r) for i, r in enumerate(ranges)])
-    problems.extend(bad)
-    return tuple(valid)
-
-
-def _time_range(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad("bad-hours", "expected a string HH:MM-HH:MM")
-    try:
-        parse_range(value)
-    except ValueError as e:
-        raise _Bad("bad-hours", str(e)) from None
-    return value
-
-
-_INVALID: Final = object()
-
-
-def _collect(
-    checks: list[tuple[str, Callable[[Any], Any], Any]],
-) -> tuple[list[Any], list[Problem]]:
-    values: list[Any] = []
-    problems: list[Problem] = []
-    for path, check, value in checks:
-        try:
-            values.append(check(value))
-        except _Bad as bad:
-            problems.append(Problem(path=path, code=bad.code, detail=bad.detail))
-    return values, problems
-
-
-def _simple(check: Callable[[Any], Any]) -> Check:
-    return lambda value, path, problems: check(value)
-
-
-_FIELDS: Final[dict[str, Check]] = {
-    "title": _simple(_text(MAX_TITLE_LEN)),
-    "body": _simple(_body),
-    "store_ids": _names,
-    "store_tags": _names,
-    "tiers": _some_names,
-    "segments": _some_names,
-    "starts_at": _simple(parse_time),
-    "ends_at": _simple(parse_time),
-    "hours": _hours,
-    "priority": _simple(_bounded(-MAX_PRIORITY, MAX_PRIORITY, int, "an integer")),
-    "per_device_limit": _simple(_bounded(1, MAX_PER_DEVICE_LIMIT, int, "an integer")),
-    "per_device_cooldown_s": _simple(_float(0, MAX_COOLDOWN_S)),
-    "budget": _simple(_nullable(_bounded(0, MAX_BUDGET, int, "an integer"))),
-    "ttl_s": _simple(_float(1, MAX_TTL_S)),
-    "active": _simple(_bool),
-}
-REQUIRED: Final = ("title", "body", "starts_at", "ends_at")
-
-
-def parse_offer(offer_id: str, doc: Any) -> Offer:
-    """The offer ``doc`` (a decoded JSON object) describes, or InvalidInput with every problem."""
-    if not isinstance(doc, dict):
-        problem = Problem(path="$", code="wrong-type", detail="an offer is a JSON object")
-        raise InvalidInput([problem], "an offer is a JSON object")
-    problems = _id_problems(offer_id, doc) + _unknown_fields(doc) + _missing_fields(doc)
-    values = _field_values(doc, problems)
-    problems.extend(_cross_problems(doc, values))
-    if problems:
-        raise InvalidInput(problems, f"{len(problems)} problem(s) in the offer")
-    return Offer(id=offer_id, **values)
-
-
-def _id_problems(offer_id: str, doc: dict[str, Any]) -> list[Problem]:
-    if not (len(offer_id) <= MAX_ID_LEN and _ID.match(offer_id)):
-        detail = f"1..{MAX_ID_LEN} of letters, digits and ._~:-"
-        return [Problem(path="$.id", code="bad-id", detail=detail)]
-    if "id" in doc and doc["id"] != offer_id:
-        return [Problem(path="$.id", code="id-mismatch", detail="differs from the URL's id")]
-    return []
-
-
-def _unknown_fields(doc: dict[str, Any]) -> list[Problem]:
-    known = {*_FIELDS, "id"}
-    return [
-        Problem(path=f"$.{name}", code="unknown-field", detail=f"{name!r} is not an offer field")
-        for name in doc
-        if name not in known
-    ]
-
-
-def _missing_fields(doc: dict[str, Any]) -> list[Problem]:
-    return [
-        Problem(path=f"$.{name}", code="missing-field", detail=f"{name!r} is required")
-        for name in REQUIRED
-        if name not in doc
-    ]
-
-
-def _field_values(doc: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name, check in _FIELDS.items():
-        if name not in doc:
-            continue
-        try:
-            value = check(doc[name], f"$.{name}", problems)
-        except _Bad as bad:
-            problems.append(Problem(path=f"$.{name}", code=bad.code, detail=bad.detail))
-            continue
-        if value is not _INVALID:
-            values[name] = value
-    return values
-
-
-def _cross_problems(doc: dict[str, Any], values: dict[str, Any]) -> list[Problem]:
-    """Rules between fields, judged only on fields that are valid themselves."""
-    problems: list[Problem] = []
-    targets_known = all(name in values for name in ("store_ids", "store_tags") if name in doc)
-    if targets_known and not (values.get("store_ids") or values.get("store_tags")):
-        detail = "give store_ids and/or store_tags"
-        problems.append(Problem(path="$.store_ids", code="no-target", detail=detail))
-    starts, ends = values.get("starts_at"), values.get("ends_at")
-    if starts is not None and ends is not None and ends <= starts:
-        detail = "ends_at must be after starts_at"
-        problems.append(Problem(path="$.ends_at", code="ends-before-starts", detail=detail))
-    return problems
+# --- the API view ----------------------------------------------------------------------
 
 
 def offer_doc(offer: Offer) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from geofence.domain.callers import CallerKind
-from geofence.domain.offers import parse_time_param
 from geofence.domain.stats import BYS, MAX_WINDOW_S, By
-from geofence.domain.times import format_time
+from geofence.domain.times import format_time, parse_time_param
 from geofence.http.auth import allow
 from geofence.http.keys import DEVICES, OFFERS, SETTINGS
+from geofence.http.offer_schema import parse_offer
 from geofence.http.schemas import json_response, private_json, read_json, unprocessable
 
 DEFAULT_WINDOW_S = 7 * 86_400
@@ -22,8 +22,9 @@ ADMIN: tuple[CallerKind, ...] = ("admin",)
 async def put_offer(request: web.Request) -> web.Response:
     allow(request, "admin")
     doc = await read_json(request, Any, limit=request.app[SETTINGS].max_body_bytes)
-    offer, created = await request.app[OFFERS].put(request.match_info["offer_id"], doc)
-    return json_response(offer, status=201 if created else 200)
+    offer = parse_offer(request.match_info["offer_id"], doc)
+    view, created = await request.app[OFFERS].put(offer)
+    return json_response(view, status=201 if created else 200)
 
 
 async def get_offer(request: web.Request) -> web.Response:

@@ -27,12 +27,13 @@ from geofence.domain.delivery import (
 from geofence.domain.devices import ProfilePatch, Registration
 from geofence.domain.geojson import STORE_ID_PATTERN
 from geofence.domain.model import PingStatus
-from geofence.domain.offers import REQUIRED, Notification, Offer
+from geofence.domain.offers import Notification, Offer
 from geofence.domain.stats import BYS, STAGES
 from geofence.domain.times import is_time_field
 from geofence.http.delivery import MAX_LISTED, SIGNATURE, ReceiptIn
 from geofence.http.devices import Registered
 from geofence.http.errors import PROBLEM_JSON
+from geofence.http.offer_schema import OfferInput
 from geofence.http.pings import MAX_BATCH, PingIn
 from geofence.service.devices import DeviceExport, DeviceView
 from geofence.service.pings import PingResult
@@ -65,6 +66,7 @@ STRUCTS: Final = (
     PingResult,
     Notification,
     Offer,
+    OfferInput,
     ReceiptIn,
     errors.Problem,
 )
@@ -526,16 +528,6 @@ def _offer_view(schema: Schema) -> Schema:
     return out
 
 
-def _offer_input(schema: Schema) -> Schema:
-    """What ``parse_offer`` takes: the id comes from the URL (if given, it must match)."""
-    out = copy.deepcopy(schema)
-    out["properties"].update(starts_at=TIME_IN, ends_at=TIME_IN)
-    out["required"] = list(REQUIRED)
-    out["title"] = "OfferInput"
-    out["description"] = "An offer as sent: `{store_name}` in the body is the store's name."
-    return out
-
-
 @cache
 def _generated() -> Schema:
     _, components = msgspec.json.schema_components(
@@ -547,7 +539,6 @@ def _generated() -> Schema:
     components["PushNotification"] = _push_notification(components["Notification"])
     components["Notification"] = _public_notification(components["Notification"])
     components["ReceiptIn"]["properties"]["at"] = TIME_IN
-    components["OfferInput"] = _offer_input(components["Offer"])
     components["Offer"] = _offer_view(components["Offer"])
     return components
 

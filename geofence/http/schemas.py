@@ -80,14 +80,21 @@ async def read_json(request: web.Request, kind: type[T], *, limit: int) -> T:
     return decode(await read_body(request, limit=limit), kind)
 
 
-def invalid(message: str, *, prefix: str = "$") -> HTTPProblem:
-    """A 422 for one msgspec validation message, with the JSON path it names."""
+def located(message: str, *, prefix: str = "$") -> tuple[str, str]:
+    """A msgspec validation message as (the JSON path it names below ``prefix``, detail)."""
     match = _AT_PATH.match(message)
     assert match is not None  # the pattern matches any string
-    path = match.group("path") or prefix
-    if path.startswith("$") and prefix != "$":
+    path = match.group("path")
+    if path is None:
+        path = prefix
+    elif path.startswith("$"):
         path = prefix + path[1:]
-    detail = match.group("detail")
+    return path, match.group("detail")
+
+
+def invalid(message: str, *, prefix: str = "$") -> HTTPProblem:
+    """A 422 for one msgspec validation message, with the JSON path it names."""
+    path, detail = located(message, prefix=prefix)
     error = {"path": path, "code": _code_of(detail), "detail": detail}
     return HTTPProblem(422, "validation-error", f"{detail} at {path}", errors=[error])
 

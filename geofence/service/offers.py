@@ -32,7 +32,6 @@ from geofence.domain.offers import (
     Plan,
     audience,
     offer_doc,
-    parse_offer,
     plan,
 )
 from geofence.domain.stats import (
@@ -65,8 +64,8 @@ class OfferService:
         self.rules = settings.offer_rules
 
     # the catalogue of offers
-    async def put(self, offer_id: str, doc: Any) -> tuple[dict[str, Any], bool]:
-        offer = parse_offer(offer_id, doc)
+    async def put(self, offer: Offer) -> tuple[dict[str, Any], bool]:
+        """Store ``offer`` (checked where it came in); True when it is new."""
         created = await self.store.put_offer(offer)
         logger.info("offer saved", extra={"offer": offer.id, "new": created})
         return await self._doc(offer), created

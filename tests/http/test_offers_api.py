@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from geofence.domain.offers import parse_time
+from geofence.domain.times import parse_time
 from geofence.ports import StateStore
 from tests.conftest import admin
 from tests.http.test_ops import assert_problem
@@ -85,6 +85,26 @@ async def test_bad_offers_are_422_with_the_path_and_change_nothing(client: Clien
         "/v1/offers/o1", data=b"{not json", headers={**admin(), "Content-Type": "application/json"}
     )
     await assert_problem(raw, 400)
+
+
+async def test_one_answer_lists_every_problem_of_an_offer(client: Client) -> None:
+    bad = {"title": 3, "colour": "red", "hours": {"funday": [], "mon": ["9-5"]}}
+    body = await assert_problem(await put_offer(client, "o1", **bad), 422)
+    assert {(e["path"], e["code"]) for e in body["errors"]} == {
+        ("$.title", "wrong-type"),
+        ("$.colour", "unknown-field"),
+        ("$.hours.funday", "bad-hours"),
+        ("$.hours.mon[0]", "bad-hours"),
+    }
+    assert all(e["detail"] for e in body["errors"])
+    for offer_id, changes, code in [
+        ("has space", {}, "bad-id"),
+        ("o1", {"id": "o2"}, "id-mismatch"),
+    ]:
+        body = await assert_problem(await put_offer(client, offer_id, **changes), 422)
+        assert [(e["path"], e["code"]) for e in body["errors"]] == [("$.id", code)]
+    listed = await (await client.get("/v1/offers", headers=admin())).json()
+    assert listed["offers"] == []
 
 
 async def test_offers_are_for_admins_only(client: Client) -> None:
