@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -10,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geofence.domain.model import VisitEvent
-from geofence.domain.times import MAX_EPOCH_S, format_time, is_time_field, parse_time, with_times
+from geofence.domain.times import (
+    MAX_EPOCH_S,
+    format_time,
+    is_time_field,
+    parse_time,
+    parse_time_param,
+    with_times,
+)
 from geofence.service.pings import PingResult
 
 
@@ -99,3 +107,35 @@ def test_a_struct_with_times_is_encoded_as_the_api_writes_it() -> None:
         ],
         "notifications": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "epoch"),
+    [
+        ("1780272000", 1_780_272_000.0),
+        ("1780272000.5", 1_780_272_000.5),
+        (1_780_272_000, 1_780_272_000.0),
+        ("2026-06-01T00:00:00Z", 1_780_272_000.0),
+    ],
+)
+def test_a_query_or_a_trace_may_give_epoch_seconds_as_text(
+    value: str | float, epoch: float
+) -> None:
+    assert parse_time_param(value) == epoch
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1780272000", "2026-06-01T00:00:00", "2026-06-01", "0001-01-01T00:00:00Z", -1, math.inf],
+)
+def test_a_body_time_is_rfc3339_with_an_offset_or_a_number_from_1970_to_9999(
+    value: str | float,
+) -> None:
+    with pytest.raises(ValueError, match=r"RFC 3339|1970"):
+        parse_time(value)
+
+
+@pytest.mark.parametrize("text", ["-5", "1e9", "2026-06-01T00:00Z", "2026-13-01T00:00:00Z"])
+def test_a_time_as_text_is_refused_unless_epoch_digits_or_rfc3339(text: str) -> None:
+    with pytest.raises(ValueError, match=r"RFC 3339|1970|month"):
+        parse_time_param(text)
