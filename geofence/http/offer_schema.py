@@ -69,6 +69,20 @@ TimeRange = Annotated[
 ]
 DayHours = Annotated[tuple[TimeRange, ...], Meta(max_length=MAX_RANGES_PER_DAY)]
 Hours = Annotated[dict[Weekday, DayHours], Meta(min_length=1)]
+Title = Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_LEN)]
+Body = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_BODY_LEN,
+        description="{store_name} is the store's name; no other braces",
+    ),
+]
+Priority = Annotated[int, Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
+PerDeviceLimit = Annotated[int, Meta(ge=1, le=MAX_PER_DEVICE_LIMIT)]
+CooldownS = Annotated[float, Meta(ge=0, le=MAX_COOLDOWN_S)]
+Budget = Annotated[int, Meta(ge=0, le=MAX_BUDGET)]
+TtlS = Annotated[float, Meta(ge=1, le=MAX_TTL_S)]
 
 # an offer's defaults are the stored offer's: one place says them
 _DEFAULT: Final = {field.name: field.default for field in msgspec.structs.fields(Offer)}
@@ -78,15 +92,8 @@ class OfferInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """An offer as sent. The id comes from the URL; given here too, it must be the same."""
 
     id: OfferId | msgspec.UnsetType = msgspec.UNSET
-    title: Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_LEN)]
-    body: Annotated[
-        str,
-        Meta(
-            min_length=1,
-            max_length=MAX_BODY_LEN,
-            description="{store_name} is the store's name; no other braces",
-        ),
-    ]
+    title: Title
+    body: Body
     store_ids: Names = _DEFAULT["store_ids"]
     store_tags: Names = _DEFAULT["store_tags"]
     tiers: SomeNames | None = _DEFAULT["tiers"]
@@ -94,15 +101,11 @@ class OfferInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     starts_at: TimeIn
     ends_at: TimeIn
     hours: Hours | None = _DEFAULT["hours"]
-    priority: Annotated[int, Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = _DEFAULT["priority"]
-    per_device_limit: Annotated[int, Meta(ge=1, le=MAX_PER_DEVICE_LIMIT)] = _DEFAULT[
-        "per_device_limit"
-    ]
-    per_device_cooldown_s: Annotated[float, Meta(ge=0, le=MAX_COOLDOWN_S)] = _DEFAULT[
-        "per_device_cooldown_s"
-    ]
-    budget: Annotated[int, Meta(ge=0, le=MAX_BUDGET)] | None = _DEFAULT["budget"]
-    ttl_s: Annotated[float, Meta(ge=1, le=MAX_TTL_S)] = _DEFAULT["ttl_s"]
+    priority: Priority = _DEFAULT["priority"]
+    per_device_limit: PerDeviceLimit = _DEFAULT["per_device_limit"]
+    per_device_cooldown_s: CooldownS = _DEFAULT["per_device_cooldown_s"]
+    budget: Budget | None = _DEFAULT["budget"]
+    ttl_s: TtlS = _DEFAULT["ttl_s"]
     active: bool = _DEFAULT["active"]
 
     def offer(self, offer_id: str) -> Offer:
@@ -115,8 +118,8 @@ class OfferInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 _FIELDS: Final = msgspec.structs.fields(OfferInput)
-TYPES: Final = {field.name: field.type for field in _FIELDS if field.name != "id"}
-REQUIRED: Final = tuple(field.name for field in _FIELDS if field.required)
+_TYPES: Final = {field.name: field.type for field in _FIELDS if field.name != "id"}
+_REQUIRED: Final = tuple(field.name for field in _FIELDS if field.required)
 _WRONG_TYPE = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 
 
@@ -158,7 +161,7 @@ def _time(value: Any, path: str) -> float:
 
 
 def _body(value: Any, path: str) -> str:
-    body: str = _convert(value, TYPES["body"], path)
+    body: str = _convert(value, Body, path)
     rest = body.replace(PLACEHOLDER, "")
     if "{" in rest or "}" in rest:
         raise _refused(path, "bad-template", "only {store_name} may be used in braces")
@@ -173,7 +176,7 @@ def _hours(value: Any, path: str) -> Any:
         problems = [p for day, ranges in value.items() for p in _day(day, ranges, path)]
         if problems:
             raise _Refused(problems)
-    return _convert(value, TYPES["hours"], path)
+    return _convert(value, _TYPES["hours"], path)
 
 
 def _day(day: str, ranges: Any, hours_path: str) -> list[Problem]:
@@ -247,7 +250,7 @@ def _unknown_fields(doc: dict[str, Any]) -> list[Problem]:
 def _missing_fields(doc: dict[str, Any]) -> list[Problem]:
     return [
         Problem(path=f"$.{name}", code="missing-field", detail=f"{name!r} is required")
-        for name in REQUIRED
+        for name in _REQUIRED
         if name not in doc
     ]
 
@@ -256,18 +259,21 @@ def _field_values(doc: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     """Each known field as its type, and the problems of those that are not."""
     values: dict[str, Any] = {}
     problems: list[Problem] = []
-    for name, kind in TYPES.items():
+    for name in _TYPES:
         if name not in doc:
             continue
-        path = f"$.{name}"
-        check = _CHECKS.get(name)
         try:
-            values[name] = (
-                _convert(doc[name], kind, path) if check is None else check(doc[name], path)
-            )
+            values[name] = _field(name, doc[name])
         except _Refused as refused:
             problems.extend(refused.problems)
     return values, problems
+
+
+def _field(name: str, value: Any) -> Any:
+    """One field as its type, with its own rule if it has one; _Refused with its problems."""
+    path = f"$.{name}"
+    check = _CHECKS.get(name)
+    return _convert(value, _TYPES[name], path) if check is None else check(value, path)
 
 
 def _cross_problems(doc: dict[str, Any], values: dict[str, Any]) -> list[Problem]:
