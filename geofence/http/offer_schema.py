@@ -151,24 +151,62 @@ def _code(detail: str) -> str:
 
 # --- the fields with a rule beyond their type --------------------------------------------
 
+# a check takes a field's value, its type and its path: the value as the type, or _Refused
+FieldCheck = Callable[[Any, Any, str], Any]
 
-def _time(value: Any, path: str) -> float:
-    given = _convert(value, TimeIn, path, "bad-time")
+
+def _problems(check: Callable[[Any, str], Any], value: Any, path: str) -> list[Problem]:
+    try:
+        check(value, path)
+    except _Refused as refused:
+        return refused.problems
+    return []
+
+
+def _each(
+    value: Any, kind: Any, path: str, item: Callable[[Any, str], Any], code: str | None = None
+) -> Any:
+    """``value`` as the list type ``kind``, every item also through ``item``: each bad item
+    is named, where msgspec names only the first."""
+    try:
+        whole = _convert(value, kind, path, code)
+    except _Refused as refused:
+        if refused.problems[0].path == path:  # the list itself: not a list, or its length
+            raise
+        whole = value
+    items = enumerate(whole or ())
+    problems = [p for i, one in items for p in _problems(item, one, f"{path}[{i}]")]
+    if problems:
+        raise _Refused(problems)
+    return whole
+
+
+def _name(value: Any, path: str) -> str:
+    name: str = _convert(value, Name, path)
+    return name
+
+
+def _names(value: Any, kind: Any, path: str) -> Any:
+    return _each(value, kind, path, _name)
+
+
+def _time(value: Any, kind: Any, path: str) -> float:
+    given = _convert(value, kind, path, "bad-time")
     try:
         return parse_time(given)
     except ValueError as e:
         raise _refused(path, "bad-time", str(e)) from None
 
 
-def _body(value: Any, path: str) -> str:
-    body: str = _convert(value, Body, path)
+def _body(value: Any, kind: Any, path: str) -> str:
+    body: str = _convert(value, kind, path)
     rest = body.replace(PLACEHOLDER, "")
     if "{" in rest or "}" in rest:
         raise _refused(path, "bad-template", "only {store_name} may be used in braces")
     return body
 
 
-def _hours(value: Any, path: str) -> Any:
+def _hours(value: Any, kind: Any, path: str) -> Any:
     """Every weekday on its own, so that each bad one is named."""
     if value == {}:
         raise _refused(path, "bad-hours", "give at least one weekday, or null for any time")
@@ -176,31 +214,31 @@ def _hours(value: Any, path: str) -> Any:
         problems = [p for day, ranges in value.items() for p in _day(day, ranges, path)]
         if problems:
             raise _Refused(problems)
-    return _convert(value, _TYPES["hours"], path)
+    return _convert(value, kind, path)
 
 
 def _day(day: str, ranges: Any, hours_path: str) -> list[Problem]:
     path = f"{hours_path}.{day}"
     if day not in WEEKDAYS:
         return [Problem(path=path, code="bad-hours", detail="weekdays are mon..sun")]
-    try:
-        spans: tuple[str, ...] = _convert(ranges, DayHours, path, "bad-hours")
-    except _Refused as refused:
-        return refused.problems
-    return [p for i, span in enumerate(spans) if (p := _span(span, f"{path}[{i}]"))]
+    return _problems(lambda v, p: _each(v, DayHours, p, _span, "bad-hours"), ranges, path)
 
 
-def _span(text: str, path: str) -> Problem | None:
+def _span(value: Any, path: str) -> str:
+    text: str = _convert(value, TimeRange, path, "bad-hours")
     try:
         parse_range(text)
     except ValueError as e:
-        return Problem(path=path, code="bad-hours", detail=str(e))
-    return None
+        raise _refused(path, "bad-hours", str(e)) from None
+    return text
 
 
-FieldCheck = Callable[[Any, str], Any]
 _CHECKS: Final[dict[str, FieldCheck]] = {
     "body": _body,
+    "store_ids": _names,
+    "store_tags": _names,
+    "tiers": _names,
+    "segments": _names,
     "starts_at": _time,
     "ends_at": _time,
     "hours": _hours,
@@ -271,9 +309,7 @@ def _field_values(doc: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
 
 def _field(name: str, value: Any) -> Any:
     """One field as its type, with its own rule if it has one; _Refused with its problems."""
-    path = f"$.{name}"
-    check = _CHECKS.get(name)
-    return _convert(value, _TYPES[name], path) if check is None else check(value, path)
+    return _CHECKS.get(name, _convert)(value, _TYPES[name], f"$.{name}")
 
 
 def _cross_problems(doc: dict[str, Any], values: dict[str, Any]) -> list[Problem]:

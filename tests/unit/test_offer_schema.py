@@ -236,6 +236,37 @@ def test_every_problem_at_once() -> None:
     assert len(caught.value.problems) == 13
 
 
+def test_every_bad_item_of_a_list_is_named() -> None:
+    doc = valid_doc(
+        store_ids=[1, "s1", ""],
+        segments=["ok", None],
+        hours={"mon": ["x", "09:00-17:00", "25:00-26:00", 900]},
+    )
+    with pytest.raises(InvalidInput) as caught:
+        parse_offer("o1", doc)
+    assert [(p.code, p.path) for p in caught.value.problems] == [
+        ("wrong-type", "$.store_ids[0]"),
+        ("out-of-range", "$.store_ids[2]"),
+        ("wrong-type", "$.segments[1]"),
+        ("bad-hours", "$.hours.mon[0]"),
+        ("bad-hours", "$.hours.mon[2]"),
+        ("bad-hours", "$.hours.mon[3]"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"store_ids": ["s"] * 1_001}, "$.store_ids"),
+        ({"hours": {"mon": ["09:00-10:00"] * 11}}, "$.hours.mon"),
+    ],
+)
+def test_a_list_too_long_is_one_problem(changes: dict[str, Any], path: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_offer("o1", valid_doc(**changes))
+    assert [p.path for p in caught.value.problems] == [path]
+
+
 def test_no_target_is_not_reported_over_a_bad_target() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_offer("o1", valid_doc(store_ids=[1], store_tags=[]))
