@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from yarl import URL
 
+from geofence.domain.times import format_time
 from tests.http.test_access_log import SECRETS, UNPARSABLE, raw_answer
 from tests.http.test_pings_api import ping_body
 from tests.json_logs import log_records
@@ -369,7 +370,7 @@ async def test_a_bad_ping_in_a_batch_fails_alone(api: Api) -> None:
         ("invalid", "not-found"),
     ]
     assert results[0]["errors"][0]["path"] == "$.pings[0].lat"
-    assert (await api.export("hostile-mixed"))["visit_state"]["last_ts"] == now - 30
+    assert (await api.export("hostile-mixed"))["visit_state"]["last_ts"] == format_time(now - 30)
 
 
 async def test_screening_answers_200_with_its_reason_and_moves_no_visit(api: Api) -> None:
@@ -398,7 +399,8 @@ async def test_screening_answers_200_with_its_reason_and_moves_no_visit(api: Api
     assert await screened(INSIDE, t0 + 40, mocked=True) == ("flagged", "mocked")
     state = (await api.export("hostile-screen"))["visit_state"]
     assert state["visits"] == {} and state["last_fix"] == base["last_fix"]
-    assert state["last_accepted_ts"] == t0 and state["last_ts"] == t0 + 40
+    assert state["last_accepted_ts"] == format_time(t0)
+    assert state["last_ts"] == format_time(t0 + 40)
     assert state["flags"] == {"inaccurate": 3, "mocked": 1}
     # not later than the last ping that was not ignored: stale, whatever else is wrong
     before = await api.export("hostile-screen")
