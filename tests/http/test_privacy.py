@@ -148,7 +148,9 @@ async def test_refused_tokens_are_logged_without_raw_ids(
     await register(client, RAW_IDS[1])
     export = path(RAW_IDS[1], "/export")
     assert (await client.get(export, headers=bearer(token))).status == 404
-    assert (await client.get(export, headers=bearer(token + "x"))).status == 401
+    own = path(RAW_IDS[0], "/token")
+    assert (await client.post(own, headers=bearer(token))).status == 200  # revokes token
+    assert (await client.post(own, headers=bearer(token))).status == 401
     assert "reason=other-device" in caplog.text and "reason=invalid" in caplog.text
 
 
@@ -187,12 +189,15 @@ async def test_development_mode_prints_generated_keys_once(
 
 
 def test_serve_runs_without_an_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiohttp import web
-
     from geofence import cli
+    from geofence.http import server
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: seen.update(kwargs))
+
+    async def serve(edge: server.EdgeRunner, *args: Any) -> None:
+        seen.update(edge._kwargs)
+
+    monkeypatch.setattr(server, "_serve", serve)
     monkeypatch.setattr(cli, "setup_logging", lambda level: None)
     monkeypatch.setattr(cli, "_use_uvloop", lambda: None)
     for name in ("ADMIN", "SDK", "INGEST"):
