@@ -104,22 +104,18 @@ def serve(settings: Settings, *, shared_port: bool = False) -> None:
     """One process serving until SIGTERM or SIGINT. ``shared_port``: the listening
     socket is bound with SO_REUSEPORT, so that the kernel spreads the connections over
     every worker bound to the port."""
-    from aiohttp import web
-
     from geofence.http.app import create_app
     from geofence.http.keys import CATALOGUE
+    from geofence.http.server import run
 
     _use_uvloop()
     app = create_app(settings)
     app[CATALOGUE].on_installed = settle_heap
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=shared_port or None,
-        access_log=None,  # paths carry device ids; requests are counted in /metrics instead
-        print=lambda line: print(line, file=sys.stderr),
-    )
+    run(app, settings, reuse_port=shared_port or None, announce=_stderr)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def supervise(settings: Settings) -> int:
