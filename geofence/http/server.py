@@ -36,6 +36,10 @@ MAX_LINE_BYTES: Final = 8190  # the request line (aiohttp's default)
 MAX_FIELD_BYTES: Final = 8192  # one header; differs from the line's so that each is told apart
 MAX_HEADERS: Final = 128
 SHUTDOWN_GRACE_S: Final = 30.0
+# after answering a request whose body it did not read (401, 404, 408, 413), how long the
+# connection still takes the rest of the body, so that the client reads the answer rather
+# than a reset; then it is closed (aiohttp's default is 10 s, long for a slow stranger)
+LINGER_S: Final = 2.0
 
 
 class ProblemRequestHandler(RequestHandler):
@@ -108,13 +112,14 @@ class EdgeRunner(web.AppRunner):
         )
 
 
-def runner(app: web.Application, settings: Settings) -> EdgeRunner:
+def runner(app: web.Application, settings: Settings, *, linger_s: float = LINGER_S) -> EdgeRunner:
     """The runner of ``app`` with the edge's limits: no access log (paths carry device
     ids; requests are counted in /metrics instead)."""
     return EdgeRunner(
         app,
         access_log=None,
         keepalive_timeout=settings.keepalive_s,
+        lingering_time=linger_s,
         shutdown_timeout=SHUTDOWN_GRACE_S,
         max_line_size=MAX_LINE_BYTES,
         max_field_size=MAX_FIELD_BYTES,
