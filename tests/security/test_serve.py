@@ -30,7 +30,9 @@ async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         client = await redis_client_or_skip()
         redis_url = REDIS_URL
     port = free_port()
-    env = service_env(port, redis_url=redis_url, redis_prefix=prefix, max_inflight=16)
+    # the strangers' limit as deployed (service_env turns it off for the other system tests)
+    limits = {"max_inflight": 16, "stranger_rate_per_s": 5.0, "stranger_burst": 50}
+    env = service_env(port, redis_url=redis_url, redis_prefix=prefix, **limits)
     process = Process("serve", SERVE, env, tmp_path)
     process.start()
     assert process.proc is not None
