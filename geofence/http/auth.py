@@ -61,6 +61,8 @@ class Credentials(msgspec.Struct, frozen=True):
         return creds
 
     def kind_of(self, token: str) -> KeyKind | None:
+        if not token.isascii():  # no configured key matches; and compare_digest needs bytes
+            return None
         found: KeyKind | None = None
         for kind, keys in (("admin", self.admin), ("sdk", self.sdk), ("ingest", self.ingest)):
             if _any_equal(token, keys):
@@ -70,7 +72,7 @@ class Credentials(msgspec.Struct, frozen=True):
 
 def _any_equal(token: str, keys: Iterable[str]) -> bool:
     matched = False
-    raw = token.encode("ascii")  # bearer() lets only ASCII through
+    raw = token.encode("ascii")
     for key in keys:
         matched |= hmac.compare_digest(raw, key.encode())
     return matched

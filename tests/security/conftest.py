@@ -5,6 +5,7 @@ that never arrive, connections that hang up half way."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from geofence.http.server import runner
 from geofence.ports import StateStore
 from tests.conftest import SDK_KEY
 from tests.http.conftest import client, make_client
+from tests.http.test_pings_api import INSIDE, ping_body
 
 __all__ = ["client", "make_client"]  # the fixtures of tests/http, for tests here too
 
@@ -45,6 +47,7 @@ class Served:
     app: web.Application
     port: int
     session: aiohttp.ClientSession
+    sdk_key: str = SDK_KEY
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     @property
@@ -67,7 +70,7 @@ class Served:
 
     async def register(self, device_id: str, **extra: Any) -> str:
         body = {"device_id": device_id, "consent": CONSENT, **extra}
-        headers = {"Authorization": f"Bearer {SDK_KEY}"}
+        headers = {"Authorization": f"Bearer {self.sdk_key}"}
         async with self.session.post(f"{self.base}/v1/devices", json=body, headers=headers) as r:
             assert r.status == 201, await r.text()
             token: str = (await r.json())["device_token"]
@@ -102,6 +105,45 @@ def post_head(path: str, token: str, length: int, *, method: bytes = b"POST") ->
             b"Content-Length: " + str(length).encode(),
         ]
     )
+
+
+async def trickle(served: Served, token: str, stop: asyncio.Event) -> None:
+    """A ping body sent a byte at a time, until told to stop or cut off."""
+    try:
+        _, writer = await served.send(post_head("/v1/pings", token, 1000), b"{")
+        while not stop.is_set() and not writer.is_closing():
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+    except ConnectionError:
+        return  # the service closed it: what it should do
+
+
+async def genuine_pings(served: Served, token: str, device_id: str, n: int) -> list[int]:
+    """The statuses of ``n`` pings of a device, one after the other."""
+    statuses = []
+    start = time.time() - 600
+    headers = {"Authorization": f"Bearer {token}"}
+    for i in range(n):
+        body = ping_body(device_id, INSIDE, start + i)
+        async with served.session.post(f"{served.base}/v1/pings", json=body, headers=headers) as r:
+            statuses.append(r.status)
+    return statuses
+
+
+async def flood_and_ping(
+    served: Served, tokens: dict[str, str], flooders: int, n: int
+) -> list[int]:
+    """``flooders`` connections trickling bodies with made-up tokens and, once they are
+    under way, ``n`` genuine pings of each device in ``tokens``: the pings' statuses."""
+    stop = asyncio.Event()
+    made_up = [f"{i:08x}.made-up-{i}" for i in range(flooders)]  # the old token shape
+    flood = [asyncio.create_task(trickle(served, token, stop)) for token in made_up]
+    await asyncio.sleep(0.5)
+    answers = await asyncio.gather(*(genuine_pings(served, t, d, n) for d, t in tokens.items()))
+    stop.set()
+    await asyncio.gather(*flood)
+    return [status for device in answers for status in device]
 
 
 Serve = Callable[..., Awaitable[Served]]

@@ -9,34 +9,11 @@ import time
 
 from geofence.http.keys import PING_GATE
 from tests.http.test_pings_api import INSIDE, ping_body
-from tests.security.conftest import Serve, Served, post_head, read_answer
+from tests.security.conftest import Serve, flood_and_ping, post_head, read_answer
 
 FLOODERS = 40
 DEVICES = 10
 PINGS_EACH = 10
-
-
-async def trickle(served: Served, token: str, stop: asyncio.Event) -> None:
-    """A made-up token sending a ping body a byte at a time, until told to stop or cut off."""
-    try:
-        _, writer = await served.send(post_head("/v1/pings", token, 1000), b"{")
-        while not stop.is_set() and not writer.is_closing():
-            writer.write(b" ")
-            await writer.drain()
-            await asyncio.sleep(0.2)
-    except ConnectionError:
-        return  # the service closed it: what it should do
-
-
-async def genuine(served: Served, token: str, device_id: str) -> list[int]:
-    statuses = []
-    start = time.time() - 600
-    headers = {"Authorization": f"Bearer {token}"}
-    for i in range(PINGS_EACH):
-        body = ping_body(device_id, INSIDE, start + i)
-        async with served.session.post(f"{served.base}/v1/pings", json=body, headers=headers) as r:
-            statuses.append(r.status)
-    return statuses
 
 
 async def test_a_slow_body_flood_of_made_up_tokens_leaves_genuine_pings_served(
@@ -44,15 +21,7 @@ async def test_a_slow_body_flood_of_made_up_tokens_leaves_genuine_pings_served(
 ) -> None:
     served = await serve(max_inflight=16, stranger_burst=100_000)
     tokens = {f"d{i}": await served.register(f"d{i}") for i in range(DEVICES)}
-    stop = asyncio.Event()
-    flood = [
-        asyncio.create_task(trickle(served, f"{i:08x}.made-up-{i}", stop)) for i in range(FLOODERS)
-    ]
-    await asyncio.sleep(0.5)  # the flood is under way before the genuine pings start
-    answers = await asyncio.gather(*(genuine(served, t, d) for d, t in tokens.items()))
-    stop.set()
-    await asyncio.gather(*flood)
-    statuses = [s for device in answers for s in device]
+    statuses = await flood_and_ping(served, tokens, FLOODERS, PINGS_EACH)
     ok = sum(200 <= s < 300 for s in statuses)
     assert ok >= 0.99 * len(statuses), statuses
     assert served.app[PING_GATE].inflight == 0
