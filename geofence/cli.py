@@ -324,23 +324,14 @@ def serve(settings: Settings, *, shared_port: bool = False) -> None:
     """One process serving until SIGTERM or SIGINT. ``shared_port``: the listening
     socket is bound with SO_REUSEPORT, so that the kernel spreads the connections over
     every worker bound to the port."""
-    from aiohttp import web
-
-    from geofence.http.access_log import access_log_options
     from geofence.http.app import create_app
     from geofence.http.keys import CATALOGUE
+    from geofence.http.server import run
 
     _use_uvloop()
     app = create_app(settings)
     app[CATALOGUE].on_installed = settle_heap
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=shared_port or None,
-        print=_announce,
-        **access_log_options(settings),
-    )
+    run(app, settings, reuse_port=shared_port or None, announce=_announce)
 
 
 def _announce(text: str) -> None:

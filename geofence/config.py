@@ -103,6 +103,23 @@ class Settings:
     max_inflight: int = field(
         default=256, metadata={"help": "ping requests handled at once; more get 503 (0: no cap)"}
     )
+    # the public edge (geofence/http/edge.py, geofence/http/server.py)
+    stranger_rate_per_s: float = field(
+        default=5.0,
+        metadata={"help": "unauthenticated or sdk-key requests a second per client address"},
+    )
+    stranger_burst: int = field(
+        default=50, metadata={"help": "such requests one client address may burst"}
+    )
+    stranger_addresses: int = field(
+        default=4096, metadata={"help": "client addresses whose buckets are kept (LRU)"}
+    )
+    body_timeout_s: float = field(
+        default=10.0, metadata={"help": "time for a request body to arrive; then 408"}
+    )
+    keepalive_s: float = field(
+        default=15.0, metadata={"help": "idle keep-alive connections are closed after this"}
+    )
     # contract §5 screening
     max_accuracy_m: float = field(default=100.0, metadata={"help": "coarser pings are flagged"})
     # contract §5 visit rules
@@ -241,6 +258,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_DEAD_LETTER_TTL_S must be at least 1")
     if settings.max_body_bytes <= 0 or settings.max_upload_bytes < settings.max_body_bytes:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
+    if settings.body_timeout_s <= 0 or settings.keepalive_s < 0:
+        raise SettingsError("GEOFENCE_BODY_TIMEOUT_S must be > 0 and GEOFENCE_KEEPALIVE_S >= 0")
     _validate_workers(settings)
     _validate_offers(settings)
     _validate_keys(settings)

@@ -21,7 +21,7 @@ class Metrics:
         )
         self.refused = Counter(
             "geofence_requests_refused",
-            "Ping requests refused before handling: rate-limited (429) or overloaded (503)",
+            "Requests refused before handling: rate-limited (429), overloaded (503), client-abort",
             ["reason"],
             registry=r,
         )

@@ -18,6 +18,7 @@ from geofence.delivery import Dispatcher
 from geofence.domain.delivery import RetryPolicy
 from geofence.domain.errors import Unavailable
 from geofence.http.auth import Credentials
+from geofence.http.edge import authenticate
 from geofence.http.errors import Handler, problem_middleware
 from geofence.http.keys import (
     CATALOGUE,
@@ -56,7 +57,7 @@ def create_app(
     """Build the app; tests pass their own store and push doubles explicitly."""
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware, ping_gate_middleware],
+        middlewares=[metrics_middleware, problem_middleware, authenticate, ping_gate_middleware],
         client_max_size=settings.max_upload_bytes,
     )
     owned_store = store is None
@@ -65,7 +66,7 @@ def create_app(
     app[STORE] = store if store is not None else make_store(settings)
     app[PUSH] = push if push is not None else make_push(settings)
     app[CREDENTIALS] = Credentials.from_settings(settings)
-    app[PING_GATE] = PingGate.from_settings(settings, app[CREDENTIALS], refused=metrics.refused)
+    app[PING_GATE] = PingGate.from_settings(settings, refused=metrics.refused)
     _add_services(app, settings, metrics)
     app.cleanup_ctx.append(_closing(owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)

@@ -1,19 +1,20 @@
 """Who is calling (contract §1): admin, sdk, ingest keys from settings; device tokens.
 
 Keys are compared in constant time against every configured key, so the time taken says
-nothing about which key (or how much of one) matched. A device token is
-``<device ref>.<secret>``: the ref names the device whose stored token hash must match,
-which ``DeviceService.authorize`` checks for every device-scoped route.
+nothing about which key (or how much of one) matched. A device token carries a tag
+(``geofence.domain.callers``) that is checked here, with no store read; the device's
+stored token hash is then checked by ``DeviceService.authorize`` on every device-scoped
+route. A credential is ASCII: anything else (aiohttp hands undecodable bytes over as
+surrogates) is refused like any other wrong credential.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import re
 import secrets
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import msgspec
@@ -26,9 +27,6 @@ from geofence.domain.errors import Forbidden, Unauthorized
 logger = logging.getLogger(__name__)
 
 KeyKind = Literal["admin", "sdk", "ingest"]
-
-# ``<ref>.<secret>``: anything else is not a device token and answers 401 on every route
-_DEVICE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,256}", re.ASCII)
 
 
 class Credentials(msgspec.Struct, frozen=True):
@@ -63,6 +61,8 @@ class Credentials(msgspec.Struct, frozen=True):
         return creds
 
     def kind_of(self, token: str) -> KeyKind | None:
+        if not token.isascii():  # no configured key matches; and compare_digest needs bytes
+            return None
         found: KeyKind | None = None
         for kind, keys in (("admin", self.admin), ("sdk", self.sdk), ("ingest", self.ingest)):
             if _any_equal(token, keys):
@@ -72,43 +72,50 @@ class Credentials(msgspec.Struct, frozen=True):
 
 def _any_equal(token: str, keys: Iterable[str]) -> bool:
     matched = False
+    raw = token.encode("ascii")
     for key in keys:
-        matched |= hmac.compare_digest(token.encode(), key.encode())
+        matched |= hmac.compare_digest(raw, key.encode())
     return matched
 
 
-def bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+def bearer(authorization: str) -> str:
+    """The credential of an ``Authorization`` header; 401 if it is missing or not ASCII."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise unauthorized("Send Authorization: Bearer <key or device token>.")
-    return token.strip()
+    if not token.isascii():
+        raise unauthorized("The credential is not valid.")
+    return token
 
 
-def identify(request: web.Request, creds: Credentials) -> Caller:
-    token = bearer(request)
+def identify(
+    authorization: str, creds: Credentials, device_ref: Callable[[str], str | None]
+) -> Caller:
+    """Who sends ``authorization``: a configured key, or a device token whose tag
+    ``device_ref`` verifies; else 401."""
+    token = bearer(authorization)
     kind = creds.kind_of(token)
     if kind is not None:
         return Caller(kind, token)
-    if _DEVICE_TOKEN.fullmatch(token):
+    if device_ref(token) is not None:
         return Caller("device", token)
     raise unauthorized("The credential is not valid.")
 
 
-def require(request: web.Request, creds: Credentials, *allowed: CallerKind) -> Caller:
-    """The caller, if its kind may call this route: 401 unknown, 403 wrong kind."""
-    caller = identify(request, creds)
-    if caller.kind not in allowed:
-        raise forbidden(caller.kind)
-    return caller
-
-
 CREDENTIALS = web.AppKey("credentials", Credentials)
+CALLER = web.RequestKey("caller", Caller)
 
 
 def allow(request: web.Request, *allowed: CallerKind) -> Caller:
-    """``require`` with the app's credentials: the one check at the top of a handler."""
-    return require(request, request.app[CREDENTIALS], *allowed)
+    """The caller the edge authenticated, if its kind may call this route (else 403):
+    the one check at the top of a handler."""
+    if CALLER not in request:  # a route the edge treats as public names no caller
+        raise unauthorized("Send Authorization: Bearer <key or device token>.")
+    caller = request[CALLER]
+    if caller.kind not in allowed:
+        raise forbidden(caller.kind)
+    return caller
 
 
 def forbidden(kind: CallerKind) -> Forbidden:

@@ -77,11 +77,13 @@ PROBLEMS: Final = {
     401: "a missing or invalid credential",
     403: "a credential of the wrong kind, or the consent the call needs is withheld",
     404: "no such resource; another device's id answers the same",
+    408: "the body did not arrive within GEOFENCE_BODY_TIMEOUT_S (`body-timeout`)",
     409: "the request conflicts with what is stored",
     413: "the body is larger than the configured limit",
     415: "the body is not JSON",
     422: "the body or a query parameter breaks a rule; every problem is listed in errors",
-    429: "the caller (device token or ingest key) is over its rate (`rate-limited`); "
+    429: "the caller (device token or ingest key) is over its rate, or the client address "
+    "over the rate it shares for unauthenticated and sdk-key requests (`rate-limited`); "
     "retry after Retry-After seconds",
     503: "the state store is down or did not answer within GEOFENCE_REDIS_TIMEOUT_S "
     "(`backend-unavailable`), or the catalogue is not loaded yet; retry later",
@@ -167,6 +169,10 @@ def _op(
     callers: tuple[str, ...] = ("admin key",),
     media: str = JSON,
 ) -> Schema:
+    if callers:  # a caller that fails authentication takes from its address's rate
+        errs = _with(errs, 429)
+    if body is not None:
+        errs = _with(errs, 408)
     op: Schema = {
         "operationId": op_id,
         "summary": summary,
@@ -180,6 +186,10 @@ def _op(
     if params:
         op["parameters"] = list(params)
     return op
+
+
+def _with(errs: tuple[int, ...], status: int) -> tuple[int, ...]:
+    return tuple(sorted({*errs, status}))
 
 
 def _flag(name: str, description: str) -> Schema:
@@ -303,8 +313,10 @@ def _device_paths() -> Schema:
         "/v1/devices": {
             "post": _op(
                 "registerDevice",
-                "register a new device; answers its device token",
-                ok=(201,),
+                "register a new device (201) and answer its device token; the same "
+                "device_id with the install_secret it was registered with: a new token "
+                "for that device, the old one revoked (200); without it, or with another: 409",
+                ok=(200, 201),
                 schema=ref("Registered"),
                 body=ref("Registration"),
                 errs=(400, 401, 403, 409, 413, 415, 422, 503),
@@ -342,6 +354,16 @@ def _device_paths() -> Schema:
                 errs=ONE,
                 params=device,
                 callers=owner_or_admin,
+            ),
+        },
+        "/v1/devices/{device_id}/token": {
+            "post": _op(
+                "rotateDeviceToken",
+                "a new device token; the one used for this call is refused from now on",
+                schema=ref("Registered"),
+                errs=ONE,
+                params=device,
+                callers=owner,
             ),
         },
         "/v1/devices/{device_id}/explain": {

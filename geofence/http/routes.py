@@ -30,6 +30,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/devices/{device_id}/export", d.export),
             web.delete("/v1/devices/{device_id}", d.delete),
             web.get("/v1/devices/{device_id}/explain", o.device_explain),
+            web.post("/v1/devices/{device_id}/token", d.rotate_token),
             # pings (contract §5)
             web.post("/v1/pings", p.post_ping),
             web.post("/v1/pings/batch", p.post_batch),

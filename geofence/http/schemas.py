@@ -7,6 +7,7 @@ contract does not name.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from geofence.domain.times import with_times
 from geofence.http.errors import HTTPProblem
+from geofence.http.keys import METRICS, SETTINGS
 
 T = TypeVar("T")
 
@@ -41,9 +43,28 @@ def private_json(data: Any, *, status: int = 200) -> web.Response:
 
 
 async def read_body(request: web.Request, *, limit: int) -> bytes:
-    """The raw body, refusing anything but JSON and anything over ``limit`` bytes (413)."""
+    """The raw body, refusing anything but JSON and anything over ``limit`` bytes (413).
+
+    The whole body must arrive within ``GEOFENCE_BODY_TIMEOUT_S`` (408 ``body-timeout``,
+    and whatever slot the request held is free again). A client that hangs up on the way
+    is no error of ours: it is counted (``client-abort``) and answered 499, which it
+    never reads, so that no 5xx is recorded for it.
+    """
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
         raise HTTPProblem(415, "unsupported-media-type", "Send the body as application/json.")
+    timeout_s = request.app[SETTINGS].body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit=limit)
+    except TimeoutError:
+        detail = f"The body did not arrive within {timeout_s:g} s."
+        raise HTTPProblem(408, "body-timeout", detail, headers={"Connection": "close"}) from None
+    except ConnectionError:
+        request.app[METRICS].refused.labels("client-abort").inc()
+        raise HTTPProblem(499, "client-abort", "The client closed the connection.") from None
+
+
+async def _read_body(request: web.Request, *, limit: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > limit:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import msgspec
 
 from geofence.config import Settings
-from geofence.domain.callers import Caller, CallerKind, new_device_token
+from geofence.domain.callers import Caller, CallerKind, new_device_token, token_key, verified_ref
 from geofence.domain.devices import (
     ConsentChange,
     DeviceProfile,
@@ -26,6 +26,7 @@ from geofence.domain.devices import (
     Registration,
     apply_patch,
     device_ref,
+    install_matches,
     new_profile,
     token_hash,
     token_matches,
@@ -91,6 +92,7 @@ class DeviceService:
         self._secret = (
             settings.id_secret.encode() if settings.id_secret else development_id_secret()
         )
+        self.token_key = token_key(self._secret)
         # every ping names its device: the pseudonyms of the devices seen lately, kept
         # rather than an HMAC computed again for each
         self._refs = functools.lru_cache(maxsize=REFS_KEPT)(self._ref)
@@ -102,15 +104,42 @@ class DeviceService:
     def _ref(self, device_id: str) -> str:
         return device_ref(device_id, self._secret)
 
-    async def register(self, body: Registration) -> tuple[str, str]:
-        """A new device: (device_id, device_token). Conflict when the id is registered."""
+    def verified_ref(self, token: str) -> str | None:
+        """The ref a device token names if this service minted it (its tag), else None:
+        no store read. Its stored hash is checked later by :meth:`authorize`."""
+        return verified_ref(token, self.token_key)
+
+    def names(self, caller: Caller, device_id: str) -> bool:
+        """Whether ``caller`` is a device token of ``device_id``: no store read, and no
+        pseudonym remembered for an id that is not the caller's own."""
+        ref = self._refs(device_id) if valid_device_id(device_id) else None
+        return ref is not None and _same(caller.device_ref, ref)
+
+    async def register(self, body: Registration) -> tuple[str, str, bool]:
+        """A new device: (device_id, device_token, True). An id already registered is a
+        conflict, unless the install secret it was registered with comes along: then
+        the same device gets a new token, the old one revoked: (.., .., False)."""
         ref = self.ref_of(body.device_id)
-        token = new_device_token(ref)
+        token = new_device_token(ref, self.token_key)
         profile = new_profile(body, ref=ref, token_hash=token_hash(token), now=self.clock())
-        if not await self.store.create_device(profile):
+        if await self.store.create_device(profile):
+            logger.info("device registered device=%s %s", ref, _consent_kv(profile))
+            return body.device_id, token, True
+        existing = await self.store.get_device(ref)
+        if existing is None or not install_matches(body.install_secret, existing):
             raise Conflict("A device with this id is already registered.")
-        logger.info("device registered device=%s %s", ref, _consent_kv(profile))
-        return body.device_id, token
+        return body.device_id, await self.rotate(existing, reason="re-registered"), False
+
+    async def rotate(self, profile: DeviceProfile, *, reason: str = "rotated") -> str:
+        """A new token for the device; the one it replaces is refused from now on."""
+        token = new_device_token(profile.ref, self.token_key)
+        changed = msgspec.structs.replace(
+            profile, token_hash=token_hash(token), updated_at=self.clock()
+        )
+        if not await self.store.put_device(changed):  # erased meanwhile: not brought back
+            raise _no_such_device()
+        logger.info("device token replaced device=%s reason=%s", profile.ref, reason)
+        return token
 
     async def update(self, profile: DeviceProfile, patch: ProfilePatch) -> DeviceProfile:
         """Apply ``patch``; withdrawing location consent erases the location state at once,

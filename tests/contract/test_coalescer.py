@@ -134,7 +134,7 @@ async def side(
     callers = {}
     for device_id in DEVICES:
         consent = Consent(location=location, offers=True)
-        _, token = await devices.register(Registration(device_id=device_id, consent=consent))
+        _, token, _ = await devices.register(Registration(device_id=device_id, consent=consent))
         callers[device_id] = Caller("device", token)
     return PingCoalescer(devices, pings), callers
 

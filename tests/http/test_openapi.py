@@ -399,7 +399,12 @@ async def _device(s: Session) -> dict[str, str]:
     await s("PATCH", "/v1/devices/{device_id}", 200, path=me, json=changes, headers=token)
     await s("GET", "/v1/devices/{device_id}/export", 200, path=me, headers=token)
     await s("GET", "/v1/devices/{device_id}/explain", 200, path=me, headers=admin())
-    return token
+    rotated = await s("POST", "/v1/devices/{device_id}/token", 200, path=me, headers=token)
+    await s("POST", "/v1/devices/{device_id}/token", 401, path=me, headers=token)
+    secret = {**body, "device_id": "member-8", "install_secret": "s" * 32}
+    await s("POST", "/v1/devices", 201, json=secret, headers=bearer(SDK_KEY))
+    await s("POST", "/v1/devices", 200, json=secret, headers=bearer(SDK_KEY))
+    return bearer(rotated["device_token"])
 
 
 async def _walk_in(s: Session, token: dict[str, str]) -> str:

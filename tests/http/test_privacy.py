@@ -157,6 +157,9 @@ async def test_refused_tokens_are_logged_without_raw_ids(
     for device_id, status in ((RAW_IDS[1], 404), (RAW_IDS[0], 200)):  # another's, its own
         ping = ping_body(device_id, (60.1698561, 24.9383792), time.time())
         assert (await client.post("/v1/pings", json=ping, headers=bearer(token))).status == status
+    own = path(RAW_IDS[0], "/token")
+    assert (await client.post(own, headers=bearer(token))).status == 200  # revokes token
+    assert (await client.post(own, headers=bearer(token))).status == 401
     assert "reason=other-device" in caplog.text and "reason=invalid" in caplog.text
 
 
@@ -185,13 +188,16 @@ async def test_development_mode_prints_generated_keys_once(
 
 
 def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiohttp import web
-
     from geofence import cli
+    from geofence.http import server
     from geofence.http.access_log import RouteAccessLogger, access_logger
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: seen.update(kwargs))
+
+    async def serve(edge: server.EdgeRunner, *args: Any) -> None:
+        seen.update(edge._kwargs)
+
+    monkeypatch.setattr(server, "_serve", serve)
     monkeypatch.setattr(cli, "setup_logging", lambda level: None)
     monkeypatch.setattr(cli, "_use_uvloop", lambda: None)
     for name in ("ADMIN", "SDK", "INGEST"):

@@ -218,5 +218,8 @@ def service_env(port: int, **extra: Any) -> dict[str, str]:
         "GEOFENCE_STORES": "stores.geojson",
         "GEOFENCE_QUIET_HOURS": "off",
         "GEOFENCE_LOG_LEVEL": "INFO",
+        # these register hundreds of devices from one address with the sdk key; the
+        # per-address limit on strangers is tested in tests/security
+        "GEOFENCE_STRANGER_RATE_PER_S": "0",
     }
     return {**base, **{f"GEOFENCE_{k.upper()}": str(v) for k, v in extra.items()}}
