@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from geofence.domain.model import VisitEvent
 from geofence.domain.offers import MAX_EPOCH_S, parse_time
 from geofence.domain.times import format_time, is_time_field, with_times
-from geofence.service.pings import PingResult
+from geofence.engine.device import PingResult
 
 
 @pytest.mark.parametrize(
