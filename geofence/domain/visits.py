@@ -13,7 +13,9 @@ same ping, so its exit comes before its entry).
 
 Flow for one ping: ``step`` screens it; an accepted ping goes through
 ``advance_device`` with the state *before* ``screening.record``; then ``record`` updates
-``last_ts``, ``last_fix``, ``last_accepted_ts`` and the flag counts.
+``last_ts``, ``last_fix``, ``last_accepted_ts`` and the flag counts. A device's pings:
+``step_each``, ``step`` one after the other (the reference of the service's core entry,
+``geofence.engine.device.outcome_of``).
 """
 
 from __future__ import annotations
