@@ -33,8 +33,9 @@ from benchmarks import workload as wl
 from geofence import cli
 from geofence.domain.errors import NotFound
 from geofence.domain.model import Ping
+from geofence.engine.device import PingResult
 from geofence.ports import StateWrite, StoredState
-from geofence.service.pings import PingResult, PingService
+from geofence.service.pings import PingService
 from tests.system.processes import SERVE
 
 NO_ENGINE = [sys.executable, "-m", "benchmarks.floor", "serve"]

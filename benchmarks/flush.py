@@ -33,9 +33,9 @@ import redis.asyncio as aioredis
 from benchmarks import ingest, workload
 from geofence.adapters.redis import HiredisPackedConnection, RedisStore
 from geofence.cli import settle_heap
-from geofence.domain.geometry import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
-from geofence.domain.screening import Columns, FloatArray, screen_in_turn, screen_runs
+from geofence.engine.index import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
+from geofence.engine.screening import Columns, FloatArray, screen_in_turn, screen_runs
 from geofence.ports import StateWrite
 from geofence.service.pings import SCREEN_AS_ARRAYS_FROM, PingService
 
@@ -45,7 +45,7 @@ STAGES = {  # what is timed: (object, method) -> stage; none calls another of th
     ("store", "load_states"): "load",
     ("store", "save_states"): "save",
     ("service", "_nears"): "lookups",
-    ("service", "advance"): "rules",
+    ("service", "_outcome"): "rules",
     ("service", "_decide"): "entries",
     ("offers", "count"): "entries",
     ("service", "_apply"): "lost writes",

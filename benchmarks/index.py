@@ -26,8 +26,8 @@ import shapely
 from shapely.geometry import shape
 
 from benchmarks.report import write_section
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import Fence
+from geofence.engine.index import FenceIndex
 
 DATA = Path(__file__).parents[1] / "tests" / "data" / "helsinki_store_polygons.geojson"
 SIDE_M = 40_000.0

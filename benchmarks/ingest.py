@@ -52,9 +52,15 @@ Groups = list[tuple[str, list[Ping]]]
 
 # where the time goes: the first rule matching a frame's file, from the leaf up
 STAGES = (
-    ("screening", ("geofence/domain/screening.py",)),
-    ("visit rules", ("geofence/domain/visits.py",)),
-    ("fence index", ("geofence/domain/geometry.py", "/h3/", "/shapely/", "/numpy/")),
+    ("screening", ("geofence/domain/screening.py", "geofence/engine/screening.py")),
+    (
+        "visit rules",
+        ("geofence/domain/visits.py", "geofence/engine/visits.py", "geofence/engine/device.py"),
+    ),
+    (
+        "fence index",
+        ("geofence/engine/index.py", "geofence/engine/ufuncs.py", "/h3/", "/shapely/", "/numpy/"),
+    ),
     ("offers", ("geofence/domain/offers.py", "geofence/service/offers.py")),
     ("redis client", ("/redis/", "/hiredis/", "asyncio/selector_events.py")),
     ("metrics and logs", ("/prometheus_client/", "/logging/", "geofence/logs.py")),

@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.index import points, strtree_answers, tiles, timed
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import Fence
+from geofence.engine.index import FenceIndex
 
 if TYPE_CHECKING:
     from psycopg import Connection

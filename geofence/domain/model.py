@@ -125,3 +125,10 @@ class VisitRules(msgspec.Struct, frozen=True, kw_only=True):
     exit_s: float = 60.0
     visit_timeout_s: float = 14_400.0
     entry_cooldown_s: float = 21_600.0
+
+
+class Rules(msgspec.Struct, frozen=True, kw_only=True):
+    """Every rule a device's pings go through: screening, then the visits."""
+
+    screening: ScreeningRules = ScreeningRules()
+    visits: VisitRules = VisitRules()

@@ -13,13 +13,15 @@ same ping, so its exit comes before its entry).
 
 Flow for one ping: ``step`` screens it; an accepted ping goes through
 ``advance_device`` with the state *before* ``screening.record``; then ``record`` updates
-``last_ts``, ``last_fix``, ``last_accepted_ts`` and the flag counts.
+``last_ts``, ``last_fix``, ``last_accepted_ts`` and the flag counts. A device's pings:
+``step_each``, ``step`` one after the other (the reference of the service's core entry,
+``geofence.engine.device.outcome_of``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -28,12 +30,13 @@ from geofence.domain.model import (
     DeviceState,
     ExitReason,
     Ping,
+    Rules,
     ScreeningRules,
     Visit,
     VisitEvent,
     VisitRules,
 )
-from geofence.domain.screening import Screening, fix_of, record, screen
+from geofence.domain.screening import Screening, record, screen
 
 Zone = Literal["inside", "band", "outside"]
 
@@ -55,7 +58,7 @@ def zone(distance_m: float, accuracy_m: float, rules: VisitRules) -> Zone:
     return "band"
 
 
-def advance(
+def advance_visit(
     visit: Visit | None,
     ping: Ping,
     store: StoreView,
@@ -174,7 +177,7 @@ def advance_device(
     """
     t = ping.ts
     if not stores and not state.visits:  # the common case, far from every store
-        recent = _recent_entries(state.last_entry_at, t, rules)
+        recent = recent_entries(state.last_entry_at, t, rules)
         if recent is state.last_entry_at:
             return state, []
         return msgspec.structs.replace(state, last_entry_at=recent), []
@@ -183,7 +186,7 @@ def advance_device(
     suppressed = state.suppressed_entries
     for store_id in sorted(stores) if len(stores) > 1 else stores:
         before = visits.pop(store_id, None)
-        after, store_events = advance(
+        after, store_events = advance_visit(
             before,
             ping,
             stores[store_id],
@@ -200,7 +203,7 @@ def advance_device(
     new_state = msgspec.structs.replace(
         state,
         visits=visits,
-        last_entry_at=_recent_entries(entries, t, rules),
+        last_entry_at=recent_entries(entries, t, rules),
         suppressed_entries=suppressed,
     )
     if len(events) > 1:
@@ -224,7 +227,7 @@ def _newly_suppressed(before: Visit | None, after: Visit) -> int:
     return int(after.suppressed and not was_confirmed)
 
 
-def _recent_entries(entries: dict[str, float], t: float, rules: VisitRules) -> dict[str, float]:
+def recent_entries(entries: dict[str, float], t: float, rules: VisitRules) -> dict[str, float]:
     """Entries that can still suppress one at ``t`` or later (pings only move forward):
     ``entries`` itself when it keeps them all."""
     cooldown_s = rules.entry_cooldown_s
@@ -257,47 +260,24 @@ def step(
     return record(state, ping, screening), screening, events
 
 
-def passed_by(
+def step_each(
     state: DeviceState,
     pings: Sequence[Ping],
-    screenings: Sequence[Screening],
-    rules: VisitRules,
-) -> DeviceState:
-    """:func:`step` ping after ping, for a device that has no open visit and none of
-    whose accepted pings is inside a fence: no visit starts, so only what ``record``
-    keeps moves, and the cooldowns run out. ``screenings``: each ping's verdict.
+    now: float,
+    stores: Mapping[str, StoreView],
+    distances: Callable[[Ping], Mapping[str, float]],
+    rules: Rules,
+) -> tuple[DeviceState, list[tuple[Screening, list[VisitEvent]]]]:
+    """A device's pings, in ts order, through :func:`step` one after the other: its state
+    after them, and each ping's verdict and events.
 
-    The state in one step, not a new one per ping: most pings of a batch pass by.
+    ``stores``: every store of the catalogue; ``distances(ping)``: the metres from the
+    ping to each one's grown fence (``geofence.domain.geometry.lookup``).
     """
-    last_ts = state.last_ts
-    accepted: Ping | None = None  # the last accepted ping
-    fixed: Ping | None = None  # the last ping that moves the fix
-    flags: dict[str, int] | None = None
-    for ping, screening in zip(pings, screenings, strict=True):
-        status = screening.status
-        if status == "ignored":
-            continue
-        last_ts = ping.ts
-        if status == "accepted":
-            accepted = fixed = ping
-        elif screening.reason == "jump":
-            fixed = ping
-        if status == "flagged" and screening.reason is not None:
-            flags = dict(state.flags) if flags is None else flags
-            flags[screening.reason] = flags.get(screening.reason, 0) + 1
-    # pings come in ts order, so pruning the cooldowns once, at the last accepted ping,
-    # keeps what pruning them at each one would
-    if accepted is None:
-        accepted_ts, entries = state.last_accepted_ts, state.last_entry_at
-    else:
-        accepted_ts = accepted.ts
-        entries = _recent_entries(state.last_entry_at, accepted_ts, rules)
-    fix = state.last_fix if fixed is None else fix_of(fixed)
-    return msgspec.structs.replace(
-        state,
-        last_ts=last_ts,
-        last_accepted_ts=accepted_ts,
-        last_fix=fix,
-        flags=state.flags if flags is None else flags,
-        last_entry_at=entries,
-    )
+    steps = []
+    for ping in pings:
+        state, verdict, events = step(
+            state, ping, now, stores, distances(ping), rules.screening, rules.visits
+        )
+        steps.append((verdict, events))
+    return state, steps

@@ -21,8 +21,8 @@ import msgspec
 from geofence.config import Settings
 from geofence.domain import geojson, uploads
 from geofence.domain.errors import NotFound, Unavailable
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import Fence
+from geofence.engine.index import FenceIndex
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from geofence.service.uploads import (

@@ -32,9 +32,10 @@ from geofence.domain.callers import Caller, CallerKind
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import BackendUnavailable, GeofenceError
 from geofence.domain.model import Ping
+from geofence.engine.device import PingResult
 from geofence.ports import StoredState
 from geofence.service.devices import DeviceService, Planned, located
-from geofence.service.pings import PingResult, PingService
+from geofence.service.pings import PingService
 
 logger = logging.getLogger(__name__)
 

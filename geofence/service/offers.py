@@ -21,7 +21,6 @@ import msgspec
 from geofence.config import Settings
 from geofence.domain.errors import NotFound
 from geofence.domain.explain import explain
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import VisitEvent
 from geofence.domain.offers import (
     DeviceView,
@@ -44,6 +43,7 @@ from geofence.domain.stats import (
     funnel,
     tally,
 )
+from geofence.engine.index import FenceIndex
 from geofence.ports import StateStore
 
 logger = logging.getLogger(__name__)

@@ -17,19 +17,28 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final, Protocol
+from typing import Protocol
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
 from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
-from geofence.domain.geometry import FenceIndex
-from geofence.domain.model import DeviceState, Ping, VisitEvent
+from geofence.domain.model import DeviceState, Ping, Rules, VisitEvent
 from geofence.domain.offers import Entry, EntryDecision, Notification
-from geofence.domain.screening import Columns, Screening, screen, screen_in_turn, screen_runs
-from geofence.domain.visits import StoreView, passed_by, step
+from geofence.engine.device import (
+    Nears,
+    Outcome,
+    StoreViews,
+    Verdicts,
+    nears_of,
+    outcome_of,
+)
+from geofence.engine.device import (
+    PingResult as PingResult,  # the answer to a ping, named here for the edge
+)
+from geofence.engine.screening import Columns, screen_in_turn, screen_runs
 from geofence.metrics import Metrics
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.catalogue import CatalogueService
@@ -43,42 +52,6 @@ MAX_ATTEMPTS = 8
 # to 130 pings of one device each, their jump checks included (``python -m
 # benchmarks.flush``)
 SCREEN_AS_ARRAYS_FROM = 128
-
-Nears = Sequence[Mapping[str, float]]  # of each ping of a group: see ``relevant_stores``
-Verdicts = Sequence[Screening]  # the screening of each ping of a group
-
-
-class PingResult(msgspec.Struct, frozen=True, kw_only=True):
-    status: str
-    reason: str | None
-    events: list[VisitEvent]
-    notifications: list[dict[str, object]] = msgspec.field(default_factory=list)
-    decisions: list[EntryDecision] | UnsetType = UNSET  # with ?explain=true only
-
-
-class _Passed(dict[Screening, PingResult]):
-    """The result of a ping that makes no event, by its verdict: made the first time it
-    is asked for, then shared (a result is never changed once made: ``_with_offers``
-    makes new ones). The verdicts are the few statuses and reasons of the screening."""
-
-    def __missing__(self, verdict: Screening) -> PingResult:
-        made = self[verdict] = PingResult(status=verdict.status, reason=verdict.reason, events=[])
-        return made
-
-
-_PASSED: Final = _Passed()
-
-
-def _result(verdict: Screening, events: list[VisitEvent]) -> PingResult:
-    """A ping's result: a shared one when it makes no event."""
-    if events:
-        return PingResult(status=verdict.status, reason=verdict.reason, events=events)
-    return _PASSED[verdict]
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    state: DeviceState
-    results: list[PingResult]
 
 
 class _Move(msgspec.Struct, kw_only=True):
@@ -129,6 +102,7 @@ class PingService:
         self.clock = clock
         self.offers = offers if offers is not None else OfferService(settings, store)
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
+        self.rules = Rules(screening=settings.screening_rules, visits=settings.visit_rules)
         self._store_views: StoreViews | None = None
 
     async def handle(
@@ -219,7 +193,7 @@ class PingService:
         chain: list[Outcome] = []
         state = stored.state
         for pings, nears, verdicts in steps:
-            chain.append(self.advance(state, pings, when, nears, verdicts))
+            chain.append(self._outcome(state, pings, when, nears, verdicts))
             state = chain[-1].state
         entries = entries_of(self.catalogue.index, [e for o in chain for e in _events(o)])
         return _Move(ref=ref, stored=stored, chain=chain, entries=entries)
@@ -284,25 +258,9 @@ class PingService:
         return _in_order(order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
-        """The distance of every ping to each fence that may hold it and to every store
-        at which it may find a visit open (``_may_visit``): what ``relevant_stores`` needs
-        for the group's pings one after the other, in two vectorised calls. (A fence only
-        near a ping is left out: without an open visit it is no concern of the rules.)"""
-        index = self.catalogue.index
-        lats, lngs = rows.columns.lat, rows.columns.lng
-        found = index.near_many(lats, lngs, band=False)
-        at: list[int] = []
-        stores: list[str] = []
-        for (start, end), state in zip(rows.spans, states, strict=True):
-            for store_id, first in _may_visit(state, found[start:end], index).items():
-                missing = [row for row in range(start + first, end) if store_id not in found[row]]
-                at.extend(missing)
-                stores.extend([store_id] * len(missing))
-        if at:
-            far = index.distances_m(stores, lats[at], lngs[at]).tolist()
-            for row, store_id, metres in zip(at, stores, far, strict=True):
-                found[row][store_id] = metres
-        return [found[start:end] for start, end in rows.spans]
+        """The lookups of every group's pings (``geofence.engine.device.nears_of``)."""
+        columns = rows.columns
+        return nears_of(self.catalogue.index, columns.lat, columns.lng, rows.spans, states)
 
     def _verdicts(
         self, rows: _Rows, states: Sequence[DeviceState], now: float, alone: Sequence[bool]
@@ -312,7 +270,7 @@ class PingService:
         more groups (its later groups start from a state not yet known) and for all when
         the vectorised call declines."""
         starts = [start for start, _ in rows.spans]
-        rules = self.settings.screening_rules
+        rules = self.rules.screening
         flat = (
             screen_in_turn(rows.pings, starts, states, now, rules)
             if len(rows.pings) < SCREEN_AS_ARRAYS_FROM
@@ -338,7 +296,7 @@ class PingService:
         (they hold for any state: ``relevant_stores`` adds the open visits' stores)."""
         for _ in range(MAX_ATTEMPTS):
             stored = await self.store.load_state(ref)
-            outcome = self.advance(stored.state, pings, now, nears)
+            outcome = self._outcome(stored.state, pings, now, nears)
             entries = entries_of(self.catalogue.index, _events(outcome))
             if outcome.state == stored.state and not entries:
                 return _with_offers(outcome, None, explain)  # ignored pings only
@@ -380,7 +338,7 @@ class PingService:
         if outbox:
             self.on_notified()
 
-    def advance(
+    def _outcome(
         self,
         state: DeviceState,
         pings: Sequence[Ping],
@@ -388,22 +346,11 @@ class PingService:
         nears: Nears | None = None,
         verdicts: Verdicts | None = None,
     ) -> Outcome:
-        """The pure part: every ping through screening and the visit rules.
-
-        ``nears``, when given, holds the distances of each ping (``relevant_stores``);
-        ``verdicts`` the screening of each ping from ``state`` on, done beforehand.
-        """
-        if nears is not None and verdicts is not None and _passing_by(state, nears, verdicts):
-            results = [_PASSED[v] for v in verdicts]
-            return Outcome(passed_by(state, pings, verdicts, self.settings.visit_rules), results)
-        views = self._views()
-        results = []
-        for i, ping in enumerate(pings):
-            near = None if nears is None else nears[i]
-            verdict = None if verdicts is None else verdicts[i]
-            state, screening, events = self._step(views, state, ping, now, near, verdict)
-            results.append(_result(screening, events))
-        return Outcome(state, results)
+        """The pure part, :func:`geofence.engine.device.outcome_of` with the catalogue's
+        index in use and the service's rules."""
+        return outcome_of(
+            state, pings, self._views(), now, self.rules, nears=nears, verdicts=verdicts
+        )
 
     def _views(self) -> StoreViews:
         """The store views of the catalogue's index now in use."""
@@ -411,26 +358,6 @@ class PingService:
         if self._store_views is None or self._store_views.index is not index:
             self._store_views = StoreViews(index)
         return self._store_views
-
-    def _step(
-        self,
-        views: StoreViews,
-        state: DeviceState,
-        ping: Ping,
-        now: float,
-        near: Mapping[str, float] | None,
-        screening: Screening | None = None,
-    ) -> tuple[DeviceState, Screening, list[VisitEvent]]:
-        s = self.settings
-        stores: dict[str, StoreView] = {}
-        distances: dict[str, float] = {}
-        if screening is None:
-            screening = screen(ping, state, now, s.screening_rules)
-        if screening.status == "accepted" and (near or state.visits or near is None):
-            stores, distances = relevant_stores(views, state, ping, near)
-        return step(
-            state, ping, now, stores, distances, s.screening_rules, s.visit_rules, screening
-        )
 
     def _count(self, answered: Sequence[tuple[str, Sequence[PingResult]]]) -> None:
         """Every result counted by verdict, every event by type, in one pass; each event
@@ -470,30 +397,6 @@ class _Rows(msgspec.Struct, frozen=True):
         pings = [p for group in groups for p in group]
         bounds = itertools.accumulate((len(g) for g in groups), initial=0)
         return cls(pings, Columns.of(pings), list(itertools.pairwise(bounds)))
-
-
-def _passing_by(state: DeviceState, nears: Nears, verdicts: Verdicts) -> bool:
-    """No open visit, and no accepted ping inside a fence: no visit can start or move."""
-    if state.visits:
-        return False
-    return not any(
-        v.status == "accepted" and any(m <= 0.0 for m in near.values())
-        for near, v in zip(nears, verdicts, strict=True)
-        if near
-    )
-
-
-def _may_visit(state: DeviceState, nears: Nears, index: FenceIndex) -> dict[str, int]:
-    """The stores at which a group's pings may find a visit of their device open, each
-    with the first of them that may: those of its open visits still in the catalogue from
-    its first ping, and each store holding one of its pings from that ping (only a ping
-    inside a fence starts a visit). Empty for a group that is passing by."""
-    stores = dict.fromkeys((store_id for store_id in state.visits if store_id in index), 0)
-    for i, near in enumerate(nears):
-        for store_id, metres in near.items():
-            if metres <= 0.0:
-                stores.setdefault(store_id, i)
-    return stores
 
 
 def _in_order(order: Sequence[int], outcome: Outcome) -> list[PingResult]:
@@ -558,49 +461,3 @@ async def _quietly(step: Awaitable[None]) -> None:
         await step
     except Unavailable:
         logger.warning("step after the write skipped: state store unavailable")
-
-
-def relevant_stores(
-    views: StoreViews, state: DeviceState, ping: Ping, near: Mapping[str, float] | None = None
-) -> tuple[dict[str, StoreView], dict[str, float]]:
-    """The fences the ping is inside plus the fences of the device's open visits.
-
-    A fence near the ping but not holding it, with no open visit, is left out: only a
-    ping inside a fence starts a visit, so the visit rules would leave it as it is. Open
-    visits are looked up by id, not by position, so a device that jumped far away still
-    gets its exits; a visit whose store left the catalogue is simply not listed, which
-    the visit rules read as "store removed". ``near``: the ping's distances to at least
-    every fence that may hold it (``index.near``), when the caller looked them up already.
-    """
-    index, visits = views.index, state.visits
-    found = index.near(ping.lat, ping.lng) if near is None else near
-    distances = {
-        store_id: metres
-        for store_id, metres in found.items()
-        if metres <= 0.0 or store_id in visits
-    }
-    for store_id in visits:
-        if store_id not in distances and store_id in index:
-            distances[store_id] = index.distance_m(store_id, ping.lat, ping.lng)
-    return {store_id: views.of(store_id) for store_id in distances}, distances
-
-
-class StoreViews:
-    """What the visit rules see of the stores of one fence index, each made once."""
-
-    __slots__ = ("_made", "index")
-
-    def __init__(self, index: FenceIndex) -> None:
-        self.index = index
-        self._made: dict[str, StoreView] = {}
-
-    def of(self, store_id: str) -> StoreView:
-        """The view of one store of the index."""
-        view = self._made.get(store_id)
-        if view is None:
-            fence = self.index.fence(store_id)
-            view = StoreView(
-                store_id=store_id, fence_rev=self.index.revision(store_id), dwell_s=fence.dwell_s
-            )
-            self._made[store_id] = view
-        return view

@@ -1,7 +1,9 @@
-"""Replay a trace offline through the same pipeline the service runs.
+"""Replay a trace offline through the very service HTTP drives.
 
 "Now" is the latest ts seen so far, so a replay of old pings gives the events the service
-gave when they arrived live; pings go one by one, in file order, as they would arrive.
+gave when they arrived live; pings go one by one, in file order, as they would arrive,
+through ``PingService.handle``. The service and its store are built outside (``geofence
+replay`` builds them in memory, ``cli.replay_service``).
 """
 
 from __future__ import annotations
@@ -12,14 +14,9 @@ from typing import Any
 
 import msgspec
 
-from geofence.adapters.memory import MemoryStore
-from geofence.adapters.traces import TracePoint
-from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile, device_ref
-from geofence.domain.model import Fence
+from geofence.domain.model import Ping
 from geofence.domain.times import with_times
-from geofence.metrics import Metrics
-from geofence.service.catalogue import CatalogueService
 from geofence.service.pings import PingService
 
 
@@ -29,25 +26,20 @@ def _replayed(ref: str) -> DeviceProfile:
 
 
 async def replay(
-    settings: Settings, fences: Iterable[Fence], trace: Iterable[TracePoint]
+    service: PingService, trace: Iterable[tuple[str, Ping]]
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every event of the trace, as the service would answer it (times in RFC 3339),
-    with its device_id."""
-    store = MemoryStore()
-    await store.replace_catalogue(list(fences))
-    metrics = Metrics()
-    catalogue = CatalogueService(settings.replace(stores=""), store, metrics)
-    await catalogue.start()
-    pings = PingService(settings, store, catalogue, metrics)
+    """Every event of the trace's (device id, ping) pairs, as the service answers it (times
+    in RFC 3339), with its device_id. Each device of the trace is made in the service's
+    store the first time it is seen."""
     secret = secrets.token_bytes(16)  # pseudonyms for this run only, as in the service
     latest = float("-inf")
     known: set[str] = set()
-    for point in trace:
-        latest = max(latest, point.ping.ts)
-        ref = device_ref(point.device_id, secret)
+    for device_id, ping in trace:
+        latest = max(latest, ping.ts)
+        ref = device_ref(device_id, secret)
         if ref not in known:
             known.add(ref)
-            await store.create_device(_replayed(ref))
-        [result] = await pings.handle(ref, [point.ping], now=latest)
+            await service.store.create_device(_replayed(ref))
+        [result] = await service.handle(ref, [ping], now=latest)
         for event in result.events:
-            yield with_times({"device_id": point.device_id, **msgspec.to_builtins(event)})
+            yield with_times({"device_id": device_id, **msgspec.to_builtins(event)})

@@ -24,8 +24,8 @@ import msgspec
 
 from geofence.domain import geojson, uploads
 from geofence.domain.errors import MalformedInput, Unavailable, UploadInProgress
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import Fence
+from geofence.engine.index import FenceIndex
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import RedisStore
 from geofence.domain.errors import NotFound
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import DeviceState, Ping
 from geofence.domain.offers import Offer
+from geofence.engine.index import FenceIndex
 from geofence.ports import Saved, StateStore, StateWrite
 from geofence.service import pings as pings_service
 from geofence.service.pings import PingService

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from geofence.adapters.traces import TraceError, read_trace
+from geofence.cli import replay_service
 from geofence.config import Settings
 from geofence.domain import geojson
 from geofence.service.replay import replay
@@ -32,13 +33,34 @@ async def replay_events() -> list[dict[str, object]]:
     doc = json.loads(FENCES.read_text(encoding="utf-8"))
     fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
     trace = read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0)
-    return [event async for event in replay(Settings(stores=""), fences, trace)]
+    service = await replay_service(Settings(stores=""), fences)
+    pairs = ((point.device_id, point.ping) for point in trace)
+    return [event async for event in replay(service, pairs)]
 
 
 async def test_replay_of_the_bus_track_matches_the_fixture() -> None:
     assert TRACK.exists(), f"the shared GPS track is missing: {TRACK}"
     events = await replay_events()
     assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+
+
+async def test_replay_drives_the_service_it_is_given() -> None:
+    """Every ping goes through the given service (its metrics count each one), in the
+    store it was built with, not one replay makes for itself."""
+    doc = json.loads(FENCES.read_text(encoding="utf-8"))
+    fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
+    trace = list(read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0))
+    service = await replay_service(Settings(stores=""), fences)
+    pairs = ((point.device_id, point.ping) for point in trace)
+    events = [event async for event in replay(service, pairs)]
+    counted = sum(
+        sample.value
+        for metric in service.metrics.pings.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+    assert counted == len(trace) > 0
+    assert len(events) == len(json.loads(EXPECTED.read_text(encoding="utf-8")))
 
 
 def replay_command(trace: Path, *extra: str) -> list[dict[str, object]]:

@@ -23,9 +23,9 @@ from typing import Any
 import redis
 
 from geofence.config import Settings
-from geofence.domain.geometry import FenceIndex
 from geofence.domain.model import ScreeningRules
 from geofence.domain.times import with_times
+from geofence.engine.index import FenceIndex
 from tests.json_logs import log_record
 from tests.system.cluster import Cluster
 from tests.system.history import Attempt, History

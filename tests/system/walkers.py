@@ -27,7 +27,7 @@ from shapely.geometry import shape
 
 from geofence.config import Settings
 from geofence.domain import geojson
-from geofence.domain.geometry import FenceIndex
+from geofence.engine.index import FenceIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 STORES = ROOT / "stores.geojson"

@@ -8,18 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geofence.domain import screening
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
 from geofence.domain.screening import (
     EARTH_RADIUS_M,
-    Columns,
-    FloatArray,
     Screening,
     haversine_m,
     record,
     screen,
-    screen_in_turn,
-    screen_runs,
 )
 
 RULES = ScreeningRules()
@@ -211,110 +206,3 @@ def test_relocation_is_accepted_from_its_second_ping(data: st.DataObject) -> Non
     assert all(v.status == "accepted" for v in verdicts[len(before) + 1 :])
     first = verdicts[len(before)]
     assert first.status == "accepted" or first.reason == "jump"
-
-
-def one_by_one(
-    runs: list[tuple[DeviceState, list[Ping]]], now: float, rules: ScreeningRules
-) -> list[Screening]:
-    """The reference: ``screen`` then ``record``, ping after ping, run after run."""
-    verdicts = []
-    for state, pings in runs:
-        for p in pings:
-            verdict = screen(p, state, now, rules)
-            state = record(state, p, verdict)
-            verdicts.append(verdict)
-    return verdicts
-
-
-def all_at_once(
-    runs: list[tuple[DeviceState, list[Ping]]], now: float, rules: ScreeningRules
-) -> list[Screening] | None:
-    pings, starts, states = laid_out(runs)
-    return screen_runs(pings, Columns.of(pings), starts, states, now, rules)
-
-
-def laid_out(
-    runs: list[tuple[DeviceState, list[Ping]]],
-) -> tuple[list[Ping], list[int], list[DeviceState]]:
-    """The runs' pings one after the other, where each run starts, and their states."""
-    pings = [p for _, run in runs for p in run]
-    starts = [sum(len(run) for _, run in runs[:i]) for i in range(len(runs))]
-    return pings, starts, [state for state, _ in runs]
-
-
-def test_screen_runs_agrees_on_every_case() -> None:
-    runs = [(state, [the_ping]) for _, state, the_ping, _, _ in CASES]
-    assert all_at_once(runs, NOW, RULES) == one_by_one(runs, NOW, RULES)
-
-
-# ts a few steps apart, so that runs repeat a ts and cross the too_old and future bounds
-TS = st.sampled_from([NOW - 90_000, NOW - 86_400, NOW - 1800, NOW - 60, NOW, NOW + 300, NOW + 301])
-ACCURACY = st.sampled_from([10.0, 10.0, 10.0, 100.0, 100.5, 0.0, -1.0, math.nan, math.inf])
-MOCKED = st.sampled_from([False, False, False, True])
-
-
-@st.composite
-def runs_of_pings(draw: st.DrawFn) -> tuple[DeviceState, list[Ping]]:
-    """One device's state and pings in ts order: repeated ts, bad accuracy, mocked,
-    glitches far away and moves at (a hair off) the jump speed of the gap before them."""
-    state, prev_ts = DeviceState(), NOW - 2000.0
-    if draw(st.booleans()):
-        last_ts = draw(TS) - draw(st.sampled_from([0.0, 1.0]))
-        prev_ts = last_ts - draw(st.sampled_from([0.0, 5.0, 1800.0]))
-        state = DeviceState(last_ts=last_ts, last_fix=Fix(lat=HOME[0], lng=HOME[1], ts=prev_ts))
-    times = sorted(draw(st.lists(TS, min_size=1, max_size=8, unique=draw(st.booleans()))))
-    pings, north_m = [], 0.0
-    for ts in times:
-        dt = max(ts - prev_ts, 1.0)
-        limit = RULES.jump_speed_mps if dt < RULES.jump_gap_s else RULES.jump_speed_after_gap_mps
-        speed = draw(st.sampled_from([0.0, 1.0, limit, limit, 1e4]))
-        hair = draw(st.sampled_from([1.0, 1 - 1e-12, 1 + 1e-12, -1.0]))
-        north_m += speed * dt * hair
-        pings.append(ping(ts, north_m=north_m, accuracy_m=draw(ACCURACY), mocked=draw(MOCKED)))
-        prev_ts = ts
-    return state, pings
-
-
-@settings(max_examples=400, deadline=None)
-@given(runs=st.lists(runs_of_pings(), min_size=1, max_size=5), now_off=st.sampled_from([0, 1]))
-def test_screen_runs_gives_what_screening_one_by_one_gives(
-    runs: list[tuple[DeviceState, list[Ping]]], now_off: int
-) -> None:
-    now = NOW + now_off
-    verdicts = one_by_one(runs, now, RULES)
-    assert all_at_once(runs, now, RULES) == verdicts
-    pings, starts, states = laid_out(runs)
-    assert screen_in_turn(pings, starts, states, now, RULES) == verdicts
-
-
-@pytest.mark.parametrize("error", [1e-11, -1e-11])
-@settings(max_examples=200, deadline=None)
-@given(runs=st.lists(runs_of_pings(), min_size=1, max_size=5))
-def test_screen_runs_does_not_hang_on_the_last_bits_of_array_maths(
-    error: float, runs: list[tuple[DeviceState, list[Ping]]]
-) -> None:
-    """Array sines may round otherwise than math's: speeds at a hair from their limit are
-    measured again one by one, so distances off by far more still give the same verdicts."""
-    exact = screening._haversine_many
-
-    def rounded_otherwise(*args: FloatArray) -> FloatArray:
-        return exact(*args) * (1.0 + error)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(screening, "_haversine_many", rounded_otherwise)
-        assert all_at_once(runs, NOW, RULES) == one_by_one(runs, NOW, RULES)
-
-
-def test_screening_in_turn_takes_no_runs_and_empty_ones() -> None:
-    assert screen_in_turn([], [], [], NOW, RULES) == []
-    runs = [(FRESH, []), (FRESH, [ping(NOW)]), (FRESH, [])]
-    assert screen_in_turn(*laid_out(runs), NOW, RULES) == one_by_one(runs, NOW, RULES)
-
-
-def test_screen_runs_declines_what_it_cannot_answer_exactly() -> None:
-    assert all_at_once([(FRESH, [])], NOW, RULES) is None
-    assert all_at_once([(FRESH, [ping(math.nan)])], NOW, RULES) is None
-    assert all_at_once([(FRESH, [ping(NOW, north_m=math.inf)])], NOW, RULES) is None
-    assert all_at_once([(FRESH, [ping(NOW), ping(NOW - 1)])], NOW, RULES) is None
-    in_order = [(FRESH, [ping(NOW)]), (FRESH, [ping(NOW - 1)])]  # each run in order
-    assert all_at_once(in_order, NOW, RULES) == one_by_one(in_order, NOW, RULES)

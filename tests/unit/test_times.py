@@ -19,7 +19,7 @@ from geofence.domain.times import (
     parse_time_param,
     with_times,
 )
-from geofence.service.pings import PingResult
+from geofence.engine.device import PingResult
 
 
 @pytest.mark.parametrize(

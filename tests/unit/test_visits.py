@@ -7,25 +7,23 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from geofence.domain.model import (
     DeviceState,
-    Fix,
     Ping,
     ScreeningRules,
     Visit,
     VisitEvent,
     VisitRules,
 )
-from geofence.domain.screening import VERDICTS, Screening
+from geofence.domain.screening import Screening
 from geofence.domain.visits import (
     StoreView,
-    advance,
     advance_device,
-    passed_by,
+    advance_visit,
     step,
     zone,
 )
@@ -427,14 +425,14 @@ def test_flagged_and_ignored_pings_change_no_visit(device: Callable[..., Device]
     assert d.last == Screening("ignored", "stale")
 
 
-def test_advance_alone() -> None:
+def test_advance_visit_alone() -> None:
     ping = Ping(lat=0, lng=0, accuracy_m=10, ts=T0)
-    visit, events = advance(None, ping, store("a", dwell_s=0), 0.0, None, RULES)
+    visit, events = advance_visit(None, ping, store("a", dwell_s=0), 0.0, None, RULES)
     assert visit == Visit(
         store_id="a", fence_rev="r1", arrived_at=T0, last_inside_at=T0, confirmed=True
     )
     assert [e.type for e in events] == ["entry"]
-    assert advance(None, ping, store("a"), 0.5, None, RULES) == (None, [])
+    assert advance_visit(None, ping, store("a"), 0.5, None, RULES) == (None, [])
 
 
 def test_advance_device_leaves_screening_fields() -> None:
@@ -625,41 +623,3 @@ class EngineVsReference(RuleBasedStateMachine):
 
 TestEngineVsReference = EngineVsReference.TestCase
 TestEngineVsReference.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
-
-
-T0 = 1_700_000_000.0
-
-
-@st.composite
-def passing(draw: st.DrawFn) -> tuple[DeviceState, list[Ping], list[Screening]]:
-    """A device with no open visit, its pings in ts order and any verdicts on them."""
-    entries = draw(st.dictionaries(st.sampled_from("abc"), st.floats(T0 - 30_000, T0)))
-    flags = draw(st.dictionaries(st.sampled_from(["jump", "mocked"]), st.integers(1, 3)))
-    fix = draw(st.none() | st.just(Fix(lat=HOME[0], lng=HOME[1], ts=T0 - 100)))
-    state = DeviceState(
-        last_ts=draw(st.none() | st.just(T0 - 50.0)),
-        last_accepted_ts=draw(st.none() | st.just(T0 - 100.0)),
-        last_fix=fix,
-        last_entry_at=entries,
-        flags=flags,
-    )
-    gaps = draw(st.lists(st.floats(1.0, 20_000.0), min_size=1, max_size=8))
-    pings = [
-        Ping(lat=HOME[0] + i * 1e-4, lng=HOME[1], accuracy_m=10.0, ts=T0 + sum(gaps[: i + 1]))
-        for i in range(len(gaps))
-    ]
-    verdicts = draw(st.lists(st.sampled_from(VERDICTS), min_size=len(pings), max_size=len(pings)))
-    return state, pings, verdicts
-
-
-@settings(max_examples=300, deadline=None)
-@given(passing())
-def test_passing_by_is_stepping_ping_after_ping(
-    case: tuple[DeviceState, list[Ping], list[Screening]],
-) -> None:
-    state, pings, verdicts = case
-    stepped = state
-    for ping, verdict in zip(pings, verdicts, strict=True):
-        stepped, _, events = step(stepped, ping, ping.ts, {}, {}, SCREENING, RULES, verdict)
-        assert events == []
-    assert passed_by(state, pings, verdicts, RULES) == stepped

@@ -1,0 +1,700 @@
+"""The fence index: which fences hold a point, and how far the nearby ones are, fast.
+
+Twin of :func:`geofence.domain.geometry.lookup` (and of ``FenceShape.holds`` /
+``FenceShape.distance_m`` for one fence): the same answers, from an H3 cover and
+vectorised shapely calls instead of testing every fence. Each fence lives in its own
+local metric plane (:func:`geofence.domain.geometry.to_plane`), so inside/outside and
+``distance_m`` are computed on the exact shape, never on the H3 approximation.
+
+The H3 cover is only a candidate filter. Every cell within ``margin_m + exit_margin_m`` of
+a fence is indexed with one of three kinds:
+
+- interior: the whole hexagon lies inside the fence grown by ``margin_m`` (answered
+  without geometry);
+- edge: the hexagon touches the grown fence (one exact test);
+- band: the hexagon only reaches the hysteresis band (reported by ``near``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain, repeat
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from h3.api import basic_int as h3
+from h3.api import numpy_int as h3_arrays
+
+from geofence.domain.geometry import to_plane, to_plane_many
+from geofence.domain.model import Fence
+from geofence.engine import ufuncs
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.integer[Any]]
+BoolArray = npt.NDArray[np.bool_]
+
+_SLACK_M: Final = 0.05  # cell classification keeps this far from any boundary
+
+INTERIOR: Final = 0
+EDGE: Final = 1
+BAND: Final = 2
+_KIND_BITS: Final = 2
+_KIND_MASK: Final = (1 << _KIND_BITS) - 1
+_NO_CELL: Final = np.iinfo(np.int64).max  # above every H3 cell: the top bit is always 0
+
+
+# --- one fence in its plane --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A fence prepared for tests: ``base`` is the polygon, or the centre of a circle whose
+    radius is ``offset_m``. The fence is everything within ``offset_m + margin_m`` of base."""
+
+    fence: Fence
+    revision: str
+    lat0: float
+    lng0: float
+    base: Any
+    offset_m: float
+    margin_m: float
+    extent_m: float  # farthest vertex of ``base`` from the plane's origin
+    bbox: tuple[float, float, float, float]  # min_lat, min_lng, max_lat, max_lng, grown
+
+    @property
+    def reach_m(self) -> float:
+        return self.offset_m + self.margin_m
+
+    @property
+    def is_circle(self) -> bool:
+        return self.offset_m > 0.0
+
+    def raw_distance(self, lat: float, lng: float) -> float:
+        """Metres from the point to ``base`` (0 inside a polygon)."""
+        x, y = to_plane(self.lat0, self.lng0, lat, lng)
+        if self.is_circle:
+            return math.hypot(x, y)
+        # the ufuncs themselves: the public wrappers' argument handling costs as much again
+        return ufuncs.distance(self.base, ufuncs.point(x, y))
+
+    def in_box(self, lat: float, lng: float) -> bool:
+        """Whether the point lies in the grown bounding box (``_SlotArrays.in_box``)."""
+        b = self.bbox
+        return b[0] <= lat <= b[2] and b[1] <= lng <= b[3]
+
+    def contains(self, lat: float, lng: float) -> bool:
+        if not self.in_box(lat, lng):
+            return False
+        x, y = to_plane(self.lat0, self.lng0, lat, lng)
+        if self.is_circle:
+            return math.hypot(x, y) <= self.reach_m
+        if self.margin_m == 0.0:
+            # the ufunc itself: the public wrapper's argument handling costs 3× the test
+            return ufuncs.intersects_xy(self.base, x, y)
+        return ufuncs.dwithin(self.base, ufuncs.point(x, y), self.margin_m)
+
+    def distance_m(self, lat: float, lng: float) -> float:
+        return max(0.0, self.raw_distance(lat, lng) - self.reach_m)
+
+
+def _polygon_parts(geometry: dict[str, Any]) -> list[list[FloatArray]]:
+    """The rings of each polygon as (n, 2) lng/lat arrays."""
+    kind, coords = geometry["type"], geometry["coordinates"]
+    polygons = [coords] if kind == "Polygon" else coords
+    return [[np.asarray(r, dtype=np.float64)[:, :2] for r in rings] for rings in polygons]
+
+
+def _make_slots(fences: Sequence[Fence]) -> list[_Slot]:
+    """Every fence in its own plane; the polygons are built in a few vectorised calls."""
+    polygonal = [i for i, f in enumerate(fences) if f.geometry["type"] != "Point"]
+    shapes = _Shapes([_polygon_parts(fences[i].geometry) for i in polygonal])
+    made = dict(zip(polygonal, shapes.slots([fences[i] for i in polygonal]), strict=True))
+    return [made.get(i) or _circle_slot(f) for i, f in enumerate(fences)]
+
+
+def _circle_slot(fence: Fence) -> _Slot:
+    lng0, lat0 = (float(v) for v in fence.geometry["coordinates"][:2])
+    radius, margin = float(fence.radius_m or 0.0), float(fence.margin_m)
+    box = _grown_bbox(lat0, lng0, lat0, lng0, radius + margin)
+    centre = shapely.Point(0.0, 0.0)
+    return _Slot(fence, fence.revision, lat0, lng0, centre, radius, margin, 0.0, box)
+
+
+def _grown_bbox(
+    min_lat: float, min_lng: float, max_lat: float, max_lng: float, grow_m: float
+) -> tuple[float, float, float, float]:
+    """A lat/lng box holding every point within ``grow_m`` (+1 m) of the given box.
+
+    A degree of latitude is at least 110.5 km and of longitude at least 111.3 km·cos φ
+    on WGS 84, so dividing by 110 km over-grows the box, never under-grows it.
+    """
+    d_lat = (grow_m + 1.0) / 110_000.0
+    low, high = max(min_lat - d_lat, -90.0), min(max_lat + d_lat, 90.0)
+    cos_lat = math.cos(math.radians(max(abs(low), abs(high))))
+    if cos_lat < 1e-3:
+        return low, -math.inf, high, math.inf
+    d_lng = (grow_m + 1.0) / (110_000.0 * cos_lat)
+    lng_lo, lng_hi = min_lng - d_lng, max_lng + d_lng
+    if lng_lo < -180.0 or lng_hi > 180.0:  # wraps: do not filter on longitude
+        lng_lo, lng_hi = -math.inf, math.inf
+    return low, lng_lo, high, lng_hi
+
+
+class _Shapes:
+    """Many (Multi)Polygons projected to their own planes at once."""
+
+    def __init__(self, fences: list[list[list[FloatArray]]]) -> None:
+        rings = [ring for parts in fences for rings in parts for ring in rings]
+        self.ring_sizes = np.asarray([len(r) for r in rings], dtype=np.intp)
+        self.parts_per_fence = [len(parts) for parts in fences]
+        self.rings_per_part = [len(rings) for parts in fences for rings in parts]
+        sizes = [sum(len(r) for rings in parts for r in rings) for parts in fences]
+        self.owner = np.repeat(np.arange(len(fences)), sizes)
+        coords = np.concatenate(rings) if rings else np.zeros((0, 2))
+        self.lngs, self.lats = coords[:, 0], coords[:, 1]
+
+    def bounds(self) -> FloatArray:
+        """(n, 4): min_lat, min_lng, max_lat, max_lng of each fence."""
+        out = np.empty((len(self.parts_per_fence), 4))
+        out[:, :2], out[:, 2:] = np.inf, -np.inf
+        for k, values in enumerate((self.lats, self.lngs)):
+            np.minimum.at(out[:, k], self.owner, values)
+            np.maximum.at(out[:, k + 2], self.owner, values)
+        return out
+
+    def slots(self, fences: list[Fence]) -> list[_Slot]:
+        bounds = self.bounds()
+        lat0, lng0 = (bounds[:, 0] + bounds[:, 2]) / 2.0, (bounds[:, 1] + bounds[:, 3]) / 2.0
+        boxes = [
+            _grown_bbox(b[0], b[1], b[2], b[3], f.margin_m)
+            for b, f in zip(bounds.tolist(), fences, strict=True)
+        ]
+        xs, ys = to_plane_many(lat0[self.owner], lng0[self.owner], self.lats, self.lngs)  # type: ignore[arg-type]
+        extent = np.zeros(len(fences))
+        np.maximum.at(extent, self.owner, np.hypot(xs, ys))
+        bases = self.polygons(xs, ys)
+        shapely.prepare(bases)
+        return [
+            _Slot(f, f.revision, la, ln, b, 0.0, float(f.margin_m), e, box)
+            for f, la, ln, b, e, box in zip(
+                fences, lat0.tolist(), lng0.tolist(), bases, extent.tolist(), boxes, strict=True
+            )
+        ]
+
+    def polygons(self, xs: FloatArray, ys: FloatArray) -> Any:
+        ring_ids = np.repeat(np.arange(len(self.ring_sizes)), self.ring_sizes)
+        rings = shapely.linearrings(xs, ys, indices=ring_ids)
+        part_ids = np.repeat(np.arange(len(self.rings_per_part)), self.rings_per_part)
+        parts = shapely.polygons(rings, indices=part_ids)
+        fence_ids = np.repeat(np.arange(len(self.parts_per_fence)), self.parts_per_fence)
+        multi = shapely.multipolygons(parts, indices=fence_ids)
+        single = np.asarray(self.parts_per_fence) == 1
+        return np.where(single, shapely.get_geometry(multi, 0), multi)
+
+
+# --- the H3 cover ------------------------------------------------------------------------
+#
+# Cells are classified from their centres: a hexagon lies within its circumradius ``r`` of
+# its centre, so by the triangle inequality a cell whose centre is within ``d - r`` of the
+# fence lies wholly within ``d``, and a cell whose centre is farther than ``d + r`` cannot
+# reach ``d``. This never drops a cell the fence touches (the cover does not depend on
+# H3's centre-based polygon fill, which misses fences smaller than a cell); it only marks
+# a few extra cells as edge or band, which costs an exact test, never a wrong answer.
+
+
+def _circumradius_m(cell: int) -> float:
+    ring = np.asarray(h3.cell_to_boundary(cell), dtype=np.float64)
+    lat, lng = h3.cell_to_latlng(cell)
+    xs, ys = to_plane_many(lat, lng, ring[:, 0], ring[:, 1])
+    # Cells in one coarse parent differ in size by far less than this.
+    return float(np.hypot(xs, ys).max()) * 1.05 + _SLACK_M
+
+
+def _cell_centres(cells: IntArray) -> tuple[FloatArray, FloatArray]:
+    """Latitudes and longitudes of the cells' centres."""
+    pairs = chain.from_iterable(map(h3.cell_to_latlng, cells.tolist()))
+    flat = np.fromiter(pairs, dtype=np.float64, count=2 * len(cells))
+    return flat[0::2], flat[1::2]
+
+
+def _cells_of(lats: FloatArray, lngs: FloatArray, resolution: int) -> IntArray:
+    """The H3 cell of each point."""
+    cells = map(h3.latlng_to_cell, lats.tolist(), lngs.tolist(), repeat(resolution))
+    return np.fromiter(cells, dtype=np.int64, count=len(lats))
+
+
+class _Cover:
+    """Builds the cover of many fences at once, so the geometry runs vectorised."""
+
+    def __init__(self, slots: Sequence[_Slot], exit_margin_m: float, resolution: int) -> None:
+        self.slots = slots
+        self.vectors = _SlotArrays(slots)
+        self.boxes = shapely.bounds(self.vectors.base)  # in each fence's plane
+        self.exit_margin_m = exit_margin_m
+        self.resolution = resolution
+        self._radius: dict[int, float] = {}
+
+    def radius_m(self, cell: int) -> float:
+        parent = h3.cell_to_parent(cell, min(self.resolution, 5))
+        if parent not in self._radius:
+            self._radius[parent] = _circumradius_m(cell)
+        return self._radius[parent]
+
+    @property
+    def max_radius_m(self) -> float:
+        return max(self._radius.values(), default=0.0)
+
+    def candidates(self, slot: _Slot) -> tuple[IntArray, float]:
+        """Every cell whose centre may lie within reach + exit margin + one circumradius."""
+        centre = h3.latlng_to_cell(slot.lat0, slot.lng0, self.resolution)
+        radius = self.radius_m(centre)
+        far = slot.extent_m + slot.reach_m + self.exit_margin_m + 2.0 * radius
+        # Ring k holds every cell whose centre is within 1.5·k·edge of the centre cell's.
+        k = math.ceil(far / (1.5 * radius / 1.1))
+        return h3_arrays.grid_disk(centre, k).astype(np.int64), radius
+
+    def run(self) -> _CellTable:
+        """The table of every cell that the cover keeps, with its fences' kinds."""
+        found = [self.candidates(slot) for slot in self.slots]
+        counts = [len(cells) for cells, _ in found]
+        cells = np.concatenate([c for c, _ in found]) if found else np.zeros(0, dtype=np.int64)
+        owner = np.repeat(np.arange(len(found)), counts)
+        radius = np.repeat(np.asarray([r for _, r in found], dtype=np.float64), counts)
+        kinds = self.classify(cells, owner, radius)
+        kept = kinds >= 0
+        return _CellTable.build(cells[kept], owner[kept], kinds[kept])
+
+    def classify(self, cells: IntArray, owner: IntArray, r: FloatArray) -> IntArray:
+        xs, ys = self.centres(cells, owner)
+        reach = self.vectors.reach[owner]
+        dist, depth = self.centre_distances(owner, xs, ys, reach + self.exit_margin_m + r)
+        interior = (dist + r <= reach) | (depth >= r)
+        edge = dist <= reach + r
+        band = dist <= reach + self.exit_margin_m + r
+        return np.where(interior, INTERIOR, np.where(edge, EDGE, np.where(band, BAND, -1)))
+
+    def centres(self, cells: IntArray, owner: IntArray) -> tuple[FloatArray, FloatArray]:
+        """Each cell's centre in the plane of its fence."""
+        unique, inverse = np.unique(cells, return_inverse=True)
+        lats, lngs = _cell_centres(unique)
+        v = self.vectors
+        return to_plane_many(v.lat0[owner], v.lng0[owner], lats[inverse], lngs[inverse])  # type: ignore[arg-type]
+
+    def centre_distances(
+        self, owner: IntArray, xs: FloatArray, ys: FloatArray, within: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Per pair: metres from the cell centre to ``base``, and how deep inside it is.
+
+        Beyond ``within`` of the fence's box the box's distance stands in for the fence's:
+        it is less, and either way too far for the cell to be kept.
+        """
+        v = self.vectors
+        box = self.boxes[owner]
+        dx = np.maximum(box[:, 0] - xs, 0.0) + np.maximum(xs - box[:, 2], 0.0)
+        dy = np.maximum(box[:, 1] - ys, 0.0) + np.maximum(ys - box[:, 3], 0.0)
+        outside = np.hypot(dx, dy)
+        close = (outside <= within).nonzero()[0]
+        outside[close] = v.raw_distances(owner[close], xs[close], ys[close])
+        depth = np.zeros_like(outside)
+        inner = ((outside == 0.0) & ~v.circle[owner]).nonzero()[0]
+        depth[inner] = v.depths(owner[inner], xs[inner], ys[inner])
+        return outside, depth
+
+
+class _CellTable:
+    """The indexed cells in ascending order and the fences each lists.
+
+    A fence is listed as a code, ``slot << _KIND_BITS | kind``. Cell ``i`` lists ``held[i]``
+    interior or edge codes from ``codes[first[i]]`` on, then band codes up to ``listed[i]``
+    in all. A last cell that no point falls in, listing nothing, ends the arrays, so a
+    search never runs off them.
+    """
+
+    __slots__ = ("_at", "_views", "cells", "codes", "first", "held", "listed")
+
+    def __init__(self, cells: IntArray, held: IntArray, listed: IntArray, codes: IntArray) -> None:
+        self.cells, self.held, self.listed, self.codes = cells, held, listed, codes
+        self.first = np.cumsum(listed, dtype=np.int32) - listed
+        # one-point lookups probe a dict and slice these: a numpy call per point costs more
+        self._at = {cell: i for i, cell in enumerate(cells[:-1].tolist())}
+        self._views = tuple(a.data for a in (self.first, held, listed, codes))
+
+    @classmethod
+    def build(cls, cells: IntArray, slots: IntArray, kinds: IntArray) -> _CellTable:
+        """From the (cell, slot, kind) of every pair the cover keeps."""
+        order = np.lexsort((slots, kinds, cells))
+        cells, slots, kinds = cells[order], slots[order], kinds[order]
+        unique, which = np.unique(np.append(cells, _NO_CELL), return_inverse=True)
+        listed = np.bincount(which[:-1], minlength=len(unique)).astype(np.int32)
+        held = np.bincount(which[:-1], kinds != BAND, minlength=len(unique)).astype(np.int32)
+        return cls(unique, held, listed, (slots << _KIND_BITS | kinds).astype(np.int32))
+
+    def __len__(self) -> int:
+        return len(self.cells) - 1
+
+    def codes_of(self, cell: int, *, band: bool) -> Sequence[int]:
+        """The codes the cell lists, the band ones only with ``band``."""
+        at = self._at.get(cell)
+        if at is None:
+            return ()
+        first, held, listed, codes = self._views
+        start = first[at]
+        return codes[start : start + (listed[at] if band else held[at])].tolist()
+
+    def codes_many(self, cells: IntArray, *, band: bool) -> tuple[IntArray, IntArray]:
+        """The codes each cell lists, cell after cell, and how many each lists."""
+        at = np.searchsorted(self.cells, cells)
+        counts = np.where(self.cells[at] == cells, (self.listed if band else self.held)[at], 0)
+        ends = np.cumsum(counts)
+        start = (self.first[at] - (ends - counts)).repeat(counts)
+        return self.codes[np.arange(len(start)) + start], counts
+
+
+# --- the index ---------------------------------------------------------------------------
+
+
+class FenceIndex:
+    """Which fences hold a point, and how far the nearby ones are.
+
+    ``inside`` costs one H3 lookup and one dict probe for a point far from every fence, and
+    one exact test per fence whose edge crosses the point's cell. The batch lookups do the
+    same for many points in a few numpy and shapely calls.
+    """
+
+    __slots__ = (
+        "_by_id",
+        "_coarse",
+        "_exit_margin_m",
+        "_ids",
+        "_rank",
+        "_resolution",
+        "_slots",
+        "_table",
+        "_vectors",
+    )
+
+    def __init__(
+        self,
+        slots: list[_Slot],
+        table: _CellTable,
+        coarse: _CoarseGrid,
+        vectors: _SlotArrays,
+        *,
+        resolution: int,
+        exit_margin_m: float,
+    ) -> None:
+        self._slots = slots
+        self._table = table
+        ids = [s.fence.id for s in slots]
+        self._ids = np.asarray(ids, dtype=object).reshape(-1)
+        self._by_id = {fence_id: i for i, fence_id in enumerate(ids)}
+        # each slot's place among the ids in sorted order: the batch sorts its answers by it
+        self._rank = np.argsort(np.argsort(self._ids, kind="stable"), kind="stable")
+        self._resolution = resolution
+        self._exit_margin_m = exit_margin_m
+        self._vectors = vectors
+        self._coarse = coarse
+        if len(self._by_id) != len(slots):
+            raise ValueError("fence ids must be unique")
+
+    @classmethod
+    def build(
+        cls, fences: Iterable[Fence], *, resolution: int = 11, exit_margin_m: float = 30.0
+    ) -> FenceIndex:
+        slots = _make_slots(list(fences))
+        cover = _Cover(slots, exit_margin_m, resolution)
+        table = cover.run()
+        coarse = _CoarseGrid.build(table.cells[:-1], cover.max_radius_m)
+        return cls(
+            slots, table, coarse, cover.vectors, resolution=resolution, exit_margin_m=exit_margin_m
+        )
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, fence_id: object) -> bool:
+        return fence_id in self._by_id
+
+    @property
+    def cells(self) -> int:
+        return len(self._table)
+
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+    @property
+    def exit_margin_m(self) -> float:
+        return self._exit_margin_m
+
+    def fences(self) -> list[Fence]:
+        return [s.fence for s in self._slots]
+
+    def fence(self, fence_id: str) -> Fence:
+        return self._slots[self._by_id[fence_id]].fence
+
+    def revision(self, fence_id: str) -> str:
+        return self._slots[self._by_id[fence_id]].revision
+
+    def distance_m(self, fence_id: str, lat: float, lng: float) -> float:
+        """Metres from the point to the fence grown by its margin (0.0 inside)."""
+        return self._slots[self._by_id[fence_id]].distance_m(lat, lng)
+
+    def inside(self, lat: float, lng: float) -> list[str]:
+        """Ids of the fences (grown by their margin, boundary included) holding the point."""
+        found = []
+        cell = h3.latlng_to_cell(lat, lng, self._resolution)
+        for code in self._table.codes_of(cell, band=False):
+            slot = self._slots[code >> _KIND_BITS]
+            if code & _KIND_MASK == INTERIOR or slot.contains(lat, lng):
+                found.append(slot.fence.id)
+        found.sort()
+        return found
+
+    def near(self, lat: float, lng: float, *, band: bool = True) -> dict[str, float]:
+        """Fences whose cover (grown by the exit margin) holds the point's cell, with the
+        point's ``distance_m`` to each; ``band=False`` as in :meth:`near_many`."""
+        out: dict[str, float] = {}
+        cell = h3.latlng_to_cell(lat, lng, self._resolution)
+        for code in self._table.codes_of(cell, band=band):
+            slot = self._slots[code >> _KIND_BITS]
+            if code & _KIND_MASK == INTERIOR:
+                out[slot.fence.id] = 0.0
+            elif band or slot.in_box(lat, lng):
+                out[slot.fence.id] = slot.distance_m(lat, lng)
+        return out
+
+    def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
+        """:meth:`distance_m` of many (fence, point) pairs, as an array: fewer than
+        ``DISTANCES_IN_TURN_BELOW`` one at a time, more in one vectorised call."""
+        if len(fence_ids) < DISTANCES_IN_TURN_BELOW:
+            return self.distances_in_turn(fence_ids, lats, lngs)
+        return self.distances_arrays(fence_ids, lats, lngs)
+
+    def distances_in_turn(
+        self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray
+    ) -> FloatArray:
+        """:meth:`distances_m` one pair at a time, whatever their number."""
+        pairs = zip(fence_ids, np.asarray(lats).tolist(), np.asarray(lngs).tolist(), strict=True)
+        return np.array([self.distance_m(f, lat, lng) for f, lat, lng in pairs], dtype=np.float64)
+
+    def distances_arrays(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
+        """:meth:`distances_m` in array steps, whatever the number of pairs."""
+        slot = np.fromiter((self._by_id[f] for f in fence_ids), dtype=np.intp, count=len(lats))
+        lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
+        return self._vectors.distances_m(slot, lats, lngs)
+
+    def _pairs(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool
+    ) -> tuple[IntArray, IntArray, IntArray]:
+        """(row, slot, kind) of each fence listed in the cell of each point."""
+        rows = self._coarse.candidates(lats, lngs)
+        cells = _cells_of(lats[rows], lngs[rows], self._resolution)
+        codes, counts = self._table.codes_many(cells, band=band)
+        return rows.repeat(counts), codes >> _KIND_BITS, codes & _KIND_MASK
+
+    def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
+        """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
+        lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
+        rows, slots, kinds = self._pairs(lats, lngs, band=False)
+        held = kinds == INTERIOR
+        edge = (kinds == EDGE).nonzero()[0]
+        held[edge] = self._vectors.contains(slots[edge], lats[rows[edge]], lngs[rows[edge]])
+        rows, slots = rows[held], slots[held]
+        order = np.lexsort((self._rank[slots], rows))  # each point's ids in sorted order
+        out: list[list[str]] = [[] for _ in range(len(lats))]
+        for row, fence_id in zip(
+            rows[order].tolist(), self._ids[slots[order]].tolist(), strict=True
+        ):
+            out[row].append(fence_id)
+        return out
+
+    def near_many(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
+    ) -> list[dict[str, float]]:
+        """:meth:`near` for many points; the distances come from one vectorised call.
+
+        ``band=False`` leaves out the fences listed only for the exit band around them,
+        and those whose grown bounding box misses the point: what is left holds every
+        fence that holds the point, at the same distances, for a fraction of the cost.
+        Fewer than ``NEAR_IN_TURN_BELOW`` points go one at a time (:meth:`near`).
+        """
+        if not band and len(lats) < NEAR_IN_TURN_BELOW:
+            return self.near_in_turn(lats, lngs, band=band)
+        return self.near_arrays(lats, lngs, band=band)
+
+    def near_in_turn(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
+    ) -> list[dict[str, float]]:
+        """:meth:`near_many` one point at a time, whatever the number of points."""
+        points = zip(np.asarray(lats).tolist(), np.asarray(lngs).tolist(), strict=True)
+        return [self.near(lat, lng, band=band) for lat, lng in points]
+
+    def near_arrays(
+        self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
+    ) -> list[dict[str, float]]:
+        """:meth:`near_many` in array steps, whatever the number of points."""
+        lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
+        rows, slots, kinds = self._pairs(lats, lngs, band=band)
+        if not band:
+            kept = (kinds == INTERIOR) | self._vectors.in_box(slots, lats[rows], lngs[rows])
+            rows, slots, kinds = rows[kept], slots[kept], kinds[kept]
+        metres = self._vectors.distances_m(slots, lats[rows], lngs[rows])
+        metres[kinds == INTERIOR] = 0.0
+        out: list[dict[str, float]] = [{} for _ in range(len(lats))]
+        found = zip(rows.tolist(), self._ids[slots].tolist(), metres.tolist(), strict=True)
+        for row, fence_id, m in found:
+            out[row][fence_id] = m
+        return out
+
+
+_FEW_POINTS: Final = 32
+# near_many without the band: below this many points, one at a time costs less than the
+# array steps' fixed cost (``python -m benchmarks.flush``, its lookups table)
+NEAR_IN_TURN_BELOW: Final = 32
+# distances_m: below this many pairs, one at a time costs less than the array steps (the
+# same table's distances)
+DISTANCES_IN_TURN_BELOW: Final = 5
+
+
+class _CoarseGrid:
+    """A sorted array of the lat/lng grid squares that touch any indexed cell.
+
+    The batch lookups ask it, in one vectorised step, which points can be near a fence at
+    all, and spend an H3 lookup only on those.
+    """
+
+    STEP_DEG: Final = 0.002
+    COLUMNS: Final = round(360 / 0.002)
+
+    def __init__(self, keys: npt.NDArray[np.int64] | None) -> None:
+        self.keys = keys  # None: every point is a candidate
+
+    @classmethod
+    def build(cls, cells: IntArray, radius_m: float) -> _CoarseGrid:
+        if not len(cells):
+            return cls(np.zeros(0, dtype=np.int64))
+        lats, lngs = _cell_centres(cells)
+        d_lat = (radius_m + 1.0) / 110_000.0
+        cos_lat = np.cos(np.radians(np.minimum(np.abs(lats) + d_lat, 90.0)))
+        if cos_lat.min() < 0.05:  # near a pole a square spans too many columns
+            return cls(None)
+        d_lng = d_lat / cos_lat
+        i_lo, i_hi = cls._row(lats - d_lat), cls._row(lats + d_lat)
+        j_lo, j_hi = cls._col(lngs - d_lng), cls._col(lngs + d_lng)
+        j_span = (j_hi - j_lo) % cls.COLUMNS
+        keys = []
+        for di in range(int((i_hi - i_lo).max()) + 1):
+            for dj in range(int(j_span.max()) + 1):
+                ok = (di <= i_hi - i_lo) & (dj <= j_span)
+                keys.append(cls._key(i_lo + di, j_lo + dj)[ok])
+        return cls(np.unique(np.concatenate(keys)))
+
+    @classmethod
+    def _row(cls, lats: FloatArray) -> npt.NDArray[np.int64]:
+        return np.floor((lats + 90.0) / cls.STEP_DEG).astype(np.int64)
+
+    @classmethod
+    def _col(cls, lngs: FloatArray) -> npt.NDArray[np.int64]:
+        return np.floor((lngs + 180.0) / cls.STEP_DEG).astype(np.int64) % cls.COLUMNS
+
+    @classmethod
+    def _key(cls, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> Any:
+        return rows * cls.COLUMNS + cols % cls.COLUMNS
+
+    def candidates(self, lats: FloatArray, lngs: FloatArray) -> IntArray:
+        """Rows of the points that may be near a fence. A few points all go on: the grid's
+        numpy steps would cost more than the H3 lookups they spare."""
+        if self.keys is None or len(lats) < _FEW_POINTS:
+            return np.arange(len(lats))
+        if len(self.keys) == 0:
+            return np.zeros(0, dtype=np.intp)
+        query = self._key(self._row(lats), self._col(lngs))
+        at = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        near: BoolArray = self.keys[at] == query
+        return near.nonzero()[0]
+
+
+class _SlotArrays:
+    """The slots' numbers as arrays, for testing many (point, fence) pairs at once."""
+
+    def __init__(self, slots: Sequence[_Slot]) -> None:
+        self.lat0 = np.asarray([s.lat0 for s in slots], dtype=np.float64)
+        self.lng0 = np.asarray([s.lng0 for s in slots], dtype=np.float64)
+        self.reach = np.asarray([s.reach_m for s in slots], dtype=np.float64)
+        self.margin = np.asarray([s.margin_m for s in slots], dtype=np.float64)
+        self.circle = np.asarray([s.is_circle for s in slots], dtype=bool)
+        self.bbox = np.asarray([s.bbox for s in slots], dtype=np.float64).reshape(-1, 4)
+        self.base = np.empty(len(slots), dtype=object)
+        self.base[:] = [s.base for s in slots]
+
+    def contains(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> BoolArray:
+        """Whether each point lies in its slot's grown fence (boundary included)."""
+        ok = self.in_box(slot, lats, lngs)
+        todo = ok.nonzero()[0]
+        s = slot[todo]
+        xs, ys = to_plane_many(self.lat0[s], self.lng0[s], lats[todo], lngs[todo])  # type: ignore[arg-type]
+        ok[todo] = self.contains_plane(s, xs, ys)
+        return ok
+
+    def in_box(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> BoolArray:
+        """Whether each point lies in its slot's grown bounding box: a point outside it is
+        more than a metre from the grown fence."""
+        box = self.bbox[slot]
+        return (box[:, 0] <= lats) & (lats <= box[:, 2]) & (box[:, 1] <= lngs) & (lngs <= box[:, 3])
+
+    def contains_plane(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> BoolArray:
+        """:meth:`contains` of points already in their slots' planes."""
+        result = np.empty(len(slot), dtype=bool)
+        circle = self.circle[slot]
+        result[circle] = np.hypot(xs[circle], ys[circle]) <= self.reach[slot[circle]]
+        flat = ~circle & (self.margin[slot] == 0.0)
+        result[flat] = shapely.intersects_xy(self.base[slot[flat]], xs[flat], ys[flat])
+        grown = (~circle & (self.margin[slot] > 0.0)).nonzero()[0]
+        s = slot[grown]
+        result[grown] = _with_points(
+            shapely.dwithin, self.base[s], xs[grown], ys[grown], self.margin[s]
+        )
+        return result
+
+    def distances_m(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> FloatArray:
+        """Metres from each point to its slot's grown fence (0.0 inside): ``distance_m``."""
+        xs, ys = to_plane_many(self.lat0[slot], self.lng0[slot], lats, lngs)  # type: ignore[arg-type]
+        return np.maximum(0.0, self.raw_distances(slot, xs, ys) - self.reach[slot])
+
+    def raw_distances(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> FloatArray:
+        """Metres from each point of its slot's plane to ``base`` (0 inside a polygon)."""
+        raw = np.hypot(xs, ys)
+        polygon = (~self.circle[slot]).nonzero()[0]
+        raw[polygon] = _with_points(
+            shapely.distance, self.base[slot[polygon]], xs[polygon], ys[polygon]
+        )
+        return raw
+
+    def depths(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> FloatArray:
+        """Metres from each point of its slot's plane to the boundary of the polygon."""
+        used, which = np.unique(slot, return_inverse=True)
+        boundaries = shapely.boundary(self.base[used])[which]
+        return np.asarray(_with_points(shapely.distance, boundaries, xs, ys), dtype=np.float64)
+
+
+_POINTS_AT_ONCE: Final = 512
+
+
+def _with_points(test: Any, shapes: Any, xs: FloatArray, ys: FloatArray, *args: Any) -> Any:
+    """``test(shapes, points(xs, ys), *args)``, making the points a few hundred at a time.
+
+    shapely's points are objects the garbage collector tracks: a million of them alive at
+    once set off collection after collection of the whole heap, which costs several times
+    more than making them.
+    """
+    parts = []
+    for start in range(0, max(len(xs), 1), _POINTS_AT_ONCE):
+        part = slice(start, start + _POINTS_AT_ONCE)
+        points = shapely.points(np.column_stack((xs[part], ys[part])))
+        parts.append(test(shapes[part], points, *(a[part] for a in args)))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
