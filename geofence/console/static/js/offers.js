@@ -203,11 +203,13 @@ function showErrors(errors) {
 
 // preview: rendered here from the catalogue; the server's own when it has the endpoint
 
+// the catalogue may have changed since the page was last shown
 async function loadStores() {
-  if (stores) return;
+  const chosen = $("preview-store").value;
   stores = (await get("/v1/stores")).features;
   $("preview-store").replaceChildren(...stores.slice(0, 1000).map((f) =>
     el("option", { value: f.id }, `${(f.properties && f.properties.name) || f.id} (${f.id})`)));
+  if (stores.some((f) => f.id === chosen)) $("preview-store").value = chosen;
   preview();
 }
 
