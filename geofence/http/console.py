@@ -27,7 +27,9 @@ OWN_CACHE = "no-cache"  # our own files keep their names: revalidate (ETag / Las
 
 
 async def redirect(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPPermanentRedirect("/console/")
+    """``GET /console``: the pages' relative links need the trailing slash."""
+    moved = web.Response(status=308, headers={"Location": "/console/"})
+    return _secured(moved, request.app[SETTINGS], cache=OWN_CACHE)
 
 
 async def config(request: web.Request) -> web.StreamResponse:

@@ -113,7 +113,31 @@ def test_the_helsinki_upload_draws_162_shapes_and_applies(console: Console, tmp_
     page.wait_for_selector("#stores-summary:has-text('1 match')")
     assert page.locator("#map path.store").count() == 1
     page.fill("#store-query", "")
+    page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
     console.screenshot("stores")
+
+
+def test_circles_and_margins_are_drawn_and_search_filters_them(console: Console) -> None:
+    [polygon, plain] = [dict(f) for f in helsinki_stores()[:2]]
+    polygon["properties"] = {**polygon["properties"], "margin_m": 40}
+    kiosk = {
+        "type": "Feature",
+        "id": "kiosk-1",
+        "properties": {"name": "Kiosk", "tags": ["kiosk"], "radius_m": 30, "margin_m": 20},
+        "geometry": {"type": "Point", "coordinates": [24.9410, 60.1700]},
+    }
+    console.service.replace_stores([polygon, plain, kiosk])
+    page = console.log_in()
+    page.wait_for_selector("#stores-summary:has-text(': 3 stores')")
+    assert page.locator("#map path.store").count() == 3
+    assert page.locator("#map path.margin").count() == 2  # the plain store has none
+    page.fill("#store-query", "KIOSK-1")
+    page.wait_for_selector("#stores-summary:has-text('1 match')")
+    assert page.locator("#map path.store").count() == 1
+    assert page.locator("#map path.margin").count() == 1
+    assert page.locator("#store-list tbody tr").all_text_contents() == [
+        "kiosk-1Kioskkioskcircle 30 m, margin 20 m"
+    ]
 
 
 def test_a_broken_ring_and_a_swapped_store_are_flagged_and_nothing_applied(
@@ -167,6 +191,7 @@ def test_a_bad_field_is_shown_next_to_it_then_the_fixed_offer_saves(console: Con
     assert ends.get_attribute("aria-invalid") == "true"
     assert "offer-ends_at-error" in (ends.get_attribute("aria-describedby") or "").split()
     assert service.call("GET", "/v1/offers/autumn")[0] == 404
+    console.screenshot("offers")
     page.fill("#offer-ends_at", "2030-03-01T00:00:00Z")
     page.click("#offer-form button[type=submit]")
     page.wait_for_selector("#offers-status:has-text('autumn saved')")
@@ -176,7 +201,6 @@ def test_a_bad_field_is_shown_next_to_it_then_the_fixed_offer_saves(console: Con
     page.click("button:has-text('Pause autumn')")
     page.wait_for_selector("#offers-status:has-text('autumn paused')")
     assert service.call("GET", "/v1/offers/autumn")[1]["active"] is False
-    console.screenshot("offers")
 
 
 def test_the_preview_renders_the_body_for_the_chosen_store(console: Console) -> None:

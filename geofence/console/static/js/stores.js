@@ -47,8 +47,6 @@ function escaped(text) {
 async function loadCatalogue() {
   catalogue = await get("/v1/stores");
   drawCatalogue();
-  const bounds = storesLayer.getBounds();
-  if (bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
 }
 
 function drawCatalogue() {
@@ -56,6 +54,8 @@ function drawCatalogue() {
   const shown = catalogue.features.filter((f) => matches(f, query));
   storesLayer.clearLayers();
   for (const feature of shown) for (const shape of shapesOf(feature, FENCE)) storesLayer.addLayer(shape);
+  const bounds = storesLayer.getBounds();
+  if (bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10], maxZoom: 18, animate: false });
   $("store-list").tBodies[0].replaceChildren(...shown.slice(0, LIST_MAX).map(storeRow));
   $("store-list-more").textContent = shown.length > LIST_MAX
     ? `The list shows ${LIST_MAX} of ${shown.length} matches; the map shows them all.` : "";
