@@ -237,7 +237,7 @@ def _console_paths(public: dict[str, Any]) -> Schema:
     """The marketers' console: public static files; its data comes from the admin API."""
     file = _op("console_file", "a file of the console", params=(_path("path"),), callers=())
     file["responses"] = _responses((200,), None, JSON, (404,))
-    content = {media: {"schema": {}} for media in CONSOLE_MEDIA}
+    content: Schema = {media: {"schema": {}} for media in CONSOLE_MEDIA}
     file["responses"]["200"] = {"description": "ok", "content": content}
     config = _op("console_config", "its map tiles", schema=ref("ConsoleConfig"), **public)
     return {
