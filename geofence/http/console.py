@@ -24,6 +24,7 @@ STATIC = Path(str(resources.files("geofence.console") / "static"))
 VENDOR_PREFIX = "vendor/"
 VENDOR_CACHE = "public, max-age=31536000, immutable"
 OWN_CACHE = "no-cache"  # our own files keep their names: revalidate (ETag / Last-Modified)
+FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
 
 
 async def redirect(request: web.Request) -> web.StreamResponse:
@@ -54,10 +55,9 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 
 def _resolve(name: str) -> Path | None:
-    path = (STATIC / name).resolve()
-    if not path.is_relative_to(STATIC.resolve()) or not path.is_file():
-        return None
-    return path
+    """Looked up among the files the package ships, never on the filesystem: a name that
+    is not one of them (``..``, a NUL, 5,000 characters) is simply not found."""
+    return FILES.get(name)
 
 
 def _secured(response: web.StreamResponse, settings: Settings, *, cache: str) -> web.StreamResponse:

@@ -94,7 +94,16 @@ async def test_vendored_files_are_cached_for_good(aiohttp_client: Any, settings:
     assert (await client.get("/console/js/api.js")).headers["Cache-Control"] == "no-cache"
 
 
-@pytest.mark.parametrize("path", ["/console/missing.js", "/console/vendor/", "/console/..%2fx"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/missing.js",
+        "/console/vendor/",
+        "/console/..%2fx",
+        "/console/a%00b",
+        "/console/" + "a" * 5000,
+    ],
+)
 async def test_a_missing_file_is_a_problem(
     aiohttp_client: Any, settings: Settings, path: str
 ) -> None:
@@ -106,7 +115,16 @@ async def test_a_missing_file_is_a_problem(
 
 
 @pytest.mark.parametrize(
-    "name", ["../http/console.py", "../../geofence/config.py", "/etc/passwd", "vendor", ""]
+    "name",
+    [
+        "../http/console.py",
+        "../../geofence/config.py",
+        "/etc/passwd",
+        "vendor",
+        "",
+        "a\0b",
+        "a" * 5000,
+    ],
 )
 def test_nothing_outside_the_folder_is_served(name: str) -> None:
     # the client tidies dot segments away before sending: the resolver is asked directly
