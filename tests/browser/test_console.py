@@ -165,6 +165,20 @@ def test_a_broken_ring_and_a_swapped_store_are_flagged_and_nothing_applied(
     console.screenshot("upload")
 
 
+def test_a_geopackage_the_service_cannot_take_yet_is_said_plainly(
+    console: Console, tmp_path: Path
+) -> None:
+    before = console.service.catalogue_version()
+    gpkg = tmp_path / "stores.gpkg"
+    gpkg.write_bytes(b"SQLite format 3\x00" + bytes(64))
+    page = console.log_in()
+    page.wait_for_selector("#stores-summary:has-text('Catalogue version')")
+    page.set_input_files("#upload-file", gpkg)
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-report:has-text('does not take gpkg uploads yet')")
+    assert console.service.catalogue_version() == before
+
+
 # offers
 
 

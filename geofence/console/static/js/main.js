@@ -48,7 +48,15 @@ async function route() {
     if (link.hash === `#${name}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  await PAGES[name].show(config);
+  $("page-error").textContent = "";
+  try {
+    await PAGES[name].show(config);
+  } catch (error) {
+    // a 401 is already back at the login form; anything else is said on the page
+    if (!(error instanceof ApiError && error.status === 401)) {
+      $("page-error").textContent = `The service did not answer: ${error.message}`;
+    }
+  }
 }
 
 async function start() {
