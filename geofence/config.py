@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import urllib.parse
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ KEY_LISTS = ("admin_keys", "sdk_keys", "ingest_keys")
 SECRETS = (*KEY_LISTS, "id_secret", "push_secret", "gateway_secret")
 MIN_KEY_CHARS = 16
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+TILE_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class SettingsError(ValueError):
@@ -138,6 +141,15 @@ class Settings:
         default=False,
         metadata={"help": "log each request: method, route template, status, time, size"},
     )
+    # the console's map (geofence/http/console.py); empty: no tiles, the stores on a blank map
+    tile_url: str = field(
+        default=OSM_TILES,
+        metadata={"help": "the console's map tiles, {z}/{x}/{y}; empty: none", "empty_ok": True},
+    )
+    tile_attribution: str = field(
+        default="© OpenStreetMap contributors",
+        metadata={"help": "credit shown under the console's map tiles", "empty_ok": True},
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -146,7 +158,7 @@ class Settings:
         hints = get_type_hints(cls)
         for f in fields(cls):
             raw = environ.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
+            if raw is not None and (raw != "" or f.metadata.get("empty_ok")):
                 values[f.name] = parse_value(f.name, raw, hints[f.name])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -264,6 +276,7 @@ def validate(settings: Settings) -> None:
     _validate_offers(settings)
     _validate_keys(settings)
     _validate_redis_url(settings.redis_url)
+    _validate_tile_url(settings.tile_url)
 
 
 def _validate_workers(settings: Settings) -> None:
@@ -339,3 +352,16 @@ def _validate_redis_url(url: str | None) -> None:
     database = urllib.parse.urlsplit(url).path.strip("/")
     if scheme != "unix" and database and not database.isdigit():
         raise SettingsError("GEOFENCE_REDIS_URL: the database must be a number")
+
+
+def _validate_tile_url(url: str) -> None:
+    """Empty (no tiles) or an http(s) URL with {z}, {x} and {y}; its host goes into the
+    console's Content-Security-Policy, so it is a plain host name (with {s} at most)."""
+    if not url:
+        return
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.replace("{s}.", "", 1)
+    if parts.scheme not in ("http", "https") or not TILE_HOST.fullmatch(host):
+        raise SettingsError("GEOFENCE_TILE_URL must be an http(s) URL (or empty for no tiles)")
+    if not all(f"{{{p}}}" in url for p in "zxy"):
+        raise SettingsError("GEOFENCE_TILE_URL must contain {z}, {x} and {y}")

@@ -10,6 +10,7 @@ venv=${GEOFENCE_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 PYTHON="$venv/bin/python" bash scripts/ensure-redis.sh
+bash scripts/ensure-chromium.sh  # the console's browser tests (tests/browser/)
 
 "$venv/bin/ruff" check geofence tests benchmarks scripts examples
 "$venv/bin/ruff" format --check geofence tests benchmarks scripts examples

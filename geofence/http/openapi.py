@@ -209,6 +209,17 @@ def _path(name: str, schema: Schema = STRING) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
+# the console's files (geofence/console/static/): pages, styles, scripts, images, licences
+CONSOLE_MEDIA: Final = (
+    "text/html",
+    "text/css",
+    "application/javascript",
+    "application/json",
+    "image/png",
+    "application/octet-stream",
+)
+
+
 # --- paths ----------------------------------------------------------------------------------
 
 
@@ -230,6 +241,23 @@ def _ops_paths() -> Schema:
             "get": _op("metrics", "Prometheus metrics", schema=text, media="text/plain", **public)
         },
         "/openapi.json": {"get": _op("openapi", "this document", **public)},
+        **_console_paths(public),
+    }
+
+
+def _console_paths(public: dict[str, Any]) -> Schema:
+    """The marketers' console: public static files; its data comes from the admin API."""
+    file = _op("console_file", "a file of the console", params=(_path("path"),), callers=())
+    file["responses"] = _responses((200,), None, JSON, (404,))
+    content: Schema = {media: {"schema": {}} for media in CONSOLE_MEDIA}
+    file["responses"]["200"] = {"description": "ok", "content": content}
+    config = _op("console_config", "its map tiles", schema=ref("ConsoleConfig"), **public)
+    return {
+        "/console": {
+            "get": _op("console", "redirects to /console/", ok=(308,), schema=None, **public)
+        },
+        "/console/config.json": {"get": config},
+        "/console/{path}": {"get": file},
     }
 
 
@@ -590,6 +618,12 @@ def _problem_schema() -> Schema:
 def _ops_schemas() -> Schema:
     return {
         "Health": obj({"status": {"const": "ok"}}),
+        "ConsoleConfig": obj(
+            {
+                "tile_url": {"type": "string", "description": "GEOFENCE_TILE_URL; empty: none"},
+                "tile_attribution": {"type": "string"},
+            }
+        ),
         "Ready": obj(
             {
                 "status": {"const": "ready"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from geofence.http import console as c
 from geofence.http import delivery as dl
 from geofence.http import devices as d
 from geofence.http import handlers as h
@@ -44,5 +45,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/v1/receipts", dl.post_receipt),
             web.get("/v1/deadletters", dl.list_dead_letters),
             web.post("/v1/deadletters/{notification_id}/retry", dl.retry_dead_letter),
+            # the marketers' console (static pages over the admin API)
+            web.get("/console", c.redirect),
+            web.get("/console/config.json", c.config),
+            web.get("/console/{path:.*}", c.static),
         ]
     )

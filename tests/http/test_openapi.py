@@ -293,6 +293,13 @@ class Session:
         return bearer(answer["device_token"])
 
 
+async def _console(s: Session) -> None:
+    await s("GET", "/console", 308, allow_redirects=False)
+    await s("GET", "/console/config.json", 200)
+    await s("GET", "/console/{path}", 200, path={"path": "index.html"})
+    await s("GET", "/console/{path}", 404, path={"path": "nothing.js"})
+
+
 def _decode(content_type: str, raw: bytes) -> Any:
     if not raw:
         return None
@@ -332,6 +339,7 @@ async def test_a_day_of_traffic_matches_the_document(make_client: Any) -> None:
     await _results(s, notification_id)
     await _refusals(s, device)
     await _erasure(s, device)
+    await _console(s)
     exercised = {(method, path) for method, path, _ in s.answered}
     assert operations(doc) - exercised == set(), "operations the scenario never called"
     statuses = {status for _, _, status in s.answered}
