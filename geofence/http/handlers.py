@@ -57,14 +57,15 @@ async def put_stores(request: web.Request) -> web.Response:
     allow(request, "admin")
     flags = _flags(request, "dry_run", "repair", "allow_shrink", "confirm_move")
     # raw bytes: the upload worker decodes them, so a large upload never stalls the loop
-    body = await read_body(request, limit=request.app[SETTINGS].max_upload_bytes)
+    limit = request.app[SETTINGS].max_upload_bytes
+    body = await read_body(request, limit=limit, also=UPLOAD_FORMATS.keys())
     media = upload_format(request.content_type)
     report = await request.app[CATALOGUE].replace(body, media=media, **flags)
     return json_response(report)
 
 
 def upload_format(content_type: str) -> UploadFormat:
-    """What an upload's ``Content-Type`` says it is: GeoJSON unless it says otherwise."""
+    """What an upload's ``Content-Type`` says it is: a JSON type is GeoJSON."""
     return UPLOAD_FORMATS.get(content_type, "geojson")
 
 

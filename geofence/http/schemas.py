@@ -8,6 +8,7 @@ contract does not name.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 import msgspec
@@ -40,9 +41,11 @@ def private_json(data: Any, *, status: int = 200) -> web.Response:
     return response
 
 
-async def read_body(request: web.Request, *, limit: int) -> bytes:
-    """The raw body, refusing anything but JSON and anything over ``limit`` bytes (413)."""
-    if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
+async def read_body(request: web.Request, *, limit: int, also: Collection[str] = ()) -> bytes:
+    """The raw body, refusing anything but JSON (or a media type in ``also``) and anything
+    over ``limit`` bytes (413)."""
+    media = request.content_type
+    if media not in JSON_TYPES and not media.endswith("+json") and media not in also:
         raise HTTPProblem(415, "unsupported-media-type", "Send the body as application/json.")
     length = request.content_length
     if length is not None:

@@ -102,7 +102,7 @@ async def test_eligible_entries_have_the_window_as_ttl_and_go_with_the_device(
     await store.remember_eligible([("ref1", eligible(1_000.0, window_s=DAY_S))])
     await store.remember_eligible([("ref1", eligible(2_000.0, window_s=3_600))])
     keys = await store.device_keys("ref1")
-    [(name, ttl)] = [(k, v) for k, v in keys.items() if k.endswith("eligible")]
+    [ttl] = [v for k, v in keys.items() if k.endswith("eligible")]
     assert ttl is not None and DAY_S - 60 < ttl <= DAY_S  # the longest window
     await store.erase_device("ref1")
     assert await store.device_keys("ref1") == {}
