@@ -279,22 +279,23 @@ class OfferService:
         return held
 
     async def count(self, written: Sequence[tuple[Reserved | None, Sequence[Entry]]]) -> None:
-        """Feed the funnel once plans are written: their entries and notifications, one
-        addition per time bucket however many devices."""
+        """Feed the funnel once plans are written: their entries, notifications and
+        held-out entries, one addition per time bucket however many devices; then keep
+        the eligible entries for attribution, in one more call when there are any."""
         names: dict[int, list[str]] = {}
         for reserved, entries in written:
             for bucket, bucket_names in _funnel_names(reserved, entries):
                 names.setdefault(bucket, []).extend(bucket_names)
         for bucket, bucket_names in names.items():
             await self.store.add_counts(bucket, tally(bucket_names))
-        await self.store.remember_eligible(
-            [
-                (reserved.ref, e)
-                for reserved, _ in written
-                if reserved is not None
-                for e in eligible(reserved.plan.decisions, reserved.offers)
-            ]
-        )
+        kept = [
+            (reserved.ref, e)
+            for reserved, _ in written
+            if reserved is not None
+            for e in eligible(reserved.plan.decisions, reserved.offers)
+        ]
+        if kept:
+            await self.store.remember_eligible(kept)
 
 
 class Asked(NamedTuple):
