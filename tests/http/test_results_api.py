@@ -39,6 +39,16 @@ async def convert(client: Client, device_id: str, at: float, **extra: Any) -> An
     return await resp.json()
 
 
+async def walked_in(make_client: Any, device_id: str = "d1", **offer: Any) -> tuple[Client, str]:
+    """A client with an offer ``welcome`` at the sample store, and a device whose walk in
+    made an entry 170 s ago; the device's token."""
+    client = await make_client(stores="stores.geojson", quiet_hours="off")
+    await put_offer(client, "welcome", **offer)
+    token = await register(client, device_id)
+    await walk_in(client, token, device_id)
+    return client, token
+
+
 # time series
 
 
@@ -109,10 +119,7 @@ async def test_a_control_group_is_held_out_counted_and_charged_nothing(make_clie
 
 
 async def test_a_conversion_goes_to_the_latest_eligible_entry_once(make_client: Any) -> None:
-    client = await make_client(stores="stores.geojson", quiet_hours="off")
-    await put_offer(client, "welcome")
-    token = await register(client, "d1")
-    await walk_in(client, token, "d1")
+    client, _ = await walked_in(make_client)
     now = time.time()
     assert await convert(client, "d1", now, value=9.9, store_id="elsewhere") == {
         "attributed": None,
@@ -131,10 +138,7 @@ async def test_a_conversion_goes_to_the_latest_eligible_entry_once(make_client: 
 
 
 async def test_a_conversion_outside_the_window_is_not_attributed(make_client: Any) -> None:
-    client = await make_client(stores="stores.geojson", quiet_hours="off")
-    await put_offer(client, "short", attribution_window_s=60)
-    token = await register(client, "d1")
-    await walk_in(client, token, "d1")  # the entry was 170 s ago
+    client, _ = await walked_in(make_client, attribution_window_s=60)  # entered 170 s ago
     assert (await convert(client, "d1", time.time()))["attributed"] is None
 
 
@@ -154,10 +158,7 @@ async def test_conversions_of_unknown_or_unconsenting_devices(make_client: Any) 
 async def test_the_attribution_state_is_exported_and_erased_with_the_device(
     make_client: Any, store: StateStore
 ) -> None:
-    client = await make_client(stores="stores.geojson", quiet_hours="off")
-    await put_offer(client, "welcome")
-    token = await register(client, "d1")
-    await walk_in(client, token, "d1")
+    client, token = await walked_in(make_client)
     device = {"Authorization": f"Bearer {token}"}
     export = await (await client.get("/v1/devices/d1/export", headers=device)).json()
     [kept] = [k for k in export["keys"] if k["name"].endswith("eligible")]
