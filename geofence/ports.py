@@ -146,8 +146,9 @@ class StateStore(Protocol):
         letters; idempotent."""
 
     async def erase_notifications(self, ref: str) -> None:
-        """Remove the device's notifications in the outbox and its dead letters (its
-        consent to offers was withdrawn); idempotent."""
+        """Remove the device's notifications in the outbox, its dead letters and its
+        eligible entries for attribution (its consent to offers was withdrawn);
+        idempotent."""
 
     async def erase_location(self, ref: str) -> None:
         """Remove the device's visit state and last position, keep its profile."""

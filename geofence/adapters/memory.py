@@ -180,6 +180,7 @@ class MemoryStore:
         await self.erase_notifications(ref)
 
     async def erase_notifications(self, ref: str) -> None:
+        self._eligible.pop(ref)  # what attribution keeps goes with the consent to offers
         pending = [k for k, (item, _) in self._outbox.items() if item.device_ref == ref]
         for key in pending:
             self._drop(key)

@@ -611,7 +611,7 @@ class RedisStore:
         await self._erase(ref, own)
 
     async def erase_notifications(self, ref: str) -> None:
-        await self._erase(ref, [])
+        await self._erase(ref, [self.keys.eligible(ref)])
 
     async def _erase(self, ref: str, own: Sequence[str]) -> None:
         """The device's notifications (outbox and dead letters) and ``own`` keys, in one
@@ -886,8 +886,8 @@ class RedisStore:
     async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
         key = self.keys.eligible(ref)
         async with _guard(self.timeout_s):
-            raw: list[bytes] = await self.client.zrangebyscore(key, "-inf", at)  # type: ignore[assignment]
-            kept = {_decode(r, Eligible): r for r in raw}
+            raw = await self.client.zrangebyscore(key, "-inf", at)
+            kept = {_decode(r, Eligible): r for r in raw if isinstance(r, bytes)}
             taken = attributed(kept, at, store_id)
             if taken is None:
                 return None

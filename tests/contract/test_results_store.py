@@ -109,6 +109,14 @@ async def test_eligible_entries_have_the_window_as_ttl_and_go_with_the_device(
     assert await store.take_eligible("ref1", 2_500.0, None) is None
 
 
+async def test_eligible_entries_go_with_the_consent_to_offers(store: StateStore) -> None:
+    await store.create_device(profile())
+    await store.remember_eligible([("ref1", eligible(1_000.0))])
+    await store.erase_notifications("ref1")
+    assert not [k for k in await store.device_keys("ref1") if k.endswith("eligible")]
+    assert await store.take_eligible("ref1", 2_000.0, None) is None
+
+
 async def test_no_eligible_entry_is_kept_for_an_erased_device(store: StateStore) -> None:
     await store.remember_eligible([("ghost", eligible(1_000.0))])
     assert await store.device_keys("ghost") == {}
