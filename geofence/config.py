@@ -94,6 +94,10 @@ class Settings:
         default=14 * 86_400,
         metadata={"help": "dead letters' TTL; undelivered outbox items go by then too"},
     )
+    stats_retention_days: int = field(
+        default=400,
+        metadata={"help": "how long each hour's aggregate counters (GET /v1/stats) are kept"},
+    )
     # admission on the ping routes, per process (geofence/http/limits.py)
     device_rate_per_s: float = field(
         default=2.0, metadata={"help": "ping requests a second per device token (0: no limit)"}
@@ -268,6 +272,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_H3_RESOLUTION must be 0..15")
     if settings.dead_letter_ttl_s < 1:
         raise SettingsError("GEOFENCE_DEAD_LETTER_TTL_S must be at least 1")
+    if settings.stats_retention_days < 1:
+        raise SettingsError("GEOFENCE_STATS_RETENTION_DAYS must be at least 1")
     if settings.max_body_bytes <= 0 or settings.max_upload_bytes < settings.max_body_bytes:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
     if settings.body_timeout_s <= 0 or settings.keepalive_s < 0:

@@ -7,6 +7,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from geofence.domain.conversions import Eligible
 from geofence.domain.delivery import Attempt
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.model import DeviceState, Fence
@@ -18,6 +19,17 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
 
     version: int
     fences: tuple[Fence, ...]
+
+
+class CatalogueChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of the catalogue as its history keeps it: counts, never who."""
+
+    version: int
+    at: float
+    stores: int
+    added: int
+    changed: int
+    removed: int
 
 
 class StoredState(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +52,7 @@ class StateWrite(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Saved = Literal["written", "conflict", "gone"]
+HISTORY_KEPT = 50  # catalogue changes kept in the history
 # how the state survives a restart of its backend: Redis's append-only file, its snapshots,
 # neither, not known (CONFIG refused, as managed Redis may), or not at all (in-process)
 Persistence = Literal["aof", "rdb", "off", "unknown", "memory"]
@@ -108,7 +121,12 @@ class StateStore(Protocol):
     async def upsert_fence(self, fence: Fence) -> int: ...
 
     async def delete_fence(self, fence_id: str) -> int | None:
-        """The new version, or None when there was no such fence."""
+        """The new version, or None when there was no such fence.
+
+        Each of these three changes adds a ``CatalogueChange`` to the history."""
+
+    async def catalogue_history(self, limit: int) -> list[CatalogueChange]:
+        """The newest changes of the catalogue first; at most the last ``HISTORY_KEPT``."""
 
     # devices (contract §4)
     async def create_device(self, profile: DeviceProfile) -> bool:
@@ -128,8 +146,9 @@ class StateStore(Protocol):
         letters; idempotent."""
 
     async def erase_notifications(self, ref: str) -> None:
-        """Remove the device's notifications in the outbox and its dead letters (its
-        consent to offers was withdrawn); idempotent."""
+        """Remove the device's notifications in the outbox, its dead letters and its
+        eligible entries for attribution (its consent to offers was withdrawn);
+        idempotent."""
 
     async def erase_location(self, ref: str) -> None:
         """Remove the device's visit state and last position, keep its profile."""
@@ -241,6 +260,18 @@ class StateStore(Protocol):
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
         """The counters summed over ``buckets``."""
+
+    async def read_buckets(self, buckets: Sequence[int]) -> dict[int, dict[str, int]]:
+        """The counters of each of ``buckets`` that has any."""
+
+    # attribution (issue 27): a device's eligible entries, kept with its keys
+    async def remember_eligible(self, eligible: Sequence[tuple[str, Eligible]]) -> None:
+        """Keep each (device ref, eligible entry), the latest ``MAX_KEPT`` per device,
+        for as long as the longest window among them; not for an erased device."""
+
+    async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
+        """The entry a conversion at ``at`` is attributed to (``conversions.attributed``),
+        forgetting it and the entries before it; each entry is taken at most once."""
 
 
 class PushGateway(Protocol):

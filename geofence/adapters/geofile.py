@@ -11,6 +11,7 @@ the file before the validator could name the problem. Formats without list colum
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,17 @@ def read_geofile(path: str | Path, *, layer: str | int | None = None) -> GeoFile
         frame = frame.to_crs(WGS84)
     features = [_feature(row, frame.geometry.name) for row in frame.to_dict("records")]
     return GeoFile({"type": "FeatureCollection", "features": features}, notes)
+
+
+def read_geobytes(data: bytes, *, suffix: str) -> GeoFile:
+    """:func:`read_geofile` of an uploaded file's bytes: ``.gpkg``, or ``.zip`` holding a
+    Shapefile (GDAL opens the archive), kept in a temporary file while it is read."""
+    with tempfile.TemporaryDirectory(prefix="geofence-upload-") as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        read = read_geofile(path)
+    notes = [note.replace(path.name, f"the {suffix[1:]} upload") for note in read.notes]
+    return GeoFile(read.collection, notes)
 
 
 def _plain_geojson(path: Path) -> Any | None:

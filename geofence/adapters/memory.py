@@ -14,12 +14,16 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from geofence.domain.conversions import MAX_KEPT, Eligible, attributed, remaining
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
+from geofence.domain.stats import summed
 from geofence.ports import (
+    HISTORY_KEPT,
     Catalogue,
+    CatalogueChange,
     DeadLetter,
     OutboxItem,
     Persistence,
@@ -32,6 +36,7 @@ from geofence.ports import (
 T = TypeVar("T")
 DEAD_LETTER_TTL_S = 14 * 86_400
 RECEIPTS_TTL_S = 30 * 86_400
+STATS_TTL_S = 400 * 86_400
 Clock = Callable[[], float]
 
 
@@ -79,14 +84,17 @@ class MemoryStore:
         device_ttl_s: float = 30 * 86_400,
         position_ttl_s: float = 86_400,
         dead_letter_ttl_s: float = DEAD_LETTER_TTL_S,
+        stats_ttl_s: float = STATS_TTL_S,
         clock: Clock = time.time,
     ) -> None:
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
         self.dead_letter_ttl_s = dead_letter_ttl_s
+        self.stats_ttl_s = stats_ttl_s
         self._clock = clock
         self._fences: dict[str, Fence] = {}
         self._version = 0
+        self._history: list[CatalogueChange] = []  # newest first
         self._profiles: _Expiring[DeviceProfile] = _Expiring(clock)
         # a device's visit state and offer ledger share one version (and one key in Redis)
         self._states: _Expiring[tuple[DeviceState, int, Ledger]] = _Expiring(clock)
@@ -95,7 +103,8 @@ class MemoryStore:
         self._spent: dict[str, int] = {}
         self._outbox: dict[str, tuple[OutboxItem, float]] = {}  # id -> (item, due at)
         self._outbox_until: dict[str, float] = {}  # id -> when it is dropped, by the clock
-        self._counts: dict[int, dict[str, int]] = {}
+        self._counts: _Expiring[dict[str, int]] = _Expiring(clock)  # by str(bucket)
+        self._eligible: _Expiring[tuple[Eligible, ...]] = _Expiring(clock)
         self._dead: _Expiring[DeadLetter] = _Expiring(clock)
         self._receipts: _Expiring[tuple[Receipt, frozenset[str]]] = _Expiring(clock)
 
@@ -117,20 +126,33 @@ class MemoryStore:
         return Catalogue(version=self._version, fences=fences)
 
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
-        self._fences = {f.id: f for f in fences}
-        self._version += 1
-        return self._version
+        return self._changed({f.id: f for f in fences})
 
     async def upsert_fence(self, fence: Fence) -> int:
-        self._fences[fence.id] = fence
-        self._version += 1
-        return self._version
+        return self._changed({**self._fences, fence.id: fence})
 
     async def delete_fence(self, fence_id: str) -> int | None:
-        if self._fences.pop(fence_id, None) is None:
+        if fence_id not in self._fences:
             return None
+        return self._changed({k: f for k, f in self._fences.items() if k != fence_id})
+
+    def _changed(self, fences: dict[str, Fence]) -> int:
+        """Install ``fences`` as the next version, and note the change in the history."""
+        before, self._fences = self._fences, fences
         self._version += 1
+        change = CatalogueChange(
+            version=self._version,
+            at=self._clock(),
+            stores=len(fences),
+            added=len(fences.keys() - before.keys()),
+            changed=sum(1 for k, f in fences.items() if k in before and before[k] != f),
+            removed=len(before.keys() - fences.keys()),
+        )
+        self._history = [change, *self._history][:HISTORY_KEPT]
         return self._version
+
+    async def catalogue_history(self, limit: int) -> list[CatalogueChange]:
+        return self._history[:limit]
 
     # devices
     async def create_device(self, profile: DeviceProfile) -> bool:
@@ -153,11 +175,12 @@ class MemoryStore:
         return True
 
     async def erase_device(self, ref: str) -> None:
-        for table in (self._profiles, self._states, self._fixes):
+        for table in (self._profiles, self._states, self._fixes, self._eligible):
             table.pop(ref)
         await self.erase_notifications(ref)
 
     async def erase_notifications(self, ref: str) -> None:
+        self._eligible.pop(ref)  # what attribution keeps goes with the consent to offers
         pending = [k for k, (item, _) in self._outbox.items() if item.device_ref == ref]
         for key in pending:
             self._drop(key)
@@ -177,6 +200,7 @@ class MemoryStore:
             "profile": self._profiles.ttl(ref),
             "state": self._states.ttl(ref),
             "fix": self._fixes.ttl(ref),
+            "eligible": self._eligible.ttl(ref),
         }
         return {name: ttl for name, ttl in ttls.items() if ttl is not None}
 
@@ -346,16 +370,42 @@ class MemoryStore:
 
     # aggregate counters
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:
-        table = self._counts.setdefault(bucket, {})
+        table = self._counts.get(str(bucket)) or {}
         for name, n in counts.items():
             table[name] = table.get(name, 0) + n
+        self._counts.set(str(bucket), table, self.stats_ttl_s)
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for bucket in buckets:
-            for name, n in self._counts.get(bucket, {}).items():
-                total[name] = total.get(name, 0) + n
-        return total
+        return summed((await self.read_buckets(buckets)).values())
+
+    async def read_buckets(self, buckets: Sequence[int]) -> dict[int, dict[str, int]]:
+        found = {b: self._counts.get(str(b)) for b in buckets}
+        return {b: dict(table) for b, table in found.items() if table}
+
+    def counts_ttl(self, bucket: int) -> float | None:
+        """The remaining life of a bucket's counters (for tests, as Redis's TTL)."""
+        return self._counts.ttl(str(bucket))
+
+    # attribution
+    async def remember_eligible(self, eligible: Sequence[tuple[str, Eligible]]) -> None:
+        for ref, entry in eligible:
+            if self._profiles.get(ref) is None:
+                continue  # erased meanwhile: nothing may come back
+            kept = (*(self._eligible.get(ref) or ()), entry)[-MAX_KEPT:]
+            ttl = max(self._eligible.ttl(ref) or 0.0, entry.window_s)
+            self._eligible.set(ref, kept, ttl)
+
+    async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
+        kept = self._eligible.get(ref) or ()
+        taken = attributed(kept, at, store_id)
+        if taken is None:
+            return None
+        left = remaining(kept, taken)
+        if left:
+            self._eligible.set(ref, tuple(left), self._eligible.ttl(ref) or 0.0)
+        else:
+            self._eligible.pop(ref)
+        return taken
 
 
 def _with_fix(state: DeviceState, fix: Fix | None) -> DeviceState:

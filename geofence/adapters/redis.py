@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -32,12 +34,16 @@ from redis.commands.core import AsyncScript
 from redis.connection import HiredisRespSerializer
 
 from geofence.adapters.redis_lane import Arg, Call, Lane
+from geofence.domain.conversions import MAX_KEPT, Eligible, attributed
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import BackendUnavailable, NotFound
 from geofence.domain.model import DeviceState, Fence, Fix
 from geofence.domain.offers import Ledger, Notification, Offer
+from geofence.domain.stats import summed
 from geofence.ports import (
+    HISTORY_KEPT,
     Catalogue,
+    CatalogueChange,
     DeadLetter,
     OutboxItem,
     Persistence,
@@ -52,7 +58,7 @@ _REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, O
 SHARDS = 16
 LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
 STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
-COUNTS_TTL_S = 400 * 86_400  # aggregate counters: a year of stats and a margin
+COUNTS_TTL_S = 400 * 86_400  # aggregate counters (GEOFENCE_STATS_RETENTION_DAYS)
 DEAD_LETTER_TTL_S = 14 * 86_400  # dead letters, and the outbox keys after their last write
 RECEIPTS_TTL_S = 30 * 86_400
 
@@ -87,6 +93,9 @@ class Keys:
         self.prefix = prefix
         self.fences = f"{prefix}:{{cat}}:fences"
         self.catalogue_version = f"{prefix}:{{cat}}:version"
+        # a short digest of each fence, to count what a new version changed, and the changes
+        self.digests = f"{prefix}:{{cat}}:digests"
+        self.history = f"{prefix}:{{cat}}:history"
         self.offers = f"{prefix}:{{cat}}:offers"
         # every flush and batch names the keys of each of its devices: their stems are
         # made once (a few hundred bytes each)
@@ -115,6 +124,10 @@ class Keys:
 
     def fix(self, ref: str) -> str:
         return f"{self.device(ref)}:fix"
+
+    def eligible(self, ref: str) -> str:
+        """The device's eligible entries for attribution: a sorted set by entry time."""
+        return f"{self.device(ref)}:eligible"
 
     def pending(self, ref: str) -> str:
         """The ids of the device's notifications still in the outbox (for erasure)."""
@@ -343,6 +356,86 @@ RELEASE_BUDGET = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
 """
 
+# The catalogue's changes: each counts what it added, changed (by the fences' digests) and
+# removed, moves the version and puts a record at the head of the history, kept to
+# ARGV[2] records. KEYS: fences, digests, version, history. ARGV: at, kept, then the
+# change's own.
+_RECORD_CHANGE = """
+local function record(added, changed, removed)
+  local version = redis.call('INCR', KEYS[3])
+  local stores = redis.call('HLEN', KEYS[1])
+  local change = cjson.encode({version, tonumber(ARGV[1]), stores, added, changed, removed})
+  redis.call('LPUSH', KEYS[4], change)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[2]) - 1)
+  return version
+end
+"""
+
+# ARGV[3..]: (id, fence, digest) of every fence of the new catalogue.
+REPLACE_CATALOGUE = (
+    _RECORD_CHANGE
+    + """
+local before, digests = {}, {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do before[id] = true end
+local raw = redis.call('HGETALL', KEYS[2])
+for i = 1, #raw, 2 do digests[raw[i]] = raw[i + 1] end
+local added, changed, removed, seen = 0, 0, 0, {}
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  if not before[id] then added = added + 1
+  elseif digests[id] ~= ARGV[i + 2] then changed = changed + 1 end
+  seen[id] = true
+end
+for id in pairs(before) do if not seen[id] then removed = removed + 1 end end
+redis.call('DEL', KEYS[1], KEYS[2])
+for i = 3, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+end
+return record(added, changed, removed)
+"""
+)
+
+# ARGV[3..5]: id, fence, digest.
+UPSERT_FENCE = (
+    _RECORD_CHANGE
+    + """
+local existed = redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1
+local same = redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[5])
+if not existed then return record(1, 0, 0) end
+return record(0, same and 0 or 1, 0)
+"""
+)
+
+# ARGV[3]: id. 0 when there was no such fence (nothing changes).
+DELETE_FENCE = (
+    _RECORD_CHANGE
+    + """
+if redis.call('HDEL', KEYS[1], ARGV[3]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[3])
+return record(0, 0, 1)
+"""
+)
+
+# KEYS: per device its profile and eligible entries. ARGV: the entries kept per device,
+# then per device: the number of entries, the TTL, and (entry at, entry) for each. Not
+# for a device erased meanwhile; the TTL only ever grows (the longest window).
+REMEMBER_ELIGIBLE = """
+local kept, a = tonumber(ARGV[1]), 2
+for k = 1, #KEYS, 2 do
+  local n, ttl = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local first = a + 2
+  a = first + 2 * n
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    for i = first, a - 1, 2 do redis.call('ZADD', KEYS[k + 1], ARGV[i], ARGV[i + 1]) end
+    redis.call('ZREMRANGEBYRANK', KEYS[k + 1], 0, -kept - 1)
+    if redis.call('TTL', KEYS[k + 1]) < ttl then redis.call('EXPIRE', KEYS[k + 1], ttl) end
+  end
+end
+"""
+
 # KEYS: a time bucket's counters. ARGV: ttl, then (name, amount) pairs to add.
 ADD_COUNTS = """
 for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -370,6 +463,7 @@ class RedisStore:
         device_ttl_s: int = 30 * 86_400,
         position_ttl_s: int = 86_400,
         dead_letter_ttl_s: int = DEAD_LETTER_TTL_S,
+        stats_ttl_s: int = COUNTS_TTL_S,
         lanes: int = LANES,
         timeout_s: float | None = None,
     ) -> None:
@@ -383,6 +477,11 @@ class RedisStore:
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
         self.dead_letter_ttl_s = dead_letter_ttl_s
+        self.stats_ttl_s = stats_ttl_s
+        self._replace_catalogue = client.register_script(REPLACE_CATALOGUE)
+        self._upsert_fence = client.register_script(UPSERT_FENCE)
+        self._delete_fence = client.register_script(DELETE_FENCE)
+        self._remember_eligible = client.register_script(REMEMBER_ELIGIBLE)
         self._save_states = client.register_script(SAVE_STATES)
         self._load_states = client.register_script(LOAD_STATES)
         self._put_device = client.register_script(PUT_DEVICE)
@@ -456,28 +555,29 @@ class RedisStore:
         return Catalogue(version=int(version or 0), fences=tuple(fences))
 
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.fences)
-            if fences:
-                pipe.hset(self.keys.fences, mapping={f.id: _encode(f) for f in fences})
-            pipe.incr(self.keys.catalogue_version)
-            results = await pipe.execute()
-        return int(results[-1])
+        args: list[Arg] = []
+        for fence in fences:
+            args += _with_digest(fence)
+        return await self._change(self._replace_catalogue, args)
 
     async def upsert_fence(self, fence: Fence) -> int:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.fences, fence.id, _encode(fence))
-            pipe.incr(self.keys.catalogue_version)
-            results = await pipe.execute()
-        return int(results[-1])
+        return await self._change(self._upsert_fence, _with_digest(fence))
 
     async def delete_fence(self, fence_id: str) -> int | None:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.fences, fence_id)
-            pipe.incr(self.keys.catalogue_version)
-            removed, version = await pipe.execute()
-        # the version moves even when nothing was removed: harmless, workers just reload
-        return int(version) if removed else None
+        return await self._change(self._delete_fence, [fence_id]) or None
+
+    async def _change(self, script: AsyncScript, args: Sequence[Arg]) -> int:
+        """A catalogue change, recorded in the history; the new version (0: none)."""
+        k = self.keys
+        keys = [k.fences, k.digests, k.catalogue_version, k.history]
+        async with _guard(self.timeout_s):
+            version = await script(keys=keys, args=[time.time(), HISTORY_KEPT, *args])
+        return int(version)
+
+    async def catalogue_history(self, limit: int) -> list[CatalogueChange]:
+        async with _guard(self.timeout_s):
+            raw = await self.client.lrange(self.keys.history, 0, limit - 1)
+        return [_change_of(msgspec.json.decode(r)) for r in raw]
 
     # devices
     async def create_device(self, profile: DeviceProfile) -> bool:
@@ -506,11 +606,12 @@ class RedisStore:
         return bool(written)
 
     async def erase_device(self, ref: str) -> None:
-        own = [self.keys.profile(ref), self.keys.state(ref), self.keys.fix(ref)]
+        k = self.keys
+        own = [k.profile(ref), k.state(ref), k.fix(ref), k.eligible(ref)]
         await self._erase(ref, own)
 
     async def erase_notifications(self, ref: str) -> None:
-        await self._erase(ref, [])
+        await self._erase(ref, [self.keys.eligible(ref)])
 
     async def _erase(self, ref: str, own: Sequence[str]) -> None:
         """The device's notifications (outbox and dead letters) and ``own`` keys, in one
@@ -745,23 +846,56 @@ class RedisStore:
     # aggregate counters
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None:
         """One script call (on a lane when one is free): every batch with entries adds."""
-        args: list[Arg] = [COUNTS_TTL_S]
+        args: list[Arg] = [self.stats_ttl_s]
         for name, n in counts.items():
             args += [name, n]
         async with _guard(self.timeout_s):
             await self._script(self._add_counts, [self.keys.counts(bucket)], args)
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
-        total: dict[str, int] = {}
+        return summed((await self.read_buckets(buckets)).values())
+
+    async def read_buckets(self, buckets: Sequence[int]) -> dict[int, dict[str, int]]:
         async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
             for bucket in buckets:
                 pipe.hgetall(self.keys.counts(bucket))
             tables = await pipe.execute()
-        for table in tables:
-            for name, n in table.items():
-                key = name.decode() if isinstance(name, bytes) else str(name)
-                total[key] = total.get(key, 0) + int(n)
-        return total
+        return {
+            bucket: {_text(name): int(n) for name, n in table.items()}
+            for bucket, table in zip(buckets, tables, strict=True)
+            if table
+        }
+
+    # attribution
+    async def remember_eligible(self, eligible: Sequence[tuple[str, Eligible]]) -> None:
+        by_device: dict[str, list[Eligible]] = {}
+        for ref, entry in eligible:
+            by_device.setdefault(ref, []).append(entry)
+        if not by_device:
+            return
+        keys: list[str] = []
+        args: list[Arg] = [MAX_KEPT]
+        for ref, entries in by_device.items():
+            keys += [self.keys.profile(ref), self.keys.eligible(ref)]
+            args += [len(entries), max(_whole_s(e.window_s) for e in entries)]
+            for e in entries:
+                args += [e.at, _encode(e)]
+        async with _guard(self.timeout_s):
+            await self._script(self._remember_eligible, keys, args)
+
+    async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
+        key = self.keys.eligible(ref)
+        async with _guard(self.timeout_s):
+            raw = await self.client.zrangebyscore(key, "-inf", at)
+            kept = {_decode(r, Eligible): r for r in raw if isinstance(r, bytes)}
+            taken = attributed(kept, at, store_id)
+            if taken is None:
+                return None
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.zrem(key, kept[taken])
+                pipe.zremrangebyscore(key, "-inf", taken.at)
+                removed, _ = await pipe.execute()
+        return taken if removed else None  # 0: another conversion took it first
 
 
 class _guard:
@@ -837,6 +971,23 @@ def persistence_of(appendonly: Any, save: Any) -> Persistence:
     if _text(appendonly or "") == "yes":
         return "aof"
     return "rdb" if _text(save or "").strip() else "off"
+
+
+def _with_digest(fence: Fence) -> list[Arg]:
+    """A fence as the catalogue scripts take it: its id, itself and its digest."""
+    blob = _encode(fence)
+    return [fence.id, blob, hashlib.blake2b(blob, digest_size=12).digest()]
+
+
+def _change_of(record: list[Any]) -> CatalogueChange:
+    version, at, stores, added, changed, removed = record
+    return CatalogueChange(
+        version=version, at=at, stores=stores, added=added, changed=changed, removed=removed
+    )
+
+
+def _whole_s(seconds: float) -> int:
+    return max(1, int(seconds + 0.999))
 
 
 def _text(value: bytes | str) -> str:

@@ -29,6 +29,13 @@ per-device-cooldown   the device got the offer less than ``per_device_cooldown_s
 budget-spent          the offer's budget has nothing left
 ====================  ==============================================================
 
+The offer chosen may still hold the device out: with ``control_pct`` above 0, a fixed
+share of devices (``in_control``: a hash of the device's ref and the offer's id) is its
+control group. Their entry is decided ``control`` (rule ``control-group``): no
+notification, nothing spent of the device cap, the per-device limit or the budget, and
+no other offer in its place; the entry is eligible all the same, and a conversion after
+it counts for the control group (``domain/lift.py``).
+
 Every rule is judged at ``now``, the moment the notification would be made. Hours are
 wall-clock ranges; one that ends before it starts (``22:00-02:00``) crosses midnight and
 belongs to the weekday it starts on.
@@ -39,6 +46,7 @@ An offer arrives here already valid: the API checks what it is sent at the edge
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +66,10 @@ DAY_S: Final = 86_400
 
 MAX_PER_DEVICE_LIMIT: Final = 1_000  # the most sends of one offer the ledger keeps
 MAX_DECISIONS: Final = 10
+MAX_CONTROL_PCT: Final = 50
+ATTRIBUTION_WINDOW_S: Final = 7 * DAY_S
+CONTROL_GROUP: Final = "control-group"
+Group = Literal["treated", "control"]
 RANGE_PATTERN: Final = r"^(\d\d):(\d\d)-(\d\d):(\d\d)$"
 _RANGE = re.compile(RANGE_PATTERN)
 _OFF: Final = frozenset({"", "off", "none"})
@@ -82,6 +94,8 @@ class Offer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     budget: int | None = None
     ttl_s: float = 3_600.0
     active: bool = True
+    control_pct: float = 0
+    attribution_window_s: float = ATTRIBUTION_WINDOW_S
 
 
 class Rules(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +158,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     chosen: Offer | None
     considered: list[Considered]
     device_refused: str | None = None
+    control: Offer | None = None  # the offer chosen, then held out (its control group)
 
 
 class Notification(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,6 +185,7 @@ class EntryDecision(msgspec.Struct, frozen=True, kw_only=True):
     considered: list[Considered]
     notification_id: str | None = None
     offer_id: str | None = None
+    group: Group | None = None  # the offer_id's: notified (treated) or held out (control)
 
 
 class Ledger(msgspec.Struct, frozen=True, kw_only=True):
@@ -431,14 +447,16 @@ def plan(
     rules: Rules,
     budget_left: dict[str, int | None],
     notification_id: NotificationId,
+    device_ref: str = "",
 ) -> Plan:
-    """Decide every entry in order; a notification made counts against the next ones."""
+    """Decide every entry in order; a notification made counts against the next ones.
+    ``device_ref`` places the device in or out of each offer's control group."""
     decisions: list[EntryDecision] = []
     notifications: list[Notification] = []
     budget = dict(budget_left)
     for entry in entries:
         ctx = _context(entry, device, now, ledger, budget)
-        decision = decide(offers, ctx, rules)
+        decision = held_out(decide(offers, ctx, rules), device_ref)
         made = _notify(decision, ctx, entry, notification_id)
         if made is not None:
             notifications.append(made)
@@ -448,6 +466,33 @@ def plan(
         decisions.append(record)
         ledger = ledger.remember(record)
     return Plan(ledger=ledger, decisions=decisions, notifications=notifications)
+
+
+def in_control(device_ref: str, offer: Offer) -> bool:
+    """Whether the device is in the offer's control group: the same answer on every
+    entry, about ``control_pct`` in a hundred devices, independently for each offer."""
+    if offer.control_pct <= 0:
+        return False
+    digest = hashlib.blake2b(f"{device_ref}|{offer.id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest) % 10_000 < offer.control_pct * 100
+
+
+def held_out(decision: Decision, device_ref: str) -> Decision:
+    """The decision with its chosen offer held out when the device is in its control
+    group: nothing chosen, and the offer marked ``control-group``."""
+    chosen = decision.chosen
+    if chosen is None or not in_control(device_ref, chosen):
+        return decision
+    considered = [
+        Considered(offer_id=c.offer_id, refused=CONTROL_GROUP) if c.offer_id == chosen.id else c
+        for c in decision.considered
+    ]
+    return Decision(
+        chosen=None,
+        considered=considered,
+        device_refused=decision.device_refused,
+        control=chosen,
+    )
 
 
 def _context(
@@ -491,8 +536,17 @@ def _record(
         device_refused=decision.device_refused,
         considered=decision.considered,
         notification_id=None if made is None else made.notification_id,
-        offer_id=None if made is None else made.offer_id,
+        **_eligible(decision, made),
     )
+
+
+def _eligible(decision: Decision, made: Notification | None) -> dict[str, Any]:
+    """The offer the entry was eligible for, and its group, if any."""
+    if made is not None:
+        return {"offer_id": made.offer_id, "group": "treated"}
+    if decision.control is not None:
+        return {"offer_id": decision.control.id, "group": "control"}
+    return {}
 
 
 # --- the API view ----------------------------------------------------------------------

@@ -104,11 +104,13 @@ def make_store(settings: Settings) -> StateStore:
             device_ttl_s=settings.device_ttl_s,
             position_ttl_s=settings.position_ttl_s,
             dead_letter_ttl_s=settings.dead_letter_ttl_s,
+            stats_ttl_s=settings.stats_retention_days * 86_400,
         )
     return MemoryStore(
         device_ttl_s=settings.device_ttl_s,
         position_ttl_s=settings.position_ttl_s,
         dead_letter_ttl_s=settings.dead_letter_ttl_s,
+        stats_ttl_s=settings.stats_retention_days * 86_400,
     )
 
 

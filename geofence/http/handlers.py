@@ -11,6 +11,7 @@ from geofence.http.keys import CATALOGUE, METRICS, SETTINGS, STORE
 from geofence.http.openapi import openapi_document
 from geofence.http.schemas import flag, json_response, read_body
 from geofence.persistence import warnings_of
+from geofence.service.uploads import UPLOAD_FORMATS, UploadFormat
 
 # operations
 
@@ -56,9 +57,22 @@ async def put_stores(request: web.Request) -> web.Response:
     allow(request, "admin")
     flags = _flags(request, "dry_run", "repair", "allow_shrink", "confirm_move")
     # raw bytes: the upload worker decodes them, so a large upload never stalls the loop
-    body = await read_body(request, limit=request.app[SETTINGS].max_upload_bytes)
-    report = await request.app[CATALOGUE].replace(body, **flags)
+    limit = request.app[SETTINGS].max_upload_bytes
+    body = await read_body(request, limit=limit, also=UPLOAD_FORMATS.keys())
+    media = upload_format(request.content_type)
+    report = await request.app[CATALOGUE].replace(body, media=media, **flags)
     return json_response(report)
+
+
+def upload_format(content_type: str) -> UploadFormat:
+    """What an upload's ``Content-Type`` says it is: a JSON type is GeoJSON."""
+    return UPLOAD_FORMATS.get(content_type, "geojson")
+
+
+async def store_versions(request: web.Request) -> web.Response:
+    """``GET /v1/stores/versions``: the catalogue's history, newest first, counts only."""
+    allow(request, "admin")
+    return json_response(await request.app[CATALOGUE].versions())
 
 
 def _flags(request: web.Request, *names: str) -> dict[str, bool]:

@@ -25,6 +25,7 @@ from msgspec import Meta
 from geofence.domain.errors import InvalidInput, Problem
 from geofence.domain.offers import (
     DAY_S,
+    MAX_CONTROL_PCT,
     MAX_PER_DEVICE_LIMIT,
     PLACEHOLDER,
     RANGE_PATTERN,
@@ -46,6 +47,7 @@ MAX_PRIORITY: Final = 1_000_000
 MAX_COOLDOWN_S: Final = 366 * DAY_S
 MAX_TTL_S: Final = 7 * DAY_S
 MAX_BUDGET: Final = 1_000_000_000
+MAX_ATTRIBUTION_WINDOW_S: Final = 90 * DAY_S
 ID_PATTERN: Final = r"^[A-Za-z0-9._~:-]+$"
 
 OfferId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
@@ -83,6 +85,22 @@ PerDeviceLimit = Annotated[int, Meta(ge=1, le=MAX_PER_DEVICE_LIMIT)]
 CooldownS = Annotated[float, Meta(ge=0, le=MAX_COOLDOWN_S)]
 Budget = Annotated[int, Meta(ge=0, le=MAX_BUDGET)]
 TtlS = Annotated[float, Meta(ge=1, le=MAX_TTL_S)]
+ControlPct = Annotated[
+    float,
+    Meta(
+        ge=0,
+        le=MAX_CONTROL_PCT,
+        description="percent of devices held out as the control group (no notification)",
+    ),
+]
+AttributionWindowS = Annotated[
+    float,
+    Meta(
+        ge=60,
+        le=MAX_ATTRIBUTION_WINDOW_S,
+        description="how long after an eligible entry a conversion counts for it",
+    ),
+]
 
 # an offer's defaults are the stored offer's: one place says them
 _DEFAULT: Final = {field.name: field.default for field in msgspec.structs.fields(Offer)}
@@ -107,6 +125,8 @@ class OfferInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     budget: Budget | None = _DEFAULT["budget"]
     ttl_s: TtlS = _DEFAULT["ttl_s"]
     active: bool = _DEFAULT["active"]
+    control_pct: ControlPct = _DEFAULT["control_pct"]
+    attribution_window_s: AttributionWindowS = _DEFAULT["attribution_window_s"]
 
     def offer(self, offer_id: str) -> Offer:
         """The offer to store, its times as epoch seconds."""

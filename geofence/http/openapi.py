@@ -26,15 +26,18 @@ from geofence.domain.delivery import (
 )
 from geofence.domain.devices import ProfilePatch, Registration
 from geofence.domain.geojson import STORE_ID_PATTERN
+from geofence.domain.lift import METHOD, MIN_CONVERSIONS, MIN_ENTRIES
 from geofence.domain.model import PingStatus
 from geofence.domain.offers import Notification, Offer
-from geofence.domain.stats import BYS, STAGES
+from geofence.domain.stats import BUCKET_SIZES, BYS, COLUMNS, MAX_POINTS, STAGES
 from geofence.domain.times import is_time_field
 from geofence.http.delivery import MAX_LISTED, SIGNATURE, ReceiptIn
 from geofence.http.devices import Registered
 from geofence.http.errors import PROBLEM_JSON
 from geofence.http.offer_schema import OfferInput
+from geofence.http.offers import ConversionIn
 from geofence.http.pings import MAX_BATCH, PingIn
+from geofence.ports import HISTORY_KEPT
 from geofence.service.devices import DeviceExport, DeviceView
 from geofence.service.pings import PingResult
 
@@ -68,6 +71,7 @@ STRUCTS: Final = (
     Offer,
     OfferInput,
     ReceiptIn,
+    ConversionIn,
     errors.Problem,
 )
 
@@ -284,6 +288,22 @@ def _upload_op(op_id: str, summary: str, **kwargs: Any) -> Schema:
     return op
 
 
+def _with_files(op: Schema) -> Schema:
+    """The catalogue upload also takes a GeoPackage or a zipped Shapefile."""
+    binary = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+    content = op["requestBody"]["content"]
+    content[GEOJSON] = content[JSON]
+    content["application/geopackage+sqlite3"] = binary
+    content["application/zip"] = binary
+    op["description"] += (
+        " A GeoPackage (`application/geopackage+sqlite3`) or a zipped Shapefile "
+        "(`application/zip`) is converted on the server by the CLI's import code, its first "
+        "layer reprojected to WGS 84 (`notes` say so), then checked as GeoJSON is; any other "
+        "Content-Type is read as GeoJSON."
+    )
+    return op
+
+
 def _store_paths() -> Schema:
     store = _path("store_id", STORE_ID)
     repair = _flag("repair", "repair invalid polygons with make_valid and report the change")
@@ -298,15 +318,25 @@ def _store_paths() -> Schema:
     )
     return {
         "/v1/stores": {
-            "put": _upload_op(
-                "putStores",
-                "replace the whole catalogue atomically",
-                schema=ref("StoresReport"),
-                body=ref("FeatureCollection"),
-                params=(dry_run, repair, allow_shrink, confirm_move),
+            "put": _with_files(
+                _upload_op(
+                    "putStores",
+                    "replace the whole catalogue atomically",
+                    schema=ref("StoresReport"),
+                    body=ref("FeatureCollection"),
+                    params=(dry_run, repair, allow_shrink, confirm_move),
+                )
             ),
             "get": _op(
                 "getStores", "the catalogue", schema=ref("FeatureCollection"), media=GEOJSON
+            ),
+        },
+        "/v1/stores/versions": {
+            "get": _op(
+                "storeVersions",
+                f"the catalogue's last {HISTORY_KEPT} versions, newest first: when, how many "
+                "stores, and how many were added, changed and removed (never who)",
+                schema={"type": "array", "items": ref("CatalogueVersion")},
             ),
         },
         "/v1/stores/{store_id}": {
@@ -455,26 +485,60 @@ def _offer_paths() -> Schema:
                 "deleteOffer", "remove an offer", ok=(204,), schema=None, errs=ONE, params=offer
             ),
         },
+        "/v1/offers/{offer_id}/preview": {
+            "get": _op(
+                "previewOffer",
+                "the offer's title and body as a notification at that store shows them "
+                "({store_name} rendered); 404 for an unknown offer or store",
+                schema=obj({"title": STRING, "body": STRING}),
+                errs=ONE,
+                params=(*offer, {**_query("store_id", STRING, "the store"), "required": True}),
+            ),
+        },
     }
 
 
 def _stats_paths() -> Schema:
     window = "; the window is at most 400 days"
+    caps = ", ".join(f"{n} {bucket}s" for bucket, n in MAX_POINTS.items())
     params = (
         _query("from", TIME_IN, "start of the window (default: 7 days before `to`)" + window),
         _query("to", TIME_IN, "end of the window (default: now)"),
         _query("by", {"enum": list(BYS), "default": "store"}, "one row per store or per offer"),
+        _query(
+            "bucket",
+            {"enum": list(BUCKET_SIZES)},
+            "a time series per store (or offer) instead of totals: a point per hour, or per "
+            f"UTC day, every one of the window, zeros included; at most {caps} (else 422)",
+        ),
+        _query("store_id", STRING, "only this store (with by=store)"),
+        _query("offer_id", STRING, "only this offer (with by=offer)"),
+    )
+    conversion = _op(
+        "postConversion",
+        "a purchase, attributed to the device's latest eligible entry (notified: treated; "
+        "held out: control) within its offer's attribution_window_s before `at`, at "
+        "`store_id` when given; counted once, then forgotten. 202 whether attributed or not: "
+        "a device without consent to offers is accepted and never attributed",
+        ok=(202,),
+        schema=ref("ConversionAttributed"),
+        body=ref("ConversionIn"),
+        errs=(*BODY, 404),
+        callers=("ingest key",),
     )
     return {
         "/v1/stats": {
             "get": _op(
                 "stats",
-                "the funnel: entries, notifications, delivered, opened, redeemed, with rates",
-                schema=ref("Stats"),
+                "the funnel: entries, notifications, delivered, opened, redeemed, with rates; "
+                "with `bucket`, its time series with control and conversions; by offer, the "
+                "lift over each offer's control group",
+                schema={"oneOf": [ref("Stats"), ref("StatsSeries")]},
                 errs=(401, 403, 422, 503),
                 params=params,
             ),
         },
+        "/v1/conversions": {"post": conversion},
     }
 
 
@@ -679,11 +743,23 @@ def _store_schemas() -> Schema:
         "removed": STRINGS,
         "shrink": obj({"removed": INTEGER, "of": INTEGER}),
         "warnings": warnings,
+        "notes": {**STRINGS, "description": "what a GeoPackage or Shapefile's conversion did"},
         "dry_run": {"type": "boolean"},
     }
+    version = obj(
+        {
+            "version": INTEGER,
+            "at": DATE_TIME,
+            "stores": INTEGER,
+            "added": INTEGER,
+            "changed": INTEGER,
+            "removed": INTEGER,
+        }
+    )
     upserted = {"version": INTEGER, "id": STRING, "created": {"type": "boolean"}}
     return {
-        "StoresReport": obj(report),
+        "StoresReport": obj(report, optional=("notes",)),
+        "CatalogueVersion": version,
         "StoreUpserted": obj({**upserted, "warnings": warnings}),
     }
 
@@ -719,8 +795,55 @@ def _stats_schemas() -> Schema:
         "by": {"enum": list(BYS)},
         "rows": {"type": "array", "items": ref("StatsRow")},
         "totals": obj(stages),
+        "lift": {"type": "array", "items": ref("Lift")},
     }
-    return {"StatsRow": row, "Stats": obj(stats)}
+    point = obj({"at": DATE_TIME, **dict.fromkeys(COLUMNS, INTEGER)})
+    line = obj({"key": STRING, "points": {"type": "array", "items": point}})
+    series = {
+        "from": DATE_TIME,
+        "to": DATE_TIME,
+        "by": {"enum": list(BYS)},
+        "bucket": {"enum": list(BUCKET_SIZES)},
+        "series": {"type": "array", "items": line},
+        "lift": {"type": "array", "items": ref("Lift")},
+    }
+    return {
+        "StatsRow": row,
+        "Stats": obj(stats, optional=("lift",)),
+        "StatsSeries": obj(series, optional=("lift",)),
+        "Lift": _lift_schema(),
+        "ConversionAttributed": obj(
+            {"attributed": nullable(STRING), "group": nullable({"enum": ["treated", "control"]})}
+        ),
+    }
+
+
+def _lift_schema() -> Schema:
+    rate = nullable(NUMBER)
+    group = obj({"entries": INTEGER, "conversions": INTEGER, "rate": rate})
+    interval = obj({"low": rate, "high": rate, "method": {"const": METHOD}})
+    lift = obj(
+        {
+            "offer_id": STRING,
+            "treated": group,
+            "control": group,
+            "lift": rate,
+            "relative_lift": rate,
+            "interval": interval,
+            "enough_data": {"type": "boolean"},
+            "note": STRING,
+        }
+    )
+    lift["description"] = (
+        "Conversion rates of the offer's eligible entries, notified (treated) and held out "
+        "(control). `lift` is the absolute difference treated rate - control rate; "
+        "`relative_lift` that over the control rate. `interval` is its 95 % interval by "
+        "Newcombe's hybrid score method (method 10 of Newcombe 1998, from the groups' Wilson "
+        f"intervals). `enough_data` is false under {MIN_ENTRIES} entries or "
+        f"{MIN_CONVERSIONS} conversions in either group, or when the interval includes 0; "
+        "`note` says which in plain words."
+    )
+    return lift
 
 
 def _explain_schemas() -> Schema:

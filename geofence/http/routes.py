@@ -22,6 +22,7 @@ def setup_routes(app: web.Application) -> None:
             # stores (contract §3)
             web.put("/v1/stores", h.put_stores),
             web.get("/v1/stores", h.get_stores),
+            web.get("/v1/stores/versions", h.store_versions),
             web.put("/v1/stores/{store_id}", h.put_store),
             web.get("/v1/stores/{store_id}", h.get_store),
             web.delete("/v1/stores/{store_id}", h.delete_store),
@@ -39,8 +40,10 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/offers", o.list_offers),
             web.put("/v1/offers/{offer_id}", o.put_offer),
             web.get("/v1/offers/{offer_id}", o.get_offer),
+            web.get("/v1/offers/{offer_id}/preview", o.preview),
             web.delete("/v1/offers/{offer_id}", o.delete_offer),
             web.get("/v1/stats", o.stats),
+            web.post("/v1/conversions", o.post_conversion),
             # delivery (contract §6)
             web.post("/v1/receipts", dl.post_receipt),
             web.get("/v1/deadletters", dl.list_dead_letters),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 import msgspec
@@ -42,15 +43,17 @@ def private_json(data: Any, *, status: int = 200) -> web.Response:
     return response
 
 
-async def read_body(request: web.Request, *, limit: int) -> bytes:
-    """The raw body, refusing anything but JSON and anything over ``limit`` bytes (413).
+async def read_body(request: web.Request, *, limit: int, also: Collection[str] = ()) -> bytes:
+    """The raw body, refusing anything but JSON (or a media type in ``also``) and anything
+    over ``limit`` bytes (413).
 
     The whole body must arrive within ``GEOFENCE_BODY_TIMEOUT_S`` (408 ``body-timeout``,
     and whatever slot the request held is free again). A client that hangs up on the way
     is no error of ours: it is counted (``client-abort``) and answered 499, which it
     never reads, so that no 5xx is recorded for it.
     """
-    if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
+    media = request.content_type
+    if media not in JSON_TYPES and not media.endswith("+json") and media not in also:
         raise HTTPProblem(415, "unsupported-media-type", "Send the body as application/json.")
     timeout_s = request.app[SETTINGS].body_timeout_s
     try:

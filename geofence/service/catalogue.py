@@ -22,11 +22,13 @@ from geofence.config import Settings
 from geofence.domain import geojson, uploads
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import Fence
+from geofence.domain.times import format_time
 from geofence.engine.index import FenceIndex
 from geofence.metrics import Metrics
-from geofence.ports import StateStore
+from geofence.ports import HISTORY_KEPT, StateStore
 from geofence.service.uploads import (
     Checks,
+    UploadFormat,
     UploadWorker,
     check_collection,
     check_feature,
@@ -117,13 +119,15 @@ class CatalogueService:
         repair: bool,
         allow_shrink: bool = False,
         confirm_move: bool = False,
+        media: UploadFormat = "geojson",
     ) -> dict[str, Any]:
-        """Check the upload ``body`` (raw JSON) in the worker; apply it unless a dry run
-        or a guard holds it back."""
+        """Check the upload ``body`` (GeoJSON, or a GeoPackage or zipped Shapefile to
+        convert) in the worker; apply it unless a dry run or a guard holds it back."""
         async with self.uploads.slot():
             current = await self.store.load_catalogue()
+            before = encode_fences(current.fences)
             checked = await self.uploads.run(
-                check_collection, body, encode_fences(current.fences), self._checks(repair), dry_run
+                check_collection, body, before, self._checks(repair), dry_run, media
             )
             report = {"version": current.version, **checked.report, "dry_run": dry_run}
             if dry_run:
@@ -173,10 +177,18 @@ class CatalogueService:
         }
 
     async def feature(self, store_id: str) -> dict[str, Any]:
+        return (await self.fence(store_id)).to_feature()
+
+    async def fence(self, store_id: str) -> Fence:
         for fence in (await self.store.load_catalogue()).fences:
             if fence.id == store_id:
-                return fence.to_feature()
+                return fence
         raise NotFound(f"no store {store_id!r}")
+
+    async def versions(self) -> list[dict[str, Any]]:
+        """The catalogue's last changes, newest first: version, time and counts."""
+        changes = await self.store.catalogue_history(HISTORY_KEPT)
+        return [{**msgspec.structs.asdict(c), "at": format_time(c.at)} for c in changes]
 
     async def _build(self, fences: Sequence[Fence]) -> FenceIndex:
         s = self.settings

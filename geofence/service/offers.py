@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 import msgspec
 
 from geofence.config import Settings
+from geofence.domain.conversions import Eligible, eligible
+from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound
 from geofence.domain.explain import explain
 from geofence.domain.model import VisitEvent
@@ -32,15 +34,23 @@ from geofence.domain.offers import (
     audience,
     offer_doc,
     plan,
+    render,
 )
 from geofence.domain.stats import (
+    BUCKET_SIZES,
+    GROUP_COUNTERS,
     STAGES,
+    Bucket,
     By,
     Stage,
     bucket_of,
     buckets,
     counter,
     funnel,
+    lifts,
+    series,
+    series_starts,
+    summed,
     tally,
 )
 from geofence.engine.index import FenceIndex
@@ -55,6 +65,7 @@ class Reserved(msgspec.Struct, frozen=True):
     plan: Plan
     offers: list[Offer]
     held: list[str]
+    ref: str = ""  # whose plan: its eligible entries are kept for attribution
 
 
 class OfferService:
@@ -106,11 +117,65 @@ class OfferService:
             rules=self.rules,
         )
 
-    async def stats(self, start: float, end: float, by: By) -> dict[str, Any]:
+    async def stats(
+        self, start: float, end: float, by: By, key: str | None = None
+    ) -> dict[str, Any]:
+        """The funnel's totals in [start, end), of every store (or offer) or of ``key``;
+        by offer, with each offer's lift over its control group."""
         counts = await self.store.read_counts(buckets(start, end))
-        rows = funnel(counts, by)
+        rows = [r for r in funnel(counts, by) if key is None or r[f"{by}_id"] == key]
         totals = {stage: sum(int(r[stage]) for r in rows) for stage in STAGES}  # type: ignore[call-overload]
-        return {"from": start, "to": end, "by": by, "rows": rows, "totals": totals}
+        report = {"from": start, "to": end, "by": by, "rows": rows, "totals": totals}
+        return report | self._lift(counts, by, rows, key)
+
+    async def series(
+        self, start: float, end: float, by: By, bucket: Bucket, key: str | None = None
+    ) -> dict[str, Any]:
+        """The counters of every hour (or UTC day) in [start, end), per store (or offer)."""
+        starts = series_starts(start, end, bucket)
+        hours = buckets(starts[0], starts[-1] + BUCKET_SIZES[bucket])
+        per_hour = await self.store.read_buckets(hours)
+        lines = series(per_hour, by, starts, bucket, keys=() if key is None else (key,))
+        lines = [line for line in lines if key is None or line["key"] == key]
+        counts = summed(per_hour.values())
+        rows = [{f"{by}_id": line["key"]} for line in lines]
+        report = {"from": start, "to": end, "by": by, "bucket": bucket, "series": lines}
+        return report | self._lift(counts, by, rows, key)
+
+    @staticmethod
+    def _lift(
+        counts: dict[str, int], by: By, rows: list[dict[str, Any]], key: str | None
+    ) -> dict[str, Any]:
+        if by != "offer":
+            return {}
+        offer_ids = [str(r["offer_id"]) for r in rows] + ([key] if key else [])
+        return {"lift": lifts(counts, offer_ids)}
+
+    async def preview(self, offer_id: str, store_name: str) -> dict[str, str]:
+        """The offer's title and body as a notification at that store would show them."""
+        offer = await self.store.get_offer(offer_id)
+        if offer is None:
+            raise NotFound(f"No offer {offer_id!r}.")
+        return {"title": offer.title, "body": render(offer.body, store_name)}
+
+    async def convert(
+        self, profile: DeviceProfile, store_id: str | None, at: float
+    ) -> Eligible | None:
+        """Attribute a conversion to the device's latest eligible entry, and count it;
+        None when none is in its window, or the device gave no consent to offers."""
+        if not profile.allows("offers"):
+            return None
+        taken = await self.store.take_eligible(profile.ref, at, store_id)
+        if taken is None:
+            return None
+        names = [
+            counter("conversions", "offer", taken.offer_id),
+            counter("conversions", "store", taken.store_id),
+            counter(GROUP_COUNTERS[taken.group], "offer", taken.offer_id),
+        ]
+        await self.store.add_counts(bucket_of(at), tally(names))
+        logger.info("conversion attributed", extra={"offer": taken.offer_id, "group": taken.group})
+        return taken
 
     async def receipt(self, notification_id: str, event: Stage, at: float) -> bool:
         """Count a gateway's receipt into the funnel; False when it was counted before."""
@@ -180,12 +245,13 @@ class OfferService:
                 rules=self.rules,
                 budget_left=left,
                 notification_id=lambda entry: notification_id(ask.ref, entry),
+                device_ref=ask.ref,
             )
             refused = await self._hold(the_plan, offers)
             if isinstance(refused, list):
                 notifications = [_addressed(n, ask.ref) for n in the_plan.notifications]
                 final = msgspec.structs.replace(the_plan, notifications=notifications)
-                return Reserved(final, offers, refused)
+                return Reserved(final, offers, refused, ask.ref)
             left[refused] = 0
 
     async def release(self, reserved: Reserved) -> None:
@@ -213,14 +279,23 @@ class OfferService:
         return held
 
     async def count(self, written: Sequence[tuple[Reserved | None, Sequence[Entry]]]) -> None:
-        """Feed the funnel once plans are written: their entries and notifications, one
-        addition per time bucket however many devices."""
+        """Feed the funnel once plans are written: their entries, notifications and
+        held-out entries, one addition per time bucket however many devices; then keep
+        the eligible entries for attribution, in one more call when there are any."""
         names: dict[int, list[str]] = {}
         for reserved, entries in written:
             for bucket, bucket_names in _funnel_names(reserved, entries):
                 names.setdefault(bucket, []).extend(bucket_names)
         for bucket, bucket_names in names.items():
             await self.store.add_counts(bucket, tally(bucket_names))
+        kept = [
+            (reserved.ref, e)
+            for reserved, _ in written
+            if reserved is not None
+            for e in eligible(reserved.plan.decisions, reserved.offers)
+        ]
+        if kept:
+            await self.store.remember_eligible(kept)
 
 
 class Asked(NamedTuple):
@@ -253,6 +328,13 @@ def _funnel_names(
                 counter("notifications", "offer", n.offer_id),
             ],
         )
+    for d in [] if reserved is None else reserved.plan.decisions:
+        if d.group == "control" and d.offer_id is not None:
+            names = [
+                counter("control", "store", d.store_id),
+                counter("control", "offer", d.offer_id),
+            ]
+            yield bucket_of(d.decided_at), names
 
 
 def entries_of(index: FenceIndex, events: Sequence[VisitEvent]) -> list[Entry]:

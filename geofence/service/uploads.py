@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -28,6 +28,12 @@ from geofence.domain.model import Fence
 from geofence.engine.index import FenceIndex
 
 T = TypeVar("T")
+UploadFormat = Literal["geojson", "gpkg", "zip"]
+# the upload's Content-Type; anything else is read as GeoJSON
+UPLOAD_FORMATS: Final[dict[str, UploadFormat]] = {
+    "application/geopackage+sqlite3": "gpkg",
+    "application/zip": "zip",
+}
 
 CHUNK: Final = 256  # fences per chunk: decoding one takes the loop a few milliseconds
 _FENCES: Final = msgspec.msgpack.Decoder(list[Fence])
@@ -112,12 +118,17 @@ async def decode_chunks(chunks: Sequence[bytes]) -> list[Fence]:
 # --- run in the worker process ----------------------------------------------------------
 
 
-def check_collection(body: bytes, current: bytes, checks: Checks, dry_run: bool) -> Checked:
+def check_collection(
+    body: bytes, current: bytes, checks: Checks, dry_run: bool, media: UploadFormat = "geojson"
+) -> Checked:
     """A whole catalogue: validated, compared with ``current``, its guards' warnings; on a
     dry run the index is built for its cell count, else the fences go back."""
-    parsed = geojson.parse_feature_collection(_decoded(body), repair=checks.repair, **checks.limits)
+    doc, notes = _document(body, media)
+    parsed = geojson.parse_feature_collection(doc, repair=checks.repair, **checks.limits)
     report = uploads.replace_report(_FENCES.decode(current), parsed.fences)
     report["warnings"] = parsed.warnings + report["warnings"]
+    if notes:
+        report["notes"] = notes
     if not dry_run:
         return Checked(report, _chunks(parsed.fences))
     index = FenceIndex.build(
@@ -140,6 +151,20 @@ def check_feature(body: bytes, current: bytes, store_id: str, checks: Checks) ->
 
 def _chunks(fences: Sequence[Fence]) -> list[bytes]:
     return [encode_fences(fences[i : i + CHUNK]) for i in range(0, len(fences), CHUNK)]
+
+
+def _document(body: bytes, media: UploadFormat) -> tuple[Any, list[str]]:
+    """The upload as a GeoJSON document; a GeoPackage or zipped Shapefile is converted
+    by the CLI's import code (reprojected to WGS 84), with its notes."""
+    if media == "geojson":
+        return _decoded(body), []
+    from geofence.adapters import geofile  # geopandas: loaded only by such an upload
+
+    try:
+        read = geofile.read_geobytes(body, suffix=f".{media}")
+    except geofile.GeoFileError as e:
+        raise MalformedInput(str(e)) from None
+    return read.collection, read.notes
 
 
 def _decoded(body: bytes) -> Any:

@@ -16,6 +16,7 @@ from axe_playwright_python.sync_playwright import Axe
 from geofence.domain.delivery import sign
 from scripts.make_stores import store_of
 from tests.browser.conftest import ADMIN_KEY, GATEWAY_SECRET, Console, Service
+from tests.http.test_results_api import helsinki
 from tests.system.processes import ROOT
 
 HELSINKI = ROOT / "tests" / "data" / "helsinki_store_polygons.geojson"
@@ -166,17 +167,22 @@ def test_a_broken_ring_and_a_swapped_store_are_flagged_and_nothing_applied(
     console.screenshot("upload")
 
 
-def test_a_geopackage_the_service_cannot_take_yet_is_said_plainly(
+def test_a_geopackage_is_checked_by_the_service_and_a_broken_one_said_plainly(
     console: Console, tmp_path: Path
 ) -> None:
     before = console.service.catalogue_version()
     gpkg = tmp_path / "stores.gpkg"
-    gpkg.write_bytes(b"SQLite format 3\x00" + bytes(64))
+    helsinki().to_file(gpkg, driver="GPKG")  # in EPSG:3067: converted back by the service
+    broken = tmp_path / "broken.gpkg"
+    broken.write_bytes(b"SQLite format 3\x00" + bytes(64))
     page = console.log_in()
     page.wait_for_selector("#stores-summary:has-text('Catalogue version')")
     page.set_input_files("#upload-file", gpkg)
     page.click("#upload-form button[type=submit]")
-    page.wait_for_selector("#upload-report:has-text('does not take gpkg uploads yet')")
+    page.wait_for_selector("#upload-report:has-text('Dry run: 162 stores')")
+    page.set_input_files("#upload-file", broken)
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-report:has-text('Not applied')")
     assert console.service.catalogue_version() == before
 
 
@@ -276,46 +282,28 @@ def scripted_funnel(service: Service) -> dict[str, int]:
     return {"entries": 3, "notifications": 3, "delivered": 2, "opened": 1, "redeemed": 0}
 
 
-def test_the_results_show_the_scripted_funnel(console: Console) -> None:
+# the chart against the real counters of GET /v1/stats?bucket=day
+
+
+def test_after_scripted_pings_and_receipts_the_chart_shows_the_daily_counts(
+    console: Console,
+) -> None:
     service = console.service
-    _, before = service.call("GET", "/v1/stats?by=store")
+    today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
+    _, before = service.call("GET", f"/v1/stats?by=store&bucket=day&from={today}")
+    was = next((s["points"][-1] for s in before["series"] if s["key"] == RAUTAMIES), {})
     added = scripted_funnel(service)
     page = console.log_in()
     page = console.go("results")
-    page.wait_for_selector("#results-tables table")
+    page.select_option("#results-bucket", "day")
+    page.click("#results-form button[type=submit]")
+    page.wait_for_selector("#chart canvas")
     page.select_option("#results-key", RAUTAMIES)
     page.click("#results-form button[type=submit]")
-    page.wait_for_selector(f"#results-tables td:has-text('{RAUTAMIES}')")
-    shown = row_of(page, "By store", RAUTAMIES)
-    was = next((r for r in before["rows"] if r["store_id"] == RAUTAMIES), {})
-    assert shown == {k: n + was.get(k, 0) for k, n in added.items()}
+    page.wait_for_selector(f"#results-tables td:text-is('{today}')")
+    shown = row_of(page, "Funnel by day", today)
+    assert {k: shown[k] for k in added} == {k: n + was.get(k, 0) for k, n in added.items()}
     console.screenshot("results")
-
-
-# Flip once GET /v1/stats answers ?bucket= (issue 27 item 4, the backend's half): the chart
-# against the real counters. Not a skip (a skip fails CI): the test is not defined until then.
-BACKEND_HAS_STATS_BUCKETS = False
-
-if BACKEND_HAS_STATS_BUCKETS:
-
-    def test_after_scripted_pings_and_receipts_the_chart_shows_the_daily_counts(
-        console: Console,
-    ) -> None:
-        service = console.service
-        today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
-        _, before = service.call("GET", f"/v1/stats?by=store&bucket=day&from={today}")
-        was = next((s["points"][-1] for s in before["series"] if s["key"] == RAUTAMIES), {})
-        added = scripted_funnel(service)
-        page = console.log_in()
-        page = console.go("results")
-        page.select_option("#results-bucket", "day")
-        page.click("#results-form button[type=submit]")
-        page.wait_for_selector("#chart canvas")
-        page.select_option("#results-key", RAUTAMIES)
-        page.click("#results-form button[type=submit]")
-        page.wait_for_selector(f"#results-tables td:text-is('{today}')")
-        shown = row_of(page, "Funnel by day", today)
-        assert {k: shown[k] for k in added} == {k: n + was.get(k, 0) for k, n in added.items()}
 
 
 def row_of(page: Any, caption: str, key: str) -> dict[str, int]:

@@ -124,6 +124,7 @@ async def test_devices_entering_together_share_one_read_and_one_write() -> None:
         "budget_spent": 1,
         "save_states": 1,
         "add_counts": 1,
+        "remember_eligible": 1,  # the entries an offer was chosen on, kept for attribution
     }
 
 

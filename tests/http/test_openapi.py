@@ -373,6 +373,12 @@ async def _stores(s: Session) -> None:
     await s("DELETE", "/v1/stores/{store_id}", 204, path=kiosk, headers=admin())
     await s("GET", "/v1/stores/{store_id}", 404, path=kiosk, headers=admin())
     await s("DELETE", "/v1/stores/{store_id}", 404, path=kiosk, headers=admin())
+    versions = await s("GET", "/v1/stores/versions", 200, headers=admin())
+    assert [(v["added"], v["changed"], v["removed"]) for v in versions[:3]] == [
+        (0, 0, 1),
+        (0, 0, 0),
+        (1, 0, 0),
+    ]
 
 
 async def _offers(s: Session) -> None:
@@ -395,6 +401,11 @@ async def _offers(s: Session) -> None:
     assert [o["id"] for o in listed["offers"]] == ["elsewhere", "welcome"]
     bad = offer_doc(starts_at="tomorrow", colour="red")
     await s("PUT", "/v1/offers/{offer_id}", 422, path=welcome, json=bad, headers=admin())
+    at_store = f"?store_id={STORE_ID}"
+    preview = "/v1/offers/{offer_id}/preview"
+    shown = await s("GET", preview, 200, path=welcome, query=at_store, headers=admin())
+    assert shown["title"] == "Welcome in" and "{store_name}" not in shown["body"]
+    await s("GET", preview, 404, path=welcome, query="?store_id=nowhere", headers=admin())
 
 
 async def _device(s: Session) -> dict[str, str]:
@@ -478,6 +489,13 @@ async def _results(s: Session, notification_id: str) -> None:
         assert stats["rows"] and stats["totals"]["entries"] >= 1
     window = "?from=2026-01-02T00:00:00Z&to=1700000000&by=offer"
     await s("GET", "/v1/stats", 422, query=window, headers=admin())
+    series = await s("GET", "/v1/stats", 200, query="?by=offer&bucket=hour", headers=admin())
+    assert series["series"] and series["lift"][0]["interval"]["method"] == "newcombe"
+    sale = {"device_id": "member-7", "at": time.time(), "value": 12.5}
+    bought = await s("POST", "/v1/conversions", 202, json=sale, headers=bearer(INGEST_KEY))
+    assert bought == {"attributed": "welcome", "group": "treated"}
+    nobody = {**sale, "device_id": "nobody"}
+    await s("POST", "/v1/conversions", 404, json=nobody, headers=bearer(INGEST_KEY))
     await s("GET", "/v1/deadletters", 200, query="?limit=10", headers=admin())
     await s("GET", "/v1/deadletters", 422, query="?limit=0", headers=admin())
     missing = {"notification_id": "nope"}

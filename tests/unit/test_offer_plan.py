@@ -222,6 +222,7 @@ def test_each_entry_makes_one_decision_recorded_in_the_ledger() -> None:
         considered=first.considered,
         notification_id=f"n:s1:{NOW - 2:.0f}",
         offer_id="a",
+        group="treated",
     )
     assert (second.store_id, second.entry_at, second.offer_id) == ("s2", NOW - 1, None)
     assert verdicts(second) == [("a", "per-device-limit")]

@@ -9,7 +9,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence.domain.stats import BUCKET_S, STAGES, bucket_of, buckets, counter, funnel, tally
+from geofence.domain.stats import (
+    BUCKET_S,
+    COLUMNS,
+    STAGES,
+    bucket_of,
+    buckets,
+    counter,
+    funnel,
+    lifts,
+    series,
+    series_starts,
+    tally,
+)
 
 H = 1_781_514_000.0  # an hour boundary
 assert H % BUCKET_S == 0
@@ -207,3 +219,62 @@ def test_funnel_keeps_every_count_of_its_kind(
     for stage in STAGES:
         expected = sum(n for (s, by, _), n in raw.items() if s == stage and by == "offer")
         assert sum(int(r[stage]) for r in rows) == expected  # type: ignore[call-overload]
+
+
+# --- time series (issue 27) ------------------------------------------------------------------
+
+DAY0 = 1_781_481_600  # a UTC midnight
+assert DAY0 % 86_400 == 0
+
+
+def test_series_starts_of_hours_and_utc_days() -> None:
+    assert series_starts(H + 10, H + 2 * 3_600 + 1, "hour") == [H, H + 3_600, H + 7_200]
+    assert series_starts(DAY0 + 3_600, DAY0 + 86_400 + 1, "day") == [DAY0, DAY0 + 86_400]
+    assert series_starts(H, H, "day") == []
+
+
+def test_counts_land_in_their_day_and_every_day_is_there() -> None:
+    per_hour = {
+        DAY0 + 3_600: {counter("entries", "store", "s1"): 3},
+        DAY0 + 23 * 3_600: {counter("entries", "store", "s1"): 2},
+        DAY0 + 2 * 86_400: {
+            counter("entries", "store", "s1"): 1,
+            counter("control", "store", "s1"): 1,
+            counter("conversions", "store", "s2"): 4,
+        },
+    }
+    starts = series_starts(DAY0, DAY0 + 3 * 86_400, "day")
+    lines = series(per_hour, "store", starts, "day")
+    assert [line["key"] for line in lines] == ["s1", "s2"]
+    s1, s2 = lines
+    assert [p["at"] for p in s1["points"]] == [
+        "2026-06-15T00:00:00Z",
+        "2026-06-16T00:00:00Z",
+        "2026-06-17T00:00:00Z",
+    ]
+    assert [p["entries"] for p in s1["points"]] == [5, 0, 1]
+    assert [p["control"] for p in s1["points"]] == [0, 0, 1]
+    assert [p["conversions"] for p in s2["points"]] == [0, 0, 4]
+    assert set(s1["points"][1]) == {"at", *COLUMNS}
+
+
+def test_hourly_points_and_a_key_with_nothing_counted() -> None:
+    per_hour = {H + 3_600: {counter("notifications", "offer", "o1"): 2}}
+    lines = series(per_hour, "offer", series_starts(H, H + 3 * 3_600, "hour"), "hour", ("o9",))
+    assert [(line["key"], [p["notifications"] for p in line["points"]]) for line in lines] == [
+        ("o1", [0, 2, 0]),
+        ("o9", [0, 0, 0]),
+    ]
+
+
+def test_lifts_read_the_groups_from_the_counters() -> None:
+    counts = {
+        counter("notifications", "offer", "o1"): 400,
+        counter("conversions-treated", "offer", "o1"): 48,
+        counter("control", "offer", "o1"): 100,
+        counter("conversions-control", "offer", "o1"): 8,
+    }
+    [row] = lifts(counts, ["o1", "o1"])
+    assert row["treated"] == {"entries": 400, "conversions": 48, "rate": 0.12}
+    assert row["control"] == {"entries": 100, "conversions": 8, "rate": 0.08}
+    assert row["lift"] == pytest.approx(0.04)

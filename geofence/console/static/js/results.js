@@ -1,5 +1,5 @@
-// Results: the funnel over time (uPlot) from GET /v1/stats?bucket=, the lift over the control
-// group; from a service without time buckets yet, the totals of the range.
+// Results: the funnel over time (uPlot) from GET /v1/stats?bucket=, and the lift over the
+// control group.
 /* global uPlot */
 import { el, get, table } from "./api.js";
 
@@ -48,24 +48,7 @@ async function load() {
     $("results-status").textContent = `No results: ${error.message}`;
     return;
   }
-  if (Array.isArray(stats.series)) overTime(stats);
-  else totalsOnly(stats);
-}
-
-// a service without time buckets: the totals and the rows of the range
-function totalsOnly(stats) {
-  if (chart) chart.destroy();
-  chart = null;
-  $("chart").replaceChildren();
-  $("results-status").textContent = "Results over time are not available from this server yet: "
-    + `totals from ${stats.from} to ${stats.to}.`;
-  keyOptions((stats.rows || []).map((r) => r[`${stats.by}_id`]));
-  const key = $("results-key").value;
-  const rows = (stats.rows || []).filter((r) => !key || r[`${stats.by}_id`] === key);
-  $("results-tables").replaceChildren(
-    table("Totals", STAGES, [STAGES.map((s) => String(stats.totals[s]))]),
-    table(`By ${stats.by}`, [stats.by, ...STAGES],
-      rows.map((r) => [r[`${stats.by}_id`], ...STAGES.map((s) => String(r[s]))])));
+  overTime(stats);
 }
 
 function keyOptions(keys) {

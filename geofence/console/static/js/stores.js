@@ -116,16 +116,8 @@ async function checkUpload(event) {
     report(upload, await put("/v1/stores?dry_run=true", file, upload.type));
   } catch (error) {
     if (error.status === 422 && Array.isArray(error.problem.errors)) await invalid(upload, error.problem);
-    else if (error.status === 415 && upload.type !== "application/geo+json") unsupported(file.name);
     else failed(error);
   }
-}
-
-// GeoPackage and zipped Shapefile uploads need the server-side import (not in every version)
-function unsupported(name) {
-  $("upload-report").replaceChildren(el("p", { class: "error", role: "alert" },
-    `This service does not take ${name.split(".").pop()} uploads yet: convert the file to `
-    + "GeoJSON (geofence stores validate FILE prints the report for any format) and upload that."));
 }
 
 function contentTypeOf(name) {
