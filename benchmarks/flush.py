@@ -66,7 +66,7 @@ async def measure(w: workload.Workload) -> dict[str, Any]:
             sizes.append(await _timed_flushes(service, pings, size, now))
         packers = await _packers(service.store, refs[:100])
         lanes = await _lanes(service.store, refs)
-        rules = service.settings.screening_rules
+        rules = service.rules.screening
         lookups = _lookups(service.catalogue.index, w, rows)
         distances = _distances(service.catalogue.index, w, rows)
     screenings = _screenings(w, rows, now, rules)

@@ -14,10 +14,10 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol
 
 import msgspec
 
-from geofence.config import Settings
 from geofence.domain.callers import Caller, CallerKind, new_device_token, token_key, verified_ref
 from geofence.domain.devices import (
     ConsentChange,
@@ -43,7 +43,7 @@ from geofence.domain.errors import (
 )
 from geofence.domain.model import DeviceState
 from geofence.domain.offers import Ledger
-from geofence.ports import StateStore, StoredState
+from geofence.ports import DeviceStore, StoredState, VisitStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +82,20 @@ class DeviceExport(msgspec.Struct, frozen=True, kw_only=True):
     keys: tuple[StoredKey, ...]
 
 
+class DeviceRoles(DeviceStore, VisitStore, Protocol):
+    """The roles of the state store the device service uses: profiles, and the visit
+    state read with them (authorization, export)."""
+
+
 class DeviceService:
     def __init__(
-        self, settings: Settings, store: StateStore, *, clock: Callable[[], float] = time.time
+        self, id_secret: str, store: DeviceRoles, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.settings = settings
+        """``id_secret``: the key of device refs and token tags (empty: development, a
+        key for this process only)."""
         self.store = store
         self.clock = clock
-        self._secret = (
-            settings.id_secret.encode() if settings.id_secret else development_id_secret()
-        )
+        self._secret = id_secret.encode() if id_secret else development_id_secret()
         self.token_key = token_key(self._secret)
         # every ping names its device: the pseudonyms of the devices seen lately, kept
         # rather than an HMAC computed again for each
