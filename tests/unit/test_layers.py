@@ -1,7 +1,8 @@
 """Which room may import which (ARCHITECTURE.md): the domain imports nothing of the project
-outside it; the engine imports only the domain; the service imports neither the adapters
-nor HTTP; HTTP does not import the adapters; only the bootstrap and the CLI choose
-adapters. ``scripts/test.sh`` runs this before the rest of the suite."""
+outside it; the engine imports only the domain; the ports only the domain; the service
+and the dispatcher import neither the adapters nor HTTP; the adapters import no service;
+HTTP does not import the adapters; only the bootstrap and the CLI choose adapters.
+``scripts/test.sh`` runs this before the rest of the suite."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # room: (the only rooms it may import, or () for any; the rooms it must not import)
     "domain": (("domain",), ()),
     "engine": (("domain", "engine"), ()),
+    "ports": (("domain", "ports"), ()),
+    "adapters": ((), ("service", "http", "bootstrap", "cli")),
     "service": ((), ("adapters", "http", "bootstrap", "cli", "console")),
+    "delivery": ((), ("adapters", "http", "bootstrap", "cli")),
     "http": ((), ("adapters", "cli")),
 }
 
