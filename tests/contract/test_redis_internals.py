@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import tomllib
-from pathlib import Path
 
 import redis.asyncio as aioredis
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
@@ -19,19 +16,12 @@ from redis.commands.core import AsyncScript
 from redis.connection import HiredisRespSerializer
 
 from geofence.adapters import redis_lane
-
-PYPROJECT = Path(__file__).parents[2] / "pyproject.toml"
-
-
-def pinned_redis() -> SpecifierSet:
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
-    [pin] = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "redis"]
-    return pin.specifier
+from tests.pins import pinned
 
 
 def test_the_pin_in_pyproject_is_the_proven_range() -> None:
-    assert pinned_redis() == SpecifierSet(redis_lane.REDIS)
-    assert any(spec.operator == "<" for spec in pinned_redis()), "the pin needs an upper bound"
+    assert pinned("redis") == SpecifierSet(redis_lane.REDIS)
+    assert any(spec.operator == "<" for spec in pinned("redis")), "the pin needs an upper bound"
 
 
 def test_the_installed_redis_py_is_in_the_proven_range() -> None:
