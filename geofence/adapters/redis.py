@@ -351,8 +351,9 @@ class RedisStore:
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
         connections kept aside, when one is free (``redis_lane``); with none, all go
-        through the client. ``timeout_s``: the bound on each call, all of it (None: the
-        connection's own timeouts only)."""
+        through the client. ``lane``: what makes each (``Lane``; the benchmarks pass
+        another way to compare). ``timeout_s``: the bound on each call, all of it (None:
+        the connection's own timeouts only)."""
         self.client = client
         self.timeout_s = timeout_s
         self.keys = Keys(prefix)
