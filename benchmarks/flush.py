@@ -383,8 +383,9 @@ def table(r: dict[str, Any]) -> str:
         f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
         "",
         "A script call of the store (a read or a write of a flush's devices, half of "
-        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client "
-        "against on the store's lane (`geofence/adapters/redis_lane.py`):",
+        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client, "
+        "on the store's lane (`geofence/adapters/redis_lane.py`), and on a pipeline of "
+        "redis-py's public API with the lane's settings (`PipelineLane`):",
         "",
         "| devices | client | lane | pipeline | client / lane | pipeline / lane |",
         "|---:|---:|---:|---:|---:|---:|",
