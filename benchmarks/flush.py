@@ -23,15 +23,17 @@ import math
 import time
 import timeit
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as rexc
 
 from benchmarks import ingest, workload
-from geofence.adapters.redis import HiredisPackedConnection, RedisStore
+from geofence.adapters.redis import RedisStore
+from geofence.adapters.redis_lane import Call, HiredisPackedConnection
 from geofence.cli import settle_heap
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
 from geofence.engine.index import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
@@ -64,7 +66,7 @@ async def measure(w: workload.Workload) -> dict[str, Any]:
             sizes.append(await _timed_flushes(service, pings, size, now))
         packers = await _packers(service.store, refs[:100])
         lanes = await _lanes(service.store, refs)
-        rules = service.settings.screening_rules
+        rules = service.rules.screening
         lookups = _lookups(service.catalogue.index, w, rows)
         distances = _distances(service.catalogue.index, w, rows)
     screenings = _screenings(w, rows, now, rules)
@@ -267,15 +269,26 @@ LANE_SIZES = (1, 8, 15)  # devices per call: flushes of single pings
 LANE_ROUNDS = 5
 
 
+async def measure_lanes(w: workload.Workload) -> list[dict[str, float]]:
+    """The lane table alone."""
+    async with ingest.pipeline(w) as (service, refs):
+        settle_heap()
+        return await _lanes(service.store, refs)
+
+
 async def _lanes(store: Any, refs: list[str]) -> list[dict[str, float]]:
     """µs of CPU per call of a read (``load_devices``) and a write (``save_states``) of
-    ``LANE_SIZES`` devices, on the store's lane against through its client, the two ways
-    in turns (``LANE_ROUNDS``), best round of each."""
+    ``LANE_SIZES`` devices, through its client, on the store's lane and on a lane of
+    redis-py's public pipeline (``PipelineLane``), the ways in turns (``LANE_ROUNDS``),
+    best round of each."""
     assert isinstance(store, RedisStore)
     prefix = store.keys.prefix
     ways = {
         "client": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lanes=0),
         "lane": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix),
+        "pipeline": RedisStore(
+            aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lane=PipelineLane
+        ),
     }
     out = []
     try:
@@ -292,6 +305,46 @@ async def _lanes(store: Any, refs: list[str]) -> list[dict[str, float]]:
         for way in ways.values():
             await way.close()
     return out
+
+
+class PipelineLane:
+    """The store's lane done with redis-py's public API only, to compare: a pipeline (no
+    transaction) of the same EVALSHA calls on a client of its own with one connection,
+    with the lane's settings (no socket timeout of its own, one ``asyncio.timeout`` over
+    the call, no health check)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        self.timeout_s: float | None = kwargs.get("socket_timeout")
+        kwargs.update(socket_timeout=None, health_check_interval=0)
+        own = aioredis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=1, **kwargs
+        )
+        self._client = aioredis.Redis.from_pool(own)
+        self.busy = False
+
+    async def run_all(self, calls: Sequence[Call]) -> list[Any]:
+        self.busy = True
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                replies = await self._pipeline(calls)
+            if any(isinstance(r, rexc.NoScriptError) for r in replies):
+                for script, _, _ in calls:
+                    await self._client.script_load(script.script)
+                replies = await self._pipeline(calls)
+            return replies
+        finally:
+            self.busy = False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
 
 async def _save_all(store: RedisStore, refs: list[str]) -> None:
@@ -330,11 +383,12 @@ def table(r: dict[str, Any]) -> str:
         f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
         "",
         "A script call of the store (a read or a write of a flush's devices, half of "
-        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client "
-        "against on the store's lane (`geofence/adapters/redis_lane.py`):",
+        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client, "
+        "on the store's lane (`geofence/adapters/redis_lane.py`), and on a pipeline of "
+        "redis-py's public API with the lane's settings (`PipelineLane`):",
         "",
-        "| devices | client | lane | client / lane |",
-        "|---:|---:|---:|---:|",
+        "| devices | client | lane | pipeline | client / lane | pipeline / lane |",
+        "|---:|---:|---:|---:|---:|---:|",
         *(_lane_row(x) for x in r["lanes"]),
         "",
         f"The lookups of a call's pings without the exit band, one per device, µs per call "
@@ -379,16 +433,21 @@ def _two_ways(size: str, arrays: str, in_turn: str, rows: list[dict[str, float]]
 
 
 def _lane_row(x: dict[str, float]) -> str:
-    ratio = x["client"] / x["lane"]
-    return f"| {x['size']} | {x['client']:.0f} | {x['lane']:.0f} | {ratio:.2f}× |"
+    cells = " | ".join(f"{x[way]:.0f}" for way in ("client", "lane", "pipeline"))
+    ratios = " | ".join(f"{x[way] / x['lane']:.2f}×" for way in ("client", "pipeline"))
+    return f"| {x['size']} | {cells} | {ratios} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1_000)
+    parser.add_argument("--lanes", action="store_true", help="the lane table only")
     args = parser.parse_args()
     print(ingest.pin_to_one_core())
     w = workload.make(fences=10_000, devices=args.devices, duration_s=600.0)
+    if args.lanes:
+        print("\n".join(_lane_row(x) for x in asyncio.run(measure_lanes(w))))
+        return
     print(table(asyncio.run(measure(w))))
 
 

@@ -35,6 +35,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from benchmarks import workload
+from geofence import bootstrap
 from geofence.adapters.redis import RedisStore
 from geofence.cli import settle_heap
 from geofence.config import Settings
@@ -42,9 +43,6 @@ from geofence.domain.devices import DeviceProfile
 from geofence.domain.model import Ping
 from geofence.domain.offers import Offer
 from geofence.metrics import Metrics
-from geofence.service.catalogue import CatalogueService
-from geofence.service.devices import DeviceService
-from geofence.service.offers import OfferService
 from geofence.service.pings import PingService
 
 REDIS_URL = os.environ.get("GEOFENCE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -104,16 +102,17 @@ async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, lis
     store = RedisStore.from_url(REDIS_URL, prefix=prefix)
     try:
         await store.replace_catalogue(w.fences)
-        catalogue = CatalogueService(cfg, store, Metrics())
+        metrics = Metrics()
+        catalogue = bootstrap.catalogue_service(cfg, store, metrics)
         await catalogue.refresh()
-        devices = DeviceService(cfg, store)
+        devices = bootstrap.device_service(cfg, store)
         refs = [devices.ref_of(d) for d in w.device_ids]
         for ref in refs:
             consent = {"location": True, "offers": True}
             await store.create_device(
                 DeviceProfile(ref=ref, token_hash="-", consent=consent, push_token="t")
             )
-        offers = OfferService(cfg, store)
+        offers = bootstrap.offer_service(cfg, store)
         offer = Offer(
             id="welcome",
             title="Welcome",
@@ -123,7 +122,7 @@ async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, lis
             ends_at=4e9,
         )
         await offers.put(offer)
-        yield PingService(cfg, store, catalogue, Metrics(), offers=offers), refs
+        yield bootstrap.ping_service(cfg, store, catalogue, metrics, offers=offers), refs
     finally:
         await _drop(prefix)
         await store.close()
@@ -160,12 +159,12 @@ def _pings(p: workload.Pings, start: int, end: int) -> list[Ping]:
 
 
 async def one_at_a_time(service: PingService, now: float, groups: Groups) -> list[Any]:
-    await service.store.get_devices([ref for ref, _ in groups])
+    await service.offers.store.get_devices([ref for ref, _ in groups])
     return [await service.handle(ref, pings, now=now) for ref, pings in groups]
 
 
 async def whole_batch(service: PingService, now: float, groups: Groups) -> list[Any]:
-    await service.store.get_devices([ref for ref, _ in groups])
+    await service.offers.store.get_devices([ref for ref, _ in groups])
     return await service.handle_many(groups, now=now)
 
 

@@ -16,16 +16,12 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import Any, get_type_hints
 
 import msgspec
 
 from geofence.config import ENV_PREFIX, SECRETS, Settings, SettingsError, parse_value, validate
 from geofence.logs import setup_logging
-
-if TYPE_CHECKING:
-    from geofence.domain.model import Fence
-    from geofence.service.pings import PingService
 
 DESCRIPTION = """\
 Geofencing and proximity offers for retail loyalty programmes: run the HTTP service,
@@ -491,8 +487,8 @@ def run_stores_import(args: argparse.Namespace) -> int:
 async def _import(settings: Settings, fences: Sequence[Any] | None) -> tuple[int, list[Any]]:
     """Write ``fences`` as the catalogue: its version, and the warnings of the API's upload
     guards (shrink, likely swap). None: only see that Redis answers."""
+    from geofence.bootstrap import make_store
     from geofence.domain import uploads
-    from geofence.http.app import make_store
 
     store = make_store(settings)
     try:
@@ -536,6 +532,7 @@ def _reader_gone() -> int:
 async def _replay(settings: Settings, args: argparse.Namespace) -> None:
     from geofence.adapters.geofile import read_feature_collection
     from geofence.adapters.traces import read_trace
+    from geofence.bootstrap import replay_service
     from geofence.domain import geojson
     from geofence.service.replay import replay
 
@@ -544,25 +541,9 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> None:
     trace = read_trace(
         args.trace, device_id=args.device_id, default_accuracy_m=args.default_accuracy_m
     )
-    service = await replay_service(settings, report.fences)
-    async for event in replay(service, ((p.device_id, p.ping) for p in trace)):
+    service, devices = await replay_service(settings, report.fences)
+    async for event in replay(service, devices, ((p.device_id, p.ping) for p in trace)):
         sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
-
-
-async def replay_service(settings: Settings, fences: Sequence[Fence]) -> PingService:
-    """The ping service a replay drives, as HTTP's but on an in-memory store holding
-    ``fences`` as its catalogue: only builds."""
-    from geofence.adapters.memory import MemoryStore
-    from geofence.metrics import Metrics
-    from geofence.service.catalogue import CatalogueService
-    from geofence.service.pings import PingService
-
-    store = MemoryStore()
-    await store.replace_catalogue(list(fences))
-    metrics = Metrics()
-    catalogue = CatalogueService(settings.replace(stores=""), store, metrics)
-    await catalogue.start()
-    return PingService(settings, store, catalogue, metrics)
 
 
 def _errors(error: Exception) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 
@@ -33,20 +34,24 @@ from geofence.domain.delivery import (
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import Unavailable
 from geofence.domain.times import with_times
-from geofence.metrics import Metrics
-from geofence.ports import OutboxItem, PushGateway, Receipt, StateStore
+from geofence.ports import DeliveryMetrics, DeviceStore, Outbox, OutboxItem, PushGateway, Receipt
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
 
+class DeliveryRoles(Outbox, DeviceStore, Protocol):
+    """The roles of the state store the dispatcher uses: the outbox, and the profiles of
+    the devices (their push tokens and consent)."""
+
+
 class Dispatcher:
     def __init__(
         self,
-        store: StateStore,
+        store: DeliveryRoles,
         push: PushGateway,
-        metrics: Metrics,
+        metrics: DeliveryMetrics,
         *,
         policy: RetryPolicy | None = None,
         concurrency: int = 16,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from geofence.domain.errors import Unavailable
-from geofence.ports import Persistence, StateStore
+from geofence.ports import Backend, Persistence
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def warnings_of(persistence: Persistence) -> list[str]:
     return [PERSISTENCE_OFF] if persistence == "off" else []
 
 
-async def log_persistence(store: StateStore) -> None:
+async def log_persistence(store: Backend) -> None:
     """One line at start: a WARNING when persistence is off, INFO when it cannot be told;
     nothing when the store does not answer yet (``/readyz`` says so)."""
     try:

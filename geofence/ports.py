@@ -98,8 +98,8 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     offer_id: str
 
 
-class StateStore(Protocol):
-    """All durable state. Every method raises domain ``Unavailable`` when the backend is down."""
+class Backend(Protocol):
+    """The backend itself: whether it answers, how it keeps the state, closing it."""
 
     async def check(self) -> None:
         """Return when the backend answers; raise Unavailable otherwise."""
@@ -110,7 +110,10 @@ class StateStore(Protocol):
         """How the backend keeps the state across its restarts; raises Unavailable only
         when it does not answer at all."""
 
-    # the catalogue (contract §3)
+
+class CatalogueStore(Protocol):
+    """The store catalogue, versioned (contract §3)."""
+
     async def catalogue_version(self) -> int: ...
 
     async def load_catalogue(self) -> Catalogue: ...
@@ -128,7 +131,10 @@ class StateStore(Protocol):
     async def catalogue_history(self, limit: int) -> list[CatalogueChange]:
         """The newest changes of the catalogue first; at most the last ``HISTORY_KEPT``."""
 
-    # devices (contract §4)
+
+class DeviceStore(Protocol):
+    """Device profiles, and the erasure of everything held about a device (contract §4)."""
+
     async def create_device(self, profile: DeviceProfile) -> bool:
         """False when the device already exists."""
 
@@ -156,7 +162,10 @@ class StateStore(Protocol):
     async def device_keys(self, ref: str) -> dict[str, float | None]:
         """Every key held for the device with its remaining TTL in seconds (None: none)."""
 
-    # visit state (contract §5)
+
+class VisitStore(Protocol):
+    """Each device's visit state and offer ledger, compared-and-set (contract §5)."""
+
     async def load_state(self, ref: str) -> StoredState: ...
 
     async def save_state(
@@ -196,7 +205,10 @@ class StateStore(Protocol):
         """``save_states(writes)``, then ``load_devices(refs)``, in one round trip: the
         load sees the writes (a flush's write and the next flush's read)."""
 
-    # offers (contract §6)
+
+class OfferStore(Protocol):
+    """Offers and their budgets (contract §6)."""
+
     async def put_offer(self, offer: Offer) -> bool:
         """True when the offer is new."""
 
@@ -216,7 +228,10 @@ class StateStore(Protocol):
     async def release_budget(self, offer_id: str) -> None:
         """Give back a unit reserved for a notification that was not made."""
 
-    # the outbox (contract §6, delivery)
+
+class Outbox(Protocol):
+    """Notifications waiting for delivery, dead letters, and receipts (contract §6)."""
+
     async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
         """Items due by ``now``, hidden from other claims for ``lease_s``; an item whose
         claimer died comes back when its lease runs out."""
@@ -255,7 +270,10 @@ class StateStore(Protocol):
         Raises NotFound for a notification this service never sent.
         """
 
-    # aggregate counters (contract §6, stats): no device in them
+
+class StatsStore(Protocol):
+    """Aggregate counters by time bucket (contract §6, stats): no device in them."""
+
     async def add_counts(self, bucket: int, counts: dict[str, int]) -> None: ...
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
@@ -274,6 +292,14 @@ class StateStore(Protocol):
         forgetting it and the entries before it; each entry is taken at most once."""
 
 
+class StateStore(
+    Backend, CatalogueStore, DeviceStore, VisitStore, OfferStore, Outbox, StatsStore, Protocol
+):
+    """All durable state, every role at once: what an adapter implements and the bootstrap
+    builds. A service declares only the roles it uses. Every method raises domain
+    ``Unavailable`` when the backend is down."""
+
+
 class PushGateway(Protocol):
     """Where notifications go: the HTTP push gateway, or stdout in the embedded default."""
 
@@ -283,3 +309,55 @@ class PushGateway(Protocol):
         """One try; the outcome, never an exception for a failure of the far side."""
 
     async def close(self) -> None: ...
+
+
+# the metrics the services count into (geofence/metrics.py's prometheus ones, or doubles)
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class Histogram(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class Labelled(Protocol):
+    """A counter by label values, in the order its labels were declared."""
+
+    def labels(self, *values: str) -> Counter: ...
+
+
+class CatalogueMetrics(Protocol):
+    @property
+    def fences(self) -> Gauge: ...
+    @property
+    def index_cells(self) -> Gauge: ...
+    @property
+    def catalogue_version(self) -> Gauge: ...
+
+
+class PingMetrics(Protocol):
+    @property
+    def pings(self) -> Labelled: ...  # by status, reason
+    @property
+    def events(self) -> Labelled: ...  # by type, reason
+    @property
+    def notifications(self) -> Labelled: ...  # by offer
+    @property
+    def state_conflicts(self) -> Counter: ...
+
+
+class DeliveryMetrics(Protocol):
+    @property
+    def outbox_depth(self) -> Gauge: ...
+    @property
+    def deliveries(self) -> Counter: ...
+    @property
+    def delivery_latency(self) -> Histogram: ...
+    @property
+    def delivery_retries(self) -> Labelled: ...  # by cause
+    @property
+    def dead_letters(self) -> Labelled: ...  # by reason

@@ -15,6 +15,8 @@ bash scripts/ensure-chromium.sh  # the console's browser tests (tests/browser/)
 "$venv/bin/ruff" check geofence tests benchmarks scripts examples
 "$venv/bin/ruff" format --check geofence tests benchmarks scripts examples
 "$venv/bin/mypy"
+# the import rules between the rooms (ARCHITECTURE.md): a violation fails before the suite
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
 report=$(mktemp -d)/junit.xml
 GEOFENCE_REQUIRE_REDIS=1 "$venv/bin/python" -m pytest --junitxml="$report" "$@"

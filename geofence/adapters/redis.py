@@ -21,19 +21,17 @@ import functools
 import hashlib
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import hiredis
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.connection import HiredisRespSerializer
 
-from geofence.adapters.redis_lane import Arg, Call, Lane
+from geofence.adapters.redis_lane import Arg, Call, HiredisPackedConnection, Lane, ScriptLane
 from geofence.domain.conversions import MAX_KEPT, Eligible, attributed
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import BackendUnavailable, NotFound
@@ -61,29 +59,6 @@ STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters (GEOFENCE_STATS_RETENTION_DAYS)
 DEAD_LETTER_TTL_S = 14 * 86_400  # dead letters, and the outbox keys after their last write
 RECEIPTS_TTL_S = 30 * 86_400
-
-
-class HiredisPackedConnection(aioredis.Connection):
-    """redis-py's asyncio connection, packing commands with hiredis's C packer.
-
-    redis-py's synchronous connection does so when hiredis is installed (a dependency
-    here); its asyncio one packs in Python, argument by argument, which was half the CPU
-    of a script call carrying a batch of devices. The arguments go to hiredis as they
-    are: redis-py's serializer would first copy them one by one to turn any bytearray or
-    memoryview into bytes, which the store never sends; such a command, or one whose name
-    is two words ("SCRIPT LOAD"), still goes through it.
-    """
-
-    # untyped in some redis-py releases, typed in others
-    _packer = HiredisRespSerializer()  # type: ignore[no-untyped-call, unused-ignore]
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " not in args[0]:
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError:
-                pass
-        return self._packer.pack(*args)  # type: ignore[no-any-return]
 
 
 class Keys:
@@ -465,12 +440,14 @@ class RedisStore:
         dead_letter_ttl_s: int = DEAD_LETTER_TTL_S,
         stats_ttl_s: int = COUNTS_TTL_S,
         lanes: int = LANES,
+        lane: Callable[[aioredis.Redis], ScriptLane] = Lane,
         timeout_s: float | None = None,
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
         connections kept aside, when one is free (``redis_lane``); with none, all go
-        through the client. ``timeout_s``: the bound on each call, all of it (None: the
-        connection's own timeouts only)."""
+        through the client. ``lane``: what makes each (``Lane``; the benchmarks pass
+        another way to compare). ``timeout_s``: the bound on each call, all of it (None:
+        the connection's own timeouts only)."""
         self.client = client
         self.timeout_s = timeout_s
         self.keys = Keys(prefix)
@@ -496,7 +473,7 @@ class RedisStore:
         self._release_budget = client.register_script(RELEASE_BUDGET)
         self._add_counts = client.register_script(ADD_COUNTS)
         self._next_shard = 0
-        self._lanes = [Lane(client) for _ in range(lanes)]
+        self._lanes = [lane(client) for _ in range(lanes)]
 
     @classmethod
     def from_url(

@@ -1,4 +1,12 @@
-"""A connection kept aside for the state store's script calls, one call at a time.
+"""The fence around redis-py's internals: the one module of the project that uses them.
+
+Two things here go beneath redis-py's public API, for speed, each measured: the lane (a
+connection kept aside for the state store's script calls) and the hiredis packer of the
+asyncio connection. They are proven on the redis-py range ``REDIS`` (pinned in
+pyproject.toml); tests/contract/test_redis_internals.py fails loudly on an upgrade outside
+it or one that moves what they use.
+
+The lane: a connection kept aside for the state store's script calls, one call at a time.
 
 Every flush of single pings makes two script calls, sent together (write its devices'
 states, read the next flush's devices), and every batch two (read, write). Through
@@ -7,7 +15,10 @@ take a connection and give it back), the retry wrapper, the hooks of each comman
 task per write (``asyncio.wait_for`` under a socket timeout). Sent here, on a connection
 of redis-py's own with no timeout of its own, under one ``asyncio.timeout``, the same call
 takes 1.4-1.65× less CPU for 1 to 15 devices (``python -m benchmarks.flush``, its lane
-table).
+table). redis-py's public API costs about what the client does: a pipeline of the same
+EVALSHA calls on a client of its own with one connection, even with no socket timeout
+of its own, took 1.2-1.5× the lane's CPU (``python -m benchmarks.flush --lanes``, its
+``pipeline`` column).
 
 A lane takes one call at a time. The store keeps a few (``LANES``) and sends a call on
 one that is free, through the client when other calls hold them all, so concurrent
@@ -24,15 +35,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, Protocol
 
+import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
+from redis.connection import HiredisRespSerializer
+
+REDIS: Final = ">=5.0,<8.3"  # the range this module is proven on; pyproject pins it
 
 Arg = bytes | str | int | float
 Call = tuple[AsyncScript, Sequence[str], Sequence[Arg]]  # a script, its keys and its args
+
+
+class ScriptLane(Protocol):
+    """What the store sends its script calls on: ``Lane``, or another way to compare."""
+
+    busy: bool
+
+    async def run_all(self, calls: Sequence[Call]) -> list[Any]: ...
+
+    async def close(self) -> None: ...
 
 
 class Lane:
@@ -123,3 +148,26 @@ class Lane:
 def _evalsha(call: Call) -> tuple[Any, ...]:
     script, keys, args = call
     return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+class HiredisPackedConnection(aioredis.Connection):
+    """redis-py's asyncio connection, packing commands with hiredis's C packer.
+
+    redis-py's synchronous connection does so when hiredis is installed (a dependency
+    here); its asyncio one packs in Python, argument by argument, which was half the CPU
+    of a script call carrying a batch of devices. The arguments go to hiredis as they
+    are: redis-py's serializer would first copy them one by one to turn any bytearray or
+    memoryview into bytes, which the store never sends; such a command, or one whose name
+    is two words ("SCRIPT LOAD"), still goes through it.
+    """
+
+    # untyped in some redis-py releases, typed in others
+    _packer = HiredisRespSerializer()  # type: ignore[no-untyped-call, unused-ignore]
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " not in args[0]:
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
+        return self._packer.pack(*args)  # type: ignore[no-any-return]

@@ -1,4 +1,6 @@
-"""Who is calling (contract §1), as the services see it: a kind and the credential used.
+"""Who is calling (contract §1), as the services see it: a kind and the credential used;
+and the one rule of who may act on a device (``may_act``), which every device-scoped path
+goes through.
 
 A device token is ``<device ref>.<nonce>.<tag>``: the ref names the device, the nonce
 makes each token new, and the tag is a MAC of both under the service's token key. The
@@ -14,9 +16,13 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Collection
 from typing import Final, Literal
 
 import msgspec
+
+from geofence.domain.devices import DeviceProfile, token_matches
+from geofence.domain.errors import Forbidden, GeofenceError, NotFound, Unauthorized
 
 CallerKind = Literal["admin", "sdk", "ingest", "device"]
 
@@ -68,3 +74,74 @@ def verified_ref(token: str, key: bytes) -> str | None:
 def _tag(key: bytes, signed: str) -> str:
     digest = hmac.new(key, signed.encode(), hashlib.sha256).digest()[:TAG_BYTES]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+# why a caller may not act on a device: its kind may not (403), the device token is not
+# valid: forged, rotated, or of an erased device (401), the token is another device's (404),
+# or there is no such device (404)
+Why = Literal["kind", "invalid", "other-device", "no-device"]
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """Why ``may_act`` said no, and the kind of the caller it said it to."""
+
+    why: Why
+    kind: CallerKind
+
+    def error(self) -> GeofenceError:
+        """The answer: another device looks exactly like one that does not exist."""
+        if self.why == "kind":
+            return Forbidden(f"A {self.kind} credential may not call this.")
+        if self.why == "invalid":
+            return Unauthorized("The device token is not valid.")
+        return NotFound("No such device.")
+
+
+def profile_to_read(caller: Caller, ref: str | None, allowed: Collection[CallerKind]) -> str | None:
+    """The device whose stored profile ``may_act`` needs: a device token's own device,
+    wherever the token points (its hash is checked against it), else the device acted
+    on. None: nothing to read (a kind refused outright, an id no device can have)."""
+    if not kind_may(caller.kind, allowed):
+        return None
+    return caller.device_ref if caller.kind == "device" else ref
+
+
+def kind_may(kind: CallerKind, allowed: Collection[CallerKind]) -> bool:
+    """The sdk key never may act on a device (it ships inside the app), nor a kind not
+    ``allowed`` here."""
+    return kind != "sdk" and kind in allowed
+
+
+def may_act(
+    caller: Caller,
+    ref: str | None,
+    allowed: Collection[CallerKind],
+    stored: DeviceProfile | None,
+) -> DeviceProfile | Refusal:
+    """The rule of contract §1: the profile of the device ``ref`` if ``caller`` may act
+    on it, else why not. ``ref``: the device acted on (None: an id no device can have);
+    ``stored``: the profile of ``profile_to_read(caller, ref)``, None when there is none.
+
+    The sdk key never may (it ships inside the app), nor a kind not ``allowed``. An admin
+    or ingest key, where allowed, needs only the device to exist. A device token must
+    match its own device's stored hash (a forged token is refused wherever it points),
+    and then reaches only that device: any other is "no such device".
+    """
+    if not kind_may(caller.kind, allowed):
+        return Refusal("kind", caller.kind)
+    if caller.kind != "device":
+        return stored if stored is not None else Refusal("no-device", caller.kind)
+    if stored is not None and not token_matches(caller.token, stored):
+        return Refusal("invalid", caller.kind)
+    if not reaches(caller, ref):
+        return Refusal("other-device" if stored is not None else "invalid", caller.kind)
+    return stored if stored is not None else Refusal("no-device", caller.kind)
+
+
+def reaches(caller: Caller, ref: str | None) -> bool:
+    """Whether ``caller`` is a device token naming the device ``ref``, the only device
+    it may act on (compared in constant time; the edge asks it before the body is read)."""
+    claimed = caller.device_ref
+    if claimed is None or ref is None:
+        return False
+    return hmac.compare_digest(claimed.encode(), ref.encode())

@@ -9,13 +9,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from geofence.adapters.memory import MemoryStore
-from geofence.adapters.push_http import HttpPush
-from geofence.adapters.push_stdout import StdoutPush
-from geofence.adapters.redis import RedisStore
+from geofence import bootstrap
 from geofence.config import Settings
-from geofence.delivery import Dispatcher
-from geofence.domain.delivery import RetryPolicy
 from geofence.domain.errors import Unavailable
 from geofence.http.auth import Credentials
 from geofence.http.edge import authenticate
@@ -36,14 +31,8 @@ from geofence.http.keys import (
 )
 from geofence.http.limits import PingGate, ping_gate_middleware
 from geofence.http.routes import setup_routes
-from geofence.metrics import Metrics
 from geofence.persistence import log_persistence
 from geofence.ports import PushGateway, StateStore
-from geofence.service.catalogue import CatalogueService
-from geofence.service.coalescer import PingCoalescer
-from geofence.service.devices import DeviceService
-from geofence.service.offers import OfferService
-from geofence.service.pings import PingService
 
 logger = logging.getLogger(__name__)
 
@@ -54,72 +43,31 @@ def create_app(
     store: StateStore | None = None,
     push: PushGateway | None = None,
 ) -> web.Application:
-    """Build the app; tests pass their own store and push doubles explicitly."""
-    metrics = Metrics()
+    """The app over the services the bootstrap builds; tests pass their own store and
+    push doubles explicitly."""
+    built = bootstrap.build(settings, store=store, push=push)
     app = web.Application(
         middlewares=[metrics_middleware, problem_middleware, authenticate, ping_gate_middleware],
         client_max_size=settings.max_upload_bytes,
     )
-    owned_store = store is None
     app[SETTINGS] = settings
-    app[METRICS] = metrics
-    app[STORE] = store if store is not None else make_store(settings)
-    app[PUSH] = push if push is not None else make_push(settings)
+    app[METRICS] = built.metrics
+    app[STORE] = built.store
+    app[PUSH] = built.push
     app[CREDENTIALS] = Credentials.from_settings(settings)
-    app[PING_GATE] = PingGate.from_settings(settings, refused=metrics.refused)
-    _add_services(app, settings, metrics)
-    app.cleanup_ctx.append(_closing(owned_store))
+    app[PING_GATE] = PingGate.from_settings(settings, refused=built.metrics.refused)
+    app[CATALOGUE] = built.catalogue
+    app[DEVICES] = built.devices
+    app[OFFERS] = built.offers
+    app[PINGS] = built.pings
+    app[COALESCER] = built.coalescer
+    app[DISPATCHER] = built.dispatcher
+    app.cleanup_ctx.append(_closing(owned=store is None))
     app.cleanup_ctx.append(_catalogue_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx)
     app.on_startup.append(_log_persistence)
     setup_routes(app)
     return app
-
-
-def _add_services(app: web.Application, settings: Settings, metrics: Metrics) -> None:
-    store = app[STORE]
-    app[CATALOGUE] = CatalogueService(settings, store, metrics)
-    app[DEVICES] = DeviceService(settings, store)
-    app[OFFERS] = OfferService(settings, store)
-    app[PINGS] = PingService(settings, store, app[CATALOGUE], metrics, offers=app[OFFERS])
-    # a ping waits for Redis up to its timeout, queued or in its own call; then 503
-    deadline_s = settings.redis_timeout_s if settings.redis_url else None
-    app[COALESCER] = PingCoalescer(app[DEVICES], app[PINGS], deadline_s=deadline_s)
-    policy = RetryPolicy(
-        timeout_s=settings.push_timeout_s, backend_cap_s=settings.backend_retry_max_s
-    )
-    app[DISPATCHER] = Dispatcher(
-        store, app[PUSH], metrics, policy=policy, concurrency=settings.push_concurrency
-    )
-    app[PINGS].on_notified = app[DISPATCHER].wake
-
-
-def make_store(settings: Settings) -> StateStore:
-    if settings.redis_url:
-        return RedisStore.from_url(
-            settings.redis_url,
-            timeout_s=settings.redis_timeout_s,
-            max_connections=settings.redis_max_connections,
-            prefix=settings.redis_prefix,
-            device_ttl_s=settings.device_ttl_s,
-            position_ttl_s=settings.position_ttl_s,
-            dead_letter_ttl_s=settings.dead_letter_ttl_s,
-            stats_ttl_s=settings.stats_retention_days * 86_400,
-        )
-    return MemoryStore(
-        device_ttl_s=settings.device_ttl_s,
-        position_ttl_s=settings.position_ttl_s,
-        dead_letter_ttl_s=settings.dead_letter_ttl_s,
-        stats_ttl_s=settings.stats_retention_days * 86_400,
-    )
-
-
-def make_push(settings: Settings) -> PushGateway:
-    if settings.push_url:
-        return HttpPush(
-            settings.push_url, settings.push_secret or "", timeout_s=settings.push_timeout_s
-        )
-    return StdoutPush()
 
 
 def _closing(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:

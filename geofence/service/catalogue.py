@@ -12,22 +12,22 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from geofence.config import Settings
 from geofence.domain import geojson, uploads
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import Fence
 from geofence.domain.times import format_time
 from geofence.engine.index import FenceIndex
-from geofence.metrics import Metrics
-from geofence.ports import HISTORY_KEPT, StateStore
+from geofence.ports import HISTORY_KEPT, CatalogueMetrics, CatalogueStore
 from geofence.service.uploads import (
     Checks,
+    ReadUpload,
     UploadFormat,
     UploadWorker,
     check_collection,
@@ -39,14 +39,35 @@ from geofence.service.uploads import (
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CatalogueSettings:
+    """What the catalogue needs of the settings (the bootstrap cuts it out of them)."""
+
+    limits: Mapping[str, Any]  # what every upload is checked against
+    h3_resolution: int
+    exit_margin_m: float
+    poll_s: float  # how often the stored version is polled
+    stores: str = ""  # a GeoJSON file that seeds an empty catalogue ("" none)
+
+
 class LoadedIndex(msgspec.Struct, frozen=True):
     version: int
     index: FenceIndex
 
 
 class CatalogueService:
-    def __init__(self, settings: Settings, store: StateStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: CatalogueSettings,
+        store: CatalogueStore,
+        metrics: CatalogueMetrics,
+        *,
+        read_file: ReadUpload | None = None,
+    ) -> None:
+        """``read_file``: how an uploaded GeoPackage or zipped Shapefile is read (the
+        bootstrap's adapter); without it only GeoJSON is taken."""
         self.settings = settings
+        self.read_file = read_file
         self.store = store
         self.metrics = metrics
         self.loaded: LoadedIndex | None = None
@@ -97,7 +118,7 @@ class CatalogueService:
         A stop event rather than cancellation: a cancel that lands inside a Redis command
         can come back as a connection error, which this loop would log and outlive.
         """
-        while not await _stopped(stop, self.settings.catalogue_poll_s):
+        while not await _stopped(stop, self.settings.poll_s):
             try:
                 await (self.refresh() if self.ready else self.start())
             except Unavailable:
@@ -107,9 +128,7 @@ class CatalogueService:
 
     # marketers' operations (contract §3)
     def parse(self, doc: Any, *, repair: bool) -> geojson.StoreReport:
-        return geojson.parse_feature_collection(
-            doc, repair=repair, **self.settings.catalogue_limits
-        )
+        return geojson.parse_feature_collection(doc, repair=repair, **self.settings.limits)
 
     async def replace(
         self,
@@ -159,7 +178,7 @@ class CatalogueService:
 
     def _checks(self, repair: bool) -> Checks:
         s = self.settings
-        return Checks(s.catalogue_limits, repair, s.h3_resolution, s.exit_margin_m)
+        return Checks(dict(s.limits), repair, s.h3_resolution, s.exit_margin_m, self.read_file)
 
     async def delete(self, store_id: str) -> int:
         version = await self.store.delete_fence(store_id)

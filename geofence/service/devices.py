@@ -1,7 +1,9 @@
 """Devices (contract §4): registration, profile and consent, export, erasure, and who may act.
 
-``authorize`` is the one gate of every device-scoped route: a device token reaches only
-its own device, and another device's id looks exactly like one that does not exist.
+``authorize`` (and its batched forms, for pings) is the one gate of every device-scoped
+route; the rule it applies is ``domain.callers.may_act``: a device token reaches only its
+own device, and another device's id looks exactly like one that does not exist. Here is
+only the plumbing around it: the profiles it needs, read in one round trip, and the log.
 Raw device ids live only in this module's arguments: the store sees refs, and log
 records name a device by its ref only.
 """
@@ -9,16 +11,25 @@ records name a device by its ref only.
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol
 
 import msgspec
 
-from geofence.config import Settings
-from geofence.domain.callers import Caller, CallerKind, new_device_token, token_key, verified_ref
+from geofence.domain.callers import (
+    Caller,
+    CallerKind,
+    Refusal,
+    may_act,
+    new_device_token,
+    profile_to_read,
+    reaches,
+    token_key,
+    verified_ref,
+)
 from geofence.domain.devices import (
     ConsentChange,
     DeviceProfile,
@@ -29,21 +40,18 @@ from geofence.domain.devices import (
     install_matches,
     new_profile,
     token_hash,
-    token_matches,
     valid_device_id,
     withdrew,
 )
 from geofence.domain.errors import (
     Conflict,
     ConsentRequired,
-    Forbidden,
     GeofenceError,
     NotFound,
-    Unauthorized,
 )
 from geofence.domain.model import DeviceState
 from geofence.domain.offers import Ledger
-from geofence.ports import StateStore, StoredState
+from geofence.ports import DeviceStore, StoredState, VisitStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +90,20 @@ class DeviceExport(msgspec.Struct, frozen=True, kw_only=True):
     keys: tuple[StoredKey, ...]
 
 
+class DeviceRoles(DeviceStore, VisitStore, Protocol):
+    """The roles of the state store the device service uses: profiles, and the visit
+    state read with them (authorization, export)."""
+
+
 class DeviceService:
     def __init__(
-        self, settings: Settings, store: StateStore, *, clock: Callable[[], float] = time.time
+        self, id_secret: str, store: DeviceRoles, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.settings = settings
+        """``id_secret``: the key of device refs and token tags (empty: development, a
+        key for this process only)."""
         self.store = store
         self.clock = clock
-        self._secret = (
-            settings.id_secret.encode() if settings.id_secret else development_id_secret()
-        )
+        self._secret = id_secret.encode() if id_secret else development_id_secret()
         self.token_key = token_key(self._secret)
         # every ping names its device: the pseudonyms of the devices seen lately, kept
         # rather than an HMAC computed again for each
@@ -113,7 +125,7 @@ class DeviceService:
         """Whether ``caller`` is a device token of ``device_id``: no store read, and no
         pseudonym remembered for an id that is not the caller's own."""
         ref = self._refs(device_id) if valid_device_id(device_id) else None
-        return ref is not None and _same(caller.device_ref, ref)
+        return reaches(caller, ref)
 
     async def register(self, body: Registration) -> tuple[str, str, bool]:
         """A new device: (device_id, device_token, True). An id already registered is a
@@ -200,28 +212,21 @@ class DeviceService:
         still names its device through its ref, so its owner repeating the call succeeds,
         while a token naming another device still gets 404.
         """
-        try:
-            ref = (await self.authorize(caller, device_id, ERASERS)).ref
-        except NotFound:
-            ref = self._ref_if_erased(caller, device_id)
-        await self.erase(ref)
-
-    def _ref_if_erased(self, caller: Caller, device_id: str) -> str:
-        ref = self.ref_of(device_id) if valid_device_id(device_id) else None
-        if ref is None or (caller.kind == "device" and not _same(caller.device_ref, ref)):
-            raise _no_such_device()
-        return ref
+        ask = self._ask(caller, device_id, ERASERS)
+        outcome = ask.decide(await self._profiles([ask.read] if ask.read else []))
+        if isinstance(outcome, DeviceProfile):
+            await self.erase(outcome.ref)
+        elif outcome.why == "no-device" and ask.ref is not None:
+            await self.erase(ask.ref)  # erased already: the same answer again
+        else:
+            raise _refused(ask, outcome)
 
     async def authorize(
         self, caller: Caller, device_id: str, allow: Collection[CallerKind]
     ) -> DeviceProfile:
-        """The device's profile if ``caller`` may act on it (contract §1), else refuse.
-
-        403: the caller's kind is not allowed here; an sdk key never is, since it ships
-        inside the app. 401: a device token that is not valid. 404: no such device, or a
-        valid device token of another device (the two are indistinguishable). Admin and
-        ingest keys, where allowed, need only the device to exist.
-        """
+        """The device's profile if ``caller`` may act on it (``callers.may_act``, the one
+        rule, contract §1), else its refusal raised: 403 a kind that may not, 401 a
+        device token that is not valid, 404 no such device or another device's."""
         [answer] = await self.authorize_each([(caller, device_id)], allow)
         if isinstance(answer, GeofenceError):
             raise answer
@@ -245,9 +250,7 @@ class DeviceService:
         """:meth:`authorize` of each (caller, device id), its refusal in place of a
         profile; every profile needed comes in one round trip."""
         planned = self.plan_each(asks, allow)
-        wanted = planned.reads
-        read = await self.store.get_devices(wanted) if wanted else []
-        return _decided(planned.plans, dict(zip(wanted, read, strict=True)))
+        return planned.answers(await self._profiles(planned.reads))
 
     async def authorize_loading(
         self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]
@@ -261,42 +264,55 @@ class DeviceService:
     def plan_each(
         self, asks: Sequence[tuple[Caller, str]], allow: Collection[CallerKind]
     ) -> Planned:
-        """:meth:`authorize_loading` up to its read: the devices it needs read, and how
-        to decide each ask once they are (the read may come in another call)."""
-        plans = [self._plan(caller, device_id, allow) for caller, device_id in asks]
-        return Planned(plans=plans, reads=_reads(plans))
+        """:meth:`authorize_loading` up to its read: the profiles the rule needs, and
+        the asks to decide once they are read (the read may come in another call)."""
+        plans = [self._ask(caller, device_id, allow) for caller, device_id in asks]
+        return Planned(plans=plans, reads=sorted({p.read for p in plans if p.read}))
 
     async def load(self, planned: Planned) -> list[tuple[DeviceProfile | None, StoredState]]:
         """The profiles and stored states ``planned`` needs, in one round trip."""
         return await self.store.load_devices(planned.reads) if planned.reads else []
 
-    def _plan(
-        self, caller: Caller, device_id: str, allow: Collection[CallerKind]
-    ) -> _Ask | GeofenceError:
-        if caller.kind not in allow or caller.kind == "sdk":
-            return Forbidden(f"A {caller.kind} credential may not call this.")
+    async def _profiles(self, refs: Sequence[str]) -> dict[str, DeviceProfile | None]:
+        read = await self.store.get_devices(refs) if refs else []
+        return dict(zip(refs, read, strict=True))
+
+    def _ask(self, caller: Caller, device_id: str, allow: Collection[CallerKind]) -> _Ask:
         ref = self.ref_of(device_id) if valid_device_id(device_id) else None
-        if caller.kind == "device" and (ref is None or not _same(caller.device_ref, ref)):
-            return _Ask(caller, caller.device_ref or "", other_device=True)
-        return _Ask(caller, ref, other_device=False)
+        return _Ask(caller, ref, tuple(allow))
 
 
-def _reads(plans: Sequence[_Ask | GeofenceError]) -> list[str]:
-    """The devices whose profiles the plans need, each once."""
-    return sorted({ref for plan in plans if isinstance(plan, _Ask) for ref in plan.reads})
+class _Ask(msgspec.Struct, frozen=True):
+    """One caller asking to act on one device (``ref``, None: an id no device can
+    have): ``may_act`` once the profile it needs (``read``) is in."""
 
+    caller: Caller
+    ref: str | None
+    allowed: tuple[CallerKind, ...]
 
-def _decided(
-    plans: Sequence[_Ask | GeofenceError], profiles: Mapping[str, DeviceProfile | None]
-) -> list[DeviceProfile | GeofenceError]:
-    return [p if isinstance(p, GeofenceError) else p.decide(profiles) for p in plans]
+    @property
+    def read(self) -> str | None:
+        return profile_to_read(self.caller, self.ref, self.allowed)
+
+    def decide(self, profiles: Mapping[str, DeviceProfile | None]) -> DeviceProfile | Refusal:
+        stored = profiles.get(self.read) if self.read else None
+        return may_act(self.caller, self.ref, self.allowed, stored)
+
+    def answer(self, profiles: Mapping[str, DeviceProfile | None]) -> DeviceProfile | GeofenceError:
+        outcome = self.decide(profiles)
+        return outcome if isinstance(outcome, DeviceProfile) else _refused(self, outcome)
 
 
 class Planned(msgspec.Struct, frozen=True):
-    """Asks to authorize, and the devices whose profiles and states decide them."""
+    """Asks to authorize, and the devices whose profiles (and states) decide them."""
 
-    plans: list[_Ask | GeofenceError]
+    plans: list[_Ask]
     reads: list[str]
+
+    def answers(
+        self, profiles: Mapping[str, DeviceProfile | None]
+    ) -> list[DeviceProfile | GeofenceError]:
+        return [plan.answer(profiles) for plan in self.plans]
 
     def decide(
         self, read: Sequence[tuple[DeviceProfile | None, StoredState]]
@@ -305,31 +321,14 @@ class Planned(msgspec.Struct, frozen=True):
         ``load_devices(reads)`` answered."""
         profiles = {ref: profile for ref, (profile, _) in zip(self.reads, read, strict=True)}
         states = {ref: stored for ref, (_, stored) in zip(self.reads, read, strict=True)}
-        return _decided(self.plans, profiles), states
+        return self.answers(profiles), states
 
 
-class _Ask(msgspec.Struct, frozen=True):
-    """One authorization to decide once the profiles it reads are in."""
-
-    caller: Caller
-    ref: str | None  # the device acted on; with other_device, the one the token names
-    other_device: bool
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        return () if not self.ref else (self.ref,)
-
-    def decide(self, profiles: Mapping[str, DeviceProfile | None]) -> DeviceProfile | GeofenceError:
-        profile = profiles.get(self.ref) if self.ref else None
-        is_device = self.caller.kind == "device"
-        if is_device and profile is not None and not token_matches(self.caller.token, profile):
-            return _invalid_token(profile.ref)
-        if self.other_device:
-            if profile is None:  # a forged token is a 401 wherever it points
-                return _invalid_token(self.ref or "")
-            logger.info("device token refused device=%s reason=other-device", self.ref)
-            return _no_such_device()
-        return _no_such_device() if profile is None else profile
+def _refused(ask: _Ask, refusal: Refusal) -> GeofenceError:
+    """The refusal's error; a device token refused is logged, by its ref only."""
+    if refusal.why in ("invalid", "other-device"):
+        logger.info("device token refused device=%s reason=%s", ask.caller.device_ref, refusal.why)
+    return refusal.error()
 
 
 @functools.cache
@@ -341,10 +340,6 @@ def development_id_secret() -> bytes:
         "processes). Set GEOFENCE_ID_SECRET in production."
     )
     return secrets.token_bytes(32)
-
-
-def _same(claimed: str | None, ref: str) -> bool:
-    return claimed is not None and hmac.compare_digest(claimed.encode(), ref.encode())
 
 
 def no_location_consent() -> ConsentRequired:
@@ -361,11 +356,6 @@ def located(answer: DeviceProfile | GeofenceError) -> DeviceProfile | GeofenceEr
 
 def _no_such_device() -> NotFound:
     return NotFound("No such device.")
-
-
-def _invalid_token(ref: str) -> Unauthorized:
-    logger.info("device token refused device=%s reason=invalid", ref)
-    return Unauthorized("The device token is not valid.")
 
 
 def _consent_kv(profile: DeviceProfile) -> str:

@@ -14,16 +14,15 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from geofence.config import Settings
 from geofence.domain.conversions import Eligible, eligible
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound
 from geofence.domain.explain import explain
-from geofence.domain.model import VisitEvent
+from geofence.domain.model import VisitEvent, VisitRules
 from geofence.domain.offers import (
     DeviceView,
     Entry,
@@ -31,6 +30,7 @@ from geofence.domain.offers import (
     Notification,
     Offer,
     Plan,
+    Rules,
     audience,
     offer_doc,
     plan,
@@ -54,7 +54,7 @@ from geofence.domain.stats import (
     tally,
 )
 from geofence.engine.index import FenceIndex
-from geofence.ports import StateStore
+from geofence.ports import DeviceStore, OfferStore, Outbox, StatsStore, VisitStore
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,16 @@ class Reserved(msgspec.Struct, frozen=True):
     ref: str = ""  # whose plan: its eligible entries are kept for attribution
 
 
+class OfferRoles(OfferStore, StatsStore, DeviceStore, VisitStore, Outbox, Protocol):
+    """The roles of the state store the offer service uses: offers and budgets, the
+    funnel's counters, profiles (consent) and ledgers of the devices, receipts."""
+
+
 class OfferService:
-    def __init__(self, settings: Settings, store: StateStore) -> None:
-        self.settings = settings
+    def __init__(self, rules: Rules, visit_rules: VisitRules, store: OfferRoles) -> None:
+        self.rules = rules
+        self.visit_rules = visit_rules
         self.store = store
-        self.rules = settings.offer_rules
 
     # the catalogue of offers
     async def put(self, offer: Offer) -> tuple[dict[str, Any], bool]:
@@ -113,7 +118,7 @@ class OfferService:
             offers,
             spent,
             now=now,
-            visit_rules=self.settings.visit_rules,
+            visit_rules=self.visit_rules,
             rules=self.rules,
         )
 

@@ -22,7 +22,6 @@ from typing import Protocol
 import msgspec
 from msgspec import UNSET
 
-from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import DeviceState, Ping, Rules, VisitEvent
@@ -39,8 +38,7 @@ from geofence.engine.device import (
     PingResult as PingResult,  # the answer to a ping, named here for the edge
 )
 from geofence.engine.screening import Columns, screen_in_turn, screen_runs
-from geofence.metrics import Metrics
-from geofence.ports import Saved, StateStore, StateWrite, StoredState
+from geofence.ports import PingMetrics, Saved, StateWrite, StoredState, VisitStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
 
@@ -87,22 +85,21 @@ class ReadAhead(Protocol):
 class PingService:
     def __init__(
         self,
-        settings: Settings,
-        store: StateStore,
+        rules: Rules,
+        store: VisitStore,
         catalogue: CatalogueService,
-        metrics: Metrics,
+        metrics: PingMetrics,
         *,
+        offers: OfferService,
         clock: Callable[[], float] = time.time,
-        offers: OfferService | None = None,
     ) -> None:
-        self.settings = settings
+        self.rules = rules
         self.store = store
         self.catalogue = catalogue
         self.metrics = metrics
         self.clock = clock
-        self.offers = offers if offers is not None else OfferService(settings, store)
+        self.offers = offers
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
-        self.rules = Rules(screening=settings.screening_rules, visits=settings.visit_rules)
         self._store_views: StoreViews | None = None
 
     async def handle(

@@ -3,7 +3,7 @@
 "Now" is the latest ts seen so far, so a replay of old pings gives the events the service
 gave when they arrived live; pings go one by one, in file order, as they would arrive,
 through ``PingService.handle``. The service and its store are built outside (``geofence
-replay`` builds them in memory, ``cli.replay_service``).
+replay`` builds them in memory, ``bootstrap.replay_service``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import msgspec
 from geofence.domain.devices import DeviceProfile, device_ref
 from geofence.domain.model import Ping
 from geofence.domain.times import with_times
+from geofence.ports import DeviceStore
 from geofence.service.pings import PingService
 
 
@@ -26,11 +27,11 @@ def _replayed(ref: str) -> DeviceProfile:
 
 
 async def replay(
-    service: PingService, trace: Iterable[tuple[str, Ping]]
+    service: PingService, devices: DeviceStore, trace: Iterable[tuple[str, Ping]]
 ) -> AsyncIterator[dict[str, Any]]:
     """Every event of the trace's (device id, ping) pairs, as the service answers it (times
-    in RFC 3339), with its device_id. Each device of the trace is made in the service's
-    store the first time it is seen."""
+    in RFC 3339), with its device_id. Each device of the trace is made in ``devices``
+    (the service's store) the first time it is seen."""
     secret = secrets.token_bytes(16)  # pseudonyms for this run only, as in the service
     latest = float("-inf")
     known: set[str] = set()
@@ -39,7 +40,7 @@ async def replay(
         ref = device_ref(device_id, secret)
         if ref not in known:
             known.add(ref)
-            await service.store.create_device(_replayed(ref))
+            await devices.create_device(_replayed(ref))
         [result] = await service.handle(ref, [ping], now=latest)
         for event in result.events:
             yield with_times({"device_id": device_id, **msgspec.to_builtins(event)})

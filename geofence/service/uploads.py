@@ -29,6 +29,9 @@ from geofence.engine.index import FenceIndex
 
 T = TypeVar("T")
 UploadFormat = Literal["geojson", "gpkg", "zip"]
+# an uploaded file of another format as a GeoJSON document and the notes of its conversion
+# (a module-level function: it is sent to the worker process with each upload)
+ReadUpload = Callable[[bytes, str], tuple[Any, list[str]]]
 # the upload's Content-Type; anything else is read as GeoJSON
 UPLOAD_FORMATS: Final[dict[str, UploadFormat]] = {
     "application/geopackage+sqlite3": "gpkg",
@@ -48,6 +51,7 @@ class Checks:
     repair: bool
     resolution: int
     exit_margin_m: float
+    read_file: ReadUpload | None = None  # a GeoPackage or zipped Shapefile; None: GeoJSON only
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ def check_collection(
 ) -> Checked:
     """A whole catalogue: validated, compared with ``current``, its guards' warnings; on a
     dry run the index is built for its cell count, else the fences go back."""
-    doc, notes = _document(body, media)
+    doc, notes = _document(body, media, checks.read_file)
     parsed = geojson.parse_feature_collection(doc, repair=checks.repair, **checks.limits)
     report = uploads.replace_report(_FENCES.decode(current), parsed.fences)
     report["warnings"] = parsed.warnings + report["warnings"]
@@ -153,18 +157,16 @@ def _chunks(fences: Sequence[Fence]) -> list[bytes]:
     return [encode_fences(fences[i : i + CHUNK]) for i in range(0, len(fences), CHUNK)]
 
 
-def _document(body: bytes, media: UploadFormat) -> tuple[Any, list[str]]:
+def _document(
+    body: bytes, media: UploadFormat, read_file: ReadUpload | None
+) -> tuple[Any, list[str]]:
     """The upload as a GeoJSON document; a GeoPackage or zipped Shapefile is converted
-    by the CLI's import code (reprojected to WGS 84), with its notes."""
+    by ``read_file`` (the CLI's import code, reprojected to WGS 84), with its notes."""
     if media == "geojson":
         return _decoded(body), []
-    from geofence.adapters import geofile  # geopandas: loaded only by such an upload
-
-    try:
-        read = geofile.read_geobytes(body, suffix=f".{media}")
-    except geofile.GeoFileError as e:
-        raise MalformedInput(str(e)) from None
-    return read.collection, read.notes
+    if read_file is None:
+        raise MalformedInput(f"This service reads no {media} uploads; send GeoJSON.")
+    return read_file(body, media)
 
 
 def _decoded(body: bytes) -> Any:

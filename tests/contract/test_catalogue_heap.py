@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import gc
 
+from geofence import bootstrap
 from geofence.adapters.memory import MemoryStore
 from geofence.cli import settle_heap
 from geofence.config import Settings
 from geofence.metrics import Metrics
-from geofence.service.catalogue import CatalogueService
 from tests.contract.test_pings_service import FENCES
 
 
 async def test_each_catalogue_installed_is_announced() -> None:
     store = MemoryStore()
     await store.replace_catalogue(FENCES)
-    catalogue = CatalogueService(Settings(stores=""), store, Metrics())
+    catalogue = bootstrap.catalogue_service(Settings(stores=""), store, Metrics())
     installed: list[int] = []
     catalogue.on_installed = lambda: installed.append(len(catalogue.index))
     await catalogue.start()

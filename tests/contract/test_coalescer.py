@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofence.adapters.memory import MemoryStore
-from geofence.config import Settings
 from geofence.domain.callers import Caller
 from geofence.domain.devices import Consent, DeviceProfile, Registration
 from geofence.domain.errors import (
@@ -130,7 +129,7 @@ async def side(
 ) -> tuple[PingCoalescer, dict[str, Caller]]:
     """A coalescer over ``store`` with DEVICES registered; each device's caller."""
     pings = await pipeline(store, "unused")
-    devices = DeviceService(Settings(stores="", id_secret="coalescer-test"), store)
+    devices = DeviceService("coalescer-test", store)
     callers = {}
     for device_id in DEVICES:
         consent = Consent(location=location, offers=True)
@@ -276,7 +275,7 @@ async def test_an_erased_device_gets_404_and_the_others_are_served() -> None:
 
     pings = coalescer.pings
     coalescer.pings = ErasingPings(
-        pings.settings, store, pings.catalogue, pings.metrics, clock=pings.clock
+        pings.rules, store, pings.catalogue, pings.metrics, offers=pings.offers, clock=pings.clock
     )
     answers = await all_at_once(coalescer, callers, [(d, at(-500, 0, T0)) for d in DEVICES])
     assert isinstance(answers[1], NotFound)

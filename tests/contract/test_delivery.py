@@ -18,7 +18,7 @@ from geofence.domain.delivery import Attempt, RetryPolicy
 from geofence.domain.errors import Unavailable
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
-from tests.contract.test_state_store import notification, profile, visit_state
+from tests.contract.store_builders import notification, profile, visit_state
 from tests.fakes.counted import Counted
 
 CREATED = 1_000.0

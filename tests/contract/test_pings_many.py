@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import RedisStore
+from geofence.config import Settings
 from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Ping
 from geofence.domain.offers import Offer
@@ -65,8 +66,7 @@ async def offering(store: StateStore, *refs: str, offers: tuple[Offer, ...]) -> 
     for o in offers:
         await store.put_offer(o)
     service = await pipeline(store, *refs)
-    service.settings = service.settings.replace(quiet_hours="off")
-    service.offers.rules = service.settings.offer_rules
+    service.offers.rules = Settings(quiet_hours="off").offer_rules
     return service
 
 

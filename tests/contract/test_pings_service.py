@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from geofence import bootstrap
 from geofence.adapters.memory import MemoryStore
 from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
@@ -18,7 +19,6 @@ from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import Fence, Ping
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
-from geofence.service.catalogue import CatalogueService
 from geofence.service.pings import PingService
 
 # a 100 m x 100 m square shop in Helsinki, and a second one overlapping its east half
@@ -54,9 +54,10 @@ async def pipeline(store: StateStore, *refs: str) -> PingService:
     await store.replace_catalogue(FENCES)
     for ref in refs or ("dev1",):
         await register(store, ref)
-    catalogue = CatalogueService(cfg, store, Metrics())
+    metrics = Metrics()
+    catalogue = bootstrap.catalogue_service(cfg, store, metrics)
     await catalogue.start()
-    return PingService(cfg, store, catalogue, Metrics(), clock=lambda: T0 + 10_000)
+    return bootstrap.ping_service(cfg, store, catalogue, metrics, clock=lambda: T0 + 10_000)
 
 
 def events_of(results: list[object]) -> list[dict[str, object]]:
@@ -212,8 +213,7 @@ async def test_a_write_whose_answer_is_lost_keeps_its_budget_spent() -> None:
     )
     service = await pipeline(store)
     now = T0 + 10_000
-    service.settings = service.settings.replace(quiet_hours="off")
-    service.offers.rules = service.settings.offer_rules
+    service.offers.rules = Settings(quiet_hours="off").offer_rules
     with pytest.raises(Unavailable):
         await service.handle("dev1", [at(50, 50, now - 200), at(50, 50, now - 60)])
     # the write landed with its notification: the unit must stay spent, never be reused

@@ -6,7 +6,8 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence.adapters.redis import HiredisPackedConnection, RedisStore
+from geofence.adapters.redis import RedisStore
+from geofence.adapters.redis_lane import HiredisPackedConnection
 
 argument = st.one_of(
     st.binary(max_size=40),

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from geofence.adapters.traces import TraceError, read_trace
-from geofence.cli import replay_service
+from geofence.bootstrap import replay_service
 from geofence.config import Settings
 from geofence.domain import geojson
 from geofence.service.replay import replay
@@ -33,9 +33,9 @@ async def replay_events() -> list[dict[str, object]]:
     doc = json.loads(FENCES.read_text(encoding="utf-8"))
     fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
     trace = read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0)
-    service = await replay_service(Settings(stores=""), fences)
+    service, devices = await replay_service(Settings(stores=""), fences)
     pairs = ((point.device_id, point.ping) for point in trace)
-    return [event async for event in replay(service, pairs)]
+    return [event async for event in replay(service, devices, pairs)]
 
 
 async def test_replay_of_the_bus_track_matches_the_fixture() -> None:
@@ -50,9 +50,9 @@ async def test_replay_drives_the_service_it_is_given() -> None:
     doc = json.loads(FENCES.read_text(encoding="utf-8"))
     fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
     trace = list(read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0))
-    service = await replay_service(Settings(stores=""), fences)
+    service, devices = await replay_service(Settings(stores=""), fences)
     pairs = ((point.device_id, point.ping) for point in trace)
-    events = [event async for event in replay(service, pairs)]
+    events = [event async for event in replay(service, devices, pairs)]
     counted = sum(
         sample.value
         for metric in service.metrics.pings.collect()

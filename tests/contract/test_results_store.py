@@ -13,7 +13,7 @@ from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import RedisStore
 from geofence.domain.conversions import MAX_KEPT, Eligible
 from geofence.ports import HISTORY_KEPT, StateStore
-from tests.contract.test_state_store import fence, profile
+from tests.contract.store_builders import fence, profile
 
 DAY_S = 86_400
 

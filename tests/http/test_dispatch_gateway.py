@@ -22,7 +22,7 @@ from geofence.domain.offers import Notification
 from geofence.domain.times import format_time
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
-from tests.contract.test_state_store import profile, visit_state
+from tests.contract.store_builders import profile, visit_state
 from tests.fakes import FakeGateway
 from tests.fakes.webhook import body_problems
 

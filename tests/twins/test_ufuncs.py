@@ -5,28 +5,18 @@ the ufuncs answer, fails here before it can change a lookup."""
 from __future__ import annotations
 
 import importlib.metadata
-import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from geofence.engine import ufuncs
-
-PYPROJECT = Path(__file__).parents[2] / "pyproject.toml"
-
-
-def pinned_shapely() -> SpecifierSet:
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
-    [pin] = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "shapely"]
-    return pin.specifier
+from tests.pins import pinned
 
 
 def test_the_pin_in_pyproject_is_the_proven_range() -> None:
-    assert pinned_shapely() == SpecifierSet(ufuncs.SHAPELY)
+    assert pinned("shapely") == SpecifierSet(ufuncs.SHAPELY)
 
 
 def test_the_installed_shapely_is_in_the_proven_range() -> None:
