@@ -471,7 +471,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
         return float(found.group(1))
 
     def latency_ms(percent: int) -> float:
-        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.MULTILINE)
         if found is None:
             raise RuntimeError(f"no {percent}% latency in wrk's output:\n{out}")
         return float(found.group(1)) * WRK_UNITS_MS[found.group(2)]

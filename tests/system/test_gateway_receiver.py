@@ -37,7 +37,7 @@ class Deployment:
         self.push_url = f"http://127.0.0.1:{receiver_port}/push"
         argv = [*RECEIVER, "--port", str(receiver_port), "--geofence-url", self.base]
         self.receiver = Process("receiver", argv, SECRETS, logs)
-        env = service_env(port, push_url=self.push_url, **{"push_timeout_s": 2})
+        env = service_env(port, push_url=self.push_url, push_timeout_s=2)
         self.service = Process("service", SERVE, {**env, **SECRETS}, logs)
 
     def delivered_lines(self) -> list[dict[str, Any]]:
