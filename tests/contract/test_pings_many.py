@@ -141,7 +141,8 @@ async def test_an_entry_whose_write_loses_gives_its_unit_back_and_is_redone() ->
     store = Interleaved()
     service = await offering(store, "raced", offers=(offer("o1", "a", budget=1),))
     [results] = await service.handle_many([("raced", ENTERING)], now=T0 + 131)
-    assert isinstance(results, list) and len(results[1].notifications) == 1
+    assert isinstance(results, list)
+    assert len(results[1].notifications) == 1
     assert await store.budget_spent(["o1"]) == {"o1": 1}
     assert await store.outbox_depth() == 1
 
@@ -156,7 +157,8 @@ async def test_a_device_erased_before_its_entry_is_decided_fails_alone() -> None
     service = await offering(store, "gone", "kept", offers=(offer("o1", "a", budget=5),))
     gone, kept = await service.handle_many([("gone", ENTERING), ("kept", ENTERING)], now=T0 + 131)
     assert isinstance(gone, NotFound)
-    assert isinstance(kept, list) and len(kept[1].notifications) == 1
+    assert isinstance(kept, list)
+    assert len(kept[1].notifications) == 1
     assert await store.budget_spent(["o1"]) == {"o1": 1}
 
 
@@ -166,7 +168,8 @@ async def test_pings_of_one_device_out_of_order_come_back_in_the_order_given(
     service = await pipeline(store, "a1", "a2")
     walk = [at(60, 50, T0 + 40), at(60, 50, T0), at(60, 50, T0 + 20), at(60, 50, T0 + 130)]
     [first, second] = await service.handle_many([("a1", walk), ("a2", walk[:1])], now=T0 + 200)
-    assert isinstance(first, list) and isinstance(second, list)
+    assert isinstance(first, list)
+    assert isinstance(second, list)
     assert events_of(first) == [
         {"type": "entry", "store_id": "b", "at": T0 + 40, "arrived_at": T0},
         {"type": "entry", "store_id": "a", "at": T0 + 130, "arrived_at": T0},
@@ -182,7 +185,8 @@ async def test_a_device_named_twice_has_its_groups_applied_in_turn(store: StateS
     first, second = await service.handle_many(
         [("twice", entering), ("twice", staying)], now=T0 + 300
     )
-    assert isinstance(first, list) and isinstance(second, list)
+    assert isinstance(first, list)
+    assert isinstance(second, list)
     assert events_of(first) == [
         {"type": "entry", "store_id": "a", "at": T0 + 130, "arrived_at": T0}
     ]
@@ -200,7 +204,8 @@ async def test_a_device_named_twice_is_screened_from_where_its_first_group_left_
         [("repeats", [here]), ("jumps", [here]), ("repeats", [here]), ("jumps", [far_soon])],
         now=T0 + 20,
     )
-    assert isinstance(repeated, list) and isinstance(jumped, list)
+    assert isinstance(repeated, list)
+    assert isinstance(jumped, list)
     assert [(r.status, r.reason) for r in repeated + jumped] == [
         ("ignored", "stale"),
         ("flagged", "jump"),
@@ -246,7 +251,8 @@ async def test_an_erased_device_fails_alone(store: StateStore) -> None:
         [("kept", [at(20, 50, T0)]), ("erased", [at(20, 50, T0)])], now=T0 + 10
     )
     assert isinstance(erased, NotFound)
-    assert isinstance(kept, list) and kept[0].status == "accepted"
+    assert isinstance(kept, list)
+    assert kept[0].status == "accepted"
     assert await store.device_keys("erased") == {}
 
 
@@ -264,9 +270,11 @@ async def test_a_write_that_loses_is_redone_from_the_fresh_state() -> None:
     store = Interleaved()
     service = await pipeline(store, "raced")
     [results] = await service.handle_many([("raced", [at(20, 50, T0)])], now=T0 + 10)
-    assert isinstance(results, list) and results[0].status == "accepted"
+    assert isinstance(results, list)
+    assert results[0].status == "accepted"
     state = (await store.load_state("raced")).state
-    assert state.last_ts == T0 and set(state.visits) == {"a"}
+    assert state.last_ts == T0
+    assert set(state.visits) == {"a"}
     assert service.metrics.state_conflicts._value.get() == 1
 
 

@@ -84,7 +84,8 @@ async def test_upsert_and_delete_one_fence(store: StateStore) -> None:
     assert fences["a"].margin_m == 5.0
     assert fences["b"].tags == ("food",)
     deleted = await store.delete_fence("a")
-    assert deleted is not None and deleted > v
+    assert deleted is not None
+    assert deleted > v
     assert await store.delete_fence("a") is None
     assert [f.id for f in (await store.load_catalogue()).fences] == ["b"]
 
@@ -104,7 +105,9 @@ async def test_put_device_replaces_profile(store: StateStore) -> None:
     await store.create_device(profile())
     await store.put_device(profile(tier="gold", segments=("vip",)))
     stored = await store.get_device("ref1")
-    assert stored is not None and stored.tier == "gold" and stored.segments == ("vip",)
+    assert stored is not None
+    assert stored.tier == "gold"
+    assert stored.segments == ("vip",)
 
 
 async def test_put_device_never_brings_back_an_erased_device(store: StateStore) -> None:
@@ -126,7 +129,10 @@ async def test_put_device_refreshes_the_ttls(store: StateStore) -> None:
     await store.put_device(profile(tier="gold"))
     ttls = sorted(t or 0 for t in (await store.device_keys("ref1")).values())
     # profile and visit state start again; the position keeps its own, shorter life
-    assert len(ttls) == 3 and 0 < ttls[0] <= 50 and ttls[1] > 100 and ttls[2] > 100
+    assert len(ttls) == 3
+    assert 0 < ttls[0] <= 50
+    assert ttls[1] > 100
+    assert ttls[2] > 100
 
 
 async def test_every_device_key_has_a_ttl(store: StateStore) -> None:
@@ -177,15 +183,18 @@ async def test_erase_location_keeps_the_profile(store: StateStore) -> None:
 async def test_state_round_trip_with_compare_and_set(store: StateStore) -> None:
     await store.create_device(profile())
     empty = await store.load_state("ref1")
-    assert empty.version == 0 and empty.state == DeviceState()
+    assert empty.version == 0
+    assert empty.state == DeviceState()
     assert await store.save_state("ref1", visit_state(100.0), 0) is True
     loaded = await store.load_state("ref1")
-    assert loaded.version == 1 and loaded.state == visit_state(100.0)
+    assert loaded.version == 1
+    assert loaded.state == visit_state(100.0)
     # a writer that read version 0 lost the race and must not overwrite
     assert await store.save_state("ref1", visit_state(200.0), 0) is False
     assert await store.save_state("ref1", visit_state(300.0), 1) is True
     final = await store.load_state("ref1")
-    assert final.version == 2 and final.state.last_ts == 300.0
+    assert final.version == 2
+    assert final.state.last_ts == 300.0
 
 
 async def test_state_without_position_keeps_no_position(store: StateStore) -> None:
@@ -209,8 +218,10 @@ async def test_devices_load_with_their_states_as_each_is_read_alone(store: State
     alone = list(zip(await store.get_devices(refs), await store.load_states(refs), strict=True))
     assert together == alone
     assert together[0][0] == profile("written")
-    assert together[0][1].state == visit_state(100.0) and together[0][1].ledger == ledger
-    assert together[1][1].version == 0 and together[2] == (None, together[1][1])
+    assert together[0][1].state == visit_state(100.0)
+    assert together[0][1].ledger == ledger
+    assert together[1][1].version == 0
+    assert together[2] == (None, together[1][1])
     assert await store.load_devices([]) == []
 
 
@@ -231,7 +242,8 @@ async def test_save_then_load_reads_what_it_wrote(store: StateStore) -> None:
     assert saved == ["written", "conflict", "gone"]
     assert loaded == await store.load_devices(["a", "b", "new", "a"])
     assert loaded[0] == (profile("a"), StoredState(state=visit_state(100.0), version=1))
-    assert loaded[1][1].state == visit_state(50.0) and loaded[2][0] is None
+    assert loaded[1][1].state == visit_state(50.0)
+    assert loaded[2][0] is None
     later = [StateWrite(ref="a", state=visit_state(150.0), version=1)]
     assert await store.save_then_load(later, []) == (["written"], [])
     assert await store.save_then_load([], ["a"]) == ([], await store.load_devices(["a"]))
@@ -431,10 +443,12 @@ async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateSto
     letters = await store.dead_letters(10)
     assert [(d.item.id, d.reason) for d in letters] == [("n2", "expired"), ("n1", "rejected")]
     expired = await store.requeue("n2", 1_000.0 + 3_600)  # n2 expires at 4600
-    assert expired is not None and expired.reason == "expired"
+    assert expired is not None
+    assert expired.reason == "expired"
     assert [d.item.id for d in await store.dead_letters(10)] == ["n2", "n1"]  # still there
     requeued = await store.requeue("n1", 4_000.0)
-    assert requeued is not None and requeued.item == first
+    assert requeued is not None
+    assert requeued.item == first
     assert await store.requeue("n1", 4_000.0) is None
     assert await store.requeue("nope", 6_000.0) is None
     assert await store.claim_outbox(4_000.0, 30, 10) == [first]

@@ -61,7 +61,8 @@ async def test_headers_and_signature(gateway: FakeGateway, push: HttpPush) -> No
     assert call.signature_valid is True
     header = call.header("X-Geofence-Signature")
     verify(SECRET, header, call.body, now=time.time(), tolerance_s=5)
-    assert header is not None and int(header.split(",")[0][2:]) >= int(before)
+    assert header is not None
+    assert int(header.split(",")[0][2:]) >= int(before)
 
 
 async def test_the_clock_signs(gateway: FakeGateway) -> None:
@@ -71,7 +72,8 @@ async def test_the_clock_signs(gateway: FakeGateway) -> None:
     finally:
         await push.close()
     header = gateway.calls[0].header("X-Geofence-Signature")
-    assert header is not None and header.startswith(f"t={int(NOW)},v1=")
+    assert header is not None
+    assert header.startswith(f"t={int(NOW)},v1=")
     verify(SECRET, header, BODY, now=NOW)
     assert gateway.calls[0].signature_error == "signature-stale"  # signed in 2025 by that clock
 
@@ -119,7 +121,8 @@ async def test_the_fake_gateway_names_how_a_push_departs_from_the_document(
     """The check that holds every dispatched push to the webhooks entry can fail."""
     await push.send(BODY, "n-1")  # signed and keyed, but not a notification
     problems = gateway.calls[0].push_problems
-    assert problems and all(p.startswith("body:") for p in problems)
+    assert problems
+    assert all(p.startswith("body:") for p in problems)
     assert any("'device_ref' is a required property" in p for p in problems)
     async with aiohttp.ClientSession() as session, session.post(gateway.url, data=b"{}") as resp:
         assert resp.status == 200

@@ -77,17 +77,20 @@ async def test_persistence_off_is_a_warning_on_readyz_and_at_start(
 ) -> None:
     client, store = await served("--appendonly", "no", "--save", "")
     body = await readyz(client)
-    assert body["persistence"] == "off" and body["warnings"] == [PERSISTENCE_OFF]
+    assert body["persistence"] == "off"
+    assert body["warnings"] == [PERSISTENCE_OFF]
     started = [r for r in caplog.records if r.getMessage() == PERSISTENCE_OFF]
     assert [r.levelname for r in started] == ["WARNING"]
     # what the running server does now, not what it started with
     await store.client.config_set("appendonly", "yes")
     body = await readyz(client)
-    assert body["persistence"] == "aof" and body["warnings"] == []
+    assert body["persistence"] == "aof"
+    assert body["warnings"] == []
     await store.client.config_set("appendonly", "no")
     await store.client.config_set("save", "900 1")
     body = await readyz(client)
-    assert body["persistence"] == "rdb" and body["warnings"] == []
+    assert body["persistence"] == "rdb"
+    assert body["warnings"] == []
 
 
 async def test_aof_as_documented_gives_no_warning(
@@ -95,7 +98,8 @@ async def test_aof_as_documented_gives_no_warning(
 ) -> None:
     client, _ = await served("--appendonly", "yes", "--appendfsync", "everysec")
     body = await readyz(client)
-    assert body["persistence"] == "aof" and body["warnings"] == []
+    assert body["persistence"] == "aof"
+    assert body["warnings"] == []
     assert not [r for r in caplog.records if "persistence" in r.getMessage()]
 
 
@@ -106,11 +110,13 @@ async def test_config_refused_is_unknown_and_still_ready(
     client, _ = await served("--appendonly", "no", "--save", "", "--rename-command", "CONFIG", "")
     for _ in range(2):
         body = await readyz(client)
-        assert body["persistence"] == "unknown" and body["warnings"] == []
+        assert body["persistence"] == "unknown"
+        assert body["warnings"] == []
     said = [r for r in caplog.records if "persistence unknown" in r.getMessage()]
     assert [r.levelname for r in said] == ["INFO"]
 
 
 async def test_the_memory_store_says_so(aiohttp_client: Any, settings: Settings) -> None:
     body = await readyz(await aiohttp_client(create_app(settings)))
-    assert body["persistence"] == "memory" and body["warnings"] == []
+    assert body["persistence"] == "memory"
+    assert body["warnings"] == []

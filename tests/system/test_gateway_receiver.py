@@ -110,10 +110,13 @@ async def test_a_notification_reaches_the_receiver_and_its_receipt_comes_back(
         await until(counted, f"no receipt counted: {d.service.log()[-2000:]}")
     [line] = d.delivered_lines()
     assert line["notification_id"] == note["notification_id"]
-    assert line["title"] == "Welcome" and line["created_at"] == note["created_at"]
+    assert line["title"] == "Welcome"
+    assert line["created_at"] == note["created_at"]
     assert line["expires_at"].endswith("Z")  # pushed in RFC 3339, as the API answers
-    assert line["device_ref"] and line["device_ref"] != DEVICE_ID
-    assert DEVICE_ID not in d.receiver.log() and "apns-token-1" not in d.receiver.log()
+    assert line["device_ref"]
+    assert line["device_ref"] != DEVICE_ID
+    assert DEVICE_ID not in d.receiver.log()
+    assert "apns-token-1" not in d.receiver.log()
     assert "receipt notification=" in d.receiver.log()
 
 

@@ -178,7 +178,8 @@ def assert_problem(answer: Answer, status: int, code: str | None = None) -> dict
     assert answer.status == status, answer.body
     assert answer.content_type == PROBLEM_JSON
     body: dict[str, Any] = answer.body
-    assert body["status"] == status and {"type", "title", "detail"} <= body.keys()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
     if code is not None:
         assert body["type"] == f"/problems/{code}", body
     return body
@@ -347,7 +348,8 @@ async def test_bad_batches_are_refused_whole_and_change_nothing(api: Api) -> Non
         await refused(api, "/v1/pings/batch", INGEST, bad)
     assert await api.export("hostile-batch") == before
     answer = await api.call("POST", "/v1/pings/batch", token=INGEST, body={"pings": [one] * 1000})
-    assert answer.status == 200 and len(answer.body["results"]) == 1000  # the limit is 1000
+    assert answer.status == 200
+    assert len(answer.body["results"]) == 1000
     assert [r["reason"] for r in answer.body["results"][:3]] == [None, "stale", "stale"]
 
 
@@ -380,7 +382,8 @@ async def test_screening_answers_200_with_its_reason_and_moves_no_visit(api: Api
     async def screened(where: tuple[float, float], ts: Any, **extra: Any) -> tuple[str, str]:
         answer = await api.ping(token, ping_body("hostile-screen", where, ts, **extra))
         assert answer.status == 200, answer.body
-        assert answer.body["events"] == [] and answer.body["notifications"] == []
+        assert answer.body["events"] == []
+        assert answer.body["notifications"] == []
         return answer.body["status"], answer.body["reason"]
 
     # a first ping out of the window; nothing before it, so the window is the reason
@@ -398,7 +401,8 @@ async def test_screening_answers_200_with_its_reason_and_moves_no_visit(api: Api
     assert await screened(INSIDE, t0 + 30, accuracy_m=5000) == ("flagged", "inaccurate")
     assert await screened(INSIDE, t0 + 40, mocked=True) == ("flagged", "mocked")
     state = (await api.export("hostile-screen"))["visit_state"]
-    assert state["visits"] == {} and state["last_fix"] == base["last_fix"]
+    assert state["visits"] == {}
+    assert state["last_fix"] == base["last_fix"]
     assert state["last_accepted_ts"] == format_time(t0)
     assert state["last_ts"] == format_time(t0 + 40)
     assert state["flags"] == {"inaccurate": 3, "mocked": 1}
@@ -414,7 +418,8 @@ async def test_screening_answers_200_with_its_reason_and_moves_no_visit(api: Api
     assert await screened(OUTSIDE, t0 + 60) == ("flagged", "jump")
     assert await screened(OUTSIDE, t0 + 70) == ("accepted", None)
     state = (await api.export("hostile-screen"))["visit_state"]
-    assert state["visits"] == {} and state["flags"]["jump"] == 2
+    assert state["visits"] == {}
+    assert state["flags"]["jump"] == 2
 
 
 # (b) schemathesis: every operation fuzzed, every answer held to the served document
@@ -471,7 +476,8 @@ def fuzz(operation: Any, mode: GenerationMode, token: str, failures: list[str]) 
     try:
         run()
     except Unsatisfiable:  # nothing to negate in an operation without inputs
-        assert mode is GenerationMode.NEGATIVE and not made
+        assert mode is GenerationMode.NEGATIVE
+        assert not made
     return made
 
 
@@ -501,7 +507,8 @@ async def test_requests_it_cannot_parse_leave_no_byte_of_theirs_in_the_log(
 ) -> None:
     since = service.mark()
     url = URL(service.base)
-    assert url.host is not None and url.port is not None
+    assert url.host is not None
+    assert url.port is not None
     for request in UNPARSABLE:
         answer = await raw_answer(url.host, url.port, request)
         assert answer.split(b" ")[1].startswith(b"4"), answer[:200]
@@ -529,7 +536,8 @@ async def test_a_flooding_device_is_refused_until_its_retry_after(limited: Servi
         assert (await api.ping(quiet, ping_body("quiet", INSIDE, now))).status == 200
         await asyncio.sleep(retry_after)
         again = await api.ping(flood, ping_body("flood", INSIDE, now + 20))
-        assert again.status == 200 and again.body["status"] == "accepted"
+        assert again.status == 200
+        assert again.body["status"] == "accepted"
         assert await ingest_refusals(api, now) == [200, 200, 429]
         metrics = (await api.call("GET", "/metrics")).body.decode()
         assert 'geofence_requests_refused_total{reason="rate-limited"}' in metrics

@@ -74,7 +74,8 @@ async def test_steady_load_gives_the_reference_models_events(
     assert model.mismatches == []
     assert model.undecided == []
     assert model.pings == ours.pings()
-    assert model.events["entry"] > 0 and model.events["exit/left"] > 0
+    assert model.events["entry"] > 0
+    assert model.events["exit/left"] > 0
 
     assert entries_without_notification(ours) == []
     assert repeated_entries(history) == []
