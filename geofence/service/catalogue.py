@@ -69,7 +69,7 @@ class CatalogueService:
         await self.refresh()
 
     async def _seed(self, path: Path) -> None:
-        doc = msgspec.json.decode(path.read_bytes())
+        doc = msgspec.json.decode(await asyncio.to_thread(path.read_bytes))
         report = self.parse(doc, repair=False)
         version = await self.store.replace_catalogue(report.fences)
         logger.info(

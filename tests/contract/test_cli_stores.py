@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import importlib.metadata
@@ -86,7 +87,7 @@ async def test_import_reports_the_guards_warnings(tmp_path: Path) -> None:
     client = await redis_client_or_skip()
     prefix = f"gftest-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "GEOFENCE_REDIS_URL": REDIS_URL, "GEOFENCE_REDIS_PREFIX": prefix}
-    doc = json.loads(Path("stores.geojson").read_text())
+    doc = json.loads(await asyncio.to_thread(Path("stores.geojson").read_text))
     for feature in doc["features"]:
         rings = feature["geometry"]["coordinates"]
         feature["geometry"]["coordinates"] = [[[p[1], p[0]] for p in ring] for ring in rings]

@@ -78,7 +78,7 @@ async def dispatching(
 
 async def settled(store: StateStore) -> None:
     async with asyncio.timeout(10):
-        while await store.outbox_depth():
+        while await store.outbox_depth():  # noqa: ASYNC110 - the store signals nothing: poll it
             await asyncio.sleep(0.02)
 
 

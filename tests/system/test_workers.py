@@ -62,7 +62,7 @@ async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> Non
 
             service.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             assert service.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
-            assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+            assert not any(map(alive, workers))
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()
@@ -113,6 +113,11 @@ async def _post_alone(
         writer.close()
 
 
+def alive(pid: int) -> bool:
+    """Whether the process ``pid`` still exists."""
+    return Path(f"/proc/{pid}").exists()
+
+
 def _server_of(port: int, client_port: int, workers: list[int]) -> int:
     """The worker holding the server's end of the connection from ``client_port``."""
     owners = socket_owners(workers)
@@ -137,7 +142,7 @@ async def test_a_worker_that_dies_stops_the_service(tmp_path: Path) -> None:
             first, second = children(service.pid)
             os.kill(first, signal.SIGKILL)
             assert service.proc.wait(timeout=20) == 128 + signal.SIGKILL  # type: ignore[union-attr]
-            assert not Path(f"/proc/{second}").exists()
+            assert not alive(second)
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()
