@@ -108,8 +108,10 @@ class EdgeRunner(web.AppRunner):
             made.request_handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
-            loop=made._loop,
-            **made._kwargs,
+            # aiohttp's own server's settings, carried over (tests/security/test_server.py
+            # pins the aiohttp internals the edge builds on)
+            loop=made._loop,  # noqa: SLF001
+            **made._kwargs,  # noqa: SLF001
         )
 
 
