@@ -108,7 +108,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.captureWarnings(True)
+    logging.captureWarnings(capture=True)
     for aiohttp_logger in AIOHTTP_LOGGERS:
         if not any(isinstance(f, WithholdRequestBytes) for f in aiohttp_logger.filters):
             aiohttp_logger.addFilter(WithholdRequestBytes())

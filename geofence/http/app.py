@@ -68,7 +68,7 @@ def create_app(
     app[CREDENTIALS] = Credentials.from_settings(settings)
     app[PING_GATE] = PingGate.from_settings(settings, refused=metrics.refused)
     _add_services(app, settings, metrics)
-    app.cleanup_ctx.append(_closing(owned_store))
+    app.cleanup_ctx.append(_closing(owned=owned_store))
     app.cleanup_ctx.append(_catalogue_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx)
     app.on_startup.append(_log_persistence)
@@ -120,7 +120,7 @@ def make_push(settings: Settings) -> PushGateway:
     return StdoutPush()
 
 
-def _closing(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+def _closing(*, owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[PUSH].close()

@@ -138,11 +138,15 @@ def run(
     announce: Callable[[str], Any] = print,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down cleanly."""
-    asyncio.run(_serve(runner(app, settings), settings, reuse_port, announce))
+    asyncio.run(_serve(runner(app, settings), settings, reuse_port=reuse_port, announce=announce))
 
 
 async def _serve(
-    edge: EdgeRunner, settings: Settings, reuse_port: bool | None, announce: Callable[[str], Any]
+    edge: EdgeRunner,
+    settings: Settings,
+    *,
+    reuse_port: bool | None,
+    announce: Callable[[str], Any],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

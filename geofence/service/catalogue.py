@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,10 @@ class CatalogueService:
         async with self.uploads.slot():
             current = await self.store.load_catalogue()
             checked = await self.uploads.run(
-                check_collection, body, encode_fences(current.fences), self._checks(repair), dry_run
+                partial(check_collection, dry_run=dry_run),
+                body,
+                encode_fences(current.fences),
+                self._checks(repair=repair),
             )
             report = {"version": current.version, **checked.report, "dry_run": dry_run}
             if dry_run:
@@ -143,7 +147,11 @@ class CatalogueService:
         async with self.uploads.slot():
             current = await self.store.load_catalogue()
             checked = await self.uploads.run(
-                check_feature, body, encode_fences(current.fences), store_id, self._checks(repair)
+                check_feature,
+                body,
+                encode_fences(current.fences),
+                store_id,
+                self._checks(repair=repair),
             )
             uploads.check_guards(checked.report, allow_shrink=True, confirm_move=confirm_move)
             (fence,) = await decode_chunks(checked.chunks)
@@ -153,7 +161,7 @@ class CatalogueService:
         warnings = checked.report["warnings"]
         return {"version": version, "id": store_id, "created": created, "warnings": warnings}
 
-    def _checks(self, repair: bool) -> Checks:
+    def _checks(self, *, repair: bool) -> Checks:
         s = self.settings
         return Checks(s.catalogue_limits, repair, s.h3_resolution, s.exit_margin_m)
 

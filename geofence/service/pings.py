@@ -116,7 +116,7 @@ class PingService:
         """Apply one device's pings in ts order; results come back in the order given."""
         order, ordered = _in_ts_order(pings)
         when = self.clock() if now is None else now
-        outcome = await self._apply(ref, ordered, when, explain)
+        outcome = await self._apply(ref, ordered, when, explain=explain)
         results = _in_order(order, outcome)
         self._count([(ref, results)])
         return results
@@ -163,7 +163,9 @@ class PingService:
         answers: dict[int, list[PingResult] | NotFound] = {}
         for move, positions in zip(moves, devices.values(), strict=True):
             for g, outcome in zip(positions, move.chain, strict=True):
-                answers[g] = await self._answer(move, batch[g], outcome, nears[g], when, explain)
+                answers[g] = await self._answer(
+                    move, batch[g], outcome, nears[g], when, explain=explain
+                )
         results = [answers[g] for g in range(len(groups))]
         self._count(
             [(ref, r) for (ref, _), r in zip(groups, results, strict=True) if isinstance(r, list)]
@@ -241,6 +243,7 @@ class PingService:
         outcome: Outcome,
         nears: Nears,
         when: float,
+        *,
         explain: bool,
     ) -> list[PingResult] | NotFound:
         """One group's results: as advanced if its device's write landed, NotFound if the
@@ -250,11 +253,11 @@ class PingService:
             return NotFound("the device was erased")
         if move.verdict == "conflict":
             try:
-                outcome = await self._apply(move.ref, ordered, when, explain, nears=nears)
+                outcome = await self._apply(move.ref, ordered, when, explain=explain, nears=nears)
             except NotFound as e:
                 return e
         elif explain or move.reserved is not None:
-            outcome = _with_offers(outcome, move.reserved, explain)
+            outcome = _with_offers(outcome, move.reserved, explain=explain)
         return _in_order(order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
@@ -288,8 +291,8 @@ class PingService:
         ref: str,
         pings: Sequence[Ping],
         now: float,
-        explain: bool,
         *,
+        explain: bool,
         nears: Nears | None = None,
     ) -> Outcome:
         """The compare-and-set loop of one device; ``nears``: the pings' lookups if done
@@ -299,14 +302,14 @@ class PingService:
             outcome = self._outcome(stored.state, pings, now, nears)
             entries = entries_of(self.catalogue.index, _events(outcome))
             if outcome.state == stored.state and not entries:
-                return _with_offers(outcome, None, explain)  # ignored pings only
+                return _with_offers(outcome, None, explain=explain)  # ignored pings only
             reserved = (
                 await self.offers.decide(ref, entries, stored.ledger, now) if entries else None
             )
             if await self._save(ref, outcome.state, stored.version, reserved):
                 if entries:
                     await _quietly(self.offers.count([(reserved, entries)]))
-                return _with_offers(outcome, reserved, explain)
+                return _with_offers(outcome, reserved, explain=explain)
             self.metrics.state_conflicts.inc()
         raise Unavailable("the device's state is changing too fast; retry")
 
@@ -425,12 +428,12 @@ def _events(outcome: Outcome) -> list[VisitEvent]:
     return [event for result in outcome.results for event in result.events]
 
 
-def _with_offers(outcome: Outcome, reserved: Reserved | None, explain: bool) -> Outcome:
+def _with_offers(outcome: Outcome, reserved: Reserved | None, *, explain: bool) -> Outcome:
     """Hang each decision and notification on the result of the ping whose entry made it."""
     the_plan = None if reserved is None else reserved.plan
     decided = {} if the_plan is None else {(d.store_id, d.entry_at): d for d in the_plan.decisions}
     made = {} if the_plan is None else {n.notification_id: n for n in the_plan.notifications}
-    results = [_annotated(r, decided, made, explain) for r in outcome.results]
+    results = [_annotated(r, decided, made, explain=explain) for r in outcome.results]
     return Outcome(outcome.state, results)
 
 
@@ -438,6 +441,7 @@ def _annotated(
     result: PingResult,
     decided: dict[tuple[str, float], EntryDecision],
     made: dict[str, Notification],
+    *,
     explain: bool,
 ) -> PingResult:
     mine = [

@@ -112,7 +112,7 @@ async def decode_chunks(chunks: Sequence[bytes]) -> list[Fence]:
 # --- run in the worker process ----------------------------------------------------------
 
 
-def check_collection(body: bytes, current: bytes, checks: Checks, dry_run: bool) -> Checked:
+def check_collection(body: bytes, current: bytes, checks: Checks, *, dry_run: bool) -> Checked:
     """A whole catalogue: validated, compared with ``current``, its guards' warnings; on a
     dry run the index is built for its cell count, else the fences go back."""
     parsed = geojson.parse_feature_collection(_decoded(body), repair=checks.repair, **checks.limits)

@@ -196,7 +196,7 @@ def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch
 
     seen: dict[str, Any] = {}
 
-    async def serve(edge: server.EdgeRunner, *args: Any) -> None:
+    async def serve(edge: server.EdgeRunner, *args: Any, **kwargs: Any) -> None:
         seen.update(edge._kwargs)
 
     monkeypatch.setattr(server, "_serve", serve)
