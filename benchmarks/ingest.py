@@ -236,7 +236,7 @@ async def measure(w: workload.Workload, *, profile: bool = False) -> dict[str, A
 
 
 async def sampled(way: Way, w: workload.Workload) -> dict[str, float]:
-    from pyinstrument import Profiler
+    from pyinstrument import Profiler  # noqa: PLC0415 - the bench extra, for --profile only
 
     profiler = Profiler(interval=0.001, async_mode="disabled")
     await timed("sampled", way, w, profiler)

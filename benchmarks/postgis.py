@@ -204,7 +204,7 @@ def free_port() -> int:
 
 @contextmanager
 def connect(conninfo: str) -> Iterator[Connection[Any]]:
-    import psycopg  # the bench extra; checked by find_server
+    import psycopg  # noqa: PLC0415 - the bench extra; checked by find_server
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         try:

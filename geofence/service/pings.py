@@ -36,7 +36,7 @@ from geofence.engine.device import (
     outcome_of,
 )
 from geofence.engine.device import (
-    PingResult as PingResult,  # the answer to a ping, named here for the edge
+    PingResult as PingResult,  # noqa: PLC0414 - mypy's explicit re-export: for the edge
 )
 from geofence.engine.screening import Columns, screen_in_turn, screen_runs
 from geofence.metrics import Metrics

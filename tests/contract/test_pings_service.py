@@ -16,6 +16,7 @@ from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import Fence, Ping
+from geofence.domain.offers import Offer
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from geofence.service.catalogue import CatalogueService
@@ -204,8 +205,6 @@ class LandsThenFails(MemoryStore):
 
 
 async def test_a_write_whose_answer_is_lost_keeps_its_budget_spent() -> None:
-    from geofence.domain.offers import Offer
-
     store = LandsThenFails()
     await store.put_offer(
         Offer(id="o1", title="T", body="B", store_ids=("a",), starts_at=0, ends_at=4e9, budget=1)

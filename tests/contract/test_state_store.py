@@ -9,11 +9,12 @@ import msgspec
 import pytest
 
 from geofence.adapters.memory import MemoryStore
-from geofence.adapters.redis import COUNTS_TTL_S, DEAD_LETTER_TTL_S, Keys
+from geofence.adapters.redis import COUNTS_TTL_S, DEAD_LETTER_TTL_S, Keys, RedisStore
 from geofence.domain.devices import ConsentChange, DeviceProfile
+from geofence.domain.errors import NotFound
 from geofence.domain.model import DeviceState, Fence, Fix, Visit
 from geofence.domain.offers import EntryDecision, Ledger, Notification, Offer
-from geofence.ports import StateStore, StateWrite, StoredState
+from geofence.ports import Receipt, StateStore, StateWrite, StoredState
 
 SQUARE = {
     "type": "Polygon",
@@ -252,8 +253,6 @@ async def test_save_then_load_reads_what_it_wrote(store: StateStore) -> None:
 
 @pytest.mark.redis
 async def test_redis_keys_of_a_device_share_one_hash_tag(redis_store_factory: object) -> None:
-    from geofence.adapters.redis import RedisStore
-
     store: RedisStore = await redis_store_factory()  # type: ignore[operator]
     await store.create_device(profile())
     await store.save_state("ref1", visit_state(), 0)
@@ -476,9 +475,6 @@ async def test_erasure_removes_dead_letters_too(store: StateStore) -> None:
 
 
 async def test_receipts_count_once_per_event(store: StateStore) -> None:
-    from geofence.domain.errors import NotFound
-    from geofence.ports import Receipt
-
     target = Receipt(notification_id="n1", store_id="a", offer_id="o1")
     with pytest.raises(NotFound):
         await store.record_receipt("n1", "delivered", 10.0)

@@ -17,9 +17,12 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
+from geofence import cli
 from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.domain.model import DeviceState, Fix
+from geofence.http import server
+from geofence.http.access_log import RouteAccessLogger, access_logger
 from geofence.http.app import create_app
 from geofence.logs import JsonLines
 from geofence.ports import StateStore
@@ -190,10 +193,6 @@ async def test_development_mode_prints_generated_keys_once(
 
 
 def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from geofence import cli
-    from geofence.http import server
-    from geofence.http.access_log import RouteAccessLogger, access_logger
-
     seen: dict[str, Any] = {}
 
     async def serve(edge: server.EdgeRunner, *args: Any, **kwargs: Any) -> None:
