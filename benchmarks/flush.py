@@ -251,7 +251,8 @@ def _timer(
 
 async def _packers(store: Any, refs: list[str]) -> dict[str, float]:
     """µs of CPU per device of a load and a save of ``refs``, with each packer."""
-    assert isinstance(store, RedisStore)
+    if not isinstance(store, RedisStore):
+        raise TypeError("the packers are measured on a RedisStore")
     out = {}
     for name, kind in (("redis-py", aioredis.Connection), ("hiredis", HiredisPackedConnection)):
         client = aioredis.Redis.from_url(ingest.REDIS_URL, connection_class=kind)
@@ -271,7 +272,8 @@ async def _lanes(store: Any, refs: list[str]) -> list[dict[str, float]]:
     """µs of CPU per call of a read (``load_devices``) and a write (``save_states``) of
     ``LANE_SIZES`` devices, on the store's lane against through its client, the two ways
     in turns (``LANE_ROUNDS``), best round of each."""
-    assert isinstance(store, RedisStore)
+    if not isinstance(store, RedisStore):
+        raise TypeError("the packers are measured on a RedisStore")
     prefix = store.keys.prefix
     ways = {
         "client": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lanes=0),

@@ -195,11 +195,11 @@ async def test_development_mode_prints_generated_keys_once(
 def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    async def serve(edge: server.EdgeRunner, *args: Any, **kwargs: Any) -> None:
+    async def serve(edge: server.EdgeRunner, *_args: Any, **_kwargs: Any) -> None:
         seen.update(edge._kwargs)
 
     monkeypatch.setattr(server, "_serve", serve)
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
+    monkeypatch.setattr(cli, "setup_logging", lambda _level: None)
     monkeypatch.setattr(cli, "_use_uvloop", lambda: None)
     for name in ("ADMIN", "SDK", "INGEST"):
         monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"test-key-{name}-0123456789")

@@ -224,7 +224,7 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
 
 
 async def test_a_large_answer_is_not_kept() -> None:
-    async def big(request: web.Request) -> web.Response:
+    async def big(_request: web.Request) -> web.Response:
         return web.Response(status=502, body=b"x" * 1_000_000)
 
     async with serving(big) as url:
@@ -331,5 +331,5 @@ async def test_gateway_control_endpoints(gateway: FakeGateway) -> None:
     "spec", ["nope", ["status"], ["status", 99], ["status", "500"], ["hang", -1], ["hang"]]
 )
 def test_gateway_refuses_unknown_behaviours(spec: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a behaviour"):
         behaviour(spec)

@@ -128,7 +128,12 @@ async def test_a_worker_that_dies_is_unavailable_then_replaced() -> None:
 
 def test_the_collector_is_paused_only_while_a_catalogue_is_made() -> None:
     assert gc.isenabled()
-    with pytest.raises(ValueError), collector_paused():
-        assert not gc.isenabled()
-        raise ValueError
+
+    def fails_while_paused() -> None:
+        with collector_paused():
+            assert not gc.isenabled()
+            raise ValueError("made to fail")
+
+    with pytest.raises(ValueError, match="made to fail"):
+        fails_while_paused()
     assert gc.isenabled()
