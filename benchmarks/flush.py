@@ -158,9 +158,7 @@ def _screenings(
 
 
 def _last_rows(w: workload.Workload) -> list[int]:
-    last: dict[int, int] = {}
-    for row, device in enumerate(w.pings.device.tolist()):
-        last[device] = row
+    last = {device: row for row, device in enumerate(w.pings.device.tolist())}
     return list(last.values())
 
 
@@ -327,20 +325,26 @@ def table(r: dict[str, Any]) -> str:
     p = r["packers"]
     lines += [
         "",
-        f"Load and save of 100 devices, µs of CPU per device: redis-py's asyncio packer "
-        f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
-        f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
+        (
+            f"Load and save of 100 devices, µs of CPU per device: redis-py's asyncio packer "
+            f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
+            f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis)."
+        ),
         "",
-        "A script call of the store (a read or a write of a flush's devices, half of "
-        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client "
-        "against on the store's lane (`geofence/adapters/redis_lane.py`):",
+        (
+            "A script call of the store (a read or a write of a flush's devices, half of "
+            "`load_states` + `save_states`), µs of CPU per call, through redis-py's client "
+            "against on the store's lane (`geofence/adapters/redis_lane.py`):"
+        ),
         "",
         "| devices | client | lane | client / lane |",
         "|---:|---:|---:|---:|",
         *(_lane_row(x) for x in r["lanes"]),
         "",
-        f"The lookups of a call's pings without the exit band, one per device, µs per call "
-        f"(the service looks up fewer than {NEAR_IN_TURN_BELOW} one at a time):",
+        (
+            f"The lookups of a call's pings without the exit band, one per device, µs per call "
+            f"(the service looks up fewer than {NEAR_IN_TURN_BELOW} one at a time):"
+        ),
         "",
         *_two_ways(
             "pings",
@@ -349,8 +353,10 @@ def table(r: dict[str, Any]) -> str:
             r["lookups"],
         ),
         "",
-        f"The distances of (store, ping) pairs, µs per call (the service computes fewer "
-        f"than {DISTANCES_IN_TURN_BELOW} one at a time):",
+        (
+            f"The distances of (store, ping) pairs, µs per call (the service computes fewer "
+            f"than {DISTANCES_IN_TURN_BELOW} one at a time):"
+        ),
         "",
         *_two_ways(
             "pairs",
@@ -359,8 +365,10 @@ def table(r: dict[str, Any]) -> str:
             r["distances"],
         ),
         "",
-        f"Screening a call's pings, one per device, µs per call (the service screens fewer "
-        f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",
+        (
+            f"Screening a call's pings, one per device, µs per call (the service screens fewer "
+            f"than {SCREEN_AS_ARRAYS_FROM} one after the other):"
+        ),
         "",
         *_two_ways(
             "pings",

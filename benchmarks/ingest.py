@@ -248,11 +248,11 @@ def table(result: dict[str, Any]) -> str:
         "| pipeline | pings | pings/s per core | wall s | entries+exits | notifications |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for r in result["runs"]:
-        rows.append(
-            f"| {r.name} | {r.pings:,} | {r.per_cpu_s:,.0f} | {r.wall_s:.1f} "
-            f"| {r.events:,} | {r.notifications:,} |"
-        )
+    rows.extend(
+        f"| {r.name} | {r.pings:,} | {r.per_cpu_s:,.0f} | {r.wall_s:.1f} "
+        f"| {r.events:,} | {r.notifications:,} |"
+        for r in result["runs"]
+    )
     return "\n".join(rows)
 
 

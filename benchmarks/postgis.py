@@ -189,7 +189,9 @@ def start(server: Server, root: Path, port: int) -> None:
 def pg_tool(server: Server, root: Path, tool: str, *args: str | Path) -> int:
     """Runs one server tool as the cluster's owner, in a directory that owner can enter."""
     command = [*server.as_owner, str(server.bin_dir / tool), *map(str, args)]
-    done = subprocess.run(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(
+        command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+    )
     if done.returncode != 0:
         print(done.stderr.decode(errors="replace").strip(), file=sys.stderr)
     return done.returncode

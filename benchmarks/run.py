@@ -117,8 +117,10 @@ def floor_rows(bare: dict[str, Any], pg: dict[str, Any] | None) -> list[Row]:
     rows: list[Row] = [
         (
             what,
-            f"{bare['floor']:,.0f} pings/s per core: at {floor.TARGET:,} the engine may take "
-            f"{bare['engine_budget_us']:.1f} µs a ping, it takes {bare['engine_us']:.1f}",
+            (
+                f"{bare['floor']:,.0f} pings/s per core: at {floor.TARGET:,} the engine may take "
+                f"{bare['engine_budget_us']:.1f} µs a ping, it takes {bare['engine_us']:.1f}"
+            ),
             "—",
             None,
         )
@@ -142,8 +144,10 @@ def workers_row(w: dict[str, Any]) -> Row:
     machine, which Redis and the load generator share with them; met only if every ping
     was accepted (counted by wrk), since a refused one costs less."""
     return (
-        f"… the same with {w['workers']} workers on the machine's {len(w['cores'].split(','))} "
-        "cores (Redis and wrk on them too)",
+        (
+            f"… the same with {w['workers']} workers on the machine's {len(w['cores'].split(','))} "
+            "cores (Redis and wrk on them too)"
+        ),
         f"{w['rps']:,.0f} req/s, p99 {w['p99_ms']:.1f} ms",
         "≥ 10,000, p99 ≤ 10 ms",
         w["rps"] >= 10_000 and w["p99_ms"] <= 10.0 and w["accepted"] in (-1, w["requests"]),

@@ -72,7 +72,9 @@ class JsonLines(JsonFormatter):
             json_ensure_ascii=True,  # bidi overrides and the like stay inert escapes too
         )
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+    def formatTime(  # noqa: N802 - logging.Formatter's hook
+        self, record: logging.LogRecord, datefmt: str | None = None
+    ) -> str:
         return rfc3339(record.created)
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import zlib
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import hiredis
@@ -764,7 +765,7 @@ class RedisStore:
         return total
 
 
-class _guard:
+class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
     """Turn every way of Redis being unreachable into the domain's BackendUnavailable, and
     bound the whole call (a connection from the pool, connecting, sending, the reply) by
     ``timeout_s``. A class, not ``asynccontextmanager``: every store call passes here, and
@@ -780,7 +781,10 @@ class _guard:
             await self._bound.__aenter__()
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._bound is not None:
             try:

@@ -469,7 +469,7 @@ def _ring(ring: Any, ctx: _Feature, path: str) -> list[Any] | None:
     if not isinstance(ring, list) or any(not isinstance(p, list) for p in ring):
         ctx.fail("bad-coordinates", "a ring must be a list of positions", path)
         return None
-    positions_ok = all([_position(p, ctx, f"{path}[{i}]") for i, p in enumerate(ring)])
+    positions_ok = all(_position(p, ctx, f"{path}[{i}]") for i, p in enumerate(ring))
     if not _ring_closed(ring, ctx, path) or not positions_ok:
         return None
     if _lng_span(ring) > 180.0:

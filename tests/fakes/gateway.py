@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import msgspec
 from aiohttp import web
@@ -294,7 +294,7 @@ class FakeGateway:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    async def __aenter__(self) -> FakeGateway:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

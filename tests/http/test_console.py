@@ -32,7 +32,7 @@ async def console_client(aiohttp_client: Any, settings: Settings, **changes: Any
 
 def policy(resp: Any) -> dict[str, str]:
     parts = (p.strip().split(" ", 1) for p in resp.headers["Content-Security-Policy"].split(";"))
-    return {name: value for name, value in parts}
+    return dict(parts)
 
 
 def assert_secured(resp: Any) -> None:

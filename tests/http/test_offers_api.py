@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from geofence.domain.times import parse_time
-from geofence.ports import StateStore
 from tests.conftest import admin
 from tests.http.test_ops import assert_problem
 from tests.http.test_pings_api import INSIDE, INSIDE_2, OUTSIDE, ping_body, register, send
@@ -201,9 +201,8 @@ async def test_device_explain_shows_state_caps_limits_and_decisions(make_client:
     await assert_problem(await client.get("/v1/devices/nobody/explain", headers=admin()), 404)
 
 
-async def test_the_notification_is_written_to_the_outbox_and_counted(
-    make_client: Any, store: StateStore
-) -> None:
+@pytest.mark.usefixtures("store")
+async def test_the_notification_is_written_to_the_outbox_and_counted(make_client: Any) -> None:
     client = await make_client(stores="stores.geojson", quiet_hours="off")
     await put_offer(client, "welcome")
     token = await register(client, "d1")

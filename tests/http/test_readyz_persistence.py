@@ -59,10 +59,11 @@ async def answering(url: str, timeout_s: float = 10.0) -> None:
         while True:
             try:
                 await client.ping()
-                return
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not start"
                 await asyncio.sleep(0.05)
+            else:
+                return
 
 
 async def readyz(client: Any) -> dict[str, Any]:

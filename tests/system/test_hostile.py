@@ -549,7 +549,7 @@ async def test_a_flooding_device_is_refused_until_its_retry_after(limited: Servi
 async def ingest_refusals(api: Api, now: float) -> list[int]:
     """Three batches at once from an ingest key with a burst of two."""
     body = {"pings": [ping_body("quiet", OUTSIDE, now + 30)]}
-    statuses = []
-    for _ in range(3):
-        statuses.append((await api.call("POST", "/v1/pings/batch", token=INGEST, body=body)).status)
-    return statuses
+    return [
+        (await api.call("POST", "/v1/pings/batch", token=INGEST, body=body)).status
+        for _ in range(3)
+    ]

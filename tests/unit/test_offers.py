@@ -35,7 +35,7 @@ RULES = Rules()
 
 
 def utc(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
 NOW = utc("2026-06-15T09:00:00Z")  # a Monday; 12:00 in Helsinki
