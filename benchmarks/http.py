@@ -58,7 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import workload as wl
 from geofence.config import Settings
-from tests.system.processes import (
+from tools.processes import (
     ROOT,
     SERVE,
     Process,

@@ -16,7 +16,7 @@ from axe_playwright_python.sync_playwright import Axe
 from geofence.domain.delivery import sign
 from scripts.make_stores import store_of
 from tests.browser.conftest import ADMIN_KEY, GATEWAY_SECRET, Console, Service
-from tests.system.processes import ROOT
+from tools.processes import ROOT
 
 HELSINKI = ROOT / "tests" / "data" / "helsinki_store_polygons.geojson"
 SDK_KEY = "sys-sdk-key-000001"  # service_env's

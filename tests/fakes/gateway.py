@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -54,6 +55,7 @@ from geofence.domain.delivery import verify
 from geofence.domain.errors import Unauthorized
 from tests.fakes.webhook import push_problems
 
+GATEWAY: Final = [sys.executable, "-m", "tests.fakes.gateway"]  # the command that runs it
 SIGNATURE: Final = "X-Geofence-Signature"
 PUSH_PATH: Final = "/push"
 SHUTDOWN_TIMEOUT_S: Final = 1.0

@@ -19,7 +19,7 @@ from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.http.app import create_app
 from geofence.persistence import PERSISTENCE_OFF
-from tests.system.processes import Process, free_port
+from tools.processes import Process, free_port
 
 pytestmark = pytest.mark.redis
 Serve = Callable[..., Awaitable[tuple[Any, RedisStore]]]

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
 from tests.security.conftest import Served, flood_and_ping
-from tests.system.processes import SERVE, Process, free_port, service_env, wait_http
+from tools.processes import SERVE, Process, free_port, service_env, wait_http
 
 FLOODERS = 60
 DEVICES = 4

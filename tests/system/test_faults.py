@@ -32,8 +32,8 @@ from tests.system.cluster import (
 from tests.system.durability import count
 from tests.system.history import History
 from tests.system.load import Load, client_session, devices, offered_fleet
-from tests.system.processes import wait_http
 from tests.system.walkers import Town, walkers
+from tools.processes import wait_http
 
 RATE = 100  # pings/s: faults, not throughput, are the point here
 PERIOD_S = 2.0

@@ -19,7 +19,7 @@ import pytest
 from geofence.adapters.push_http import HttpPush
 from tests.fakes.webhook import push_problems
 from tests.system.cluster import ADMIN, SDK
-from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
+from tools.processes import SERVE, Process, free_port, running, service_env, wait_http
 
 RECEIVER = [sys.executable, "examples/gateway_receiver.py"]
 PUSH_SECRET = "whsec_ZXhhbXBsZS1wdXNoLXNlY3JldA=="

@@ -37,7 +37,7 @@ from geofence.domain.times import format_time
 from tests.http.test_access_log import SECRETS, UNPARSABLE, raw_answer
 from tests.http.test_pings_api import ping_body
 from tests.json_logs import log_records
-from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
+from tools.processes import SERVE, Process, free_port, running, service_env, wait_http
 
 ADMIN, SDK, INGEST = (
     "sys-admin-key-0001",

@@ -21,7 +21,7 @@ from typing import IO
 
 import pytest
 
-from tests.system.processes import ROOT, free_port
+from tools.processes import ROOT, free_port
 
 QUICKSTART_TIMEOUT_S = 240  # serve.sh's own wait on /readyz is bounded too
 

@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from tests.system.checker import check_events, privacy_problems
 from tests.system.cluster import Cluster, put_offer, running_cluster
 from tests.system.load import Load, client_session, devices
-from tests.system.processes import rss_kib
 from tests.system.walkers import Town, walkers
+from tools.processes import rss_kib
 
 RATE = 100
 PERIOD_S = 2.0
