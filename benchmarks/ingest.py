@@ -45,7 +45,7 @@ from geofence.metrics import Metrics
 from geofence.service.catalogue import CatalogueService
 from geofence.service.devices import DeviceService
 from geofence.service.offers import OfferService
-from geofence.service.pings import PingService
+from geofence.service.pings import PingService, Stages
 
 REDIS_URL = os.environ.get("GEOFENCE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 Groups = list[tuple[str, list[Ping]]]
@@ -97,8 +97,11 @@ def settings() -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, list[str]]]:
-    """A service on Redis with the workload's stores, devices and one offer; removed after."""
+async def pipeline(
+    w: workload.Workload, *, stages: Stages | None = None
+) -> AsyncIterator[tuple[PingService, list[str]]]:
+    """A service on Redis with the workload's stores, devices and one offer; removed after.
+    ``stages``: told the CPU time of each of the service's stages."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     cfg = settings()
     store = RedisStore.from_url(REDIS_URL, prefix=prefix)
@@ -123,7 +126,7 @@ async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, lis
             ends_at=4e9,
         )
         await offers.put(offer)
-        yield PingService(cfg, store, catalogue, Metrics(), offers=offers), refs
+        yield PingService(cfg, store, catalogue, Metrics(), offers=offers, stages=stages), refs
     finally:
         await _drop(prefix)
         await store.close()

@@ -204,7 +204,8 @@ def flush_section(r: dict[str, Any]) -> str:
         "100 pings, each ping the last position of another device, through that path with "
         "Redis state in one process; µs of CPU per ping, in all and by stage (timed around "
         "each stage's calls; `entries`: the offers of the flush's entries, decided together, "
-        "and the funnel; `lost writes`: devices redone one by one after another worker wrote "
+        "and the funnel; `single-device way`: devices redone one by one after another worker "
+        "wrote "
         "first).\n\n"
         f"{flush.table(r)}\n"
     )

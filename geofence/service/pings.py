@@ -12,12 +12,13 @@ and never spend a device's cap twice: only the write that wins has its results r
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar, cast
 
 import msgspec
 from msgspec import UNSET
@@ -45,6 +46,8 @@ from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MAX_ATTEMPTS = 8
 # pings of a call from which they are screened in array steps rather than one after the
@@ -52,6 +55,19 @@ MAX_ATTEMPTS = 8
 # to 130 pings of one device each, their jump checks included (``python -m
 # benchmarks.flush``)
 SCREEN_AS_ARRAYS_FROM = 128
+
+Stages = Callable[[str, float], None]
+"""Told, after each call of a stage, its name and the CPU seconds the call took."""
+
+# the stages a ``stages`` callback is told of, by the method that runs each (the
+# single-device way's own rules are told as rules too)
+STAGES = {
+    "_nears": "lookups",
+    "_outcome": "rules",
+    "_decide": "entries",
+    "_apply": "single-device way",
+    "_count": "counts",
+}
 
 
 class _Move(msgspec.Struct, kw_only=True):
@@ -94,7 +110,11 @@ class PingService:
         *,
         clock: Callable[[], float] = time.time,
         offers: OfferService | None = None,
+        stages: Stages | None = None,
     ) -> None:
+        """``stages``: told the CPU time of each stage (:data:`STAGES`) as it ends, for
+        the benchmarks (``python -m benchmarks.flush``); without it (the default) nothing
+        is timed and nothing costs more."""
         self.settings = settings
         self.store = store
         self.catalogue = catalogue
@@ -104,6 +124,9 @@ class PingService:
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
         self.rules = Rules(screening=settings.screening_rules, visits=settings.visit_rules)
         self._store_views: StoreViews | None = None
+        if stages is not None:
+            for name, stage in STAGES.items():  # on this instance only
+                setattr(self, name, staged(getattr(self, name), stage, stages))
 
     async def handle(
         self,
@@ -375,6 +398,31 @@ class PingService:
                     "visit event",
                     extra={"type": event.type, "store": event.store_id, "device": ref},
                 )
+
+
+def staged(call: Callable[P, R], stage: str, told: Stages) -> Callable[P, R]:
+    """``call``, telling ``told`` the CPU time of each call under ``stage`` (the time an
+    awaitable's await takes, for a coroutine function)."""
+    if inspect.iscoroutinefunction(call):
+        run = cast("Callable[P, Awaitable[object]]", call)
+
+        async def timed_async(*args: P.args, **kwargs: P.kwargs) -> object:
+            started = time.process_time()
+            try:
+                return await run(*args, **kwargs)
+            finally:
+                told(stage, time.process_time() - started)
+
+        return cast("Callable[P, R]", timed_async)
+
+    def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.process_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            told(stage, time.process_time() - started)
+
+    return timed
 
 
 def _write_of(ref: str, state: DeviceState, version: int, reserved: Reserved | None) -> StateWrite:
