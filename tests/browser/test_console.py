@@ -290,7 +290,7 @@ def test_the_results_show_the_scripted_funnel(console: Console) -> None:
     page.click("#results-form button[type=submit]")
     page.wait_for_selector(f"#results-tables td:has-text('{RAUTAMIES}')")
     shown = row_of(page, "By store", RAUTAMIES)
-    was = next((r for r in before["rows"] if r["store_id"] == RAUTAMIES), {})
+    was: dict[str, int] = next((r for r in before["rows"] if r["store_id"] == RAUTAMIES), {})
     assert shown == {k: n + was.get(k, 0) for k, n in added.items()}
     console.screenshot("results")
 
@@ -307,7 +307,9 @@ if BACKEND_HAS_STATS_BUCKETS:
         service = console.service
         today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
         _, before = service.call("GET", f"/v1/stats?by=store&bucket=day&from={today}")
-        was = next((s["points"][-1] for s in before["series"] if s["key"] == RAUTAMIES), {})
+        was: dict[str, int] = next(
+            (s["points"][-1] for s in before["series"] if s["key"] == RAUTAMIES), {}
+        )
         added = scripted_funnel(service)
         page = console.log_in()
         page = console.go("results")

@@ -25,7 +25,7 @@ from geofence.domain.model import Ping
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.coalescer import MAX_FLUSH, PingCoalescer
 from geofence.service.devices import DeviceService
-from geofence.service.pings import PingService
+from geofence.service.pings import PingResult, PingService
 from tests.contract.test_pings_many import DEVICES, step
 from tests.contract.test_pings_service import T0, at, pipeline
 
@@ -241,6 +241,8 @@ async def test_refusals_are_per_request_and_the_rest_are_served() -> None:
         coalescer.handle(callers[C], C, at(-500, 0, T0 + 1)),
     ]
     first, forged, elsewhere, unknown, last = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(first, PingResult)
+    assert isinstance(last, PingResult)
     assert first.status == last.status == "accepted"
     assert isinstance(forged, Unauthorized)
     assert isinstance(elsewhere, NotFound)

@@ -222,7 +222,7 @@ async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_e
     counting = Counted(store)
     clock = Clock(CREATED)
     push = ScriptedPush(clock)
-    dispatcher = Dispatcher(counting, push, Metrics(), clock=clock)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(counting, push, Metrics(), clock=clock)
     assert await dispatcher.drain_once() == 3  # the erased device's went with it
     assert sorted(nid for _, nid, _ in push.calls) == ["n-ref1", "n-ref4"]
     assert await store.dead_letters(10) == []  # consent withdrawn: not kept either
@@ -266,7 +266,7 @@ async def test_after_an_outage_delivery_waits_at_most_the_backend_cap(
     policy = RetryPolicy(base_s=1.0, cap_s=300.0, backend_cap_s=3.0)
     outage = Outage(store, failures=12)
     dispatcher = Dispatcher(
-        outage,  # type: ignore[arg-type]
+        outage,
         push,
         Metrics(),
         policy=policy,

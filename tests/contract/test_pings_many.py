@@ -113,7 +113,7 @@ ENTERING = [at(20, 50, T0), at(20, 50, T0 + 130)]  # dwells in store a: one entr
 
 async def test_devices_entering_together_share_one_read_and_one_write() -> None:
     store = Counted(MemoryStore())
-    service = await offering(store, "e1", "e2", "e3", offers=UNBUDGETED)  # type: ignore[arg-type]
+    service = await offering(store, "e1", "e2", "e3", offers=UNBUDGETED)
     store.calls.clear()
     answers = await service.handle_many([(r, ENTERING) for r in ("e1", "e2", "e3")], now=T0 + 131)
     assert [len(a[1].notifications) for a in answers if isinstance(a, list)] == [1, 1, 1]

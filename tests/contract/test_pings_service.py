@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections.abc import Sequence
 
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from geofence.domain.offers import Offer
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
 from geofence.service.catalogue import CatalogueService
-from geofence.service.pings import PingService
+from geofence.service.pings import PingResult, PingService
 
 # a 100 m x 100 m square shop in Helsinki, and a second one overlapping its east half
 LAT0, LNG0 = 60.17, 24.94
@@ -60,8 +61,8 @@ async def pipeline(store: StateStore, *refs: str) -> PingService:
     return PingService(cfg, store, catalogue, Metrics(), clock=lambda: T0 + 10_000)
 
 
-def events_of(results: list[object]) -> list[dict[str, object]]:
-    return [msgspec.to_builtins(e) for r in results for e in r.events]  # type: ignore[attr-defined]
+def events_of(results: Sequence[PingResult]) -> list[dict[str, object]]:
+    return [msgspec.to_builtins(e) for r in results for e in r.events]
 
 
 async def test_walk_in_dwell_and_leave(store: StateStore) -> None:

@@ -98,6 +98,7 @@ async def test_aiohttp_error_records_carry_no_request_bytes(
     aiohttp_client: Any, settings: Settings, json_log: JsonLog
 ) -> None:
     client = await served(aiohttp_client, settings)
+    assert client.port is not None
     for request in UNPARSABLE:
         answer = await raw_answer(client.host, client.port, request)
         assert answer.startswith(b"HTTP/1.")

@@ -70,7 +70,7 @@ async def test_offer_put_get_list_delete(client: Client) -> None:
 
 
 async def test_bad_offers_are_422_with_the_path_and_change_nothing(client: Client) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"colour": "red"}, "$.colour", "unknown-field"),
         ({"starts_at": "tomorrow"}, "$.starts_at", "bad-time"),
         ({"starts_at": "2026-01-01T00:00:00"}, "$.starts_at", "bad-time"),

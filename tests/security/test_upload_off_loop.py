@@ -61,7 +61,7 @@ async def probe(client: Client, until: asyncio.Future[Any] | None) -> list[float
     """/healthz latencies, one request every PERIOD_S: until ``until`` is done, or
     QUIET_PROBES of them. Each is timed from when it was due, not from when it was sent:
     client and server share the loop, so a stall that delays the sending counts too."""
-    latencies = []
+    latencies: list[float] = []
     while (until is None and len(latencies) < QUIET_PROBES) or (until and not until.done()):
         due = time.perf_counter() + PERIOD_S
         await asyncio.sleep(PERIOD_S)

@@ -66,8 +66,8 @@ async def walk_in(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     async with session.post(f"{base}/v1/devices", json=body, headers=SDK) as resp:
         assert resp.status == 201, await resp.text()
         token = {"Authorization": f"Bearer {(await resp.json())['device_token']}"}
-    offer = {"title": "Welcome", "body": "At {store_name}", "store_ids": ["osm-way-88777732"]}
-    offer |= {"starts_at": 0, "ends_at": 4e9}
+    offer: dict[str, object] = {"title": "Welcome", "body": "At {store_name}"}
+    offer |= {"store_ids": ["osm-way-88777732"], "starts_at": 0, "ends_at": 4e9}
     async with session.put(f"{base}/v1/offers/welcome", json=offer, headers=ADMIN) as resp:
         assert resp.status == 201, await resp.text()
     now, answers = time.time(), []

@@ -25,7 +25,7 @@ BOW_TIE = [[24.94, 60.17], [24.941, 60.1705], [24.941, 60.17], [24.94, 60.1705],
 
 
 def helsinki() -> dict[str, Any]:
-    doc = json.loads(HELSINKI.read_text())
+    doc: dict[str, Any] = json.loads(HELSINKI.read_text())
     for i, feature in enumerate(doc["features"]):
         feature["id"] = f"store-{i}"
     return doc
@@ -42,7 +42,8 @@ def feature(fid: str | None = "s1", coords: Any = None, **props: Any) -> dict[st
     return out
 
 
-def collection(*features: dict[str, Any]) -> dict[str, Any]:
+def collection(*features: object) -> dict[str, Any]:
+    """A FeatureCollection of ``features``, whatever they are (a test may send nonsense)."""
     return {"type": "FeatureCollection", "features": list(features)}
 
 
