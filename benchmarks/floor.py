@@ -36,7 +36,7 @@ from geofence.domain.model import Ping
 from geofence.engine.device import PingResult
 from geofence.ports import StateWrite, StoredState
 from geofence.service.pings import PingService
-from tests.system.processes import SERVE
+from tools.processes import SERVE
 
 NO_ENGINE = [sys.executable, "-m", "benchmarks.floor", "serve"]
 SERVICE, FLOOR = "the service", "no engine"
@@ -49,23 +49,26 @@ async def no_engine(
     self: PingService,
     groups: Sequence[tuple[str, Sequence[Ping]]],
     *,
-    now: float | None = None,
-    explain: bool = False,
     loaded: Mapping[str, StoredState] | None = None,
-    ahead: Any = None,
+    **_options: object,  # now, explain, ahead: nothing to decide, nothing to read ahead
 ) -> list[list[PingResult] | NotFound]:
-    """``handle_many`` with only its read and its write: each device's state written back
-    as it was read, in one call, and every ping accepted (and counted in the metrics)."""
+    """``handle_many`` with only its read and its write, through the service's ports alone:
+    each device's state written back as it was read, in one call, and every ping accepted
+    (and counted in the metrics)."""
     refs = list(dict.fromkeys(ref for ref, _ in groups))
-    stored = await self._stored(refs, loaded or {})
+    stored = dict(loaded or {})
+    missing = [ref for ref in refs if ref not in stored]
+    if missing:
+        stored.update(zip(missing, await self.store.load_states(missing), strict=True))
     writes = [StateWrite(ref=r, state=stored[r].state, version=stored[r].version) for r in refs]
     await self.store.save_states(writes)
-    answers = [(ref, [ACCEPTED] * len(pings)) for ref, pings in groups]
-    self._count(answers)
-    return [results for _, results in answers]
+    self.metrics.pings.labels("accepted", "").inc(sum(len(pings) for _, pings in groups))
+    return [[ACCEPTED] * len(pings) for _, pings in groups]
 
 
 def serve(argv: Sequence[str]) -> int:
+    """``geofence serve`` with :func:`no_engine` in place of the public ``handle_many``, in
+    this process only."""
     PingService.handle_many = no_engine  # type: ignore[method-assign]
     return cli.main(["serve", *argv])
 

@@ -7,10 +7,11 @@ one read of their profiles and states, ``handle_many`` (the lookups, the rules, 
 flushes of 1, 15 and 100 pings, each ping the last position of another device of the
 workload, go through that same path with Redis state, in one process pinned to one core
 and its heap settled as ``geofence serve`` settles it;
-the CPU of each stage is timed around its call (``entries``: the offers of the entries,
-decided for the whole flush, and the funnel; ``lost writes``: devices redone one by one
-after another worker wrote first). Then ``save_states`` of 100 devices with
-redis-py's own asyncio packer against hiredis's, which the store uses, in the same run;
+the CPU of each stage is timed around its call, the service's stages told by the service
+itself (``PingService(stages=...)``), the store's calls by this benchmark (``entries``: the
+offers of the entries, decided for the whole flush, and the funnel; ``single-device way``:
+devices redone one by one after another worker wrote first). Then ``save_states`` of 100
+devices with redis-py's own asyncio packer against hiredis's, which the store uses, in the same run;
 and the screening of a call's pings in array steps against one after the other, by size,
 which sets where the service changes from one way to the other.
 """
@@ -39,31 +40,29 @@ from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
 from geofence.engine.index import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
 from geofence.engine.screening import Columns, FloatArray, screen_in_turn, screen_runs
 from geofence.ports import StateWrite
-from geofence.service.pings import SCREEN_AS_ARRAYS_FROM, PingService
+from geofence.service.pings import SCREEN_AS_ARRAYS_FROM, PingService, staged
 
 SIZES = (1, 15, 100)
 PINGS_PER_SIZE = 3_000
-STAGES = {  # what is timed: (object, method) -> stage; none calls another of them
+# what the benchmark times besides the service's own stages (PingService's ``stages``):
+# (object, public method) -> stage
+STORE_STAGES = {
     ("store", "load_states"): "load",
     ("store", "save_states"): "save",
-    ("service", "_nears"): "lookups",
-    ("service", "_outcome"): "rules",
-    ("service", "_decide"): "entries",
     ("offers", "count"): "entries",
-    ("service", "_apply"): "lost writes",
-    ("service", "_count"): "counts",
 }
 
 
 async def measure(w: workload.Workload) -> dict[str, Any]:
-    async with ingest.pipeline(w) as (service, refs):
+    clock = StageClock()
+    async with ingest.pipeline(w, stages=clock) as (service, refs):
         rows = _last_rows(w)
         now = float(w.pings.ts.max()) + 10.0
         settle_heap()  # as geofence serve does once the catalogue is in
         sizes = []
         for n, size in enumerate(SIZES):
             pings = _flushes(w, refs, rows, size, start=now - 3_600.0 * (len(SIZES) - n))
-            sizes.append(await _timed_flushes(service, pings, size, now))
+            sizes.append(await _timed_flushes(service, clock, pings, size, now))
         packers = await _packers(service.store, refs[:100])
         lanes = await _lanes(service.store, refs)
         rules = service.rules.screening
@@ -160,9 +159,7 @@ def _screenings(
 
 
 def _last_rows(w: workload.Workload) -> list[int]:
-    last: dict[int, int] = {}
-    for row, device in enumerate(w.pings.device.tolist()):
-        last[device] = row
+    last = {device: row for row, device in enumerate(w.pings.device.tolist())}
     return list(last.values())
 
 
@@ -186,26 +183,44 @@ def _ping_at(p: workload.Pings, row: int, ts: float) -> Ping:
     )
 
 
+class StageClock:
+    """The CPU seconds of each stage since the last :meth:`reset`, as the service and the
+    store's and offers' timed methods tell them."""
+
+    def __init__(self) -> None:
+        self.spent: defaultdict[str, float] = defaultdict(float)
+
+    def __call__(self, stage: str, seconds: float) -> None:
+        self.spent[stage] += seconds
+
+    def reset(self) -> None:
+        self.spent.clear()
+
+
 async def _timed_flushes(
-    service: PingService, flushes: Iterator[list[tuple[str, list[Ping]]]], size: int, now: float
+    service: PingService,
+    clock: StageClock,
+    flushes: Iterator[list[tuple[str, list[Ping]]]],
+    size: int,
+    now: float,
 ) -> dict[str, Any]:
-    spent: defaultdict[str, float] = defaultdict(float)
     pings = 0
-    with _stage_timers(service, spent):
+    with _store_timers(service, clock):
+        clock.reset()
         cpu = time.process_time()
         for flush in flushes:
             started = time.process_time()
             refs = [ref for ref, _ in flush]
             read = await service.store.load_devices(refs)
             loaded = {ref: stored for ref, (_, stored) in zip(refs, read, strict=True)}
-            spent["read"] += time.process_time() - started
+            clock("read", time.process_time() - started)
             await service.handle_many(flush, now=now, loaded=loaded)
             pings += len(flush)
         cpu = time.process_time() - cpu
     return {
         "size": size,
         "us_per_ping": 1e6 * cpu / pings,
-        "stages_us_per_ping": {stage: 1e6 * s / pings for stage, s in _by_share(spent)},
+        "stages_us_per_ping": {stage: 1e6 * s / pings for stage, s in _by_share(clock.spent)},
     }
 
 
@@ -215,45 +230,23 @@ def _by_share(spent: Mapping[str, float]) -> list[tuple[str, float]]:
 
 
 @contextmanager
-def _stage_timers(service: PingService, spent: defaultdict[str, float]) -> Iterator[None]:
-    """Time each stage's calls (CPU of this process) by wrapping them on the instances."""
-    owners = {"store": service.store, "service": service, "offers": service.offers}
-    for (owner, name), stage in STAGES.items():
-        setattr(owners[owner], name, _timer(getattr(owners[owner], name), stage, spent))
+def _store_timers(service: PingService, clock: StageClock) -> Iterator[None]:
+    """Time the store's and the offers' public calls the service makes (CPU of this
+    process), by wrapping them on the instances this benchmark built."""
+    owners = {"store": service.store, "offers": service.offers}
+    for (owner, name), stage in STORE_STAGES.items():
+        setattr(owners[owner], name, staged(getattr(owners[owner], name), stage, clock))
     try:
         yield
     finally:
-        for owner, name in STAGES:
+        for owner, name in STORE_STAGES:
             delattr(owners[owner], name)
-
-
-def _timer(
-    call: Callable[..., Any], stage: str, spent: defaultdict[str, float]
-) -> Callable[..., Any]:
-    if asyncio.iscoroutinefunction(call):
-
-        async def timed_async(*args: Any, **kwargs: Any) -> Any:
-            started = time.process_time()
-            try:
-                return await call(*args, **kwargs)
-            finally:
-                spent[stage] += time.process_time() - started
-
-        return timed_async
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.process_time()
-        try:
-            return call(*args, **kwargs)
-        finally:
-            spent[stage] += time.process_time() - started
-
-    return timed
 
 
 async def _packers(store: Any, refs: list[str]) -> dict[str, float]:
     """µs of CPU per device of a load and a save of ``refs``, with each packer."""
-    assert isinstance(store, RedisStore)
+    if not isinstance(store, RedisStore):
+        raise TypeError("the packers are measured on a RedisStore")
     out = {}
     for name, kind in (("redis-py", aioredis.Connection), ("hiredis", HiredisPackedConnection)):
         client = aioredis.Redis.from_url(ingest.REDIS_URL, connection_class=kind)
@@ -281,7 +274,8 @@ async def _lanes(store: Any, refs: list[str]) -> list[dict[str, float]]:
     ``LANE_SIZES`` devices, through its client, on the store's lane and on a lane of
     redis-py's public pipeline (``PipelineLane``), the ways in turns (``LANE_ROUNDS``),
     best round of each."""
-    assert isinstance(store, RedisStore)
+    if not isinstance(store, RedisStore):
+        raise TypeError("the lanes are measured on a RedisStore")
     prefix = store.keys.prefix
     ways = {
         "client": RedisStore(aioredis.Redis.from_url(ingest.REDIS_URL), prefix=prefix, lanes=0),
@@ -378,21 +372,27 @@ def table(r: dict[str, Any]) -> str:
     p = r["packers"]
     lines += [
         "",
-        f"Load and save of 100 devices, µs of CPU per device: redis-py's asyncio packer "
-        f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
-        f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis).",
+        (
+            f"Load and save of 100 devices, µs of CPU per device: redis-py's asyncio packer "
+            f"{p['redis-py']:.1f}, hiredis's {p['hiredis']:.1f} "
+            f"({p['redis-py'] / p['hiredis']:.2f}× less with hiredis)."
+        ),
         "",
-        "A script call of the store (a read or a write of a flush's devices, half of "
-        "`load_states` + `save_states`), µs of CPU per call, through redis-py's client, "
-        "on the store's lane (`geofence/adapters/redis_lane.py`), and on a pipeline of "
-        "redis-py's public API with the lane's settings (`PipelineLane`):",
+        (
+            "A script call of the store (a read or a write of a flush's devices, half of "
+            "`load_states` + `save_states`), µs of CPU per call, through redis-py's client, "
+            "on the store's lane (`geofence/adapters/redis_lane.py`), and on a pipeline of "
+            "redis-py's public API with the lane's settings (`PipelineLane`):"
+        ),
         "",
         "| devices | client | lane | pipeline | client / lane | pipeline / lane |",
         "|---:|---:|---:|---:|---:|---:|",
         *(_lane_row(x) for x in r["lanes"]),
         "",
-        f"The lookups of a call's pings without the exit band, one per device, µs per call "
-        f"(the service looks up fewer than {NEAR_IN_TURN_BELOW} one at a time):",
+        (
+            f"The lookups of a call's pings without the exit band, one per device, µs per call "
+            f"(the service looks up fewer than {NEAR_IN_TURN_BELOW} one at a time):"
+        ),
         "",
         *_two_ways(
             "pings",
@@ -401,8 +401,10 @@ def table(r: dict[str, Any]) -> str:
             r["lookups"],
         ),
         "",
-        f"The distances of (store, ping) pairs, µs per call (the service computes fewer "
-        f"than {DISTANCES_IN_TURN_BELOW} one at a time):",
+        (
+            f"The distances of (store, ping) pairs, µs per call (the service computes fewer "
+            f"than {DISTANCES_IN_TURN_BELOW} one at a time):"
+        ),
         "",
         *_two_ways(
             "pairs",
@@ -411,8 +413,10 @@ def table(r: dict[str, Any]) -> str:
             r["distances"],
         ),
         "",
-        f"Screening a call's pings, one per device, µs per call (the service screens fewer "
-        f"than {SCREEN_AS_ARRAYS_FROM} one after the other):",
+        (
+            f"Screening a call's pings, one per device, µs per call (the service screens fewer "
+            f"than {SCREEN_AS_ARRAYS_FROM} one after the other):"
+        ),
         "",
         *_two_ways(
             "pings",

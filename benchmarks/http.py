@@ -58,7 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import workload as wl
 from geofence.config import Settings
-from tests.system.processes import (
+from tools.processes import (
     ROOT,
     SERVE,
     Process,
@@ -471,7 +471,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
         return float(found.group(1))
 
     def latency_ms(percent: int) -> float:
-        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.MULTILINE)
         if found is None:
             raise RuntimeError(f"no {percent}% latency in wrk's output:\n{out}")
         return float(found.group(1)) * WRK_UNITS_MS[found.group(2)]
@@ -721,17 +721,26 @@ def loader_main(argv: Sequence[str]) -> None:
 def table(r: dict[str, Any]) -> str:
     b = r["batch"]
     lines = [
-        f"{r['fences']} fences, {r['devices']} devices, {r['workload_pings']} pings in the "
-        f"workload; runs of {r['duration_s']:g} s; service on core {SERVICE_CORE}, Redis and "
-        f"the loaders on core {LOAD_CORE}",
+        (
+            f"{r['fences']} fences, {r['devices']} devices, {r['workload_pings']} pings in the "
+            f"workload; runs of {r['duration_s']:g} s; service on core {SERVICE_CORE}, Redis and "
+            f"the loaders on core {LOAD_CORE}"
+        ),
         "settings: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items()),
         "",
-        f"batch ingest, {b['connections']} requests in flight: {b['pings']} pings in "
-        f"{b['requests']} requests, {b['wall_s']:.1f} s, {_cpu(b)}",
-        f"  pings/s per core {b['pings_per_cpu_s']:,.0f}, wall pings/s {b['pings_per_s']:,.0f}, "
-        f"request p50 {b['p50_ms']:.0f} ms, p99 {b['p99_ms']:.0f} ms",
-        f"  HTTP {_counts(b['http'])}; results {_counts(b['results'])}; "
-        f"notifications {b['notifications']}; CAS retries {b['state_conflicts']}",
+        (
+            f"batch ingest, {b['connections']} requests in flight: {b['pings']} pings in "
+            f"{b['requests']} requests, {b['wall_s']:.1f} s, {_cpu(b)}"
+        ),
+        (
+            f"  pings/s per core {b['pings_per_cpu_s']:,.0f}, "
+            f"wall pings/s {b['pings_per_s']:,.0f}, "
+            f"request p50 {b['p50_ms']:.0f} ms, p99 {b['p99_ms']:.0f} ms"
+        ),
+        (
+            f"  HTTP {_counts(b['http'])}; results {_counts(b['results'])}; "
+            f"notifications {b['notifications']}; CAS retries {b['state_conflicts']}"
+        ),
         "",
         f"single ping ({r['single_loader']}):",
         "",
@@ -747,8 +756,10 @@ def table(r: dict[str, Any]) -> str:
     lines += ["", ceiling_line(r.get("ceiling")), "", workers_line(r["workers"])]
     lines += [
         "",
-        f"service RSS {r['service_rss_mib']:.0f} MiB after the runs; "
-        f"Redis used_memory {r['redis_used_memory_mib']:.0f} MiB",
+        (
+            f"service RSS {r['service_rss_mib']:.0f} MiB after the runs; "
+            f"Redis used_memory {r['redis_used_memory_mib']:.0f} MiB"
+        ),
     ]
     return "\n".join(lines)
 

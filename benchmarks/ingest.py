@@ -43,7 +43,7 @@ from geofence.domain.devices import DeviceProfile
 from geofence.domain.model import Ping
 from geofence.domain.offers import Offer
 from geofence.metrics import Metrics
-from geofence.service.pings import PingService
+from geofence.service.pings import PingService, Stages
 
 REDIS_URL = os.environ.get("GEOFENCE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 Groups = list[tuple[str, list[Ping]]]
@@ -95,8 +95,11 @@ def settings() -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, list[str]]]:
-    """A service on Redis with the workload's stores, devices and one offer; removed after."""
+async def pipeline(
+    w: workload.Workload, *, stages: Stages | None = None
+) -> AsyncIterator[tuple[PingService, list[str]]]:
+    """A service on Redis with the workload's stores, devices and one offer; removed after.
+    ``stages``: told the CPU time of each of the service's stages."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     cfg = settings()
     store = RedisStore.from_url(REDIS_URL, prefix=prefix)
@@ -122,7 +125,10 @@ async def pipeline(w: workload.Workload) -> AsyncIterator[tuple[PingService, lis
             ends_at=4e9,
         )
         await offers.put(offer)
-        yield bootstrap.ping_service(cfg, store, catalogue, metrics, offers=offers), refs
+        yield (
+            bootstrap.ping_service(cfg, store, catalogue, metrics, offers=offers, stages=stages),
+            refs,
+        )
     finally:
         await _drop(prefix)
         await store.close()
@@ -235,7 +241,7 @@ async def measure(w: workload.Workload, *, profile: bool = False) -> dict[str, A
 
 
 async def sampled(way: Way, w: workload.Workload) -> dict[str, float]:
-    from pyinstrument import Profiler
+    from pyinstrument import Profiler  # noqa: PLC0415 - the bench extra, for --profile only
 
     profiler = Profiler(interval=0.001, async_mode="disabled")
     await timed("sampled", way, w, profiler)
@@ -247,11 +253,11 @@ def table(result: dict[str, Any]) -> str:
         "| pipeline | pings | pings/s per core | wall s | entries+exits | notifications |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for r in result["runs"]:
-        rows.append(
-            f"| {r.name} | {r.pings:,} | {r.per_cpu_s:,.0f} | {r.wall_s:.1f} "
-            f"| {r.events:,} | {r.notifications:,} |"
-        )
+    rows.extend(
+        f"| {r.name} | {r.pings:,} | {r.per_cpu_s:,.0f} | {r.wall_s:.1f} "
+        f"| {r.events:,} | {r.notifications:,} |"
+        for r in result["runs"]
+    )
     return "\n".join(rows)
 
 

@@ -12,7 +12,7 @@ def write_section(text: str, report: Path = REPORT) -> None:
     """Replace the section whose heading opens ``text`` (or append it)."""
     heading = text.splitlines()[0]
     old = report.read_text() if report.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     body = text.rstrip("\n") + "\n\n"
     new = (
         pattern.sub(lambda _: body, old)

@@ -117,8 +117,10 @@ def floor_rows(bare: dict[str, Any], pg: dict[str, Any] | None) -> list[Row]:
     rows: list[Row] = [
         (
             what,
-            f"{bare['floor']:,.0f} pings/s per core: at {floor.TARGET:,} the engine may take "
-            f"{bare['engine_budget_us']:.1f} µs a ping, it takes {bare['engine_us']:.1f}",
+            (
+                f"{bare['floor']:,.0f} pings/s per core: at {floor.TARGET:,} the engine may take "
+                f"{bare['engine_budget_us']:.1f} µs a ping, it takes {bare['engine_us']:.1f}"
+            ),
             "—",
             None,
         )
@@ -142,8 +144,10 @@ def workers_row(w: dict[str, Any]) -> Row:
     machine, which Redis and the load generator share with them; met only if every ping
     was accepted (counted by wrk), since a refused one costs less."""
     return (
-        f"… the same with {w['workers']} workers on the machine's {len(w['cores'].split(','))} "
-        "cores (Redis and wrk on them too)",
+        (
+            f"… the same with {w['workers']} workers on the machine's {len(w['cores'].split(','))} "
+            "cores (Redis and wrk on them too)"
+        ),
         f"{w['rps']:,.0f} req/s, p99 {w['p99_ms']:.1f} ms",
         "≥ 10,000, p99 ≤ 10 ms",
         w["rps"] >= 10_000 and w["p99_ms"] <= 10.0 and w["accepted"] in (-1, w["requests"]),
@@ -200,7 +204,8 @@ def flush_section(r: dict[str, Any]) -> str:
         "100 pings, each ping the last position of another device, through that path with "
         "Redis state in one process; µs of CPU per ping, in all and by stage (timed around "
         "each stage's calls; `entries`: the offers of the flush's entries, decided together, "
-        "and the funnel; `lost writes`: devices redone one by one after another worker wrote "
+        "and the funnel; `single-device way`: devices redone one by one after another worker "
+        "wrote "
         "first).\n\n"
         f"{flush.table(r)}\n"
     )

@@ -28,7 +28,7 @@ from geofence.service.catalogue import CatalogueService, CatalogueSettings
 from geofence.service.coalescer import PingCoalescer
 from geofence.service.devices import DeviceRoles, DeviceService
 from geofence.service.offers import OfferRoles, OfferService
-from geofence.service.pings import PingService
+from geofence.service.pings import PingService, Stages
 
 Clock = Callable[[], float]
 
@@ -145,8 +145,10 @@ def ping_service(
     *,
     offers: OfferService | None = None,
     clock: Clock = time.time,
+    stages: Stages | None = None,
 ) -> PingService:
-    """The ping service; its own offer service over ``store`` when none is given."""
+    """The ping service; its own offer service over ``store`` when none is given;
+    ``stages`` times its stages (the benchmarks' seam)."""
     return PingService(
         ping_rules(settings),
         store,
@@ -154,6 +156,7 @@ def ping_service(
         metrics,
         offers=offers if offers is not None else offer_service(settings, store),
         clock=clock,
+        stages=stages,
     )
 
 

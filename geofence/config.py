@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from redis.connection import parse_url
+
 from geofence.domain.delivery import webhook_key
 from geofence.domain.model import ScreeningRules, VisitRules
 from geofence.domain.offers import Rules as OfferRules
@@ -342,8 +344,6 @@ def _validate_redis_url(url: str | None) -> None:
     """A URL redis-py can connect with; the message never repeats it (it may hold a password)."""
     if not url:
         return
-    from redis.connection import parse_url
-
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in REDIS_SCHEMES:
         raise SettingsError(

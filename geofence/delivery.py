@@ -140,7 +140,7 @@ class Dispatcher:
             await self.store.settle(item)
             self.metrics.dead_letters.labels(_gone(profile)).inc()
             return None
-        refusal = _refusal(profile, self.push.needs_token)
+        refusal = _refusal(profile, needs_token=self.push.needs_token)
         if refusal is not None:
             await self._dead(item, refusal)
             return None
@@ -214,7 +214,7 @@ def _gone(profile: DeviceProfile | None) -> str:
     return "device-erased" if profile is None else "consent-withdrawn"
 
 
-def _refusal(profile: DeviceProfile, needs_token: bool) -> str | None:
+def _refusal(profile: DeviceProfile, *, needs_token: bool) -> str | None:
     if needs_token and profile.push_token is None:
         return "no-push-token"
     return None

@@ -72,7 +72,9 @@ class JsonLines(JsonFormatter):
             json_ensure_ascii=True,  # bidi overrides and the like stay inert escapes too
         )
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+    def formatTime(  # noqa: N802 - logging.Formatter's hook
+        self, record: logging.LogRecord, datefmt: str | None = None
+    ) -> str:
         return rfc3339(record.created)
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.captureWarnings(True)
+    logging.captureWarnings(capture=True)
     for aiohttp_logger in AIOHTTP_LOGGERS:
         if not any(isinstance(f, WithholdRequestBytes) for f in aiohttp_logger.filters):
             aiohttp_logger.addFilter(WithholdRequestBytes())

@@ -41,7 +41,7 @@ def store_of(feature: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(source: str, output: Path = DEFAULT_OUTPUT) -> None:
-    with open(source, encoding="utf-8") as f:
+    with Path(source).open(encoding="utf-8") as f:
         doc = json.load(f)
     stores = sorted((store_of(f) for f in doc["features"]), key=lambda s: s["id"])
     out = {"type": "FeatureCollection", "attribution": ATTRIBUTION, "features": stores}
@@ -55,10 +55,10 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from the service's user
-        os.replace(tmp, path)
+        Path(tmp).chmod(0o644)  # mkstemp's 0600 would hide the file from the service's user
+        Path(tmp).replace(path)
     except BaseException:
-        os.unlink(tmp)
+        Path(tmp).unlink()
         raise
 
 

@@ -12,8 +12,8 @@ venv=${GEOFENCE_VENV:-.venv}
 PYTHON="$venv/bin/python" bash scripts/ensure-redis.sh
 bash scripts/ensure-chromium.sh  # the console's browser tests (tests/browser/)
 
-"$venv/bin/ruff" check geofence tests benchmarks scripts examples
-"$venv/bin/ruff" format --check geofence tests benchmarks scripts examples
+"$venv/bin/ruff" check geofence tests benchmarks tools scripts examples
+"$venv/bin/ruff" format --check geofence tests benchmarks tools scripts examples
 "$venv/bin/mypy"
 # the import rules between the rooms (ARCHITECTURE.md): a violation fails before the suite
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit/test_layers.py

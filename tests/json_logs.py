@@ -66,7 +66,7 @@ def json_logs(level: str = "DEBUG") -> Iterator[JsonLog]:
             handler.setStream(log.stream)
         yield log
     finally:
-        logging.captureWarnings(False)
+        logging.captureWarnings(capture=False)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         for aiohttp_logger, filters in zip(AIOHTTP_LOGGERS, saved[2], strict=True):

@@ -98,7 +98,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if value != value or (isinstance(value, float) and not math.isfinite(value)):
+    unequal_to_itself = value != value  # noqa: PLR0124 - NaN and NaT, whatever their type
+    if unequal_to_itself or (isinstance(value, float) and not math.isfinite(value)):
         return None  # NaN, NaT and infinities have no JSON form
     return value.isoformat() if hasattr(value, "isoformat") else value
 

@@ -22,6 +22,7 @@ import hashlib
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
@@ -430,7 +431,7 @@ return 1
 
 
 class RedisStore:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the client, then its TTLs and lanes, each by name
         self,
         client: aioredis.Redis,
         *,
@@ -875,7 +876,7 @@ class RedisStore:
         return taken if removed else None  # 0: another conversion took it first
 
 
-class _guard:
+class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
     """Turn every way of Redis being unreachable into the domain's BackendUnavailable, and
     bound the whole call (a connection from the pool, connecting, sending, the reply) by
     ``timeout_s``. A class, not ``asynccontextmanager``: every store call passes here, and
@@ -891,7 +892,10 @@ class _guard:
             await self._bound.__aenter__()
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._bound is not None:
             try:

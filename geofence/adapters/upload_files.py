@@ -16,7 +16,7 @@ from geofence.domain.errors import MalformedInput
 def read_upload(data: bytes, kind: str) -> tuple[Any, list[str]]:
     """The file (``kind`` "gpkg" or "zip") as a GeoJSON document, and the notes of its
     conversion; MalformedInput (400) when GDAL cannot read it."""
-    from geofence.adapters import geofile
+    from geofence.adapters import geofile  # noqa: PLC0415 - geopandas, only when needed
 
     try:
         read = geofile.read_geobytes(data, suffix=f".{kind}")

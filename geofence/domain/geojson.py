@@ -462,14 +462,14 @@ def _rings(rings: Any, ctx: _Feature, path: str) -> list[list[Any]] | None:
     checked = [_ring(ring, ctx, f"{path}[{i}]") for i, ring in enumerate(rings)]
     if any(ring is None for ring in checked):
         return None
-    return [_oriented(ring, i == 0) for i, ring in enumerate(checked) if ring is not None]
+    return [_oriented(ring, exterior=i == 0) for i, ring in enumerate(checked) if ring is not None]
 
 
 def _ring(ring: Any, ctx: _Feature, path: str) -> list[Any] | None:
     if not isinstance(ring, list) or any(not isinstance(p, list) for p in ring):
         ctx.fail("bad-coordinates", "a ring must be a list of positions", path)
         return None
-    positions_ok = all([_position(p, ctx, f"{path}[{i}]") for i, p in enumerate(ring)])
+    positions_ok = all(_position(p, ctx, f"{path}[{i}]") for i, p in enumerate(ring))
     if not _ring_closed(ring, ctx, path) or not positions_ok:
         return None
     if _lng_span(ring) > 180.0:
@@ -494,7 +494,7 @@ def _lng_span(positions: list[Any]) -> float:
     return float(max(lngs) - min(lngs))
 
 
-def _oriented(ring: list[Any], exterior: bool) -> list[Any]:
+def _oriented(ring: list[Any], *, exterior: bool) -> list[Any]:
     """Exterior counter-clockwise, holes clockwise (RFC 7946 §3.1.6)."""
     x0, y0 = ring[0][0], ring[0][1]
     pts = [(p[0] - x0, p[1] - y0) for p in ring]  # relative, for precision

@@ -437,7 +437,7 @@ def make_notification(offer: Offer, ctx: Context, notification_id: str) -> Notif
     )
 
 
-def plan(
+def plan(  # noqa: PLR0913 - the entries and offers, then the context, each by name
     entries: Sequence[Entry],
     offers: Sequence[Offer],
     ledger: Ledger,

@@ -43,7 +43,7 @@ def parse_time(value: str | float) -> float:
     ValueError for anything else or outside 1970..9999."""
     epoch = _rfc3339(value) if isinstance(value, str) else value
     if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
-        raise ValueError(_EXPECTED)
+        raise ValueError(_EXPECTED)  # noqa: TRY004 - a bad value, as the callers' contract says
     if not 0 <= epoch <= MAX_EPOCH_S:  # also refuses NaN and inf
         raise ValueError("must be between 1970 and 9999")
     return float(epoch)

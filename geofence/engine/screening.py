@@ -77,7 +77,8 @@ def screen_in_turn(
     fixed cost is more than a loop over them. Twin of geofence.domain.screening.screen."""
     verdicts = []
     bounds = [*starts, len(pings)]
-    for start, end, state in zip(starts, bounds[1:], states, strict=True):
+    for start, end, first in zip(starts, bounds[1:], states, strict=True):
+        state = first
         for ping in pings[start:end]:
             verdict = screen(ping, state, now, rules)
             state = record(state, ping, verdict)

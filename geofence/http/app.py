@@ -70,7 +70,7 @@ def create_app(
     return app
 
 
-def _closing(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+def _closing(*, owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[PUSH].close()

@@ -16,19 +16,18 @@ from geofence.service.uploads import UPLOAD_FORMATS, UploadFormat
 # operations
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     catalogue = request.app[CATALOGUE]
     await request.app[STORE].check()  # Unavailable -> 503
-    if not catalogue.ready:
+    loaded = catalogue.loaded
+    if not catalogue.ready or loaded is None:
         return problem_response(
             503, "not-ready", "The store catalogue is not loaded yet.", headers={"Retry-After": "1"}
         )
-    loaded = catalogue.loaded
-    assert loaded is not None
     persistence = await request.app[STORE].persistence()
     return json_response(
         {
@@ -46,7 +45,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(_request: web.Request) -> web.Response:
     return json_response(openapi_document(), verbatim=True)
 
 

@@ -161,7 +161,7 @@ def _responses(
     return out
 
 
-def _op(
+def _op(  # noqa: PLR0913 - an operation's parts, each by name
     op_id: str,
     summary: str,
     *,

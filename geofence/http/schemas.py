@@ -107,7 +107,8 @@ async def read_json(request: web.Request, kind: type[T], *, limit: int) -> T:
 def located(message: str, *, prefix: str = "$") -> tuple[str, str]:
     """A msgspec validation message as (the JSON path it names below ``prefix``, detail)."""
     match = _AT_PATH.match(message)
-    assert match is not None  # the pattern matches any string
+    if match is None:  # never: the pattern matches any string
+        return prefix, message
     path = match.group("path")
     if path is None:
         path = prefix

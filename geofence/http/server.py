@@ -108,8 +108,10 @@ class EdgeRunner(web.AppRunner):
             made.request_handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
-            loop=made._loop,
-            **made._kwargs,
+            # aiohttp's own server's settings, carried over (tests/security/test_server.py
+            # pins the aiohttp internals the edge builds on)
+            loop=made._loop,  # noqa: SLF001
+            **made._kwargs,  # noqa: SLF001
         )
 
 
@@ -136,11 +138,15 @@ def run(
     announce: Callable[[str], Any] = print,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down cleanly."""
-    asyncio.run(_serve(runner(app, settings), settings, reuse_port, announce))
+    asyncio.run(_serve(runner(app, settings), settings, reuse_port=reuse_port, announce=announce))
 
 
 async def _serve(
-    edge: EdgeRunner, settings: Settings, reuse_port: bool | None, announce: Callable[[str], Any]
+    edge: EdgeRunner,
+    settings: Settings,
+    *,
+    reuse_port: bool | None,
+    announce: Callable[[str], Any],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ class CatalogueService:
         await self.refresh()
 
     async def _seed(self, path: Path) -> None:
-        doc = msgspec.json.decode(path.read_bytes())
+        doc = msgspec.json.decode(await asyncio.to_thread(path.read_bytes))
         report = self.parse(doc, repair=False)
         version = await self.store.replace_catalogue(report.fences)
         logger.info(
@@ -146,7 +147,10 @@ class CatalogueService:
             current = await self.store.load_catalogue()
             before = encode_fences(current.fences)
             checked = await self.uploads.run(
-                check_collection, body, before, self._checks(repair), dry_run, media
+                partial(check_collection, dry_run=dry_run, media=media),
+                body,
+                before,
+                self._checks(repair=repair),
             )
             report = {"version": current.version, **checked.report, "dry_run": dry_run}
             if dry_run:
@@ -166,7 +170,11 @@ class CatalogueService:
         async with self.uploads.slot():
             current = await self.store.load_catalogue()
             checked = await self.uploads.run(
-                check_feature, body, encode_fences(current.fences), store_id, self._checks(repair)
+                check_feature,
+                body,
+                encode_fences(current.fences),
+                store_id,
+                self._checks(repair=repair),
             )
             uploads.check_guards(checked.report, allow_shrink=True, confirm_move=confirm_move)
             (fence,) = await decode_chunks(checked.chunks)
@@ -176,7 +184,7 @@ class CatalogueService:
         warnings = checked.report["warnings"]
         return {"version": version, "id": store_id, "created": created, "warnings": warnings}
 
-    def _checks(self, repair: bool) -> Checks:
+    def _checks(self, *, repair: bool) -> Checks:
         s = self.settings
         return Checks(dict(s.limits), repair, s.h3_resolution, s.exit_margin_m, self.read_file)
 

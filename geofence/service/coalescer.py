@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from geofence.domain.callers import Caller, CallerKind
@@ -108,6 +108,19 @@ class PingCoalescer:
         asks = [(w.caller, w.device_id) for w in taken]
         return _Flush(taken, self.devices.plan_each(asks, DEVICE_ONLY))
 
+    def _take_ahead(self) -> Sequence[str]:
+        """The next flush, taken now if pings wait and none is taken yet: the devices it
+        reads (none if it was not taken now)."""
+        if not self._waiting or self._ahead is not None:
+            return []
+        self._ahead = self._take()
+        return self._ahead.planned.reads
+
+    def _keep_ahead(self, devices: list[tuple[DeviceProfile | None, StoredState]]) -> None:
+        """The next flush's devices, read in the round trip of this one's write."""
+        if self._ahead is not None:
+            self._ahead.read = devices
+
     async def _flush(self, flush: _Flush) -> None:
         read = flush.read if flush.read is not None else await self.devices.load(flush.planned)
         allowed, loaded = flush.planned.decide(read)
@@ -123,7 +136,7 @@ class PingCoalescer:
         answers = await self.pings.handle_many(
             [(ref, [w.ping for w in group]) for ref, group in groups.items()],
             loaded=loaded,
-            ahead=_ReadAhead(self),
+            ahead=_ReadAhead(self._take_ahead, self._keep_ahead),
         )
         for group, answer in zip(groups.values(), answers, strict=True):
             if isinstance(answer, GeofenceError):
@@ -134,22 +147,18 @@ class PingCoalescer:
                     _settle(waiting, result)
 
 
+@dataclass(frozen=True)
 class _ReadAhead:
     """What a flush's write reads for the next one: the pings waiting by then."""
 
-    def __init__(self, coalescer: PingCoalescer) -> None:
-        self.coalescer = coalescer
+    take: Callable[[], Sequence[str]]
+    keep: Callable[[list[tuple[DeviceProfile | None, StoredState]]], None]
 
     def refs(self) -> Sequence[str]:
-        c = self.coalescer
-        if not c._waiting or c._ahead is not None:
-            return []
-        c._ahead = c._take()
-        return c._ahead.planned.reads
+        return self.take()
 
     def read(self, devices: list[tuple[DeviceProfile | None, StoredState]]) -> None:
-        if self.coalescer._ahead is not None:
-            self.coalescer._ahead.read = devices
+        self.keep(devices)
 
 
 def _settle(waiting: _Waiting, outcome: PingResult | BaseException) -> None:

@@ -12,12 +12,13 @@ and never spend a device's cap twice: only the write that wins has its results r
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar, cast
 
 import msgspec
 from msgspec import UNSET
@@ -35,7 +36,7 @@ from geofence.engine.device import (
     outcome_of,
 )
 from geofence.engine.device import (
-    PingResult as PingResult,  # the answer to a ping, named here for the edge
+    PingResult as PingResult,  # noqa: PLC0414 - mypy's explicit re-export: for the edge
 )
 from geofence.engine.screening import Columns, screen_in_turn, screen_runs
 from geofence.ports import PingMetrics, Saved, StateWrite, StoredState, VisitStore
@@ -43,6 +44,8 @@ from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MAX_ATTEMPTS = 8
 # pings of a call from which they are screened in array steps rather than one after the
@@ -50,6 +53,19 @@ MAX_ATTEMPTS = 8
 # to 130 pings of one device each, their jump checks included (``python -m
 # benchmarks.flush``)
 SCREEN_AS_ARRAYS_FROM = 128
+
+Stages = Callable[[str, float], None]
+"""Told, after each call of a stage, its name and the CPU seconds the call took."""
+
+# the stages a ``stages`` callback is told of, by the method that runs each (the
+# single-device way's own rules are told as rules too)
+STAGES = {
+    "_nears": "lookups",
+    "_outcome": "rules",
+    "_decide": "entries",
+    "_apply": "single-device way",
+    "_count": "counts",
+}
 
 
 class _Move(msgspec.Struct, kw_only=True):
@@ -92,7 +108,11 @@ class PingService:
         *,
         offers: OfferService,
         clock: Callable[[], float] = time.time,
+        stages: Stages | None = None,
     ) -> None:
+        """``stages``: told the CPU time of each stage (:data:`STAGES`) as it ends, for
+        the benchmarks (``python -m benchmarks.flush``); without it (the default) nothing
+        is timed and nothing costs more."""
         self.rules = rules
         self.store = store
         self.catalogue = catalogue
@@ -101,6 +121,9 @@ class PingService:
         self.offers = offers
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
         self._store_views: StoreViews | None = None
+        if stages is not None:
+            for name, stage in STAGES.items():  # on this instance only
+                setattr(self, name, staged(getattr(self, name), stage, stages))
 
     async def handle(
         self,
@@ -113,7 +136,7 @@ class PingService:
         """Apply one device's pings in ts order; results come back in the order given."""
         order, ordered = _in_ts_order(pings)
         when = self.clock() if now is None else now
-        outcome = await self._apply(ref, ordered, when, explain)
+        outcome = await self._apply(ref, ordered, when, explain=explain)
         results = _in_order(order, outcome)
         self._count([(ref, results)])
         return results
@@ -160,7 +183,9 @@ class PingService:
         answers: dict[int, list[PingResult] | NotFound] = {}
         for move, positions in zip(moves, devices.values(), strict=True):
             for g, outcome in zip(positions, move.chain, strict=True):
-                answers[g] = await self._answer(move, batch[g], outcome, nears[g], when, explain)
+                answers[g] = await self._answer(
+                    move, batch[g], outcome, nears[g], when, explain=explain
+                )
         results = [answers[g] for g in range(len(groups))]
         self._count(
             [(ref, r) for (ref, _), r in zip(groups, results, strict=True) if isinstance(r, list)]
@@ -238,6 +263,7 @@ class PingService:
         outcome: Outcome,
         nears: Nears,
         when: float,
+        *,
         explain: bool,
     ) -> list[PingResult] | NotFound:
         """One group's results: as advanced if its device's write landed, NotFound if the
@@ -247,11 +273,11 @@ class PingService:
             return NotFound("the device was erased")
         if move.verdict == "conflict":
             try:
-                outcome = await self._apply(move.ref, ordered, when, explain, nears=nears)
+                outcome = await self._apply(move.ref, ordered, when, explain=explain, nears=nears)
             except NotFound as e:
                 return e
         elif explain or move.reserved is not None:
-            outcome = _with_offers(outcome, move.reserved, explain)
+            outcome = _with_offers(outcome, move.reserved, explain=explain)
         return _in_order(order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
@@ -285,8 +311,8 @@ class PingService:
         ref: str,
         pings: Sequence[Ping],
         now: float,
-        explain: bool,
         *,
+        explain: bool,
         nears: Nears | None = None,
     ) -> Outcome:
         """The compare-and-set loop of one device; ``nears``: the pings' lookups if done
@@ -296,14 +322,14 @@ class PingService:
             outcome = self._outcome(stored.state, pings, now, nears)
             entries = entries_of(self.catalogue.index, _events(outcome))
             if outcome.state == stored.state and not entries:
-                return _with_offers(outcome, None, explain)  # ignored pings only
+                return _with_offers(outcome, None, explain=explain)  # ignored pings only
             reserved = (
                 await self.offers.decide(ref, entries, stored.ledger, now) if entries else None
             )
             if await self._save(ref, outcome.state, stored.version, reserved):
                 if entries:
                     await _quietly(self.offers.count([(reserved, entries)]))
-                return _with_offers(outcome, reserved, explain)
+                return _with_offers(outcome, reserved, explain=explain)
             self.metrics.state_conflicts.inc()
         raise Unavailable("the device's state is changing too fast; retry")
 
@@ -371,6 +397,31 @@ class PingService:
                 )
 
 
+def staged(call: Callable[P, R], stage: str, told: Stages) -> Callable[P, R]:
+    """``call``, telling ``told`` the CPU time of each call under ``stage`` (the time an
+    awaitable's await takes, for a coroutine function)."""
+    if inspect.iscoroutinefunction(call):
+        run = cast("Callable[P, Awaitable[object]]", call)
+
+        async def timed_async(*args: P.args, **kwargs: P.kwargs) -> object:
+            started = time.process_time()
+            try:
+                return await run(*args, **kwargs)
+            finally:
+                told(stage, time.process_time() - started)
+
+        return cast("Callable[P, R]", timed_async)
+
+    def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.process_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            told(stage, time.process_time() - started)
+
+    return timed
+
+
 def _write_of(ref: str, state: DeviceState, version: int, reserved: Reserved | None) -> StateWrite:
     """A device's compare-and-set, with its plan's ledger and notifications if it has one."""
     if reserved is None:
@@ -422,12 +473,12 @@ def _events(outcome: Outcome) -> list[VisitEvent]:
     return [event for result in outcome.results for event in result.events]
 
 
-def _with_offers(outcome: Outcome, reserved: Reserved | None, explain: bool) -> Outcome:
+def _with_offers(outcome: Outcome, reserved: Reserved | None, *, explain: bool) -> Outcome:
     """Hang each decision and notification on the result of the ping whose entry made it."""
     the_plan = None if reserved is None else reserved.plan
     decided = {} if the_plan is None else {(d.store_id, d.entry_at): d for d in the_plan.decisions}
     made = {} if the_plan is None else {n.notification_id: n for n in the_plan.notifications}
-    results = [_annotated(r, decided, made, explain) for r in outcome.results]
+    results = [_annotated(r, decided, made, explain=explain) for r in outcome.results]
     return Outcome(outcome.state, results)
 
 
@@ -435,6 +486,7 @@ def _annotated(
     result: PingResult,
     decided: dict[tuple[str, float], EntryDecision],
     made: dict[str, Notification],
+    *,
     explain: bool,
 ) -> PingResult:
     mine = [

@@ -123,7 +123,12 @@ async def decode_chunks(chunks: Sequence[bytes]) -> list[Fence]:
 
 
 def check_collection(
-    body: bytes, current: bytes, checks: Checks, dry_run: bool, media: UploadFormat = "geojson"
+    body: bytes,
+    current: bytes,
+    checks: Checks,
+    *,
+    dry_run: bool,
+    media: UploadFormat = "geojson",
 ) -> Checked:
     """A whole catalogue: validated, compared with ``current``, its guards' warnings; on a
     dry run the index is built for its cell count, else the fences go back."""

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from tests.system.processes import ROOT, SERVE, Process, free_port, service_env
+from tools.processes import ROOT, SERVE, Process, free_port, service_env
 
 CHROMIUM = os.environ.get("GEOFENCE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -17,7 +17,7 @@ from geofence.domain.delivery import sign
 from scripts.make_stores import store_of
 from tests.browser.conftest import ADMIN_KEY, GATEWAY_SECRET, Console, Service
 from tests.http.test_results_api import helsinki
-from tests.system.processes import ROOT
+from tools.processes import ROOT
 
 HELSINKI = ROOT / "tests" / "data" / "helsinki_store_polygons.geojson"
 SDK_KEY = "sys-sdk-key-000001"  # service_env's
@@ -90,7 +90,8 @@ def test_every_console_answer_carries_the_policy(console: Console) -> None:
     response = console.page.goto(f"{console.service.url}/console/")
     assert response is not None
     policy = response.headers["content-security-policy"]
-    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
@@ -218,7 +219,9 @@ def test_a_bad_field_is_shown_next_to_it_then_the_fixed_offer_saves(console: Con
     page.wait_for_selector("#offers-status:has-text('autumn saved')")
     assert page.text_content("#offer-ends_at-error") == ""
     status, offer = service.call("GET", "/v1/offers/autumn")
-    assert status == 200 and offer["ends_at"] == "2030-03-01T00:00:00Z" and offer["active"]
+    assert status == 200
+    assert offer["ends_at"] == "2030-03-01T00:00:00Z"
+    assert offer["active"]
     page.click("button:has-text('Pause autumn')")
     page.wait_for_selector("#offers-status:has-text('autumn paused')")
     assert service.call("GET", "/v1/offers/autumn")[1]["active"] is False
@@ -291,7 +294,9 @@ def test_after_scripted_pings_and_receipts_the_chart_shows_the_daily_counts(
     service = console.service
     today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
     _, before = service.call("GET", f"/v1/stats?by=store&bucket=day&from={today}")
-    was = next((s["points"][-1] for s in before["series"] if s["key"] == RAUTAMIES), {})
+    was: dict[str, int] = next(
+        (s["points"][-1] for s in before["series"] if s["key"] == RAUTAMIES), {}
+    )
     added = scripted_funnel(service)
     page = console.log_in()
     page = console.go("results")
@@ -393,4 +398,6 @@ def test_the_chart_draws_the_documented_daily_series(console: Console) -> None:
     page.click("#results-form button[type=submit]")
     page.wait_for_selector(f"#results-tables tr:has(td:text-is('{DAYS[1]}')) td:text-is('7')")
     lift = page.locator("table:has(caption:has-text('Lift')) tbody td").all_text_contents()
-    assert lift[0] == "autumn" and "Newcombe" in lift[4] and lift[5] == "Too small to tell."
+    assert lift[0] == "autumn"
+    assert "Newcombe" in lift[4]
+    assert lift[5] == "Too small to tell."

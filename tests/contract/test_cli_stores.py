@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import importlib.metadata
@@ -38,7 +39,8 @@ def test_validate_the_sample_stores() -> None:
     done = cli("stores", "validate", "stores.geojson")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["valid"] is True and report["stores"] == 162
+    assert report["valid"] is True
+    assert report["stores"] == 162
 
 
 def test_validate_reports_every_problem(tmp_path: Path) -> None:
@@ -85,7 +87,7 @@ async def test_import_reports_the_guards_warnings(tmp_path: Path) -> None:
     client = await redis_client_or_skip()
     prefix = f"gftest-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "GEOFENCE_REDIS_URL": REDIS_URL, "GEOFENCE_REDIS_PREFIX": prefix}
-    doc = json.loads(Path("stores.geojson").read_text())
+    doc = json.loads(await asyncio.to_thread(Path("stores.geojson").read_text))
     for feature in doc["features"]:
         rings = feature["geometry"]["coordinates"]
         feature["geometry"]["coordinates"] = [[[p[1], p[0]] for p in ring] for ring in rings]
@@ -97,7 +99,8 @@ async def test_import_reports_the_guards_warnings(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         codes = {w["code"] for w in out["warnings"]}
-        assert out["imported"] is True and {"catalogue-moved", "swapped-coordinates"} <= codes
+        assert out["imported"] is True
+        assert {"catalogue-moved", "swapped-coordinates"} <= codes
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()
@@ -108,7 +111,8 @@ def test_version_and_help_as_users_expect() -> None:
     assert version.returncode == 0
     assert version.stdout.strip() == f"geofence {importlib.metadata.version('geofence')}"
     top = cli("--help").stdout
-    assert "Geofencing and proximity offers" in top and "The only place" not in top
+    assert "Geofencing and proximity offers" in top
+    assert "The only place" not in top
     assert {"serve", "stores", "replay"} <= set(top.split())
 
 
@@ -123,10 +127,15 @@ def test_each_command_lists_its_own_settings_and_no_secret() -> None:
     importing, replay = flags("stores", "import"), flags("replay")
     assert {"--dwell-s", "--redis-url", "--port", "--admin-keys-file"} <= serve
     assert not secrets & (serve | validate | importing | replay)
-    assert {"--max-vertices", "--region"} <= validate and "--redis-url" not in validate
-    assert {"--max-vertices", "--redis-url"} <= importing and "--port" not in importing
-    assert {"--dwell-s", "--quiet-hours", "--stores"} <= replay and "--redis-url" not in replay
-    assert len(validate) < 10 and len(importing) < 15 and len(serve) > 40
+    assert {"--max-vertices", "--region"} <= validate
+    assert "--redis-url" not in validate
+    assert {"--max-vertices", "--redis-url"} <= importing
+    assert "--port" not in importing
+    assert {"--dwell-s", "--quiet-hours", "--stores"} <= replay
+    assert "--redis-url" not in replay
+    assert len(validate) < 10
+    assert len(importing) < 15
+    assert len(serve) > 40
 
 
 def test_import_asks_redis_before_it_validates(tmp_path: Path) -> None:
@@ -157,7 +166,8 @@ def test_progress_goes_to_a_terminal_on_stderr_only() -> None:
     finally:
         os.close(leader)
         os.close(follower)
-    assert "validating" in shown and "162/162" in shown
+    assert "validating" in shown
+    assert "162/162" in shown
     assert json.loads(done.stdout)["stores"] == 162  # stdout: the JSON report alone
     assert "validating" not in cli("stores", "validate", "stores.geojson").stderr
 

@@ -24,7 +24,7 @@ from geofence.domain.model import Ping
 from geofence.ports import Saved, StateStore, StateWrite, StoredState
 from geofence.service.coalescer import MAX_FLUSH, PingCoalescer
 from geofence.service.devices import DeviceService
-from geofence.service.pings import PingService
+from geofence.service.pings import PingResult, PingService
 from tests.contract.test_pings_many import DEVICES, step
 from tests.contract.test_pings_service import T0, at, pipeline
 
@@ -240,9 +240,12 @@ async def test_refusals_are_per_request_and_the_rest_are_served() -> None:
         coalescer.handle(callers[C], C, at(-500, 0, T0 + 1)),
     ]
     first, forged, elsewhere, unknown, last = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(first, PingResult)
+    assert isinstance(last, PingResult)
     assert first.status == last.status == "accepted"
     assert isinstance(forged, Unauthorized)
-    assert isinstance(elsewhere, NotFound) and isinstance(unknown, NotFound)
+    assert isinstance(elsewhere, NotFound)
+    assert isinstance(unknown, NotFound)
 
 
 async def test_no_location_consent_is_refused_and_stores_nothing() -> None:
@@ -317,12 +320,14 @@ async def test_behind_a_hung_flush_each_ping_answers_503_at_its_own_deadline() -
     await asyncio.sleep(0.1)  # half the deadline: the two run out one after the other
     queued = asyncio.ensure_future(coalescer.handle(callers[B], B, at(-500, 0, T0)))
     done, _ = await asyncio.wait([first], timeout=ANSWERED_WITHIN_S)
-    assert done == {first} and not queued.done()  # each by its own deadline, not the flush's
+    assert done == {first}
+    assert not queued.done()
     with pytest.raises(BackendUnavailable):
         first.result()
     with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(queued, ANSWERED_WITHIN_S)
-    assert not store.go.is_set() and store.reads == 0  # the flush still hangs
+    assert not store.go.is_set()
+    assert store.reads == 0
     store.go.set()
     later = await asyncio.wait_for(coalescer.handle(callers[C], C, at(-500, 0, T0)), 2.0)
     assert later.status == "accepted"

@@ -122,7 +122,8 @@ async def test_network_failures_are_retried(store: StateStore, error: str) -> No
     dispatcher, push, clock, metrics = await setup(store, failing(error=error))
     await drain_at(dispatcher, clock, CREATED)
     await drain_at(dispatcher, clock, CREATED + 1.0)
-    assert len(push.calls) == 2 and await store.outbox_depth() == 0
+    assert len(push.calls) == 2
+    assert await store.outbox_depth() == 0
     assert sample(metrics, "geofence_delivery_retries_total", cause=error) == 1
 
 
@@ -132,9 +133,11 @@ async def test_410_dead_letters_and_drops_the_push_token(store: StateStore) -> N
     [letter] = await store.dead_letters(10)
     assert (letter.item.id, letter.reason) == ("n1", "rejected")
     device = await store.get_device("ref1")
-    assert device is not None and device.push_token is None
+    assert device is not None
+    assert device.push_token is None
     assert sample(metrics, "geofence_dead_letters_total", reason="rejected") == 1
-    assert await drain_at(dispatcher, clock, CREATED + 100) == 0 and len(push.calls) == 1
+    assert await drain_at(dispatcher, clock, CREATED + 100) == 0
+    assert len(push.calls) == 1
 
 
 async def test_other_4xx_dead_letters_and_keeps_the_token(store: StateStore) -> None:
@@ -142,7 +145,8 @@ async def test_other_4xx_dead_letters_and_keeps_the_token(store: StateStore) -> 
     await drain_at(dispatcher, clock, CREATED)
     assert [d.reason for d in await store.dead_letters(10)] == ["rejected"]
     device = await store.get_device("ref1")
-    assert device is not None and device.push_token == "tok-1"
+    assert device is not None
+    assert device.push_token == "tok-1"
 
 
 async def test_an_outage_past_expiry_is_never_sent_late(store: StateStore) -> None:
@@ -152,7 +156,8 @@ async def test_an_outage_past_expiry_is_never_sent_late(store: StateStore) -> No
     while t < EXPIRES + 600:
         await drain_at(dispatcher, clock, t)
         t += 30.0
-    assert push.calls and all(when < EXPIRES for when, _, _ in push.calls)
+    assert push.calls
+    assert all(when < EXPIRES for when, _, _ in push.calls)
     assert [d.reason for d in await store.dead_letters(10)] == ["expired"]
     assert await store.outbox_depth() == 0
 
@@ -172,16 +177,16 @@ async def test_consent_is_checked_again_before_sending(store: StateStore) -> Non
     await store.put_device(withdrawn)
     await drain_at(dispatcher, clock, CREATED)
     assert push.calls == []
-    assert await store.dead_letters(10) == [] and await store.outbox_depth() == 0
+    assert await store.dead_letters(10) == []
+    assert await store.outbox_depth() == 0
 
 
 async def test_no_push_token_is_a_dead_letter(store: StateStore) -> None:
     dispatcher, push, clock, _ = await setup(store)
     await store.put_device(profile())
     await drain_at(dispatcher, clock, CREATED)
-    assert push.calls == [] and [d.reason for d in await store.dead_letters(10)] == [
-        "no-push-token"
-    ]
+    assert push.calls == []
+    assert [d.reason for d in await store.dead_letters(10)] == ["no-push-token"]
 
 
 async def test_an_erased_device_gets_nothing_and_leaves_nothing(store: StateStore) -> None:
@@ -189,7 +194,8 @@ async def test_an_erased_device_gets_nothing_and_leaves_nothing(store: StateStor
     [item] = await store.claim_outbox(CREATED, 30, 10)  # claimed, then the device goes
     await store.erase_device("ref1")
     await dispatcher.deliver(item)
-    assert push.calls == [] and await store.dead_letters(10) == []
+    assert push.calls == []
+    assert await store.dead_letters(10) == []
     assert await store.outbox_depth() == 0
 
 
@@ -198,7 +204,8 @@ async def test_a_claimer_that_died_is_taken_over_after_its_lease(store: StateSto
     await store.claim_outbox(CREATED, dispatcher.lease_s, 10)  # claimed, never settled
     assert await drain_at(dispatcher, clock, CREATED + dispatcher.lease_s - 1) == 0
     assert await drain_at(dispatcher, clock, CREATED + dispatcher.lease_s) == 1
-    assert len(push.calls) == 1 and await store.outbox_depth() == 0
+    assert len(push.calls) == 1
+    assert await store.outbox_depth() == 0
 
 
 async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_each(
@@ -215,7 +222,7 @@ async def test_a_round_reads_its_profiles_and_expects_its_receipts_in_one_call_e
     counting = Counted(store)
     clock = Clock(CREATED)
     push = ScriptedPush(clock)
-    dispatcher = Dispatcher(counting, push, Metrics(), clock=clock)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(counting, push, Metrics(), clock=clock)
     assert await dispatcher.drain_once() == 3  # the erased device's went with it
     assert sorted(nid for _, nid, _ in push.calls) == ["n-ref1", "n-ref4"]
     assert await store.dead_letters(10) == []  # consent withdrawn: not kept either
@@ -259,7 +266,7 @@ async def test_after_an_outage_delivery_waits_at_most_the_backend_cap(
     policy = RetryPolicy(base_s=1.0, cap_s=300.0, backend_cap_s=3.0)
     outage = Outage(store, failures=12)
     dispatcher = Dispatcher(
-        outage,  # type: ignore[arg-type]
+        outage,
         push,
         Metrics(),
         policy=policy,

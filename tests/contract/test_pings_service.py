@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections.abc import Sequence
 
 import msgspec
 import pytest
@@ -17,9 +18,10 @@ from geofence.config import Settings
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import NotFound, Unavailable
 from geofence.domain.model import Fence, Ping
+from geofence.domain.offers import Offer
 from geofence.metrics import Metrics
 from geofence.ports import StateStore
-from geofence.service.pings import PingService
+from geofence.service.pings import PingResult, PingService
 
 # a 100 m x 100 m square shop in Helsinki, and a second one overlapping its east half
 LAT0, LNG0 = 60.17, 24.94
@@ -60,8 +62,8 @@ async def pipeline(store: StateStore, *refs: str) -> PingService:
     return bootstrap.ping_service(cfg, store, catalogue, metrics, clock=lambda: T0 + 10_000)
 
 
-def events_of(results: list[object]) -> list[dict[str, object]]:
-    return [msgspec.to_builtins(e) for r in results for e in r.events]  # type: ignore[attr-defined]
+def events_of(results: Sequence[PingResult]) -> list[dict[str, object]]:
+    return [msgspec.to_builtins(e) for r in results for e in r.events]
 
 
 async def test_walk_in_dwell_and_leave(store: StateStore) -> None:
@@ -205,8 +207,6 @@ class LandsThenFails(MemoryStore):
 
 
 async def test_a_write_whose_answer_is_lost_keeps_its_budget_spent() -> None:
-    from geofence.domain.offers import Offer
-
     store = LandsThenFails()
     await store.put_offer(
         Offer(id="o1", title="T", body="B", store_ids=("a",), starts_at=0, ends_at=4e9, budget=1)

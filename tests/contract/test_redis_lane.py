@@ -57,7 +57,8 @@ async def test_a_call_answers_as_through_the_client(client: aioredis.Redis, lane
     assert await lane.run(echo, [], [2]) == b"2"
     # one timeout over the whole call, none of the connection's own (a task per write)
     assert lane.timeout_s == 0.3
-    assert lane._connection is not None and lane._connection.socket_timeout is None
+    assert lane._connection is not None
+    assert lane._connection.socket_timeout is None
 
 
 async def test_a_script_the_server_forgot_is_loaded_again(
@@ -131,7 +132,8 @@ async def test_a_broken_connection_is_replaced_within_the_call(
 ) -> None:
     echo, _ = scripts(client)
     assert await lane.run(echo, [], ["first"]) == b"first"
-    assert lane._connection is not None and lane._connection._writer is not None
+    assert lane._connection is not None
+    assert lane._connection._writer is not None
     host, port = lane._connection._writer.get_extra_info("sockname")[:2]
     assert await client.client_kill_filter(addr=f"{host}:{port}") == 1
     assert await lane.run(echo, [], ["second"]) == b"second"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.typing import EncodableT
 
 from geofence.adapters.redis import RedisStore
 from geofence.adapters.redis_lane import HiredisPackedConnection
@@ -12,7 +13,7 @@ from geofence.adapters.redis_lane import HiredisPackedConnection
 argument = st.one_of(
     st.binary(max_size=40),
     st.binary(max_size=40).map(bytearray),  # not hiredis's own: through redis-py's serializer
-    st.binary(max_size=40).map(memoryview),
+    st.binary(max_size=40).map(lambda data: memoryview(data)),  # noqa: PLW0108 - a type mypy can read
     st.text(max_size=20),
     st.integers(-(2**62), 2**62),
     st.floats(allow_nan=False, allow_infinity=False),
@@ -22,7 +23,7 @@ command = st.sampled_from(["EVALSHA", "MGET", "HSET", "CONFIG GET", b"ZADD", b"S
 
 @given(name=command, args=st.lists(argument, max_size=30))
 def test_the_hiredis_packer_sends_what_redis_py_would(
-    name: str | bytes, args: list[object]
+    name: str | bytes, args: list[EncodableT]
 ) -> None:
     theirs = b"".join(aioredis.Connection().pack_command(name, *args))
     ours = b"".join(HiredisPackedConnection().pack_command(name, *args))

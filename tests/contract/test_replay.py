@@ -10,11 +10,13 @@ hand against the track once: an entry 120 s (60 s for stop-c) after arriving, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -22,6 +24,7 @@ from geofence.adapters.traces import TraceError, read_trace
 from geofence.bootstrap import replay_service
 from geofence.config import Settings
 from geofence.domain import geojson
+from geofence.metrics import Metrics
 from geofence.service.replay import replay
 
 TRACK = Path(__file__).parents[1] / "data" / "limerick_bus304_2019-02-18.gpx"
@@ -29,8 +32,13 @@ FENCES = Path("tests/data/limerick_fences.geojson")
 EXPECTED = Path("tests/data/limerick_events.json")
 
 
+def read_json(path: Path) -> Any:
+    """A fixture file's JSON."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 async def replay_events() -> list[dict[str, object]]:
-    doc = json.loads(FENCES.read_text(encoding="utf-8"))
+    doc = await asyncio.to_thread(read_json, FENCES)
     fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
     trace = read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0)
     service, devices = await replay_service(Settings(stores=""), fences)
@@ -41,13 +49,13 @@ async def replay_events() -> list[dict[str, object]]:
 async def test_replay_of_the_bus_track_matches_the_fixture() -> None:
     assert TRACK.exists(), f"the shared GPS track is missing: {TRACK}"
     events = await replay_events()
-    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert events == await asyncio.to_thread(read_json, EXPECTED)
 
 
 async def test_replay_drives_the_service_it_is_given() -> None:
     """Every ping goes through the given service (its metrics count each one), in the
     store it was built with, not one replay makes for itself."""
-    doc = json.loads(FENCES.read_text(encoding="utf-8"))
+    doc = await asyncio.to_thread(read_json, FENCES)
     fences = geojson.parse_feature_collection(doc, default_timezone="Europe/Dublin").fences
     trace = list(read_trace(TRACK, device_id="bus-304", default_accuracy_m=10.0))
     service, devices = await replay_service(Settings(stores=""), fences)
@@ -55,12 +63,12 @@ async def test_replay_drives_the_service_it_is_given() -> None:
     events = [event async for event in replay(service, devices, pairs)]
     counted = sum(
         sample.value
-        for metric in service.metrics.pings.collect()
+        for metric in cast("Metrics", service.metrics).pings.collect()
         for sample in metric.samples
         if sample.name.endswith("_total")
     )
     assert counted == len(trace) > 0
-    assert len(events) == len(json.loads(EXPECTED.read_text(encoding="utf-8")))
+    assert len(events) == len(await asyncio.to_thread(read_json, EXPECTED))
 
 
 def replay_command(trace: Path, *extra: str) -> list[dict[str, object]]:
@@ -78,7 +86,7 @@ def replay_command(trace: Path, *extra: str) -> list[dict[str, object]]:
 
 def test_replay_command_prints_the_same_events_as_json_lines() -> None:
     events = replay_command(TRACK, "--device-id", "bus-304")
-    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert events == read_json(EXPECTED)
 
 
 def test_replay_of_the_same_track_as_csv(tmp_path: Path) -> None:
@@ -89,7 +97,7 @@ def test_replay_of_the_same_track_as_csv(tmp_path: Path) -> None:
         rows.append(f"bus-304,{when},{point.ping.lat},{point.ping.lng},10")
     trace = tmp_path / "bus.csv"
     trace.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    assert replay_command(trace) == json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert replay_command(trace) == read_json(EXPECTED)
 
 
 def test_a_csv_without_its_columns_is_refused(tmp_path: Path) -> None:
@@ -119,7 +127,7 @@ def test_replay_of_the_same_track_as_gpx_1_0(tmp_path: Path) -> None:
     trace = as_gpx_1_0(TRACK, tmp_path / "bus-1.0.gpx")
     assert "GPX/1/0" in trace.read_text(encoding="utf-8")
     events = replay_command(trace, "--device-id", "bus-304")
-    assert events == json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert events == read_json(EXPECTED)
 
 
 def test_a_gpx_without_times_is_refused(tmp_path: Path) -> None:

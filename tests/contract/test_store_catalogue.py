@@ -42,6 +42,7 @@ async def test_upsert_and_delete_one_fence(store: CatalogueStore) -> None:
     assert fences["a"].margin_m == 5.0
     assert fences["b"].tags == ("food",)
     deleted = await store.delete_fence("a")
-    assert deleted is not None and deleted > v
+    assert deleted is not None
+    assert deleted > v
     assert await store.delete_fence("a") is None
     assert [f.id for f in (await store.load_catalogue()).fences] == ["b"]

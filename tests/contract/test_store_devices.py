@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from geofence.adapters.redis import RedisStore
 from geofence.domain.model import DeviceState
 from geofence.ports import DeviceStore, StateStore
 from tests.contract.store_builders import (
@@ -31,7 +32,9 @@ async def test_put_device_replaces_profile(store: DeviceStore) -> None:
     await store.create_device(profile())
     await store.put_device(profile(tier="gold", segments=("vip",)))
     stored = await store.get_device("ref1")
-    assert stored is not None and stored.tier == "gold" and stored.segments == ("vip",)
+    assert stored is not None
+    assert stored.tier == "gold"
+    assert stored.segments == ("vip",)
 
 
 async def test_put_device_never_brings_back_an_erased_device(store: DeviceStore) -> None:
@@ -53,7 +56,10 @@ async def test_put_device_refreshes_the_ttls(store: StateStore) -> None:
     await store.put_device(profile(tier="gold"))
     ttls = sorted(t or 0 for t in (await store.device_keys("ref1")).values())
     # profile and visit state start again; the position keeps its own, shorter life
-    assert len(ttls) == 3 and 0 < ttls[0] <= 50 and ttls[1] > 100 and ttls[2] > 100
+    assert len(ttls) == 3
+    assert 0 < ttls[0] <= 50
+    assert ttls[1] > 100
+    assert ttls[2] > 100
 
 
 async def test_every_device_key_has_a_ttl(store: StateStore) -> None:
@@ -71,7 +77,8 @@ async def test_position_expires_sooner_than_visit_state(store: StateStore) -> No
     await store.create_device(profile())
     await store.save_state("ref1", visit_state(), 0)
     ttls = sorted(t for t in (await store.device_keys("ref1")).values() if t is not None)
-    assert ttls[0] <= 10 < 900 <= ttls[-1]
+    assert ttls[0] <= 10  # the position's TTL, set to 10 s above
+    assert ttls[-1] >= 900  # the device's
 
 
 async def test_erase_device_removes_every_key_and_is_idempotent(store: StateStore) -> None:
@@ -100,8 +107,6 @@ async def test_erase_location_keeps_the_profile(store: StateStore) -> None:
 
 @pytest.mark.redis
 async def test_redis_keys_of_a_device_share_one_hash_tag(redis_store_factory: object) -> None:
-    from geofence.adapters.redis import RedisStore
-
     store: RedisStore = await redis_store_factory()  # type: ignore[operator]
     await store.create_device(profile())
     await store.save_state("ref1", visit_state(), 0)

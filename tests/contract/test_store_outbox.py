@@ -14,7 +14,8 @@ import pytest
 
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.redis import DEAD_LETTER_TTL_S, Keys
-from geofence.ports import Outbox, StateStore
+from geofence.domain.errors import NotFound
+from geofence.ports import Outbox, Receipt, StateStore
 from tests.contract.store_builders import (
     Clock,
     dead_lettered,
@@ -97,10 +98,12 @@ async def test_dead_letters_are_kept_listed_requeued_and_retired(store: StateSto
     letters = await store.dead_letters(10)
     assert [(d.item.id, d.reason) for d in letters] == [("n2", "expired"), ("n1", "rejected")]
     expired = await store.requeue("n2", 1_000.0 + 3_600)  # n2 expires at 4600
-    assert expired is not None and expired.reason == "expired"
+    assert expired is not None
+    assert expired.reason == "expired"
     assert [d.item.id for d in await store.dead_letters(10)] == ["n2", "n1"]  # still there
     requeued = await store.requeue("n1", 4_000.0)
-    assert requeued is not None and requeued.item == first
+    assert requeued is not None
+    assert requeued.item == first
     assert await store.requeue("n1", 4_000.0) is None
     assert await store.requeue("nope", 6_000.0) is None
     assert await store.claim_outbox(4_000.0, 30, 10) == [first]
@@ -128,9 +131,6 @@ async def test_erasure_removes_dead_letters_too(store: StateStore) -> None:
 
 
 async def test_receipts_count_once_per_event(store: Outbox) -> None:
-    from geofence.domain.errors import NotFound
-    from geofence.ports import Receipt
-
     target = Receipt(notification_id="n1", store_id="a", offer_id="o1")
     with pytest.raises(NotFound):
         await store.record_receipt("n1", "delivered", 10.0)

@@ -19,15 +19,18 @@ from tests.contract.store_builders import (
 async def test_state_round_trip_with_compare_and_set(store: StateStore) -> None:
     await store.create_device(profile())
     empty = await store.load_state("ref1")
-    assert empty.version == 0 and empty.state == DeviceState()
+    assert empty.version == 0
+    assert empty.state == DeviceState()
     assert await store.save_state("ref1", visit_state(100.0), 0) is True
     loaded = await store.load_state("ref1")
-    assert loaded.version == 1 and loaded.state == visit_state(100.0)
+    assert loaded.version == 1
+    assert loaded.state == visit_state(100.0)
     # a writer that read version 0 lost the race and must not overwrite
     assert await store.save_state("ref1", visit_state(200.0), 0) is False
     assert await store.save_state("ref1", visit_state(300.0), 1) is True
     final = await store.load_state("ref1")
-    assert final.version == 2 and final.state.last_ts == 300.0
+    assert final.version == 2
+    assert final.state.last_ts == 300.0
 
 
 async def test_state_without_position_keeps_no_position(store: StateStore) -> None:
@@ -51,8 +54,10 @@ async def test_devices_load_with_their_states_as_each_is_read_alone(store: State
     alone = list(zip(await store.get_devices(refs), await store.load_states(refs), strict=True))
     assert together == alone
     assert together[0][0] == profile("written")
-    assert together[0][1].state == visit_state(100.0) and together[0][1].ledger == ledger
-    assert together[1][1].version == 0 and together[2] == (None, together[1][1])
+    assert together[0][1].state == visit_state(100.0)
+    assert together[0][1].ledger == ledger
+    assert together[1][1].version == 0
+    assert together[2] == (None, together[1][1])
     assert await store.load_devices([]) == []
 
 
@@ -73,7 +78,8 @@ async def test_save_then_load_reads_what_it_wrote(store: StateStore) -> None:
     assert saved == ["written", "conflict", "gone"]
     assert loaded == await store.load_devices(["a", "b", "new", "a"])
     assert loaded[0] == (profile("a"), StoredState(state=visit_state(100.0), version=1))
-    assert loaded[1][1].state == visit_state(50.0) and loaded[2][0] is None
+    assert loaded[1][1].state == visit_state(50.0)
+    assert loaded[2][0] is None
     later = [StateWrite(ref="a", state=visit_state(150.0), version=1)]
     assert await store.save_then_load(later, []) == (["written"], [])
     assert await store.save_then_load([], ["a"]) == ([], await store.load_devices(["a"]))

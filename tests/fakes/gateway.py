@@ -40,12 +40,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import msgspec
 from aiohttp import web
@@ -54,6 +55,7 @@ from geofence.domain.delivery import verify
 from geofence.domain.errors import Unauthorized
 from tests.fakes.webhook import push_problems
 
+GATEWAY: Final = [sys.executable, "-m", "tests.fakes.gateway"]  # the command that runs it
 SIGNATURE: Final = "X-Geofence-Signature"
 PUSH_PATH: Final = "/push"
 SHUTDOWN_TIMEOUT_S: Final = 1.0
@@ -179,7 +181,7 @@ class FakeGateway:
     async def wait_for_calls(self, n: int, timeout_s: float = 5.0) -> list[Call]:
         """The calls once there are at least ``n``; TimeoutError if they do not come."""
         async with asyncio.timeout(timeout_s):
-            while len(self.calls) < n:
+            while len(self.calls) < n:  # noqa: ASYNC110 - calls come from aiohttp's handler, which signals nothing
                 await asyncio.sleep(0.01)
         return list(self.calls)
 
@@ -294,7 +296,7 @@ class FakeGateway:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    async def __aenter__(self) -> FakeGateway:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -20,7 +20,10 @@ def make_client(aiohttp_client: Any, store: StateStore, settings: Settings) -> C
     """Makes a client of a fresh app on the parametrised store; settings can be changed."""
 
     async def make(**changes: Any) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(settings.replace(**changes), store=store))
+        client: TestClient[Any, Any] = await aiohttp_client(
+            create_app(settings.replace(**changes), store=store)
+        )
+        return client
 
     return make
 

@@ -98,9 +98,11 @@ async def test_aiohttp_error_records_carry_no_request_bytes(
     aiohttp_client: Any, settings: Settings, json_log: JsonLog
 ) -> None:
     client = await served(aiohttp_client, settings)
+    assert client.port is not None
     for request in UNPARSABLE:
         answer = await raw_answer(client.host, client.port, request)
-        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
+        assert answer.startswith(b"HTTP/1.")
+        assert b" 400 " in answer.split(b"\r\n")[0]
     for secret in (*SECRETS, "127.0.0.1"):
         assert secret not in json_log.text
     for record in json_log.records():

@@ -32,7 +32,7 @@ async def console_client(aiohttp_client: Any, settings: Settings, **changes: Any
 
 def policy(resp: Any) -> dict[str, str]:
     parts = (p.strip().split(" ", 1) for p in resp.headers["Content-Security-Policy"].split(";"))
-    return {name: value for name, value in parts}
+    return dict(parts)
 
 
 def assert_secured(resp: Any) -> None:
@@ -47,7 +47,8 @@ def assert_secured(resp: Any) -> None:
 async def test_console_redirects_to_its_folder(aiohttp_client: Any, settings: Settings) -> None:
     client = await console_client(aiohttp_client, settings)
     resp = await client.get("/console", allow_redirects=False)
-    assert resp.status == 308 and resp.headers["Location"] == "/console/"
+    assert resp.status == 308
+    assert resp.headers["Location"] == "/console/"
 
 
 async def test_the_page_is_served_with_a_strict_policy(
@@ -55,7 +56,8 @@ async def test_the_page_is_served_with_a_strict_policy(
 ) -> None:
     client = await console_client(aiohttp_client, settings)
     resp = await client.get("/console/")
-    assert resp.status == 200 and resp.content_type == "text/html"
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
     assert_secured(resp)
     assert resp.headers["Cache-Control"] == "no-cache"
     assert 'src="js/main.js"' in await resp.text()

@@ -84,7 +84,8 @@ async def test_the_app_delivers_what_an_entry_makes(
     notification_id = await a_notification(client)
     await until(lambda: len(push.calls) == 1)
     [(_, sent_id, body)] = push.calls
-    assert sent_id == notification_id and body["push_token"] == "t"
+    assert sent_id == notification_id
+    assert body["push_token"] == "t"
     for _ in range(100):  # settled just after the send returns
         if await store.outbox_depth() == 0:
             break
@@ -154,7 +155,8 @@ async def test_receipts_may_be_signed_the_standard_webhooks_way(
     for attempt in (tampered, stale, both):
         await assert_problem(await client.post("/v1/receipts", **attempt), 401)
     resp = await client.post("/v1/receipts", **good)
-    assert resp.status == 200 and (await resp.json())["status"] == "recorded"
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "recorded"
 
 
 async def test_dead_letters_are_listed_and_retried(
@@ -177,7 +179,8 @@ async def test_dead_letters_are_listed_and_retried(
     [letter] = listed["dead_letters"]
     assert (letter["notification_id"], letter["reason"]) == (notification_id, "rejected")
     for name in ("at", "created_at", "expires_at"):  # RFC 3339, as every answer's times
-        assert abs(parse_time(letter[name]) - time.time()) < 7200 and letter[name].endswith("Z")
+        assert abs(parse_time(letter[name]) - time.time()) < 7200
+        assert letter[name].endswith("Z")
     metrics = await (await client.get("/metrics")).text()
     assert 'geofence_dead_letters_total{reason="rejected"} 1.0' in metrics
     retry = await client.post(f"/v1/deadletters/{notification_id}/retry", headers=admin())

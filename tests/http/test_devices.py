@@ -37,7 +37,8 @@ async def problem(resp: Any, status: int) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/problem+json"
     body: dict[str, Any] = await resp.json(content_type=None)
-    assert body["status"] == status and {"type", "title", "detail"} <= body.keys()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
     return body
 
 
@@ -55,11 +56,14 @@ async def test_register_patch_export_delete(client: Client, store: StateStore) -
     resp = await client.patch("/v1/devices/dev-1", json=patch, headers=bearer(token))
     assert resp.status == 200
     view = await resp.json()
-    assert view["tier"] == "gold" and view["segments"] == ["coffee", "vip"]
-    assert view["timezone"] == "Europe/Oslo" and view["push_token"] == "apns-1"
+    assert view["tier"] == "gold"
+    assert view["segments"] == ["coffee", "vip"]
+    assert view["timezone"] == "Europe/Oslo"
+    assert view["push_token"] == "apns-1"
     assert resp.headers["Cache-Control"] == "no-store"
     export = await (await client.get("/v1/devices/dev-1/export", headers=bearer(token))).json()
-    assert export["device_id"] == "dev-1" and export["profile"] == view
+    assert export["device_id"] == "dev-1"
+    assert export["profile"] == view
     assert (await client.delete("/v1/devices/dev-1", headers=bearer(token))).status == 204
     assert await store.get_device(ref_of(token)) is None
     assert await store.device_keys(ref_of(token)) == {}
@@ -69,7 +73,9 @@ async def test_patch_null_clears_and_absent_keeps(client: Client) -> None:
     token = await register(client, tier="silver", timezone="Europe/Oslo", push_token="t")
     resp = await client.patch("/v1/devices/dev-1", json={"tier": None}, headers=bearer(token))
     view = await resp.json()
-    assert view["tier"] is None and view["timezone"] == "Europe/Oslo" and view["push_token"] == "t"
+    assert view["tier"] is None
+    assert view["timezone"] == "Europe/Oslo"
+    assert view["push_token"] == "t"
     resp = await client.patch("/v1/devices/dev-1", json={}, headers=bearer(token))
     assert resp.status == 200
 
@@ -128,10 +134,12 @@ async def test_withdrawing_location_erases_location_state_at_once(
     resp = await client.patch("/v1/devices/dev-1", json=patch, headers=bearer(token))
     assert (await resp.json())["consent"] == {"location": False, "offers": True}
     loaded = await store.load_state(ref)
-    assert loaded.state == DeviceState() and loaded.version > 1
+    assert loaded.state == DeviceState()
+    assert loaded.version > 1
     # the position is gone; the state key keeps only its version and the offer ledger
     keys = await store.device_keys(ref)
-    assert len(keys) == 2 and not any("fix" in name for name in keys)
+    assert len(keys) == 2
+    assert not any("fix" in name for name in keys)
 
 
 async def test_export_holds_visit_state_and_keys_but_no_token_hash(
@@ -143,7 +151,8 @@ async def test_export_holds_visit_state_and_keys_but_no_token_hash(
     await store.save_state(ref, state, 0)
     resp = await client.get("/v1/devices/dev-1/export", headers=bearer(token))
     export = await resp.json()
-    assert export["device_ref"] == ref and export["state_version"] == 1
+    assert export["device_ref"] == ref
+    assert export["state_version"] == 1
     # every time in RFC 3339, counts left as numbers
     assert export["visit_state"]["last_ts"] == "1970-01-01T00:00:05.5Z"
     assert export["visit_state"]["last_entry_at"] == {"s1": "1970-01-01T00:00:04Z"}
@@ -153,7 +162,9 @@ async def test_export_holds_visit_state_and_keys_but_no_token_hash(
     stored = await store.get_device(ref)
     assert stored is not None
     text = await resp.text()
-    assert stored.token_hash not in text and "token_hash" not in text and token not in text
+    assert stored.token_hash not in text
+    assert "token_hash" not in text
+    assert token not in text
 
 
 async def test_patch_refreshes_every_ttl(client: Client, store: StateStore) -> None:
@@ -163,7 +174,8 @@ async def test_patch_refreshes_every_ttl(client: Client, store: StateStore) -> N
     store.device_ttl_s = 10_000  # type: ignore[attr-defined]
     await client.patch("/v1/devices/dev-1", json={"tier": "gold"}, headers=bearer(token))
     ttls = list((await store.device_keys(ref_of(token))).values())
-    assert len(ttls) == 2 and all(t is not None and t > 100 for t in ttls)
+    assert len(ttls) == 2
+    assert all(t is not None and t > 100 for t in ttls)
 
 
 # deletion
@@ -349,7 +361,8 @@ async def test_unknown_fields_are_refused_and_nothing_is_stored(
     resp = await client.patch("/v1/devices/dev-1", json=extra, headers=bearer(token))
     await problem(resp, 422)
     stored = await store.get_device(ref_of(token))
-    assert stored is not None and stored.updated_at == stored.created_at
+    assert stored is not None
+    assert stored.updated_at == stored.created_at
 
 
 @pytest.mark.parametrize(
@@ -370,7 +383,8 @@ async def test_bad_patches(client: Client, store: StateStore, patch: dict[str, A
     resp = await client.patch("/v1/devices/dev-1", json=patch, headers=bearer(token))
     await problem(resp, 422)
     stored = await store.get_device(ref_of(token))
-    assert stored is not None and stored.updated_at == stored.created_at
+    assert stored is not None
+    assert stored.updated_at == stored.created_at
 
 
 async def test_body_limits(make_client: Any) -> None:
@@ -385,7 +399,8 @@ async def test_openapi_documents_the_device_routes(client: Client) -> None:
     doc = await (await client.get("/openapi.json")).json()
     paths = doc["paths"]
     assert set(paths["/v1/devices/{device_id}"]) >= {"patch", "delete"}
-    assert "post" in paths["/v1/devices"] and "get" in paths["/v1/devices/{device_id}/export"]
+    assert "post" in paths["/v1/devices"]
+    assert "get" in paths["/v1/devices/{device_id}/export"]
     body = paths["/v1/devices"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     registration = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
     assert registration["additionalProperties"] is False

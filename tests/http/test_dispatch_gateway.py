@@ -78,7 +78,7 @@ async def dispatching(
 
 async def settled(store: StateStore) -> None:
     async with asyncio.timeout(10):
-        while await store.outbox_depth():
+        while await store.outbox_depth():  # noqa: ASYNC110 - the store signals nothing: poll it
             await asyncio.sleep(0.02)
 
 
@@ -123,7 +123,8 @@ async def test_410_is_a_dead_letter_and_drops_the_token(store: StateStore) -> No
             await settled(store)
     assert [d.reason for d in await store.dead_letters(5)] == ["rejected"]
     device = await store.get_device("ref1")
-    assert device is not None and device.push_token is None
+    assert device is not None
+    assert device.push_token is None
     assert len(gateway.calls) == 1
 
 
@@ -133,10 +134,12 @@ async def test_expiry_during_an_outage_is_never_sent_late(store: StateStore) -> 
         gateway.fail_for(5.0, ("status", 503))
         async with dispatching(store, gateway, note):
             await settled(store)
-    assert gateway.calls and all(c.at < note.expires_at for c in gateway.calls)
+    assert gateway.calls
+    assert all(c.at < note.expires_at for c in gateway.calls)
     assert [d.reason for d in await store.dead_letters(5)] == ["expired"]
     body = msgspec.json.decode(gateway.calls[0].body)
-    assert body["push_token"] == "tok-1" and body["notification_id"] == "n1"
+    assert body["push_token"] == "tok-1"
+    assert body["notification_id"] == "n1"
 
 
 async def test_the_pushed_body_is_the_contracts_with_rfc_3339_times(store: StateStore) -> None:

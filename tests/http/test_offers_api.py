@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from geofence.domain.times import parse_time
-from geofence.ports import StateStore
 from tests.conftest import admin
 from tests.http.test_ops import assert_problem
 from tests.http.test_pings_api import INSIDE, INSIDE_2, OUTSIDE, ping_body, register, send
@@ -52,11 +52,15 @@ async def test_offer_put_get_list_delete(client: Client) -> None:
     created = await put_offer(client, "welcome", priority=2)
     assert created.status == 201, await created.text()
     doc = await created.json()
-    assert doc["id"] == "welcome" and doc["priority"] == 2 and doc["budget_spent"] == 0
+    assert doc["id"] == "welcome"
+    assert doc["priority"] == 2
+    assert doc["budget_spent"] == 0
     assert doc["starts_at"] == "2020-01-01T00:00:00Z"
     assert (await put_offer(client, "welcome", priority=3)).status == 200
     got = await (await client.get("/v1/offers/welcome", headers=admin())).json()
-    assert got["priority"] == 3 and got["per_device_limit"] == 1 and got["ttl_s"] == 3600
+    assert got["priority"] == 3
+    assert got["per_device_limit"] == 1
+    assert got["ttl_s"] == 3600
     await put_offer(client, "another")
     listed = await (await client.get("/v1/offers", headers=admin())).json()
     assert [o["id"] for o in listed["offers"]] == ["another", "welcome"]
@@ -66,7 +70,7 @@ async def test_offer_put_get_list_delete(client: Client) -> None:
 
 
 async def test_bad_offers_are_422_with_the_path_and_change_nothing(client: Client) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"colour": "red"}, "$.colour", "unknown-field"),
         ({"starts_at": "tomorrow"}, "$.starts_at", "bad-time"),
         ({"starts_at": "2026-01-01T00:00:00"}, "$.starts_at", "bad-time"),
@@ -129,10 +133,12 @@ async def test_an_entry_makes_one_rendered_notification(make_client: Any) -> Non
     answers = await walk_in(client, token, "d1")
     assert all(a["notifications"] == [] for a in answers[:-1])
     [note] = answers[-1]["notifications"]
-    assert note["offer_id"] == "better" and note["store_id"] == STORE_ID
+    assert note["offer_id"] == "better"
+    assert note["store_id"] == STORE_ID
     assert note["body"] == "10% off today at Rautamies"
     assert parse_time(note["expires_at"]) - parse_time(note["created_at"]) == 3600
-    assert "device_ref" not in note and "push_token" not in note
+    assert "device_ref" not in note
+    assert "push_token" not in note
     assert "decisions" not in answers[-1]
 
 
@@ -146,7 +152,8 @@ async def test_explain_lists_every_offer_with_its_refusal(make_client: Any) -> N
     token = await register(client, "d1")
     answers = await walk_in(client, token, "d1", "?explain=true")
     [decision] = answers[-1]["decisions"]
-    assert decision["store_id"] == STORE_ID and decision["device_refused"] is None
+    assert decision["store_id"] == STORE_ID
+    assert decision["device_refused"] is None
     assert decision["offer_id"] == "b-chosen"
     assert [(c["offer_id"], c["refused"]) for c in decision["considered"]] == [
         ("a-top", "tier-not-matched"),
@@ -177,11 +184,14 @@ async def test_device_explain_shows_state_caps_limits_and_decisions(make_client:
     token = await register(client, "d1")
     await walk_in(client, token, "d1")
     resp = await client.get("/v1/devices/d1/explain", headers=admin())
-    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
     report = await resp.json()
-    assert report["device_cap"]["used"] == 1 and report["device_cap"]["cap"] == 2
+    assert report["device_cap"]["used"] == 1
+    assert report["device_cap"]["cap"] == 2
     [store] = report["stores"]
-    assert store["store_id"] == STORE_ID and store["visit"]["state"] == "confirmed"
+    assert store["store_id"] == STORE_ID
+    assert store["visit"]["state"] == "confirmed"
     entry_at = parse_time(store["decisions"][0]["entry_at"])
     assert parse_time(store["cooldown_ends_at"]) == entry_at + 21_600
     [offer] = report["offers"]
@@ -191,9 +201,8 @@ async def test_device_explain_shows_state_caps_limits_and_decisions(make_client:
     await assert_problem(await client.get("/v1/devices/nobody/explain", headers=admin()), 404)
 
 
-async def test_the_notification_is_written_to_the_outbox_and_counted(
-    make_client: Any, store: StateStore
-) -> None:
+@pytest.mark.usefixtures("store")
+async def test_the_notification_is_written_to_the_outbox_and_counted(make_client: Any) -> None:
     client = await make_client(stores="stores.geojson", quiet_hours="off")
     await put_offer(client, "welcome")
     token = await register(client, "d1")
@@ -202,7 +211,8 @@ async def test_the_notification_is_written_to_the_outbox_and_counted(
     resp = await client.get("/v1/stats?by=offer", headers=admin())
     stats = await resp.json()
     [row] = stats["rows"]
-    assert row["offer_id"] == "welcome" and (row["entries"], row["notifications"]) == (1, 1)
+    assert row["offer_id"] == "welcome"
+    assert (row["entries"], row["notifications"]) == (1, 1)
     assert row["rates"]["notifications_rate"] == 1.0
     by_store = await (await client.get("/v1/stats", headers=admin())).json()
     assert [(r["store_id"], r["entries"]) for r in by_store["rows"]] == [(STORE_ID, 1)]

@@ -191,8 +191,10 @@ def test_every_time_an_answer_carries_is_rfc_3339() -> None:
     answers = {name: s for name, s in schemas.items() if name not in INPUTS}
     times = [(name, p, s) for name, s in answers.items() for p, s in properties_of(s)]
     timed = [(name, p) for name, p, s in times if is_time_field(p)]
-    assert ("VisitEvent", "at") in timed and ("DeadLetter", "created_at") in timed
-    assert ("DeviceExplain", "now") in timed and ("Ledger", "device_sent") in timed
+    assert ("VisitEvent", "at") in timed
+    assert ("DeadLetter", "created_at") in timed
+    assert ("DeviceExplain", "now") in timed
+    assert ("Ledger", "device_sent") in timed
     assert [(n, p) for n, p, s in times if is_time_field(p) and numbers_under(s)] == []
 
 
@@ -208,7 +210,8 @@ def test_the_push_is_documented_as_a_webhook() -> None:
     }
     assert set(push["responses"]) == {"2XX", "410", "429", "4XX", "5XX", "default"}
     assert "Retry-After" in push["responses"]["429"]["headers"]
-    assert "/v1/receipts" in push["description"] and "whsec_" in push["description"]
+    assert "/v1/receipts" in push["description"]
+    assert "whsec_" in push["description"]
     body = OpenAPI(openapi_document()).validator(
         "webhooks", "notification", "post", "requestBody", "content", "application/json", "schema"
     )
@@ -359,7 +362,8 @@ async def _stores(s: Session) -> None:
     report = await s(
         "PUT", "/v1/stores", 200, query="?dry_run=true", json=collection, headers=admin()
     )
-    assert report["dry_run"] is True and report["added"] == []
+    assert report["dry_run"] is True
+    assert report["added"] == []
     kiosk = {"store_id": "kiosk-1"}
     feature = {
         "type": "Feature",
@@ -404,7 +408,8 @@ async def _offers(s: Session) -> None:
     at_store = f"?store_id={STORE_ID}"
     preview = "/v1/offers/{offer_id}/preview"
     shown = await s("GET", preview, 200, path=welcome, query=at_store, headers=admin())
-    assert shown["title"] == "Welcome in" and "{store_name}" not in shown["body"]
+    assert shown["title"] == "Welcome in"
+    assert "{store_name}" not in shown["body"]
     await s("GET", preview, 404, path=welcome, query="?store_id=nowhere", headers=admin())
 
 
@@ -438,7 +443,8 @@ async def _walk_in(s: Session, token: dict[str, str]) -> str:
     last = answers[-1]
     assert [e["type"] for e in last["events"]] == ["entry"]
     [note] = last["notifications"]
-    assert note["offer_id"] == "welcome" and last["decisions"][0]["offer_id"] == "welcome"
+    assert note["offer_id"] == "welcome"
+    assert last["decisions"][0]["offer_id"] == "welcome"
     again = await s(
         "POST", "/v1/pings", 200, json=ping_body("member-7", INSIDE, now - 170), headers=token
     )
@@ -486,11 +492,13 @@ async def _results(s: Session, notification_id: str) -> None:
     )
     for by in ("store", "offer"):
         stats = await s("GET", "/v1/stats", 200, query=f"?by={by}", headers=admin())
-        assert stats["rows"] and stats["totals"]["entries"] >= 1
+        assert stats["rows"]
+        assert stats["totals"]["entries"] >= 1
     window = "?from=2026-01-02T00:00:00Z&to=1700000000&by=offer"
     await s("GET", "/v1/stats", 422, query=window, headers=admin())
     series = await s("GET", "/v1/stats", 200, query="?by=offer&bucket=hour", headers=admin())
-    assert series["series"] and series["lift"][0]["interval"]["method"] == "newcombe"
+    assert series["series"]
+    assert series["lift"][0]["interval"]["method"] == "newcombe"
     sale = {"device_id": "member-7", "at": time.time(), "value": 12.5}
     bought = await s("POST", "/v1/conversions", 202, json=sale, headers=bearer(INGEST_KEY))
     assert bought == {"attributed": "welcome", "group": "treated"}

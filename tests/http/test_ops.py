@@ -27,7 +27,8 @@ async def test_healthz_and_readyz(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/readyz")
     assert resp.status == 200
     body = await resp.json()
-    assert body["status"] == "ready" and body["stores"] == 0
+    assert body["status"] == "ready"
+    assert body["stores"] == 0
 
 
 async def test_readyz_with_the_sample_stores(aiohttp_client: Any, settings: Settings) -> None:

@@ -77,10 +77,12 @@ async def test_the_quick_start_walk(make_client: Any) -> None:
         ("exit", "osm-way-88777732"),
     ]
     # times go out as RFC 3339 UTC, to the microsecond
-    assert events[0]["at"] == format_time(now - 170) and events[0]["at"].endswith("Z")
+    assert events[0]["at"] == format_time(now - 170)
+    assert events[0]["at"].endswith("Z")
     assert events[0]["arrived_at"] == format_time(now - 300)
     assert events[1]["left_at"] == format_time(now - 100)
-    assert events[1]["reason"] == "left" and events[1]["dwell_s"] == 200
+    assert events[1]["reason"] == "left"
+    assert events[1]["dwell_s"] == 200
     assert all(a["notifications"] == [] for a in answers)
 
 
@@ -141,7 +143,8 @@ async def test_bad_pings_are_4xx_and_change_nothing(
         )
         await assert_problem(resp, 400)
     stored = await store.load_state(client.app[DEVICES].ref_of("d1"))
-    assert stored.version == 0 and stored.state.last_ts is None
+    assert stored.version == 0
+    assert stored.state.last_ts is None
 
 
 async def test_callers_that_may_not_ping(client: TestClient[Any, Any]) -> None:

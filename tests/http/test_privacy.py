@@ -17,9 +17,12 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
+from geofence import cli
 from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.domain.model import DeviceState, Fix
+from geofence.http import server
+from geofence.http.access_log import RouteAccessLogger, access_logger
 from geofence.http.app import create_app
 from geofence.logs import JsonLines
 from geofence.ports import StateStore
@@ -160,7 +163,8 @@ async def test_refused_tokens_are_logged_without_raw_ids(
     own = path(RAW_IDS[0], "/token")
     assert (await client.post(own, headers=bearer(token))).status == 200  # revokes token
     assert (await client.post(own, headers=bearer(token))).status == 401
-    assert "reason=other-device" in caplog.text and "reason=invalid" in caplog.text
+    assert "reason=other-device" in caplog.text
+    assert "reason=invalid" in caplog.text
 
 
 # development mode
@@ -175,7 +179,8 @@ async def test_development_mode_prints_generated_keys_once(
     device_service.development_id_secret.cache_clear()
     app = create_app(Settings(stores=""), store=store)
     printed = capsys.readouterr().err
-    assert printed.count("dev-sdk-") == 1 and printed.count("dev-admin-") == 1
+    assert printed.count("dev-sdk-") == 1
+    assert printed.count("dev-admin-") == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("DEVELOPMENT MODE" in w and "KEYS" in w for w in warnings) == 1
     assert sum("GEOFENCE_ID_SECRET" in w for w in warnings) == 1
@@ -188,22 +193,20 @@ async def test_development_mode_prints_generated_keys_once(
 
 
 def test_serve_has_an_access_log_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from geofence import cli
-    from geofence.http import server
-    from geofence.http.access_log import RouteAccessLogger, access_logger
-
     seen: dict[str, Any] = {}
 
-    async def serve(edge: server.EdgeRunner, *args: Any) -> None:
+    async def serve(edge: server.EdgeRunner, *_args: Any, **_kwargs: Any) -> None:
         seen.update(edge._kwargs)
 
     monkeypatch.setattr(server, "_serve", serve)
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
+    monkeypatch.setattr(cli, "setup_logging", lambda _level: None)
     monkeypatch.setattr(cli, "_use_uvloop", lambda: None)
     for name in ("ADMIN", "SDK", "INGEST"):
         monkeypatch.setenv(f"GEOFENCE_{name}_KEYS", f"test-key-{name}-0123456789")
     monkeypatch.setenv("GEOFENCE_ID_SECRET", "s")
     assert cli.main(["serve", "--stores", ""]) == 0
-    assert "access_log" in seen and seen["access_log"] is None
+    assert "access_log" in seen
+    assert seen["access_log"] is None
     assert cli.main(["serve", "--stores", "", "--access-log", "true"]) == 0
-    assert seen["access_log"] is access_logger and seen["access_log_class"] is RouteAccessLogger
+    assert seen["access_log"] is access_logger
+    assert seen["access_log_class"] is RouteAccessLogger

@@ -61,7 +61,8 @@ async def test_headers_and_signature(gateway: FakeGateway, push: HttpPush) -> No
     assert call.signature_valid is True
     header = call.header("X-Geofence-Signature")
     verify(SECRET, header, call.body, now=time.time(), tolerance_s=5)
-    assert header is not None and int(header.split(",")[0][2:]) >= int(before)
+    assert header is not None
+    assert int(header.split(",")[0][2:]) >= int(before)
 
 
 async def test_the_clock_signs(gateway: FakeGateway) -> None:
@@ -71,7 +72,8 @@ async def test_the_clock_signs(gateway: FakeGateway) -> None:
     finally:
         await push.close()
     header = gateway.calls[0].header("X-Geofence-Signature")
-    assert header is not None and header.startswith(f"t={int(NOW)},v1=")
+    assert header is not None
+    assert header.startswith(f"t={int(NOW)},v1=")
     verify(SECRET, header, BODY, now=NOW)
     assert gateway.calls[0].signature_error == "signature-stale"  # signed in 2025 by that clock
 
@@ -119,7 +121,8 @@ async def test_the_fake_gateway_names_how_a_push_departs_from_the_document(
     """The check that holds every dispatched push to the webhooks entry can fail."""
     await push.send(BODY, "n-1")  # signed and keyed, but not a notification
     problems = gateway.calls[0].push_problems
-    assert problems and all(p.startswith("body:") for p in problems)
+    assert problems
+    assert all(p.startswith("body:") for p in problems)
     assert any("'device_ref' is a required property" in p for p in problems)
     async with aiohttp.ClientSession() as session, session.post(gateway.url, data=b"{}") as resp:
         assert resp.status == 200
@@ -186,7 +189,7 @@ async def test_a_hang_longer_than_the_timeout_is_a_timeout(gateway: FakeGateway)
     [call] = await gateway.wait_for_calls(1)
     assert call.header("Idempotency-Key") == "n-8"
     async with asyncio.timeout(2):  # the hang ends with the client: nothing is left running
-        while gateway.in_flight:
+        while gateway.in_flight:  # noqa: ASYNC110 - the fake signals nothing: poll it
             await asyncio.sleep(0.01)
     assert call.status is None
 
@@ -221,7 +224,7 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
 
 
 async def test_a_large_answer_is_not_kept() -> None:
-    async def big(request: web.Request) -> web.Response:
+    async def big(_request: web.Request) -> web.Response:
         return web.Response(status=502, body=b"x" * 1_000_000)
 
     async with serving(big) as url:
@@ -328,5 +331,5 @@ async def test_gateway_control_endpoints(gateway: FakeGateway) -> None:
     "spec", ["nope", ["status"], ["status", 99], ["status", "500"], ["hang", -1], ["hang"]]
 )
 def test_gateway_refuses_unknown_behaviours(spec: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a behaviour"):
         behaviour(spec)

@@ -19,7 +19,7 @@ from geofence.adapters.redis import RedisStore
 from geofence.config import Settings
 from geofence.http.app import create_app
 from geofence.persistence import PERSISTENCE_OFF
-from tests.system.processes import Process, free_port
+from tools.processes import Process, free_port
 
 pytestmark = pytest.mark.redis
 Serve = Callable[..., Awaitable[tuple[Any, RedisStore]]]
@@ -59,10 +59,11 @@ async def answering(url: str, timeout_s: float = 10.0) -> None:
         while True:
             try:
                 await client.ping()
-                return
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not start"
                 await asyncio.sleep(0.05)
+            else:
+                return
 
 
 async def readyz(client: Any) -> dict[str, Any]:
@@ -77,17 +78,20 @@ async def test_persistence_off_is_a_warning_on_readyz_and_at_start(
 ) -> None:
     client, store = await served("--appendonly", "no", "--save", "")
     body = await readyz(client)
-    assert body["persistence"] == "off" and body["warnings"] == [PERSISTENCE_OFF]
+    assert body["persistence"] == "off"
+    assert body["warnings"] == [PERSISTENCE_OFF]
     started = [r for r in caplog.records if r.getMessage() == PERSISTENCE_OFF]
     assert [r.levelname for r in started] == ["WARNING"]
     # what the running server does now, not what it started with
     await store.client.config_set("appendonly", "yes")
     body = await readyz(client)
-    assert body["persistence"] == "aof" and body["warnings"] == []
+    assert body["persistence"] == "aof"
+    assert body["warnings"] == []
     await store.client.config_set("appendonly", "no")
     await store.client.config_set("save", "900 1")
     body = await readyz(client)
-    assert body["persistence"] == "rdb" and body["warnings"] == []
+    assert body["persistence"] == "rdb"
+    assert body["warnings"] == []
 
 
 async def test_aof_as_documented_gives_no_warning(
@@ -95,7 +99,8 @@ async def test_aof_as_documented_gives_no_warning(
 ) -> None:
     client, _ = await served("--appendonly", "yes", "--appendfsync", "everysec")
     body = await readyz(client)
-    assert body["persistence"] == "aof" and body["warnings"] == []
+    assert body["persistence"] == "aof"
+    assert body["warnings"] == []
     assert not [r for r in caplog.records if "persistence" in r.getMessage()]
 
 
@@ -106,11 +111,13 @@ async def test_config_refused_is_unknown_and_still_ready(
     client, _ = await served("--appendonly", "no", "--save", "", "--rename-command", "CONFIG", "")
     for _ in range(2):
         body = await readyz(client)
-        assert body["persistence"] == "unknown" and body["warnings"] == []
+        assert body["persistence"] == "unknown"
+        assert body["warnings"] == []
     said = [r for r in caplog.records if "persistence unknown" in r.getMessage()]
     assert [r.levelname for r in said] == ["INFO"]
 
 
 async def test_the_memory_store_says_so(aiohttp_client: Any, settings: Settings) -> None:
     body = await readyz(await aiohttp_client(create_app(settings)))
-    assert body["persistence"] == "memory" and body["warnings"] == []
+    assert body["persistence"] == "memory"
+    assert body["warnings"] == []

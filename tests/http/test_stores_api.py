@@ -29,8 +29,10 @@ async def test_replace_reports_the_diff(client: TestClient[Any, Any]) -> None:
     assert first.status == 200
     report = await first.json()
     ids = [f["id"] for f in SAMPLE["features"][:5]]
-    assert report["stores"] == 5 and report["cells"] > 0
-    assert report["added"] == sorted(ids) and report["changed"] == report["removed"] == []
+    assert report["stores"] == 5
+    assert report["cells"] > 0
+    assert report["added"] == sorted(ids)
+    assert report["changed"] == report["removed"] == []
     second_doc = collection(4)
     second_doc["features"][0]["properties"]["margin_m"] = 10
     report2 = await (await put_all(client, second_doc)).json()
@@ -42,7 +44,8 @@ async def test_dry_run_reports_without_applying(client: TestClient[Any, Any]) ->
     await put_all(client, collection(2))
     before = await (await client.get("/v1/stores", headers=admin())).json()
     dry = await (await put_all(client, collection(6), "?dry_run=true")).json()
-    assert dry["dry_run"] is True and len(dry["added"]) == 4
+    assert dry["dry_run"] is True
+    assert len(dry["added"]) == 4
     after = await (await client.get("/v1/stores", headers=admin())).json()
     assert after == before
 
@@ -58,7 +61,8 @@ async def test_invalid_upload_lists_every_problem_and_changes_nothing(
     ring.pop()  # unclosed ring
     problem = await assert_problem(await put_all(client, doc), 422)
     codes = {(e.get("feature"), e["code"]) for e in problem["errors"]}
-    assert (1, "duplicate-id") in codes and (3, "unclosed-ring") in codes
+    assert (1, "duplicate-id") in codes
+    assert (3, "unclosed-ring") in codes
     after = await (await client.get("/v1/stores", headers=admin())).json()
     assert after == before
 
@@ -69,7 +73,8 @@ async def test_round_trip_of_one_store(client: TestClient[Any, Any]) -> None:
     created = await client.put(f"/v1/stores/{store_id}", json=feature, headers=admin())
     assert created.status == 201
     got = await (await client.get(f"/v1/stores/{store_id}", headers=admin())).json()
-    assert got["id"] == store_id and got["properties"]["name"] == feature["properties"]["name"]
+    assert got["id"] == store_id
+    assert got["properties"]["name"] == feature["properties"]["name"]
     feature["properties"]["dwell_s"] = 30
     updated = await client.put(f"/v1/stores/{store_id}", json=feature, headers=admin())
     assert updated.status == 200
@@ -96,10 +101,15 @@ async def test_bad_query_flag_is_400(client: TestClient[Any, Any]) -> None:
     await assert_problem(await put_all(client, collection(1), "?dry_run=maybe"), 400)
 
 
+def bad_upload_cases() -> list[tuple[str, dict[str, Any]]]:
+    """The cases of the bad-upload corpus by file name, in name order."""
+    paths = sorted(Path("tests/data/bad_uploads").glob("*.json"))
+    return [(path.name, json.loads(path.read_text(encoding="utf-8"))) for path in paths]
+
+
 async def test_bad_upload_corpus_never_500(make_client: Any) -> None:
     """Each case of the corpus is refused with its code; options become settings."""
-    for path in sorted(Path("tests/data/bad_uploads").glob("*.json")):
-        case = json.loads(path.read_text(encoding="utf-8"))
+    for name, case in await asyncio.to_thread(bad_upload_cases):
         options = case.get("options", {})
         if "region" in options:
             options = {**options, "region": tuple(options["region"])}
@@ -107,7 +117,7 @@ async def test_bad_upload_corpus_never_500(make_client: Any) -> None:
         resp = await put_all(client, case["upload"])
         problem = await assert_problem(resp, 422)
         codes = {e["code"] for e in problem["errors"]}
-        assert case["expect_code"] in codes, (path.name, codes)
+        assert case["expect_code"] in codes, (name, codes)
 
 
 async def test_ids_outside_the_pattern_are_422_in_the_body_and_in_the_url(
@@ -117,7 +127,8 @@ async def test_ids_outside_the_pattern_are_422_in_the_body_and_in_the_url(
     doc["features"][0]["id"] = "x" * 1_000_000  # an over-long string: a 422, briefly told
     problem = await assert_problem(await put_all(client, doc), 422)
     [error] = problem["errors"]
-    assert error["code"] == "invalid-id" and len(error["detail"]) < 300
+    assert error["code"] == "invalid-id"
+    assert len(error["detail"]) < 300
     feature = copy.deepcopy(SAMPLE["features"][0])
     del feature["id"]
     for raw in ("a%00b", "%E2%80%AEevil", "with%20space", "s" * 129):

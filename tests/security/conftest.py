@@ -38,7 +38,8 @@ class Answer:
     def problem(self) -> dict[str, Any]:
         assert self.headers.get("content-type") == "application/problem+json", self
         doc: dict[str, Any] = msgspec.json.decode(self.body)
-        assert doc["status"] == self.status and {"type", "title", "detail"} <= doc.keys()
+        assert doc["status"] == self.status
+        assert {"type", "title", "detail"} <= doc.keys()
         return doc
 
 

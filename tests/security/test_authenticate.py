@@ -39,10 +39,12 @@ async def test_a_made_up_token_is_refused_before_its_body_and_gets_no_bucket(
     served = await serve(device_rate_per_s=2.0, device_burst=5)
     for path in ("/v1/pings", "/v1/pings/batch", "/v1/devices/dev-1/token"):
         answer = await no_body_answer(served, path, token)
-        assert answer.status == 401 and answer.headers["www-authenticate"] == "Bearer"
+        assert answer.status == 401
+        assert answer.headers["www-authenticate"] == "Bearer"
         answer.problem()
     gate = served.app[PING_GATE]
-    assert gate.device is not None and len(gate.device) == 0
+    assert gate.device is not None
+    assert len(gate.device) == 0
     assert gate.inflight == 0
 
 
@@ -66,7 +68,8 @@ async def test_another_devices_path_is_404_before_the_body(serve: Serve) -> None
     await served.register("theirs")
     for method, path in [(b"PATCH", "/v1/devices/theirs"), (b"POST", "/v1/devices/theirs/token")]:
         answer = await no_body_answer(served, path, mine, method)
-        assert answer.status == 404 and answer.problem()["type"] == "/problems/not-found"
+        assert answer.status == 404
+        assert answer.problem()["type"] == "/problems/not-found"
 
 
 async def test_a_ping_for_another_device_is_404_and_changes_nothing(serve: Serve) -> None:
@@ -105,4 +108,5 @@ def test_the_strangers_table_is_bounded(settings: Settings) -> None:
     gate = PingGate.from_settings(settings.replace(stranger_addresses=3))
     for i in range(50):
         gate.admit_stranger(f"198.51.100.{i}")
-    assert gate.strangers is not None and len(gate.strangers) == 3
+    assert gate.strangers is not None
+    assert len(gate.strangers) == 3

@@ -34,11 +34,15 @@ async def works(client: Client, token: str) -> bool:
 async def test_rotation_revokes_the_old_token_at_once(client: Client) -> None:
     old = (await registration(client, 201))["device_token"]
     resp = await client.post("/v1/devices/dev-1/token", headers=bearer(old))
-    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
     answer = await resp.json()
     new = answer["device_token"]
-    assert answer["device_id"] == "dev-1" and new != old and ref_of(new) == ref_of(old)
-    assert not await works(client, old) and await works(client, new)
+    assert answer["device_id"] == "dev-1"
+    assert new != old
+    assert ref_of(new) == ref_of(old)
+    assert not await works(client, old)
+    assert await works(client, new)
     await problem(await client.post("/v1/devices/dev-1/token", headers=bearer(old)), 401)
 
 
@@ -56,20 +60,26 @@ async def test_re_registration_with_the_install_secret_gets_a_new_token(
 ) -> None:
     old = (await registration(client, 201, install_secret=SECRET, tier="gold"))["device_token"]
     again = await registration(client, 200, install_secret=SECRET)
-    assert again["device_id"] == "dev-1" and again["device_token"] != old
-    assert not await works(client, old) and await works(client, again["device_token"])
+    assert again["device_id"] == "dev-1"
+    assert again["device_token"] != old
+    assert not await works(client, old)
+    assert await works(client, again["device_token"])
     export = await (await client.get("/v1/devices/dev-1/export", headers=admin())).json()
     assert export["profile"]["tier"] == "gold"  # the same device, kept as it was
     stored = await store.get_device(client.app[DEVICES].ref_of("dev-1"))
-    assert stored is not None and stored.install_hash and SECRET not in stored.install_hash
-    assert SECRET not in str(export) and stored.install_hash not in str(export)
+    assert stored is not None
+    assert stored.install_hash
+    assert SECRET not in stored.install_hash
+    assert SECRET not in str(export)
+    assert stored.install_hash not in str(export)
 
 
 async def test_a_wrong_or_missing_secret_is_the_same_409(client: Client) -> None:
     token = (await registration(client, 201, install_secret=SECRET))["device_token"]
     wrong = await registration(client, 409, install_secret=SECRET[:-1] + "2")
     missing = await registration(client, 409)
-    assert wrong == missing and wrong["type"] == "/problems/conflict"
+    assert wrong == missing
+    assert wrong["type"] == "/problems/conflict"
     assert await works(client, token)
 
 

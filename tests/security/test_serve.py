@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
 from tests.security.conftest import Served, flood_and_ping
-from tests.system.processes import SERVE, Process, free_port, service_env, wait_http
+from tools.processes import SERVE, Process, free_port, service_env, wait_http
 
 FLOODERS = 60
 DEVICES = 4
@@ -40,7 +40,8 @@ async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             yield Served(None, port, session, sdk_key=env["GEOFENCE_SDK_KEYS"])  # type: ignore[arg-type]
         process.proc.terminate()
         assert process.proc.wait(timeout=30) == 0, process.log()[-4000:]
-        assert "Traceback" not in process.log() and "ERROR" not in process.log()
+        assert "Traceback" not in process.log()
+        assert "ERROR" not in process.log()
     finally:
         process.stop()
         if request.param == "redis":

@@ -16,7 +16,8 @@ REF = device_ref("dev-1", b"test-id-secret")
 def test_a_token_names_its_device_and_each_is_new() -> None:
     first, second = new_device_token(REF, KEY), new_device_token(REF, KEY)
     assert first != second
-    assert verified_ref(first, KEY) == REF and verified_ref(second, KEY) == REF
+    assert verified_ref(first, KEY) == REF
+    assert verified_ref(second, KEY) == REF
 
 
 def test_the_key_is_the_secrets_own() -> None:

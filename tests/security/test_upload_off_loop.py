@@ -61,7 +61,7 @@ async def probe(client: Client, until: asyncio.Future[Any] | None) -> list[float
     """/healthz latencies, one request every PERIOD_S: until ``until`` is done, or
     QUIET_PROBES of them. Each is timed from when it was due, not from when it was sent:
     client and server share the loop, so a stall that delays the sending counts too."""
-    latencies = []
+    latencies: list[float] = []
     while (until is None and len(latencies) < QUIET_PROBES) or (until and not until.done()):
         due = time.perf_counter() + PERIOD_S
         await asyncio.sleep(PERIOD_S)
@@ -106,9 +106,11 @@ async def test_a_large_dry_run_leaves_the_loop_free(
     resp = await upload
     assert resp.status == 200, await resp.text()
     report = await resp.json()
-    assert report["stores"] == POLYGONS and report["dry_run"] is True
+    assert report["stores"] == POLYGONS
+    assert report["dry_run"] is True
     assert len(busy) >= 20, "the upload ended before the probe could measure it"
-    assert statuses and set(statuses) == {200}
+    assert statuses
+    assert set(statuses) == {200}
     assert p99(busy) < P99_LIMIT_S, (p99(busy), p99(quiet), len(busy))
     assert p99(busy) <= RATIO * p99(quiet), (p99(busy), p99(quiet), len(busy))
 
@@ -126,7 +128,12 @@ async def test_a_worker_that_dies_is_unavailable_then_replaced() -> None:
 
 def test_the_collector_is_paused_only_while_a_catalogue_is_made() -> None:
     assert gc.isenabled()
-    with pytest.raises(ValueError), collector_paused():
-        assert not gc.isenabled()
-        raise ValueError
+
+    def fails_while_paused() -> None:
+        with collector_paused():
+            assert not gc.isenabled()
+            raise ValueError("made to fail")
+
+    with pytest.raises(ValueError, match="made to fail"):
+        fails_while_paused()
     assert gc.isenabled()

@@ -275,7 +275,7 @@ def notes_per_entry(
     for (device_id, store_id), n in model.entries.items():
         wanted[(ref(device_id), "*" if per_device else store_id)] += n
     if per_device:
-        wanted = Counter({k: 1 for k in wanted})
+        wanted = Counter(dict.fromkeys(wanted, 1))
     got: Counter[tuple[str, str]] = Counter()
     for (device_ref, store_id), n in report.by_device_store.items():
         got[(device_ref, "*" if per_device else store_id)] += n

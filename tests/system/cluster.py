@@ -21,8 +21,8 @@ import msgspec
 
 from geofence.config import Settings
 from geofence.domain.devices import device_ref
-from tests.system.processes import (
-    GATEWAY,
+from tests.fakes.gateway import GATEWAY
+from tools.processes import (
     SERVE,
     Process,
     RedisServer,

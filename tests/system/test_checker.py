@@ -21,8 +21,8 @@ from tests.system.checker import (
 )
 from tests.system.cluster import RULES
 from tests.system.history import Attempt, History
-from tests.system.processes import service_env
 from tests.system.walkers import Town
+from tools.processes import service_env
 
 T0 = 1_700_000_000.0
 SETTINGS = Settings.from_env(service_env(8080, **RULES))
@@ -70,7 +70,8 @@ def retried(a: Attempt, *, first_applied: bool) -> list[Attempt]:
 def test_a_faithful_history_passes(walk: list[Attempt]) -> None:
     history = History(answered(walk))
     report = check_events(history, Town(SETTINGS).index, SETTINGS)
-    assert report.mismatches == [] and report.unobserved == 0
+    assert report.mismatches == []
+    assert report.unobserved == 0
     assert report.events == {"entry": 1}
 
 

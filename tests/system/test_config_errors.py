@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.processes import ROOT, SERVE, free_port
+from tools.processes import ROOT, SERVE, free_port
 
 GOOD = {
     "GEOFENCE_ADMIN_KEYS": "admin-key-0000001",

@@ -19,7 +19,7 @@ import pytest
 from geofence.adapters.push_http import HttpPush
 from tests.fakes.webhook import push_problems
 from tests.system.cluster import ADMIN, SDK
-from tests.system.processes import SERVE, Process, free_port, running, service_env, wait_http
+from tools.processes import SERVE, Process, free_port, running, service_env, wait_http
 
 RECEIVER = [sys.executable, "examples/gateway_receiver.py"]
 PUSH_SECRET = "whsec_ZXhhbXBsZS1wdXNoLXNlY3JldA=="
@@ -37,7 +37,7 @@ class Deployment:
         self.push_url = f"http://127.0.0.1:{receiver_port}/push"
         argv = [*RECEIVER, "--port", str(receiver_port), "--geofence-url", self.base]
         self.receiver = Process("receiver", argv, SECRETS, logs)
-        env = service_env(port, push_url=self.push_url, **{"push_timeout_s": 2})
+        env = service_env(port, push_url=self.push_url, push_timeout_s=2)
         self.service = Process("service", SERVE, {**env, **SECRETS}, logs)
 
     def delivered_lines(self) -> list[dict[str, Any]]:
@@ -66,8 +66,8 @@ async def walk_in(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     async with session.post(f"{base}/v1/devices", json=body, headers=SDK) as resp:
         assert resp.status == 201, await resp.text()
         token = {"Authorization": f"Bearer {(await resp.json())['device_token']}"}
-    offer = {"title": "Welcome", "body": "At {store_name}", "store_ids": ["osm-way-88777732"]}
-    offer |= {"starts_at": 0, "ends_at": 4e9}
+    offer: dict[str, object] = {"title": "Welcome", "body": "At {store_name}"}
+    offer |= {"store_ids": ["osm-way-88777732"], "starts_at": 0, "ends_at": 4e9}
     async with session.put(f"{base}/v1/offers/welcome", json=offer, headers=ADMIN) as resp:
         assert resp.status == 201, await resp.text()
     now, answers = time.time(), []
@@ -110,10 +110,13 @@ async def test_a_notification_reaches_the_receiver_and_its_receipt_comes_back(
         await until(counted, f"no receipt counted: {d.service.log()[-2000:]}")
     [line] = d.delivered_lines()
     assert line["notification_id"] == note["notification_id"]
-    assert line["title"] == "Welcome" and line["created_at"] == note["created_at"]
+    assert line["title"] == "Welcome"
+    assert line["created_at"] == note["created_at"]
     assert line["expires_at"].endswith("Z")  # pushed in RFC 3339, as the API answers
-    assert line["device_ref"] and line["device_ref"] != DEVICE_ID
-    assert DEVICE_ID not in d.receiver.log() and "apns-token-1" not in d.receiver.log()
+    assert line["device_ref"]
+    assert line["device_ref"] != DEVICE_ID
+    assert DEVICE_ID not in d.receiver.log()
+    assert "apns-token-1" not in d.receiver.log()
     assert "receipt notification=" in d.receiver.log()
 
 

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from geofence.domain.delivery import verify
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
-from tests.system.processes import (
-    GATEWAY,
+from tests.fakes.gateway import GATEWAY
+from tools.processes import (
     SERVE,
     Process,
     free_port,

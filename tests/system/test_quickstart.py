@@ -21,7 +21,7 @@ from typing import IO
 
 import pytest
 
-from tests.system.processes import ROOT, free_port
+from tools.processes import ROOT, free_port
 
 QUICKSTART_TIMEOUT_S = 240  # serve.sh's own wait on /readyz is bounded too
 
@@ -47,10 +47,9 @@ def installed_venv(folder: Path, repo: Path) -> Path:
     from ``repo``'s pyproject.toml, so that serve.sh sees nothing to install."""
     folder.mkdir()
     (folder / "bin").symlink_to(Path(sys.executable).parent)
-    stamp = subprocess.run(
-        "cksum <pyproject.toml", shell=True, cwd=repo, capture_output=True, text=True, check=True
-    ).stdout
-    (folder / ".geofence-installed").write_text(stamp)
+    pyproject = (repo / "pyproject.toml").read_bytes()
+    stamp = subprocess.run(["cksum"], input=pyproject, capture_output=True, check=True).stdout
+    (folder / ".geofence-installed").write_bytes(stamp)
     return folder
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import REDIS_URL, drop_prefix, redis_client_or_skip
 from tests.system.cluster import generous_offer, put_offer, register
-from tests.system.processes import (
+from tests.system.test_kill9 import walk
+from tools.processes import (
     ESTABLISHED,
     SERVE,
     Process,
@@ -33,7 +34,6 @@ from tests.system.processes import (
     tcp_sockets,
     wait_http,
 )
-from tests.system.test_kill9 import walk
 
 pytestmark = pytest.mark.redis
 
@@ -60,9 +60,9 @@ async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> Non
             assert entries == {STORE: DEVICES}
             assert sum(len(r["notifications"]) for r in results) == DEVICES
 
-            service.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            assert service.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
-            assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+            service.started.send_signal(signal.SIGTERM)
+            assert service.started.wait(timeout=20) == 0
+            assert not any(map(alive, workers))
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()
@@ -113,6 +113,11 @@ async def _post_alone(
         writer.close()
 
 
+def alive(pid: int) -> bool:
+    """Whether the process ``pid`` still exists."""
+    return Path(f"/proc/{pid}").exists()
+
+
 def _server_of(port: int, client_port: int, workers: list[int]) -> int:
     """The worker holding the server's end of the connection from ``client_port``."""
     owners = socket_owners(workers)
@@ -136,8 +141,8 @@ async def test_a_worker_that_dies_stops_the_service(tmp_path: Path) -> None:
             await wait_http(f"http://127.0.0.1:{port}/healthz")
             first, second = children(service.pid)
             os.kill(first, signal.SIGKILL)
-            assert service.proc.wait(timeout=20) == 128 + signal.SIGKILL  # type: ignore[union-attr]
-            assert not Path(f"/proc/{second}").exists()
+            assert service.started.wait(timeout=20) == 128 + signal.SIGKILL
+            assert not alive(second)
     finally:
         await drop_prefix(client, prefix)
         await client.aclose()

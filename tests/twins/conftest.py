@@ -110,7 +110,8 @@ class Reference:
 
     def screen(self, runs: Sequence[Run], now: float, rules: ScreeningRules) -> list[Screening]:
         verdicts = []
-        for state, pings in runs:
+        for first, pings in runs:
+            state = first
             for ping in pings:
                 verdict = screen(ping, state, now, rules)
                 state = record(state, ping, verdict)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofence.domain.model import DeviceState, Fix
+from geofence.domain.screening import Screening
 from geofence.engine import screening
 from geofence.engine.screening import Columns, FloatArray, screen_in_turn, screen_runs
 from tests.twins.conftest import REFERENCE, Run, Twin, laid_out
@@ -61,7 +62,7 @@ def test_runs_get_the_reference_verdicts(twin: Twin, runs: list[Run], now_off: i
 # --- only the array steps ------------------------------------------------------------------
 
 
-def all_at_once(runs: list[Run], now: float) -> list[object] | None:
+def all_at_once(runs: list[Run], now: float) -> list[Screening] | None:
     pings, starts, states = laid_out(runs)
     return screen_runs(pings, Columns.of(pings), starts, states, now, RULES)
 

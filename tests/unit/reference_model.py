@@ -85,7 +85,9 @@ class ReferenceDevice:
 
     # -- screening
 
-    def judge(self, ping: RefPing, now: float) -> tuple[str, str | None]:
+    def judge(  # noqa: PLR0911 - one return per rule, in the contract's order
+        self, ping: RefPing, now: float
+    ) -> tuple[str, str | None]:
         s = self.screening
         if self.last_not_ignored is not None and ping.ts <= self.last_not_ignored:
             return "ignored", "stale"

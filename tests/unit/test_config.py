@@ -17,7 +17,8 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.port, s.dwell_s, s.max_gap_s, s.exit_margin_m, s.exit_s) == (8080, 120, 900, 30, 60)
     assert (s.visit_timeout_s, s.entry_cooldown_s, s.max_accuracy_m) == (14_400, 21_600, 100)
     assert (s.device_cap, s.notify_max_lag_s, s.quiet_hours) == (2, 900, "21:00-08:00")
-    assert s.redis_url is None and s.dev_mode
+    assert s.redis_url is None
+    assert s.dev_mode
     assert s.dead_letter_ttl_s == 14 * 86_400  # issue 23: dead letters expire in 14 days
 
 
@@ -32,10 +33,13 @@ def test_environment_is_typed() -> None:
         "UNRELATED": "x",
     }
     s = Settings.from_env(env)
-    assert s.port == 9000 and s.dwell_s == 90.5
-    assert s.admin_keys == ("admin-key-0000001", "admin-key-0000002") and not s.dev_mode
+    assert s.port == 9000
+    assert s.dwell_s == 90.5
+    assert s.admin_keys == ("admin-key-0000001", "admin-key-0000002")
+    assert not s.dev_mode
     assert s.region_bbox == (24.0, 60.0, 25.5, 60.5)
-    assert s.redis_url == "redis://localhost/1" and s.push_url is None
+    assert s.redis_url == "redis://localhost/1"
+    assert s.push_url is None
 
 
 def test_a_bad_value_names_its_variable() -> None:
@@ -53,7 +57,8 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["serve", "--dwell-s", "10", "--port", "8081"])
     s = settings_from(args)
     assert (s.dwell_s, s.exit_s, s.port) == (10.0, 45.0, 8081)
-    assert s.visit_rules.dwell_s == 10.0 and s.visit_rules.exit_s == 45.0
+    assert s.visit_rules.dwell_s == 10.0
+    assert s.visit_rules.exit_s == 45.0
 
 
 SHARED = {"redis_url": "redis://localhost/1", "id_secret": "s", "admin_keys": ("a" * 16,)}
@@ -128,7 +133,8 @@ def test_a_secret_from_a_file_wins_over_the_environment(
     args = ["serve", "--sdk-keys-file", str(tmp_path / "sdk")]
     args += ["--admin-keys-file", str(tmp_path / "admin")]
     s = settings_from(build_parser().parse_args(args))
-    assert s.sdk_keys == (SDK,) and s.admin_keys == (f"{ADMIN}x", f"{ADMIN}y")
+    assert s.sdk_keys == (SDK,)
+    assert s.admin_keys == (f"{ADMIN}x", f"{ADMIN}y")
     with pytest.raises(SettingsError, match="--id-secret-file"):
         settings_from(build_parser().parse_args(["serve", "--id-secret-file", str(tmp_path)]))
 

@@ -28,8 +28,10 @@ def test_a_fifth_of_10000_devices_is_held_out_and_none_is_notified_or_charged() 
         [decision] = p.decisions
         if decision.group == "control":
             held += 1
-            assert p.notifications == [] and decision.notification_id is None
-            assert p.ledger.device_sent == () and p.ledger.per_offer_sent == {}
+            assert p.notifications == []
+            assert decision.notification_id is None
+            assert p.ledger.device_sent == ()
+            assert p.ledger.per_offer_sent == {}
             assert [(c.offer_id, c.refused) for c in decision.considered] == [("a", CONTROL_GROUP)]
             assert decision.offer_id == "a"
         else:

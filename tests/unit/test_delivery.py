@@ -316,7 +316,9 @@ def test_retry_after_unusable(value: str | None) -> None:
 
 def test_retry_after_huge_stays_finite() -> None:
     seconds = parse_retry_after("9" * 400, NOW)
-    assert seconds is not None and math.isfinite(seconds) and seconds > 365 * 86_400
+    assert seconds is not None
+    assert math.isfinite(seconds)
+    assert seconds > 365 * 86_400
 
 
 @given(value=st.text(max_size=60), now=st.floats(0, 1e10))

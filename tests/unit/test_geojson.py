@@ -25,7 +25,7 @@ BOW_TIE = [[24.94, 60.17], [24.941, 60.1705], [24.941, 60.17], [24.94, 60.1705],
 
 
 def helsinki() -> dict[str, Any]:
-    doc = json.loads(HELSINKI.read_text())
+    doc: dict[str, Any] = json.loads(HELSINKI.read_text())
     for i, feature in enumerate(doc["features"]):
         feature["id"] = f"store-{i}"
     return doc
@@ -42,7 +42,8 @@ def feature(fid: str | None = "s1", coords: Any = None, **props: Any) -> dict[st
     return out
 
 
-def collection(*features: dict[str, Any]) -> dict[str, Any]:
+def collection(*features: object) -> dict[str, Any]:
+    """A FeatureCollection of ``features``, whatever they are (a test may send nonsense)."""
     return {"type": "FeatureCollection", "features": list(features)}
 
 
@@ -66,7 +67,8 @@ def test_helsinki_parses_with_overlaps_as_warnings() -> None:
     assert len(overlaps) == 4  # the data's README: 4 pairs overlap
     assert all(w["area_m2"] > 0 for w in overlaps)
     fence = report.fences[1]
-    assert fence.id == "store-1" and fence.timezone == TZ
+    assert fence.id == "store-1"
+    assert fence.timezone == TZ
     assert fence.name == "Sanomatalo"
     assert fence.properties["shop_names"] == ["R-Kioski Sanomatalo"]
 
@@ -180,7 +182,8 @@ def test_repair_fixes_a_bow_tie_and_reports_the_areas() -> None:
     assert fence.geometry["type"] == "MultiPolygon"
     assert shape(fence.geometry).is_valid
     (repaired,) = report.repairs
-    assert repaired["code"] == "repaired" and repaired["id"] == "b"
+    assert repaired["code"] == "repaired"
+    assert repaired["id"] == "b"
     assert repaired in report.warnings
     # the two triangles hold half the square (55.6 m × 55.5 m ≈ 3090 m²)
     assert repaired["area_after_m2"] == pytest.approx(3090 / 2, rel=0.02)
@@ -198,7 +201,8 @@ def test_repair_that_leaves_no_area_is_still_a_problem() -> None:
 
 def test_single_feature_takes_the_url_id() -> None:
     fence, warnings = parse_feature(feature(None), store_id="s9", default_timezone=TZ)
-    assert fence.id == "s9" and warnings == []
+    assert fence.id == "s9"
+    assert warnings == []
 
 
 def test_single_feature_id_must_match_the_url() -> None:
@@ -252,7 +256,8 @@ def test_file_without_crs_is_assumed_wgs84(tmp_path: Path) -> None:
 
 def test_an_empty_collection_is_an_empty_catalogue() -> None:
     report = parse_feature_collection(collection(), default_timezone=TZ)
-    assert report.fences == [] and report.warnings == []
+    assert report.fences == []
+    assert report.warnings == []
 
 
 @pytest.mark.parametrize("kind", [["Polygon"], {"type": "Polygon"}, 7])
@@ -272,7 +277,8 @@ def test_an_id_outside_the_pattern_is_invalid(fid: str) -> None:
     [problem] = problems_of(collection(feature(fid)))
     assert (problem["code"], problem["path"]) == ("invalid-id", "id")
     assert "id" not in problem  # the bad id is not echoed as the feature's id
-    assert len(problem["detail"]) < 200 and "\x00" not in problem["detail"]
+    assert len(problem["detail"]) < 200
+    assert "\x00" not in problem["detail"]
 
 
 @pytest.mark.parametrize("fid", ["s", "s" * 128, "osm-way-88777732", "brand:x.store_1-A"])

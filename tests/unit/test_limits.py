@@ -66,7 +66,7 @@ def test_a_caller_that_waits_its_retry_after_is_served() -> None:
 
 @pytest.mark.parametrize(("per_s", "burst"), [(0, 5), (-1, 5), (math.nan, 5), (1, 0.5), (1, 0)])
 def test_a_rate_that_could_serve_nobody_is_refused(per_s: float, burst: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"a rate must|a burst must"):
         Rate(per_s=per_s, burst=burst)
 
 

@@ -47,7 +47,7 @@ def seen(last_ts: float, *, fix_ts: float | None = None) -> DeviceState:
 FRESH = DeviceState()
 RECENT = seen(NOW - 60)
 
-# (case, state, ping, status, reason)
+# each case: its name, the state, the ping, the status and the reason it expects
 CASES = [
     ("first ping", FRESH, ping(NOW), "accepted", None),
     ("duplicate ts", RECENT, ping(NOW - 60), "ignored", "stale"),

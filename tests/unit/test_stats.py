@@ -259,7 +259,7 @@ def test_counts_land_in_their_day_and_every_day_is_there() -> None:
 
 
 def test_hourly_points_and_a_key_with_nothing_counted() -> None:
-    per_hour = {H + 3_600: {counter("notifications", "offer", "o1"): 2}}
+    per_hour = {int(H) + 3_600: {counter("notifications", "offer", "o1"): 2}}
     lines = series(per_hour, "offer", series_starts(H, H + 3 * 3_600, "hour"), "hour", ("o9",))
     assert [(line["key"], [p["notifications"] for p in line["points"]]) for line in lines] == [
         ("o1", [0, 2, 0]),

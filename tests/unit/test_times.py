@@ -88,7 +88,8 @@ def test_booleans_under_a_time_field_stay_booleans() -> None:
 def test_a_struct_with_nothing_to_convert_is_kept_as_it_is() -> None:
     quiet = PingResult(status="accepted", reason=None, events=[])
     out = with_times({"results": [quiet, quiet]})
-    assert out["results"][0] is quiet and out["results"][1] is quiet
+    assert out["results"][0] is quiet
+    assert out["results"][1] is quiet
 
 
 def test_a_struct_with_times_is_encoded_as_the_api_writes_it() -> None:

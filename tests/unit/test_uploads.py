@@ -57,7 +57,8 @@ def test_the_report_shows_the_diff_and_the_shrink() -> None:
         ["h1"],
         ["h2", "h3", "h4"],
     )
-    assert report["shrink"] == {"removed": 3, "of": 5} and report["stores"] == 3
+    assert report["shrink"] == {"removed": 3, "of": 5}
+    assert report["stores"] == 3
     assert codes(report["warnings"]) == ["catalogue-shrink"]
 
 
@@ -79,8 +80,10 @@ def test_a_nearby_catalogue_has_no_move_warning() -> None:
 
 def test_a_whole_catalogue_swapped_has_moved() -> None:
     [moved, *swaps] = move_warnings(town("h", *HELSINKI), town("h", HELSINKI[1], HELSINKI[0]))
-    assert moved["code"] == "catalogue-moved" and moved["distance_km"] > 1000
-    assert moved["far"] == 5 and moved["ids"] == [f"h{i}" for i in range(5)]
+    assert moved["code"] == "catalogue-moved"
+    assert moved["distance_km"] > 1000
+    assert moved["far"] == 5
+    assert moved["ids"] == [f"h{i}" for i in range(5)]
     assert codes(swaps) == ["swapped-coordinates"] * 5
 
 
@@ -149,7 +152,8 @@ def test_the_extent_without_each_box_is_the_union_of_the_others(given_boxes: lis
 def test_refusals_cross_a_process_boundary_whole() -> None:
     problems = [Problem(code="invalid-id", detail="no", feature=0, path="id")]
     back = pickle.loads(pickle.dumps(InvalidInput(problems)))
-    assert back.problems == problems and back.detail == "1 problem(s) in the input"
+    assert back.problems == problems
+    assert back.detail == "1 problem(s) in the input"
     refused = pickle.loads(pickle.dumps(ConfirmMove("moved", {"warnings": []})))
     assert (type(refused), refused.detail, refused.report) == (
         ConfirmMove,

@@ -54,7 +54,7 @@ class Device:
         self, t: float, distances: dict[str, float], accuracy_m: float = 10.0, mocked: bool = False
     ) -> list[dict[str, Any]]:
         ping = Ping(lat=HOME[0], lng=HOME[1], accuracy_m=accuracy_m, ts=T0 + t, mocked=mocked)
-        far = {store_id: OUT for store_id in self.stores}
+        far = dict.fromkeys(self.stores, OUT)
         self.state, self.last, events = step(
             self.state,
             ping,
@@ -483,7 +483,7 @@ class EngineVsReference(RuleBasedStateMachine):
         self.previous: tuple[Ping, float, dict[str, float]] | None = None
         self.emitted: dict[str, float] = {}  # last emitted entry per store
         self.open: set[str] = set()  # stores entered and not yet exited
-        self.distances = {store_id: 5_000.0 for store_id in STORE_IDS}
+        self.distances = dict.fromkeys(STORE_IDS, 5000.0)
 
     def views(self, distances: dict[str, float]) -> dict[str, StoreView]:
         return {

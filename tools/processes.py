@@ -1,4 +1,4 @@
-"""Real processes on loopback: the service, the fake push gateway, their ports and logs."""
+"""Real processes on loopback: the service, redis-server, their ports, logs and sockets."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from typing import Any
 import aiohttp
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SERVE = [sys.executable, "-m", "geofence", "serve"]
-GATEWAY = [sys.executable, "-m", "tests.fakes.gateway"]
 
 
 def free_port() -> int:
@@ -48,17 +47,22 @@ class Process:
         log.close()
 
     @property
+    def started(self) -> subprocess.Popen[bytes]:
+        """The running child; RuntimeError if it was never started."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.proc
+
+    @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.started.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.started.send_signal(signal.SIGKILL)
+        self.started.wait(timeout=10)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -158,12 +162,10 @@ class RedisServer(Process):
 
     def pause(self) -> None:
         """SIGSTOP: the server hangs, its connections open and unanswered."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
+        self.started.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
+        self.started.send_signal(signal.SIGCONT)
 
     @property
     def url(self) -> str:
