@@ -79,7 +79,8 @@ async def post_ping(request: web.Request) -> web.Response:
     ping = ping_in.to_ping()
     if not flag(request, "explain"):
         result = await request.app[COALESCER].handle(caller, ping_in.device_id, ping)
-        return json_response(result)
+        # most pings make no event and no notification: nothing in them is a time
+        return json_response(result, verbatim=not (result.events or result.notifications))
     profile = await _located_device(request, caller, ping_in.device_id, ("device",))
     [result] = await request.app[PINGS].handle(profile.ref, [ping], explain=True)
     return json_response(result)

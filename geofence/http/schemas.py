@@ -55,6 +55,8 @@ async def read_body(request: web.Request, *, limit: int, also: Collection[str] =
     media = request.content_type
     if media not in JSON_TYPES and not media.endswith("+json") and media not in also:
         raise HTTPProblem(415, "unsupported-media-type", "Send the body as application/json.")
+    if request.content.is_eof():  # the whole body is in already (most pings): no timer
+        return await _read_body(request, limit=limit)
     timeout_s = request.app[SETTINGS].body_timeout_s
     try:
         async with asyncio.timeout(timeout_s):

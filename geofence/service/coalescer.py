@@ -75,18 +75,20 @@ class PingCoalescer:
 
     async def handle(self, caller: Caller, device_id: str, ping: Ping) -> PingResult:
         """The result of one device's ping, once the flush that takes it has run."""
-        answer: asyncio.Future[PingResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[PingResult] = loop.create_future()
         self._waiting.append(_Waiting(caller, device_id, ping, answer))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all(), name="ping-coalescer")
-        bound = asyncio.timeout(self.deadline_s)
+        if self.deadline_s is None:
+            return await answer
+        # at the deadline the answer is given up (a flush skips it, or drops its result);
+        # one timer handle, not asyncio.timeout: every single ping passes here
+        expiry = loop.call_later(self.deadline_s, _give_up, answer)
         try:
-            async with bound:
-                return await answer  # at the deadline, the answer is cancelled
-        except TimeoutError:
-            if not bound.expired():
-                raise
-            raise BackendUnavailable("state store unavailable: no answer in time") from None
+            return await answer
+        finally:
+            expiry.cancel()
 
     async def _flush_all(self) -> None:
         while self._waiting or self._ahead is not None:
@@ -177,3 +179,9 @@ def _fail(taken: Sequence[_Waiting], error: BaseException) -> None:
         return
     for waiting in taken:
         _settle(waiting, error)
+
+
+def _give_up(answer: asyncio.Future[PingResult]) -> None:
+    """The deadline of a ping still waiting: its request answers 503."""
+    if not answer.done():
+        answer.set_exception(BackendUnavailable("state store unavailable: no answer in time"))
