@@ -66,13 +66,13 @@ def verified_ref(token: str, key: bytes) -> str | None:
     if match is None:
         return None
     signed = f"{match['ref']}.{match['nonce']}"
-    if not hmac.compare_digest(match["tag"].encode(), _tag(key, signed).encode()):
+    if not hmac.compare_digest(match["tag"], _tag(key, signed)):  # ASCII, as matched
         return None
     return match["ref"]
 
 
 def _tag(key: bytes, signed: str) -> str:
-    digest = hmac.new(key, signed.encode(), hashlib.sha256).digest()[:TAG_BYTES]
+    digest = hmac.digest(key, signed.encode(), "sha256")[:TAG_BYTES]  # one-shot: every request
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
