@@ -93,7 +93,7 @@ def make_store(settings: Settings) -> StateStore:
             device_ttl_s=settings.device_ttl_s,
             position_ttl_s=settings.position_ttl_s,
             dead_letter_ttl_s=settings.dead_letter_ttl_s,
-            stats_ttl_s=settings.stats_retention_days * 86_400,
+            stats_ttl_s=settings.stats_ttl_s,
         )
     return memory_store(settings)
 
@@ -103,7 +103,7 @@ def memory_store(settings: Settings) -> MemoryStore:
         device_ttl_s=settings.device_ttl_s,
         position_ttl_s=settings.position_ttl_s,
         dead_letter_ttl_s=settings.dead_letter_ttl_s,
-        stats_ttl_s=settings.stats_retention_days * 86_400,
+        stats_ttl_s=settings.stats_ttl_s,
     )
 
 

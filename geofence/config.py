@@ -207,6 +207,11 @@ class Settings:
         }
 
     @property
+    def stats_ttl_s(self) -> int:
+        """How long each hour's aggregate counters are kept, in seconds."""
+        return self.stats_retention_days * 86_400
+
+    @property
     def region_bbox(self) -> tuple[float, float, float, float] | None:
         if not self.region:
             return None
