@@ -32,6 +32,7 @@ from h3.api import numpy_int as h3_arrays
 from geofence.domain.geometry import to_plane, to_plane_many
 from geofence.domain.model import Fence
 from geofence.engine import ufuncs
+from geofence.engine.fences import POINT, FenceTable
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.integer[Any]]
@@ -45,6 +46,10 @@ BAND: Final = 2
 _KIND_BITS: Final = 2
 _KIND_MASK: Final = (1 << _KIND_BITS) - 1
 _NO_CELL: Final = np.iinfo(np.int64).max  # above every H3 cell: the top bit is always 0
+_COVER_CHUNK: Final = 32_768  # fences whose cover is classified at once
+# one-point lookups find a cell by a dict up to this many cells, above by a binary search:
+# the dict costs about 100 bytes a cell
+_DICT_CELLS_AT_MOST: Final = 1 << 19
 
 
 # --- one fence in its plane --------------------------------------------------------------
@@ -52,17 +57,16 @@ _NO_CELL: Final = np.iinfo(np.int64).max  # above every H3 cell: the top bit is 
 
 @dataclass(frozen=True, slots=True)
 class _Slot:
-    """A fence prepared for tests: ``base`` is the polygon, or the centre of a circle whose
-    radius is ``offset_m``. The fence is everything within ``offset_m + margin_m`` of base."""
+    """A fence prepared for tests one point at a time (``_SlotArrays.slot``): ``base`` is
+    the polygon, or the centre of a circle whose radius is ``offset_m``. The fence is
+    everything within ``offset_m + margin_m`` of base."""
 
-    fence: Fence
-    revision: str
+    fence_id: str
     lat0: float
     lng0: float
     base: Any
     offset_m: float
     margin_m: float
-    extent_m: float  # farthest vertex of ``base`` from the plane's origin
     bbox: tuple[float, float, float, float]  # min_lat, min_lng, max_lat, max_lng, grown
 
     @property
@@ -101,99 +105,59 @@ class _Slot:
         return max(0.0, self.raw_distance(lat, lng) - self.reach_m)
 
 
-def _polygon_parts(geometry: dict[str, Any]) -> list[list[FloatArray]]:
-    """The rings of each polygon as (n, 2) lng/lat arrays."""
-    kind, coords = geometry["type"], geometry["coordinates"]
-    polygons = [coords] if kind == "Polygon" else coords
-    return [[np.asarray(r, dtype=np.float64)[:, :2] for r in rings] for rings in polygons]
-
-
-def _make_slots(fences: Sequence[Fence]) -> list[_Slot]:
-    """Every fence in its own plane; the polygons are built in a few vectorised calls."""
-    polygonal = [i for i, f in enumerate(fences) if f.geometry["type"] != "Point"]
-    shapes = _Shapes([_polygon_parts(fences[i].geometry) for i in polygonal])
-    made = dict(zip(polygonal, shapes.slots([fences[i] for i in polygonal]), strict=True))
-    return [made.get(i) or _circle_slot(f) for i, f in enumerate(fences)]
-
-
-def _circle_slot(fence: Fence) -> _Slot:
-    lng0, lat0 = (float(v) for v in fence.geometry["coordinates"][:2])
-    radius, margin = float(fence.radius_m or 0.0), float(fence.margin_m)
-    box = _grown_bbox(lat0, lng0, lat0, lng0, radius + margin)
-    centre = shapely.Point(0.0, 0.0)
-    return _Slot(fence, fence.revision, lat0, lng0, centre, radius, margin, 0.0, box)
-
-
-def _grown_bbox(
-    min_lat: float, min_lng: float, max_lat: float, max_lng: float, grow_m: float
-) -> tuple[float, float, float, float]:
-    """A lat/lng box holding every point within ``grow_m`` (+1 m) of the given box.
+def _grown_bboxes(
+    min_lat: FloatArray,
+    min_lng: FloatArray,
+    max_lat: FloatArray,
+    max_lng: FloatArray,
+    grow_m: FloatArray,
+) -> FloatArray:
+    """(n, 4) lat/lng boxes holding every point within ``grow_m`` (+1 m) of the given boxes.
 
     A degree of latitude is at least 110.5 km and of longitude at least 111.3 km·cos φ
-    on WGS 84, so dividing by 110 km over-grows the box, never under-grows it.
+    on WGS 84, so dividing by 110 km over-grows a box, never under-grows it. Near a pole,
+    or where a box would wrap around the antimeridian, it does not filter on longitude.
     """
     d_lat = (grow_m + 1.0) / 110_000.0
-    low, high = max(min_lat - d_lat, -90.0), min(max_lat + d_lat, 90.0)
-    cos_lat = math.cos(math.radians(max(abs(low), abs(high))))
-    if cos_lat < 1e-3:
-        return low, -math.inf, high, math.inf
-    d_lng = (grow_m + 1.0) / (110_000.0 * cos_lat)
+    low, high = np.maximum(min_lat - d_lat, -90.0), np.minimum(max_lat + d_lat, 90.0)
+    cos_lat = np.cos(np.radians(np.maximum(np.abs(low), np.abs(high))))
+    polar = cos_lat < 1e-3
+    d_lng = (grow_m + 1.0) / (110_000.0 * np.where(polar, 1.0, cos_lat))
     lng_lo, lng_hi = min_lng - d_lng, max_lng + d_lng
-    if lng_lo < -180.0 or lng_hi > 180.0:  # wraps: do not filter on longitude
-        lng_lo, lng_hi = -math.inf, math.inf
-    return low, lng_lo, high, lng_hi
+    open_lng = polar | (lng_lo < -180.0) | (lng_hi > 180.0)
+    lng_lo[open_lng], lng_hi[open_lng] = -math.inf, math.inf
+    return np.column_stack((low, lng_lo, high, lng_hi))
 
 
-class _Shapes:
-    """Many (Multi)Polygons projected to their own planes at once."""
-
-    def __init__(self, fences: list[list[list[FloatArray]]]) -> None:
-        rings = [ring for parts in fences for rings in parts for ring in rings]
-        self.ring_sizes = np.asarray([len(r) for r in rings], dtype=np.intp)
-        self.parts_per_fence = [len(parts) for parts in fences]
-        self.rings_per_part = [len(rings) for parts in fences for rings in parts]
-        sizes = [sum(len(r) for rings in parts for r in rings) for parts in fences]
-        self.owner = np.repeat(np.arange(len(fences)), sizes)
-        coords = np.concatenate(rings) if rings else np.zeros((0, 2))
-        self.lngs, self.lats = coords[:, 0], coords[:, 1]
-
-    def bounds(self) -> FloatArray:
-        """(n, 4): min_lat, min_lng, max_lat, max_lng of each fence."""
-        out = np.empty((len(self.parts_per_fence), 4))
-        out[:, :2], out[:, 2:] = np.inf, -np.inf
-        for k, values in enumerate((self.lats, self.lngs)):
-            np.minimum.at(out[:, k], self.owner, values)
-            np.maximum.at(out[:, k + 2], self.owner, values)
-        return out
-
-    def slots(self, fences: list[Fence]) -> list[_Slot]:
-        bounds = self.bounds()
-        lat0, lng0 = (bounds[:, 0] + bounds[:, 2]) / 2.0, (bounds[:, 1] + bounds[:, 3]) / 2.0
-        boxes = [
-            _grown_bbox(b[0], b[1], b[2], b[3], f.margin_m)
-            for b, f in zip(bounds.tolist(), fences, strict=True)
-        ]
-        xs, ys = to_plane_many(lat0[self.owner], lng0[self.owner], self.lats, self.lngs)  # type: ignore[arg-type]
-        extent = np.zeros(len(fences))
-        np.maximum.at(extent, self.owner, np.hypot(xs, ys))
-        bases = self.polygons(xs, ys)
-        shapely.prepare(bases)
-        return [
-            _Slot(f, f.revision, la, ln, b, 0.0, float(f.margin_m), e, box)
-            for f, la, ln, b, e, box in zip(
-                fences, lat0.tolist(), lng0.tolist(), bases, extent.tolist(), boxes, strict=True
-            )
-        ]
-
-    def polygons(self, xs: FloatArray, ys: FloatArray) -> Any:
-        ring_ids = np.repeat(np.arange(len(self.ring_sizes)), self.ring_sizes)
-        rings = shapely.linearrings(xs, ys, indices=ring_ids)
-        part_ids = np.repeat(np.arange(len(self.rings_per_part)), self.rings_per_part)
-        parts = shapely.polygons(rings, indices=part_ids)
-        fence_ids = np.repeat(np.arange(len(self.parts_per_fence)), self.parts_per_fence)
-        multi = shapely.multipolygons(parts, indices=fence_ids)
-        single = np.asarray(self.parts_per_fence) == 1
-        return np.where(single, shapely.get_geometry(multi, 0), multi)
+def _polygons(table: FenceTable, xs: FloatArray, ys: FloatArray, polygonal: BoolArray) -> Any:
+    """The (Multi)Polygons of the polygonal fences from their vertices in their planes,
+    in a few vectorised calls; a fence of one part is a Polygon."""
+    ring_sizes = np.diff(table.ring_offsets)
+    rings_per_part = np.diff(table.part_offsets)
+    parts_per_fence = np.diff(table.fence_offsets)
+    part_fence = np.repeat(np.arange(len(table)), parts_per_fence)
+    ring_fence = np.repeat(part_fence, rings_per_part)
+    kept_rings = polygonal[ring_fence]
+    kept_vertices = np.repeat(kept_rings, ring_sizes)
+    sizes = ring_sizes[kept_rings]
+    rings = shapely.linearrings(
+        xs[kept_vertices], ys[kept_vertices], indices=np.repeat(np.arange(len(sizes)), sizes)
+    )
+    per_part = rings_per_part[polygonal[part_fence]]
+    parts = shapely.polygons(rings, indices=np.repeat(np.arange(len(per_part)), per_part))
+    del rings
+    per_fence = parts_per_fence[polygonal]
+    first_part = np.cumsum(per_fence) - per_fence
+    out = parts[first_part]
+    several = (per_fence > 1).nonzero()[0]
+    if len(several):
+        counts = per_fence[several]
+        picked = np.repeat(first_part[several] - np.cumsum(counts) + counts, counts)
+        picked += np.arange(len(picked))
+        out[several] = shapely.multipolygons(
+            parts[picked], indices=np.repeat(np.arange(len(several)), counts)
+        )
+    return out
 
 
 # --- the H3 cover ------------------------------------------------------------------------
@@ -228,12 +192,12 @@ def _cells_of(lats: FloatArray, lngs: FloatArray, resolution: int) -> IntArray:
 
 
 class _Cover:
-    """Builds the cover of many fences at once, so the geometry runs vectorised."""
+    """Builds the cover of many fences, a few tens of thousands at a time, so the geometry
+    runs vectorised and its temporary arrays stay small."""
 
-    def __init__(self, slots: Sequence[_Slot], exit_margin_m: float, resolution: int) -> None:
-        self.slots = slots
-        self.vectors = _SlotArrays(slots)
-        self.boxes = shapely.bounds(self.vectors.base)  # in each fence's plane
+    def __init__(self, vectors: _SlotArrays, exit_margin_m: float, resolution: int) -> None:
+        self.vectors = vectors
+        self.boxes = shapely.bounds(vectors.base)  # in each fence's plane
         self.exit_margin_m = exit_margin_m
         self.resolution = resolution
         self._radius: dict[int, float] = {}
@@ -248,25 +212,35 @@ class _Cover:
     def max_radius_m(self) -> float:
         return max(self._radius.values(), default=0.0)
 
-    def candidates(self, slot: _Slot) -> tuple[IntArray, float]:
-        """Every cell whose centre may lie within reach + exit margin + one circumradius."""
-        centre = h3.latlng_to_cell(slot.lat0, slot.lng0, self.resolution)
+    def candidates(self, lat0: float, lng0: float, far_m: float) -> tuple[IntArray, float]:
+        """Every cell whose centre may lie within ``far_m`` (the fence's extent, reach and
+        exit margin) + one circumradius of the fence's origin."""
+        centre = h3.latlng_to_cell(lat0, lng0, self.resolution)
         radius = self.radius_m(centre)
-        far = slot.extent_m + slot.reach_m + self.exit_margin_m + 2.0 * radius
+        far = far_m + 2.0 * radius
         # Ring k holds every cell whose centre is within 1.5·k·edge of the centre cell's.
         k = math.ceil(far / (1.5 * radius / 1.1))
         return h3_arrays.grid_disk(centre, k).astype(np.int64), radius
 
     def run(self) -> _CellTable:
         """The table of every cell that the cover keeps, with its fences' kinds."""
-        found = [self.candidates(slot) for slot in self.slots]
-        counts = [len(cells) for cells, _ in found]
-        cells = np.concatenate([c for c, _ in found]) if found else np.zeros(0, dtype=np.int64)
-        owner = np.repeat(np.arange(len(found)), counts)
-        radius = np.repeat(np.asarray([r for _, r in found], dtype=np.float64), counts)
-        kinds = self.classify(cells, owner, radius)
-        kept = kinds >= 0
-        return _CellTable.build(cells[kept], owner[kept], kinds[kept])
+        v = self.vectors
+        far = (v.extent + v.reach + self.exit_margin_m).tolist()
+        lat0, lng0 = v.lat0.tolist(), v.lng0.tolist()
+        kept: list[tuple[IntArray, IntArray, IntArray]] = []
+        for start in range(0, len(far), _COVER_CHUNK):
+            chunk = range(start, min(start + _COVER_CHUNK, len(far)))
+            found = [self.candidates(lat0[i], lng0[i], far[i]) for i in chunk]
+            counts = [len(cells) for cells, _ in found]
+            cells = np.concatenate([c for c, _ in found])
+            owner = np.repeat(np.arange(chunk.start, chunk.stop), counts)
+            radius = np.repeat(np.asarray([r for _, r in found], dtype=np.float64), counts)
+            kinds = self.classify(cells, owner, radius)
+            keep = kinds >= 0
+            kept.append((cells[keep], owner[keep], kinds[keep]))
+        if not kept:
+            return _CellTable.build(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+        return _CellTable.build(*(np.concatenate(parts) for parts in zip(*kept, strict=True)))
 
     def classify(self, cells: IntArray, owner: IntArray, r: FloatArray) -> IntArray:
         xs, ys = self.centres(cells, owner)
@@ -282,7 +256,7 @@ class _Cover:
         unique, inverse = np.unique(cells, return_inverse=True)
         lats, lngs = _cell_centres(unique)
         v = self.vectors
-        return to_plane_many(v.lat0[owner], v.lng0[owner], lats[inverse], lngs[inverse])  # type: ignore[arg-type]
+        return to_plane_many(v.lat0[owner], v.lng0[owner], lats[inverse], lngs[inverse])
 
     def centre_distances(
         self, owner: IntArray, xs: FloatArray, ys: FloatArray, within: FloatArray
@@ -320,7 +294,8 @@ class _CellTable:
         self.cells, self.held, self.listed, self.codes = cells, held, listed, codes
         self.first = np.cumsum(listed, dtype=np.int32) - listed
         # one-point lookups probe a dict and slice these: a numpy call per point costs more
-        self._at = {cell: i for i, cell in enumerate(cells[:-1].tolist())}
+        few = len(cells) <= _DICT_CELLS_AT_MOST
+        self._at = {cell: i for i, cell in enumerate(cells[:-1].tolist())} if few else None
         self._views = tuple(a.data for a in (self.first, held, listed, codes))
 
     @classmethod
@@ -338,12 +313,16 @@ class _CellTable:
 
     def codes_of(self, cell: int, *, band: bool) -> Sequence[int]:
         """The codes the cell lists, the band ones only with ``band``."""
-        at = self._at.get(cell)
+        at = self._at.get(cell) if self._at is not None else self._search(cell)
         if at is None:
             return ()
         first, held, listed, codes = self._views
         start = first[at]
         return codes[start : start + (listed[at] if band else held[at])].tolist()
+
+    def _search(self, cell: int) -> int | None:
+        at = int(np.searchsorted(self.cells, cell))
+        return at if at < len(self.cells) - 1 and int(self.cells[at]) == cell else None
 
     def codes_many(self, cells: IntArray, *, band: bool) -> tuple[IntArray, IntArray]:
         """The codes each cell lists, cell after cell, and how many each lists."""
@@ -369,6 +348,7 @@ class FenceIndex:
         "_by_id",
         "_coarse",
         "_exit_margin_m",
+        "_fences",
         "_ids",
         "_rank",
         "_resolution",
@@ -379,7 +359,7 @@ class FenceIndex:
 
     def __init__(
         self,
-        slots: list[_Slot],
+        fences: FenceTable,
         table: _CellTable,
         coarse: _CoarseGrid,
         vectors: _SlotArrays,
@@ -387,34 +367,45 @@ class FenceIndex:
         resolution: int,
         exit_margin_m: float,
     ) -> None:
-        self._slots = slots
+        self._fences = fences
         self._table = table
-        ids = [s.fence.id for s in slots]
-        self._ids = np.asarray(ids, dtype=object).reshape(-1)
-        self._by_id = {fence_id: i for i, fence_id in enumerate(ids)}
-        # each slot's place among the ids in sorted order: the batch sorts its answers by it
+        # one-point lookups make a fence's _Slot the first time they meet it
+        self._slots: list[_Slot | None] = [None] * len(fences)
+        self._ids = np.empty(len(fences), dtype=object)
+        self._ids[:] = fences.ids
+        self._by_id = {fence_id: i for i, fence_id in enumerate(fences.ids)}
+        # each fence's place among the ids in sorted order: the batch sorts its answers by it
         self._rank = np.argsort(np.argsort(self._ids, kind="stable"), kind="stable")
         self._resolution = resolution
         self._exit_margin_m = exit_margin_m
         self._vectors = vectors
         self._coarse = coarse
-        if len(self._by_id) != len(slots):
+        if len(self._by_id) != len(fences):
             raise ValueError("fence ids must be unique")
 
     @classmethod
     def build(
         cls, fences: Iterable[Fence], *, resolution: int = 11, exit_margin_m: float = 30.0
     ) -> FenceIndex:
-        slots = _make_slots(list(fences))
-        cover = _Cover(slots, exit_margin_m, resolution)
+        return cls.build_table(
+            FenceTable.of(fences), resolution=resolution, exit_margin_m=exit_margin_m
+        )
+
+    @classmethod
+    def build_table(
+        cls, fences: FenceTable, *, resolution: int = 11, exit_margin_m: float = 30.0
+    ) -> FenceIndex:
+        """:meth:`build` from fences already held compactly."""
+        vectors = _SlotArrays(fences)
+        cover = _Cover(vectors, exit_margin_m, resolution)
         table = cover.run()
         coarse = _CoarseGrid.build(table.cells[:-1], cover.max_radius_m)
         return cls(
-            slots, table, coarse, cover.vectors, resolution=resolution, exit_margin_m=exit_margin_m
+            fences, table, coarse, vectors, resolution=resolution, exit_margin_m=exit_margin_m
         )
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._fences)
 
     def __contains__(self, fence_id: object) -> bool:
         return fence_id in self._by_id
@@ -432,26 +423,33 @@ class FenceIndex:
         return self._exit_margin_m
 
     def fences(self) -> list[Fence]:
-        return [s.fence for s in self._slots]
+        return [self._fences.fence(i) for i in range(len(self._fences))]
 
     def fence(self, fence_id: str) -> Fence:
-        return self._slots[self._by_id[fence_id]].fence
+        return self._fences.fence(self._by_id[fence_id])
 
     def revision(self, fence_id: str) -> str:
-        return self._slots[self._by_id[fence_id]].revision
+        return self._fences.revision(self._by_id[fence_id])
+
+    def _slot(self, i: int) -> _Slot:
+        made = self._slots[i] = self._vectors.slot(i, self._fences.ids[i])
+        return made
 
     def distance_m(self, fence_id: str, lat: float, lng: float) -> float:
         """Metres from the point to the fence grown by its margin (0.0 inside)."""
-        return self._slots[self._by_id[fence_id]].distance_m(lat, lng)
+        i = self._by_id[fence_id]
+        return (self._slots[i] or self._slot(i)).distance_m(lat, lng)
 
     def inside(self, lat: float, lng: float) -> list[str]:
         """Ids of the fences (grown by their margin, boundary included) holding the point."""
         found = []
         cell = h3.latlng_to_cell(lat, lng, self._resolution)
+        slots = self._slots
         for code in self._table.codes_of(cell, band=False):
-            slot = self._slots[code >> _KIND_BITS]
+            i = code >> _KIND_BITS
+            slot = slots[i] or self._slot(i)
             if code & _KIND_MASK == INTERIOR or slot.contains(lat, lng):
-                found.append(slot.fence.id)
+                found.append(slot.fence_id)
         found.sort()
         return found
 
@@ -460,12 +458,14 @@ class FenceIndex:
         point's ``distance_m`` to each; ``band=False`` as in :meth:`near_many`."""
         out: dict[str, float] = {}
         cell = h3.latlng_to_cell(lat, lng, self._resolution)
+        slots = self._slots
         for code in self._table.codes_of(cell, band=band):
-            slot = self._slots[code >> _KIND_BITS]
+            i = code >> _KIND_BITS
+            slot = slots[i] or self._slot(i)
             if code & _KIND_MASK == INTERIOR:
-                out[slot.fence.id] = 0.0
+                out[slot.fence_id] = 0.0
             elif band or slot.in_box(lat, lng):
-                out[slot.fence.id] = slot.distance_m(lat, lng)
+                out[slot.fence_id] = slot.distance_m(lat, lng)
         return out
 
     def distances_m(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
@@ -620,24 +620,54 @@ class _CoarseGrid:
 
 
 class _SlotArrays:
-    """The slots' numbers as arrays, for testing many (point, fence) pairs at once."""
+    """The fences' numbers as arrays, for testing many (point, fence) pairs at once: each
+    fence's plane (its origin ``lat0, lng0``), ``base`` (its polygon in that plane, or the
+    centre of its circle of radius ``offset``), margin, reach and grown lat/lng box."""
 
-    def __init__(self, slots: Sequence[_Slot]) -> None:
-        self.lat0 = np.asarray([s.lat0 for s in slots], dtype=np.float64)
-        self.lng0 = np.asarray([s.lng0 for s in slots], dtype=np.float64)
-        self.reach = np.asarray([s.reach_m for s in slots], dtype=np.float64)
-        self.margin = np.asarray([s.margin_m for s in slots], dtype=np.float64)
-        self.circle = np.asarray([s.is_circle for s in slots], dtype=bool)
-        self.bbox = np.asarray([s.bbox for s in slots], dtype=np.float64).reshape(-1, 4)
-        self.base = np.empty(len(slots), dtype=object)
-        self.base[:] = [s.base for s in slots]
+    def __init__(self, fences: FenceTable) -> None:
+        n = len(fences)
+        starts, _ = fences.vertex_ranges()
+        lngs, lats = fences.coords[:, 0], fences.coords[:, 1]
+        low, high = (
+            _per_fence(np.minimum, fences.coords, starts),
+            _per_fence(np.maximum, fences.coords, starts),
+        )
+        self.lat0, self.lng0 = (low[:, 1] + high[:, 1]) / 2.0, (low[:, 0] + high[:, 0]) / 2.0
+        point = fences.kinds == POINT
+        self.offset = np.where(point, np.nan_to_num(fences.radius_m), 0.0)
+        self.margin = np.asarray(fences.margin_m, dtype=np.float64)
+        self.reach = self.offset + self.margin
+        self.circle = self.offset > 0.0
+        self.bbox = _grown_bboxes(low[:, 1], low[:, 0], high[:, 1], high[:, 0], self.reach)
+        owner = np.repeat(np.arange(n), np.diff(np.append(starts, len(lats))))
+        xs, ys = to_plane_many(self.lat0[owner], self.lng0[owner], lats, lngs)
+        self.extent = _per_fence(np.maximum, np.hypot(xs, ys), starts) if n else np.zeros(0)
+        self.base = np.empty(n, dtype=object)
+        self.base[point] = _ORIGIN
+        if not point.all():
+            polygons = _polygons(fences, xs, ys, ~point)
+            shapely.prepare(polygons)
+            self.base[~point] = polygons
+
+    def slot(self, i: int, fence_id: str) -> _Slot:
+        """Fence ``i`` for tests one point at a time."""
+        box = self.bbox[i].tolist()
+        return _Slot(
+            fence_id,
+            float(self.lat0[i]),
+            float(self.lng0[i]),
+            self.base[i],
+            float(self.offset[i]),
+            float(self.margin[i]),
+            (box[0], box[1], box[2], box[3]),
+        )
 
     def contains(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> BoolArray:
         """Whether each point lies in its slot's grown fence (boundary included)."""
         ok = self.in_box(slot, lats, lngs)
         todo = ok.nonzero()[0]
         s = slot[todo]
-        xs, ys = to_plane_many(self.lat0[s], self.lng0[s], lats[todo], lngs[todo])  # type: ignore[arg-type]
+        xs, ys = to_plane_many(self.lat0[s], self.lng0[s], lats[todo], lngs[todo])
         ok[todo] = self.contains_plane(s, xs, ys)
         return ok
 
@@ -663,7 +693,7 @@ class _SlotArrays:
 
     def distances_m(self, slot: IntArray, lats: FloatArray, lngs: FloatArray) -> FloatArray:
         """Metres from each point to its slot's grown fence (0.0 inside): ``distance_m``."""
-        xs, ys = to_plane_many(self.lat0[slot], self.lng0[slot], lats, lngs)  # type: ignore[arg-type]
+        xs, ys = to_plane_many(self.lat0[slot], self.lng0[slot], lats, lngs)
         return np.maximum(0.0, self.raw_distances(slot, xs, ys) - self.reach[slot])
 
     def raw_distances(self, slot: IntArray, xs: FloatArray, ys: FloatArray) -> FloatArray:
@@ -683,6 +713,14 @@ class _SlotArrays:
 
 
 _POINTS_AT_ONCE: Final = 512
+_ORIGIN: Final = shapely.Point(0.0, 0.0)
+
+
+def _per_fence(reduce: np.ufunc, values: Any, starts: IntArray) -> Any:
+    """``reduce`` over each fence's vertices (each fence has one at least)."""
+    if not len(starts):
+        return np.zeros((0, *values.shape[1:]))
+    return reduce.reduceat(values, starts, axis=0)
 
 
 def _with_points(test: Any, shapes: Any, xs: FloatArray, ys: FloatArray, *args: Any) -> Any:

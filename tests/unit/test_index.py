@@ -79,7 +79,8 @@ def test_accessors() -> None:
     fences = list(helsinki()[:5])
     index = FenceIndex.build(fences)
     assert len(index) == 5
-    assert index.fence("h002") is fences[2]
+    assert index.fence("h002") == fences[2]
+    assert index.fences() == fences
     assert index.revision("h002") == fences[2].revision
     assert index.cells > 0
     with pytest.raises(KeyError):
