@@ -223,18 +223,32 @@ class CatalogueService:
             FenceIndex.build, fences, resolution=s.h3_resolution, exit_margin_m=s.exit_margin_m
         )
 
+    def adopt(self, loaded: LoadedIndex) -> None:
+        """Use an index built before this process was forked (``geofence serve
+        --workers``): its memory stays shared, copy-on-write, with the other workers', and
+        ``start`` finds this version in and builds nothing. A later version each worker
+        builds for itself."""
+        self.loaded = loaded
+        self._count(loaded)
+        logger.info("catalogue shared", extra=_described(loaded))
+
     def _install(self, version: int, index: FenceIndex) -> None:
         if self.loaded is not None and self.loaded.version > version:
             return  # a newer version was installed while this one was being built
         self.loaded = LoadedIndex(version, index)
-        self.metrics.fences.set(len(index))
-        self.metrics.index_cells.set(index.cells)
-        self.metrics.catalogue_version.set(version)
-        logger.info(
-            "catalogue loaded",
-            extra={"version": version, "stores": len(index), "cells": index.cells},
-        )
+        self._count(self.loaded)
+        logger.info("catalogue loaded", extra=_described(self.loaded))
         self.on_installed()
+
+    def _count(self, loaded: LoadedIndex) -> None:
+        self.metrics.fences.set(len(loaded.index))
+        self.metrics.index_cells.set(loaded.index.cells)
+        self.metrics.catalogue_version.set(loaded.version)
+
+
+def _described(loaded: LoadedIndex) -> dict[str, int]:
+    index = loaded.index
+    return {"version": loaded.version, "stores": len(index), "cells": index.cells}
 
 
 async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:

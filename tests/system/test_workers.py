@@ -68,6 +68,32 @@ async def test_two_workers_share_the_port_and_the_devices(tmp_path: Path) -> Non
         await client.aclose()
 
 
+async def test_the_workers_share_one_index_built_before_the_fork(tmp_path: Path) -> None:
+    """The catalogue's index is built once, in the process that forks the workers: each
+    worker adopts it (``catalogue shared``) and builds none of its own."""
+    client = await redis_client_or_skip()
+    prefix = f"gftest-workers-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = service_env(port, redis_url=REDIS_URL, redis_prefix=prefix, workers=2)
+    service = Process("service", SERVE, env, tmp_path)
+    try:
+        with running(service):
+            service.start()
+            await wait_http(f"http://127.0.0.1:{port}/readyz")
+            await all_listening(service, port, 2)
+            events = Counter(
+                json.loads(line)["message"]
+                for line in service.log().splitlines()
+                if line.startswith("{")
+            )
+            assert events["catalogue seeded"] == 1
+            assert events["catalogue loaded"] == 1, service.log()[-2000:]
+            assert events["catalogue shared"] == 2
+    finally:
+        await drop_prefix(client, prefix)
+        await client.aclose()
+
+
 async def _walk_every_device_in(
     base: str, port: int, workers: list[int]
 ) -> tuple[Counter[int], list[dict[str, Any]]]:
