@@ -40,8 +40,8 @@ class _Rest(msgspec.Struct, frozen=True, array_like=True):
     properties: dict[str, Any]
 
 
-_ENCODE: Final = msgspec.msgpack.Encoder()
-_DECODE: Final = msgspec.msgpack.Decoder(_Rest)
+_ENCODE: Final = msgspec.json.Encoder()  # as the properties came: JSON
+_DECODE: Final = msgspec.json.Decoder(_Rest)
 _DEFAULT_REST: Final = _ENCODE.encode(_Rest(None, (), "Europe/Helsinki", None, {}))
 
 

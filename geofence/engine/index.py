@@ -499,6 +499,17 @@ class FenceIndex:
 
     def inside_many(self, lats: FloatArray, lngs: FloatArray) -> list[list[str]]:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
+        rows, numbers = self.inside_pairs(lats, lngs)
+        out: list[list[str]] = [[] for _ in range(len(lats))]
+        for row, fence_id in zip(rows.tolist(), self._ids[numbers].tolist(), strict=True):
+            out[row].append(fence_id)
+        return out
+
+    def inside_pairs(self, lats: FloatArray, lngs: FloatArray) -> tuple[IntArray, IntArray]:
+        """:meth:`inside_many` as two arrays (as ``STRtree.query`` answers): the row of
+        the point and the number of the fence (its place among the fences the index was
+        built from) of each (point, fence holding it), point after point, each point's
+        fences in the order of their ids."""
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         rows, slots, kinds = self._pairs(lats, lngs, band=False)
         held = kinds == INTERIOR
@@ -506,12 +517,7 @@ class FenceIndex:
         held[edge] = self._vectors.contains(slots[edge], lats[rows[edge]], lngs[rows[edge]])
         rows, slots = rows[held], slots[held]
         order = np.lexsort((self._rank[slots], rows))  # each point's ids in sorted order
-        out: list[list[str]] = [[] for _ in range(len(lats))]
-        for row, fence_id in zip(
-            rows[order].tolist(), self._ids[slots[order]].tolist(), strict=True
-        ):
-            out[row].append(fence_id)
-        return out
+        return rows[order], slots[order]
 
     def near_many(
         self, lats: FloatArray, lngs: FloatArray, *, band: bool = True
