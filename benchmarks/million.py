@@ -126,7 +126,7 @@ def workers(index: FenceIndex, lats: Any, lngs: Any, count: int) -> list[dict[st
 def run(n_fences: int, n_points: int, seed: int = 1) -> dict[str, Any]:
     table = replicas(n_fences, seed)
     lats, lngs = points(table, n_points, seed + 1, INSIDE_SHARE)
-    gc.collect()
+    settle_heap()
     before = memory()
     start = time.perf_counter()
     index = FenceIndex.build_table(table)
@@ -217,10 +217,15 @@ are inside a fence ({r["answers"]:,} answers). H3 resolution 11, exit margin 30 
 
 {targets(r)}
 
-The fences' table (the vertices as one array, before the build) was {r["rss_before_mb"]:,.0f}
-MB of RSS. Lookups: {ROUNDS} interleaved rounds, median (least to most); the STRtree and its
-points made outside the timing, its answer the raw (point, fence) arrays, the index's the ids
-of each point's fences, sorted.
+RSS: of the whole benchmark process, `/proc/self/status` (GEOS's heap is not seen by
+tracemalloc). Before the build, with the fences' table made (every vertex as one lng/lat
+array, the ids) and the points: {r["rss_before_mb"]:,.0f} MB; right after the build
+{r["unsettled_mb"]:,.0f} MB, then {r["rss_mb"]:,.0f} MB once the service's `settle_heap`
+has frozen the collector's view and handed the C heap's free pages back (`malloc_trim`).
+Lookups: {ROUNDS} interleaved rounds, median (least to most); the STRtree and its points
+made outside the timing. `inside_pairs` answers as `STRtree.query` does, (point, fence)
+arrays, each point's fences in id order; `inside_many` turns them into a list of ids per
+point.
 
 Two workers forked after the build, the collector's view of the index frozen
 (`gc.freeze()`), as `geofence serve --workers 2` does; each answered the {r["points"]:,}

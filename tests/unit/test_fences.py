@@ -98,3 +98,15 @@ def test_many_cells_are_found_without_the_dict(monkeypatch: pytest.MonkeyPatch) 
     assert [large.near(a, b) for a, b in pairs] == [small.near(a, b) for a, b in pairs]
     assert sum(bool(large.inside(a, b)) for a, b in pairs) > 50
     assert np.all(large.inside_many(lats, lngs) == small.inside_many(lats, lngs))
+
+
+def test_the_box_grid_finds_what_the_h3_cover_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``inside_pairs`` asks the grid of boxes; without it (a fence over too many squares)
+    the H3 cover: the same pairs."""
+    table = replicas(500, seed=8)
+    lats, lngs = points(table, 2_000, 9, inside_share=0.5)
+    gridded = FenceIndex.build_table(table).inside_pairs(lats, lngs)
+    monkeypatch.setattr("geofence.engine.index._BoxGrid.MOST_SQUARES", 0)
+    covered = FenceIndex.build_table(table).inside_pairs(lats, lngs)
+    assert len(gridded[0]) > 300
+    assert all(np.array_equal(a, b) for a, b in zip(gridded, covered, strict=True))
