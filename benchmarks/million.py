@@ -33,6 +33,7 @@ import shapely
 from benchmarks.report import write_section
 from geofence.cli import settle_heap
 from geofence.engine.index import FenceIndex
+from geofence.service.catalogue import collector_paused
 from tools.replicas import points, replicas
 
 INSIDE_SHARE = 0.2
@@ -129,7 +130,8 @@ def run(n_fences: int, n_points: int, seed: int = 1) -> dict[str, Any]:
     settle_heap()
     before = memory()
     start = time.perf_counter()
-    index = FenceIndex.build_table(table)
+    with collector_paused():  # as the catalogue builds its index
+        index = FenceIndex.build_table(table)
     build_s = time.perf_counter() - start
     unsettled = memory()
     settle_heap()  # as the service does with each catalogue it installs
@@ -183,7 +185,12 @@ def targets(r: dict[str, Any]) -> str:
     ratio = statistics.median(r["ratios"])
     ratios = f"{ratio:.2f}× ({min(r['ratios']):.2f} to {max(r['ratios']):.2f})"
     rows = [
-        ("build (`FenceIndex.build_table`)", f"{r['build_s']:.1f} s", "≤ 60 s", r["build_s"] <= 60),
+        (
+            "build (`FenceIndex.build_table`, the collector paused)",
+            f"{r['build_s']:.1f} s",
+            "≤ 60 s",
+            r["build_s"] <= 60,
+        ),
         ("RSS after the build", f"{r['rss_mb']:,.0f} MB", "≤ 1,200 MB", r["rss_mb"] <= 1200),
         ("peak RSS of the process so far", f"{r['peak_mb']:,.0f} MB", "—", None),
         ("lookups/s, `FenceIndex.inside_pairs` (arrays)", spread(r["pairs_pps"]), "—", None),

@@ -274,26 +274,31 @@ class _Cover:
         The distance to the fence's box stands in for the fence's (it is less) where it
         decides as well: beyond ``within`` (too far for the cell to be kept), and beyond
         ``beyond`` when the fence is surely within ``within`` (a band cell either way).
-        ``base`` touches every side of its box, so it is no farther than the far end of
-        the nearest side.
         """
         v = self.vectors
         box = np.take(self.boxes, owner, axis=0)  # rows by index: 10× faster than box[owner]
         dx = np.maximum(box[:, 0] - xs, 0.0) + np.maximum(xs - box[:, 2], 0.0)
         dy = np.maximum(box[:, 1] - ys, 0.0) + np.maximum(ys - box[:, 3], 0.0)
         outside = np.hypot(dx, dy)
-        far_x = np.maximum(np.abs(xs - box[:, 0]), np.abs(xs - box[:, 2]))
-        far_y = np.maximum(np.abs(ys - box[:, 1]), np.abs(ys - box[:, 3]))
-        near_x = np.minimum(np.abs(xs - box[:, 0]), np.abs(xs - box[:, 2]))
-        near_y = np.minimum(np.abs(ys - box[:, 1]), np.abs(ys - box[:, 3]))
-        at_most = np.minimum(np.hypot(near_x, far_y), np.hypot(far_x, near_y))
-        band = (outside > beyond) & (at_most <= within)
-        close = ((outside <= within) & ~band).nonzero()[0]
+        close = outside <= within
+        maybe = (close & (outside > beyond)).nonzero()[0]
+        close[maybe[_at_most(box[maybe], xs[maybe], ys[maybe]) <= within[maybe]]] = False
+        close = close.nonzero()[0]
         outside[close] = v.raw_distances(owner[close], xs[close], ys[close])
         depth = np.zeros_like(outside)
         inner = ((outside == 0.0) & ~v.circle[owner]).nonzero()[0]
         depth[inner] = v.depths(owner[inner], xs[inner], ys[inner])
         return outside, depth
+
+
+def _at_most(box: FloatArray, xs: FloatArray, ys: FloatArray) -> FloatArray:
+    """A bound on the metres from each point to a shape that touches every side of its
+    box: the far end of the nearest side."""
+    far_x = np.maximum(np.abs(xs - box[:, 0]), np.abs(xs - box[:, 2]))
+    far_y = np.maximum(np.abs(ys - box[:, 1]), np.abs(ys - box[:, 3]))
+    near_x = np.minimum(np.abs(xs - box[:, 0]), np.abs(xs - box[:, 2]))
+    near_y = np.minimum(np.abs(ys - box[:, 1]), np.abs(ys - box[:, 3]))
+    return np.minimum(np.hypot(near_x, far_y), np.hypot(far_x, near_y))
 
 
 class _CellTable:
