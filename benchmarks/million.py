@@ -31,7 +31,7 @@ import numpy as np
 import shapely
 
 from benchmarks.report import write_section
-from geofence.cli import settle_heap
+from geofence.cli import release_free_heap, settle_heap
 from geofence.engine.index import FenceIndex
 from geofence.service.catalogue import collector_paused
 from tools.replicas import points, replicas
@@ -94,33 +94,36 @@ def interleaved(runs: dict[str, Callable[[], object]]) -> dict[str, list[float]]
     return seconds
 
 
-def workers(index: FenceIndex, lats: Any, lngs: Any, count: int) -> list[dict[str, int]]:
+def workers(index: FenceIndex, lats: Any, lngs: Any, count: int) -> list[dict[str, Any]]:
     """``count`` forked workers share the index built before the fork (the collector's
-    view of it frozen, as ``geofence serve --workers`` does); each answers the points, then
-    reports its memory. The collector's view of the index is frozen already."""
+    view of it frozen already, as ``geofence serve --workers`` does); each answers the
+    points and reports its memory, then hands its free C heap back and reports again:
+    what stays private then is what the index's pages cost it, not the lookups' scratch."""
     children = []
     for _ in range(count):
-        read, write = os.pipe()
+        answered, asked = os.pipe(), os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
-            os.close(read)
             index.inside_many(lats, lngs)
             index.near_many(lats[:100_000], lngs[:100_000])
-            os.write(write, b"1")
-            os.close(write)
+            os.write(answered[1], b"1")
+            os.read(asked[0], 1)
+            release_free_heap()
+            os.write(answered[1], b"2")
             time.sleep(3600)
             os._exit(0)
-        os.close(write)
-        children.append((pid, read))
-    stats = []
-    for _, read in children:
-        os.read(read, 1)
-    for pid, read in children:
-        stats.append(rollup(pid))
-        os.close(read)
-    for pid, _ in children:
+        children.append((pid, answered[0], asked[1]))
+    stats: list[dict[str, Any]] = [{} for _ in children]
+    for step in ("answered", "trimmed"):
+        for (pid, read, write), stat in zip(children, stats, strict=True):
+            os.read(read, 1)
+            stat[step] = rollup(pid)
+            os.write(write, b"t")
+    for pid, read, write in children:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+        os.close(read)
+        os.close(write)
     return stats
 
 
@@ -207,9 +210,11 @@ def targets(r: dict[str, Any]) -> str:
 def section(r: dict[str, Any], command: str) -> str:
     verdict = "identical" if r["identical"] else "DIFFERENT"
     rows = "\n".join(
-        f"| worker {i + 1} | {w['rss'] / 1024:,.0f} MB | {w['pss'] / 1024:,.0f} MB "
-        f"| {w['uss'] / 1024:,.0f} MB |"
+        f"| worker {i + 1}, {step} | {m['rss'] / 1024:,.0f} MB | {m['pss'] / 1024:,.0f} MB "
+        f"| {m['uss'] / 1024:,.0f} MB |"
+        for step in ("answered", "trimmed")
         for i, w in enumerate(r["workers"])
+        for m in [w[step]]
     )
     return f"""## A million fences
 
@@ -236,7 +241,10 @@ point.
 
 Two workers forked after the build, the collector's view of the index frozen
 (`gc.freeze()`), as `geofence serve --workers 2` does; each answered the {r["points"]:,}
-points and `near_many` of 100,000 of them, then reported `/proc/<pid>/smaps_rollup`:
+points and `near_many` of 100,000 of them, then reported `/proc/<pid>/smaps_rollup`
+(answered), then handed its free C heap back (`malloc_trim`) and reported again
+(trimmed): RSS counts the shared pages in each worker, PSS divides them between the
+workers, USS is the worker's own.
 
 | worker | RSS | PSS | USS (private) |
 |---|---:|---:|---:|
