@@ -127,6 +127,19 @@ def workers(index: FenceIndex, lats: Any, lngs: Any, count: int) -> list[dict[st
     return stats
 
 
+def array_megabytes(index: FenceIndex) -> float:
+    """The numpy arrays the index holds (its cells, grids and per-fence numbers), not its
+    fences' table: what is left of its RSS is GEOS's polygons and Python objects."""
+    seen: dict[int, int] = {}
+    parts = [index, *(getattr(index, name) for name in ("_table", "_vectors", "_coarse", "_boxes"))]
+    for part in parts:
+        for name in getattr(type(part), "__slots__", ()) or vars(part):
+            value = getattr(part, name, None)
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                seen[id(value)] = value.nbytes
+    return sum(seen.values()) / 2**20
+
+
 def run(n_fences: int, n_points: int, seed: int = 1) -> dict[str, Any]:
     table = replicas(n_fences, seed)
     lats, lngs = points(table, n_points, seed + 1, INSIDE_SHARE)
@@ -168,6 +181,8 @@ def run(n_fences: int, n_points: int, seed: int = 1) -> dict[str, Any]:
         "build_s": build_s,
         "rss_before_mb": before["VmRSS"] / 1024,
         "rss_mb": after["VmRSS"] / 1024,
+        "arrays_mb": array_megabytes(index),
+        "table_mb": (table.coords.nbytes + table.ring_offsets.nbytes) / 2**20,
         "unsettled_mb": unsettled["VmRSS"] / 1024,
         "peak_mb": after["VmHWM"] / 1024,
         "pairs_pps": [n_points / s for s in seconds["pairs"]],
@@ -234,6 +249,12 @@ tracemalloc). Before the build, with the fences' table made (every vertex as one
 array, the ids) and the points: {r["rss_before_mb"]:,.0f} MB; right after the build
 {r["unsettled_mb"]:,.0f} MB, then {r["rss_mb"]:,.0f} MB once the service's `settle_heap`
 has frozen the collector's view and handed the C heap's free pages back (`malloc_trim`).
+The index's own share, {r["rss_mb"] - r["rss_before_mb"]:,.0f} MB, is {r["arrays_mb"]:,.0f} MB
+of numpy arrays (cells, grids, per-fence numbers) and the rest GEOS's polygons, one per
+fence in its own plane (about 750 bytes for 19 vertices: GEOS keeps each ring, polygon
+and envelope as objects of their own), and the ids' dict; the table's vertices are
+{r["table_mb"]:,.0f} MB of it before.
+
 Lookups: {ROUNDS} interleaved rounds, median (least to most); the STRtree and its points
 made outside the timing. `inside_pairs` answers as `STRtree.query` does, (point, fence)
 arrays, each point's fences in id order; `inside_many` turns them into a list of ids per
