@@ -13,6 +13,10 @@ a fence is indexed with one of three kinds:
   without geometry);
 - edge: the hexagon touches the grown fence (one exact test);
 - band: the hexagon only reaches the hysteresis band (reported by ``near``).
+
+``inside_pairs`` (and so ``inside_many``) finds its candidates for many points in a grid
+of the fences' grown lat/lng boxes instead: no H3 lookup per point. The fences are held
+as a :class:`geofence.engine.fences.FenceTable` (a million fit in a process).
 """
 
 from __future__ import annotations
@@ -361,9 +365,10 @@ class _CellTable:
 class FenceIndex:
     """Which fences hold a point, and how far the nearby ones are.
 
-    ``inside`` costs one H3 lookup and one dict probe for a point far from every fence, and
-    one exact test per fence whose edge crosses the point's cell. The batch lookups do the
-    same for many points in a few numpy and shapely calls.
+    ``inside`` costs one H3 lookup and one dict probe (a binary search above
+    ``_DICT_CELLS_AT_MOST`` cells) for a point far from every fence, and one exact test per
+    fence whose edge crosses the point's cell. The batch lookups do the same for many
+    points in a few numpy and shapely calls.
     """
 
     __slots__ = (
