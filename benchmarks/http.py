@@ -85,6 +85,7 @@ WORKLOAD_S = 3_600.0
 BATCH_CONNECTIONS = 2
 WORKERS = 2  # the run with GEOFENCE_WORKERS: one worker a core
 LAST_PING_AGO_S = 5.0
+MAX_REPLAY_S = 22 * 3_600.0  # pings more than 24 h old are refused
 FALLBACK_MAX_RATE = 5_000  # single pings prepared per second of run for the aiohttp loader
 WALKERS = 500  # devices walking for the single pings, apart from the batch's devices
 WALK_RATE_BOUND = 15_000  # req/s the walks are long enough for, over every run planned
@@ -427,9 +428,16 @@ def batch_bodies(workload: wl.Workload, shift_s: float) -> list[bytes]:
     return bodies
 
 
-def run_batch(s: Stack, workload: wl.Workload, duration_s: float) -> dict[str, Any]:
-    shift_s = time.time() - LAST_PING_AGO_S - float(workload.pings.ts.max())
-    requests = [(s.key("ingest"), body) for body in batch_bodies(workload, shift_s)]
+def run_batch(
+    s: Stack, workload: wl.Workload, duration_s: float, laps: Sequence[float] = ()
+) -> dict[str, Any]:
+    """The workload's batches, posted until done or ``duration_s``; ``laps``: the workload
+    once for each time given, in turn, its last ping then (default: once, just now)."""
+    ends = list(laps) or [time.time() - LAST_PING_AGO_S]
+    last = float(workload.pings.ts.max())
+    requests = [
+        (s.key("ingest"), body) for end in ends for body in batch_bodies(workload, end - last)
+    ]
     load, usage = under_load(
         s, lambda: run_loader(s, "/v1/pings/batch", requests, BATCH_CONNECTIONS, duration_s)
     )
@@ -444,6 +452,17 @@ def run_batch(s: Stack, workload: wl.Workload, duration_s: float) -> dict[str, A
         "notifications": usage.moved["notifications"],
         "state_conflicts": usage.moved["state_conflicts"],
     }
+
+
+def lap_ends(workload: wl.Workload, laps: int) -> list[float]:
+    """When each of ``laps`` replays of the workload ends, one after the other (a minute
+    apart), the last a few seconds ago: each device's pings go on in ts order, lap after
+    lap (a device's first ping of a lap is a relocation, flagged as a jump)."""
+    span = float(workload.pings.ts.max() - workload.pings.ts.min()) + 60.0
+    if laps * span > MAX_REPLAY_S:
+        raise ValueError(f"{laps} laps of {span:.0f} s reach back more than a day")
+    now = time.time() - LAST_PING_AGO_S
+    return [now - (laps - 1 - n) * span for n in range(laps)]
 
 
 def run_loader(

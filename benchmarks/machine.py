@@ -91,3 +91,18 @@ def describe(load: dict[str, float]) -> str:
         f"machine busy {load['machine_busy']:.0%}, load average {load['loadavg']:.1f}, "
         f"other processes {load['others_cpu_s']:.1f} CPU s"
     )
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one process so far (/proc/<pid>/stat, Linux)."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(after_name[11]) + int(after_name[12])) * TICK_S  # fields 14 and 15
+
+
+def pin(pid: int, cores: str) -> None:
+    """Runs ``pid`` (0: this process) on ``cores``, a comma list of core numbers."""
+    os.sched_setaffinity(pid, {int(c) for c in cores.split(",")})
+
+
+def cores_of(pid: int) -> str:
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(pid)))
