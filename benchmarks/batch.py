@@ -14,6 +14,9 @@ Both sides answer the same pings (the workload's, ``benchmarks.workload``) in ba
   (as many as the service has workers), its backend pinned to core 0, the client to core 1.
   PostGIS only looks up: no state, no rules.
 
+Then the same with two: the service with two workers (``GEOFENCE_WORKERS=2``, four
+requests in flight) against a pool of two connections, everything free on both cores.
+
 Each round: wall-clock pings/s of the whole system (the service with Redis, the PostGIS
 server), their ratio, and the CPU each process spent per ping (the service, Redis and the
 loader; PostGIS's backend and its client), with the machine's load meanwhile.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +36,6 @@ from benchmarks import workload as wl
 
 BATCH = 1_000  # pings a request, and points a PostGIS query
 RATE_BOUND = 60_000  # pings/s a round's replays are enough for
-POOL = 1  # PostGIS connections: as many as the service has workers
 
 
 def measure(workload: wl.Workload, *, duration_s: float, reps: int) -> dict[str, Any] | None:
@@ -46,14 +49,21 @@ def measure(workload: wl.Workload, *, duration_s: float, reps: int) -> dict[str,
         ):
             postgis.load(conn, workload.fences)
             version = postgis.short_version(conn)
-            rounds = _rounds(s, conninfo, workload, duration_s, reps)
+            per_round = math.ceil(duration_s * RATE_BOUND / len(workload.pings))
+            ends = http.lap_ends(workload, per_round * reps * len(SETUPS))
+            laps = [ends[n * per_round : (n + 1) * per_round] for n in range(len(ends))]
+            one = _rounds(s, conninfo, workload, duration_s, laps[:reps], SETUPS[0])
+            with http.with_workers(s, SETUPS[1].workers) as both:
+                two = _rounds(both, conninfo, workload, duration_s, laps[reps:], SETUPS[1])
     except postgis.Unavailable as e:
         print(f"postgis: skipped: {e}")
         return None
     return {
         "version": version,
-        "rounds": rounds,
-        "summary": summarize(rounds),
+        "rounds": one,
+        "summary": summarize(one),
+        "rounds_two": two,
+        "summary_two": summarize(two),
         "pings": len(workload.pings),
         "devices": len(workload.device_ids),
         "fences": len(workload.fences),
@@ -61,40 +71,70 @@ def measure(workload: wl.Workload, *, duration_s: float, reps: int) -> dict[str,
     }
 
 
+@dataclass(frozen=True)
+class Setup:
+    """How both systems run: the service's workers and PostGIS's connections (as many),
+    and where (``None``: free on every core)."""
+
+    workers: int
+    server_core: str | None  # the service's, or PostGIS's backends'
+    load_core: str | None  # Redis's and the loader's, or PostGIS's client's
+    in_flight: int  # batch requests the loader keeps in flight
+
+    def __str__(self) -> str:
+        if self.server_core is None:
+            return f"{self.workers} workers / connections, all free on both cores"
+        return (
+            f"{self.workers} worker / connection on core {self.server_core}, Redis and the "
+            f"loader (or PostGIS's client) on core {self.load_core}"
+        )
+
+
+SETUPS = (
+    Setup(1, http.SERVICE_CORE, http.LOAD_CORE, http.BATCH_CONNECTIONS),
+    Setup(2, None, None, 2 * http.BATCH_CONNECTIONS),
+)
+
+
 def _rounds(
-    s: http.Stack, conninfo: str, workload: wl.Workload, duration_s: float, reps: int
+    s: http.Stack,
+    conninfo: str,
+    workload: wl.Workload,
+    duration_s: float,
+    laps: list[list[float]],
+    setup: Setup,
 ) -> list[dict[str, Any]]:
-    per_round = math.ceil(duration_s * RATE_BOUND / len(workload.pings))
-    ends = http.lap_ends(workload, per_round * reps)
+    """A round for each of ``laps`` (the workload's replays, by when each ends)."""
     lats = np.asarray(workload.pings.lat, dtype=np.float64)
     lngs = np.asarray(workload.pings.lng, dtype=np.float64)
     rounds = []
-    for rep in range(reps):
-        laps = ends[rep * per_round : (rep + 1) * per_round]
+    for rep, ends in enumerate(laps):
         sides = ["service", "postgis"] if rep % 2 == 0 else ["postgis", "service"]
         out: dict[str, Any] = {}
         for side in sides:
             if side == "service":
-                out[side] = http.run_batch(s, workload, duration_s, laps)
+                out[side] = http.run_batch(s, workload, duration_s, ends, setup.in_flight)
             else:
-                out[side] = _postgis(conninfo, lats, lngs, duration_s)
+                out[side] = _postgis(conninfo, lats, lngs, duration_s, setup)
         rounds.append(out)
     return rounds
 
 
-def _postgis(conninfo: str, lats: Any, lngs: Any, duration_s: float) -> dict[str, Any]:
-    """The client on the load core, as the service's loader; the backend on the service's."""
+def _postgis(
+    conninfo: str, lats: Any, lngs: Any, duration_s: float, setup: Setup
+) -> dict[str, Any]:
+    """The client where the service's loader runs, the backends where the service does."""
     cores = machine.cores_of(0)
-    machine.pin(0, http.LOAD_CORE)
+    machine.pin(0, setup.load_core or cores)
     try:
         run = postgis.pool_run(
             conninfo,
             lats,
             lngs,
-            connections=POOL,
+            connections=setup.workers,
             batch=BATCH,
             duration_s=duration_s,
-            backend_cores=http.SERVICE_CORE,
+            backend_cores=setup.server_core,
         )
     finally:
         machine.pin(0, cores)
@@ -123,12 +163,12 @@ def _range(v: dict[str, float], fmt: str) -> str:
     return f"{v['median']:{fmt}} ({v['min']:{fmt}} to {v['max']:{fmt}})"
 
 
-def table(r: dict[str, Any]) -> str:
+def table(r: dict[str, Any], key: str = "rounds") -> str:
     lines = [
         "| round | system | pings/s, wall clock | CPU µs a ping | machine |",
         "|---:|---|---:|---|---|",
     ]
-    for n, rnd in enumerate(r["rounds"], 1):
+    for n, rnd in enumerate(r[key], 1):
         for side, x in rnd.items():
             if side == "service":
                 what = "the service + Redis, batch route"
@@ -138,18 +178,19 @@ def table(r: dict[str, Any]) -> str:
                     f"loader {x['loader_us']:.1f}"
                 )
             else:
-                what = f"PostGIS, {POOL} connection"
+                what = "PostGIS"
                 rate = x["points_per_s"]
                 cpu = f"backend {x['backend_us']:.1f}, client {x['client_us']:.1f}"
             lines.append(f"| {n} | {what} | {rate:,.0f} | {cpu} | {machine.describe(x)} |")
     return "\n".join(lines)
 
 
-def summary(r: dict[str, Any]) -> str:
-    m = r["summary"]
+def summary(r: dict[str, Any], key: str = "summary") -> str:
+    m = r[key]
+    rounds = len(r[key.replace("summary", "rounds")])
     service, pg = _range(m["service_per_s"], ",.0f"), _range(m["postgis_per_s"], ",.0f")
     return (
-        f"Median of {len(r['rounds'])} rounds (range): the service {service} pings/s, PostGIS "
+        f"Median of {rounds} rounds (range): the service {service} pings/s, PostGIS "
         f"{pg} points/s, both wall clock on the same two cores: the service / PostGIS "
         f"{_range(m['ratio'], '.2f')}×. CPU a ping: service {_range(m['service_us'], '.1f')} µs "
         f"+ Redis {_range(m['redis_us'], '.1f')} µs, against PostGIS's backend "
@@ -163,9 +204,10 @@ def main() -> None:
     w = wl.make(fences=http.FENCES, devices=args.devices, duration_s=1_800.0)
     r = measure(w, duration_s=args.duration, reps=args.reps)
     if r is not None:
-        print(table(r))
-        print()
-        print(summary(r))
+        for n, setup in enumerate(SETUPS):
+            suffix = "_two" if n else ""
+            text = f"{table(r, 'rounds' + suffix)}\n\n{summary(r, 'summary' + suffix)}"
+            print(f"{setup}:\n\n{text}\n")
 
 
 if __name__ == "__main__":

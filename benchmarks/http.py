@@ -429,21 +429,26 @@ def batch_bodies(workload: wl.Workload, shift_s: float) -> list[bytes]:
 
 
 def run_batch(
-    s: Stack, workload: wl.Workload, duration_s: float, laps: Sequence[float] = ()
+    s: Stack,
+    workload: wl.Workload,
+    duration_s: float,
+    laps: Sequence[float] = (),
+    connections: int = BATCH_CONNECTIONS,
 ) -> dict[str, Any]:
-    """The workload's batches, posted until done or ``duration_s``; ``laps``: the workload
-    once for each time given, in turn, its last ping then (default: once, just now)."""
+    """The workload's batches, posted ``connections`` at a time until done or
+    ``duration_s``; ``laps``: the workload once for each time given, in turn, its last
+    ping then (default: once, just now)."""
     ends = list(laps) or [time.time() - LAST_PING_AGO_S]
     last = float(workload.pings.ts.max())
     requests = [
         (s.key("ingest"), body) for end in ends for body in batch_bodies(workload, end - last)
     ]
     load, usage = under_load(
-        s, lambda: run_loader(s, "/v1/pings/batch", requests, BATCH_CONNECTIONS, duration_s)
+        s, lambda: run_loader(s, "/v1/pings/batch", requests, connections, duration_s)
     )
     pings = int(load["pings"])
     return {
-        "connections": BATCH_CONNECTIONS,
+        "connections": connections,
         **usage.per_request(pings),
         **{k: load[k] for k in ("requests", "wall_s", "http", "results", "p50_ms", "p99_ms")},
         "pings": pings,
@@ -479,7 +484,7 @@ def run_loader(
             out.write(token.encode() + b"\t" + body + b"\n")
     argv = [*LOADER, str(file), s.url + path, str(connections), str(duration_s)]
     done = subprocess.run(
-        pinned(LOAD_CORE, argv),
+        pinned(s.load_cores, argv),
         cwd=ROOT,
         capture_output=True,
         check=True,
@@ -684,10 +689,11 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_workers(s: Stack, workers: int, connections: int, duration_s: float) -> dict[str, Any]:
-    """The walks' single pings at ``connections`` to ``geofence serve`` with ``workers``
-    processes sharing the port, free to run on every core (where Redis and wrk run too):
-    the service of the stack is stopped and this one runs on its Redis, devices and offers."""
+@contextlib.contextmanager
+def with_workers(s: Stack, workers: int) -> Iterator[Stack]:
+    """The stack with ``geofence serve`` of ``workers`` processes sharing the port, free to
+    run on every core (where Redis and the load run too): the stack's service is stopped
+    and this one runs on its Redis, devices and offers. The stack's walk cursor follows."""
     s.service.stop()
     port = free_port()
     env = {**s.env, "GEOFENCE_PORT": str(port), "GEOFENCE_WORKERS": str(workers)}
@@ -697,12 +703,22 @@ def run_workers(s: Stack, workers: int, connections: int, duration_s: float) -> 
         service.start()
         url = f"http://127.0.0.1:{port}"
         asyncio.run(_wait_ready(service, url))
-        # wrk's connections are made once, at its start: every worker must take its share
+        # a load generator's connections are made once, at its start: every worker must
+        # take its share
         asyncio.run(all_listening(service, port, workers))
         shared = dataclasses.replace(s, url=url, service=service, cores=cores, load_cores=cores)
+        try:
+            yield shared
+        finally:
+            s.sent = shared.sent
+
+
+def run_workers(s: Stack, workers: int, connections: int, duration_s: float) -> dict[str, Any]:
+    """The walks' single pings at ``connections`` to the service of ``workers`` processes
+    (:func:`with_workers`)."""
+    with with_workers(s, workers) as shared:
         run = run_pings(shared, connections, duration_s)
-    s.sent = shared.sent
-    return {**run, "workers": workers, "cores": cores}
+    return {**run, "workers": workers, "cores": shared.cores}
 
 
 # the whole measurement
