@@ -49,9 +49,10 @@ def measure(workload: wl.Workload, *, duration_s: float, reps: int) -> dict[str,
         ):
             postgis.load(conn, workload.fences)
             version = postgis.short_version(conn)
-            per_round = math.ceil(duration_s * RATE_BOUND / len(workload.pings))
-            ends = http.lap_ends(workload, per_round * reps * len(SETUPS))
-            laps = [ends[n * per_round : (n + 1) * per_round] for n in range(len(ends))]
+            rounds = reps * len(SETUPS)
+            per_round = laps_per_round(workload, duration_s, rounds)
+            ends = http.lap_ends(workload, per_round * rounds)
+            laps = [ends[n * per_round : (n + 1) * per_round] for n in range(rounds)]
             one = _rounds(s, conninfo, workload, duration_s, laps[:reps], SETUPS[0])
             with http.with_workers(s, SETUPS[1].workers) as both:
                 two = _rounds(both, conninfo, workload, duration_s, laps[reps:], SETUPS[1])
@@ -69,6 +70,14 @@ def measure(workload: wl.Workload, *, duration_s: float, reps: int) -> dict[str,
         "fences": len(workload.fences),
         "duration_s": duration_s,
     }
+
+
+def laps_per_round(workload: wl.Workload, duration_s: float, rounds: int) -> int:
+    """Replays of the workload a round may need at :data:`RATE_BOUND`, as many as fit in
+    the day's pings of ``rounds`` rounds (a round with fewer ends when they are done)."""
+    wanted = math.ceil(duration_s * RATE_BOUND / len(workload.pings))
+    fit = int(http.MAX_REPLAY_S // (http.lap_span(workload) * rounds))
+    return max(1, min(wanted, fit))
 
 
 @dataclass(frozen=True)

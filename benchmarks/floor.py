@@ -80,7 +80,8 @@ def measure(workload: wl.Workload, *, duration_s: float, rounds: int) -> dict[st
     """Each side once a round, in turns, each on a fresh stack: wall-clock pings/s and
     the CPU per ping of the service process and of Redis."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in SIDES}
-    laps = math.ceil(duration_s * RATE_BOUND / len(workload.pings))
+    wanted = math.ceil(duration_s * RATE_BOUND / len(workload.pings))
+    laps = max(1, min(wanted, int(http.MAX_REPLAY_S // http.lap_span(workload))))
     for _ in range(rounds):
         for name, command in SIDES:
             with http.stack(workload, command) as s:

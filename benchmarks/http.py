@@ -459,11 +459,16 @@ def run_batch(
     }
 
 
+def lap_span(workload: wl.Workload) -> float:
+    """Seconds of ts one replay of the workload takes, a minute's gap included."""
+    return float(workload.pings.ts.max() - workload.pings.ts.min()) + 60.0
+
+
 def lap_ends(workload: wl.Workload, laps: int) -> list[float]:
     """When each of ``laps`` replays of the workload ends, one after the other (a minute
     apart), the last a few seconds ago: each device's pings go on in ts order, lap after
     lap (a device's first ping of a lap is a relocation, flagged as a jump)."""
-    span = float(workload.pings.ts.max() - workload.pings.ts.min()) + 60.0
+    span = lap_span(workload)
     if laps * span > MAX_REPLAY_S:
         raise ValueError(f"{laps} laps of {span:.0f} s reach back more than a day")
     now = time.time() - LAST_PING_AGO_S

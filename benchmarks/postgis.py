@@ -297,7 +297,7 @@ def pool_run(
     queries are timed: the connections are made and their backends known before."""
     import psycopg  # noqa: PLC0415 - the bench extra; checked by find_server
 
-    parts = [slice(a, a + batch) for a in range(0, len(lats) - batch + 1, batch)]
+    parts = [slice(a, a + batch) for a in range(0, max(len(lats) - batch, 0) + 1, batch)]
     args = [(lngs[p].tolist(), lats[p].tolist()) for p in parts]
     conns = [psycopg.connect(conninfo, autocommit=True) for _ in range(connections)]
     try:
