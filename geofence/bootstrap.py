@@ -89,6 +89,7 @@ def make_store(settings: Settings) -> StateStore:
             settings.redis_url,
             timeout_s=settings.redis_timeout_s,
             max_connections=settings.redis_max_connections,
+            wait_replicas=settings.redis_wait_replicas,
             prefix=settings.redis_prefix,
             device_ttl_s=settings.device_ttl_s,
             position_ttl_s=settings.position_ttl_s,

@@ -41,6 +41,7 @@ SERVE_GROUPS: dict[str, tuple[str, ...]] = {
         "redis_prefix",
         "redis_timeout_s",
         "redis_max_connections",
+        "redis_wait_replicas",
         "device_ttl_s",
         "position_ttl_s",
     ),

@@ -54,6 +54,13 @@ class Settings:
     redis_max_connections: int = field(
         default=64, metadata={"help": "Redis connections per process; more requests wait"}
     )
+    redis_wait_replicas: int = field(
+        default=0,
+        metadata={
+            "help": "replicas that must acknowledge a write of notifications (WAIT) before"
+            " the ping is answered; fewer within half the Redis timeout: 503 (0: off)"
+        },
+    )
     stores: str = field(
         default="stores.geojson",
         metadata={"help": "GeoJSON loaded at start when the catalogue is empty ('' for none)"},
@@ -285,6 +292,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
     if settings.body_timeout_s <= 0 or settings.keepalive_s < 0:
         raise SettingsError("GEOFENCE_BODY_TIMEOUT_S must be > 0 and GEOFENCE_KEEPALIVE_S >= 0")
+    if settings.redis_wait_replicas < 0:
+        raise SettingsError("GEOFENCE_REDIS_WAIT_REPLICAS must be 0 (off) or more")
     _validate_workers(settings)
     _validate_offers(settings)
     _validate_keys(settings)

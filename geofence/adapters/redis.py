@@ -32,7 +32,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from geofence.adapters.redis_lane import Arg, Call, HiredisPackedConnection, Lane, ScriptLane
+from geofence.adapters.redis_lane import (
+    Arg,
+    Call,
+    HiredisPackedConnection,
+    Lane,
+    ScriptLane,
+    Wait,
+)
 from geofence.domain.conversions import MAX_KEPT, Eligible, attributed
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import BackendUnavailable, NotFound
@@ -443,14 +450,18 @@ class RedisStore:
         lanes: int = LANES,
         lane: Callable[[aioredis.Redis], ScriptLane] = Lane,
         timeout_s: float | None = None,
+        wait_replicas: int = 0,
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
         connections kept aside, when one is free (``redis_lane``); with none, all go
         through the client. ``lane``: what makes each (``Lane``; the benchmarks pass
         another way to compare). ``timeout_s``: the bound on each call, all of it (None:
-        the connection's own timeouts only)."""
+        the connection's own timeouts only). ``wait_replicas``: a write that puts
+        notifications in the outbox is followed by ``WAIT`` for as many replicas (0:
+        none), see ``save_then_load``."""
         self.client = client
         self.timeout_s = timeout_s
+        self.wait_replicas = wait_replicas
         self.keys = Keys(prefix)
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
@@ -678,25 +689,47 @@ class RedisStore:
     async def save_then_load(
         self, writes: Sequence[StateWrite], refs: Sequence[str]
     ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        """With ``wait_replicas``, writes that put notifications in the outbox are
+        followed by ``WAIT`` on the connection they went on (WAIT counts that
+        connection's writes): fewer replicas than asked acknowledging them within half
+        the timeout is BackendUnavailable (a 503; the client resends the same ping,
+        which is ``stale`` if the write survives and applied again if a failover lost
+        it), so that an acknowledged notification is on a replica as well."""
         calls = [self._save_states_call(writes)] if writes else []
         calls += [self._load_devices_call(refs)] if refs else []
+        wait = self._wait_for(writes)
         async with _guard(self.timeout_s):
-            replies = await self._scripts(calls)
+            replies = await self._scripts(calls, wait)
+        if wait is not None:
+            _check_replicas(replies.pop(), wait)
         return _saved(replies[0]) if writes else [], _devices(replies[-1]) if refs else []
+
+    def _wait_for(self, writes: Sequence[StateWrite]) -> Wait | None:
+        if self.wait_replicas <= 0 or not any(w.outbox for w in writes):
+            return None
+        timeout_s = 1.0 if self.timeout_s is None else self.timeout_s
+        return self.wait_replicas, max(1, int(timeout_s * 500))
 
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         [reply] = await self._scripts([(script, keys, args)])
         return reply
 
-    async def _scripts(self, calls: Sequence[Call]) -> list[Any]:
+    async def _scripts(self, calls: Sequence[Call], wait: Wait | None = None) -> list[Any]:
         """The calls made on every flush and batch, in order: together on a lane that is
-        free, else one after the other through the client (see ``redis_lane``)."""
+        free, else one after the other through the client (see ``redis_lane``); then,
+        with ``wait``, WAIT on the same connection, its reply last."""
         if not calls:
             return []
         lane = next((lane for lane in self._lanes if not lane.busy), None)
-        if lane is None:
+        if lane is not None:
+            return await lane.run_all(calls, wait=wait)
+        if wait is None:
             return [await script(keys=keys, args=args) for script, keys, args in calls]
-        return await lane.run_all(calls)
+        async with self.client.pipeline(transaction=False) as pipe:  # one connection
+            for script, keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", *wait)
+            return list(await pipe.execute())
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
@@ -905,6 +938,15 @@ class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
         if isinstance(error, _REDIS_DOWN):
             detail = f"state store unavailable: {type(error).__name__}"
             raise BackendUnavailable(detail) from error
+
+
+def _check_replicas(acknowledged: int, wait: Wait) -> None:
+    replicas, timeout_ms = wait
+    if acknowledged < replicas:
+        raise BackendUnavailable(
+            f"state store unavailable: {acknowledged} of {replicas} replicas"
+            f" acknowledged the write within {timeout_ms} ms"
+        )
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -159,9 +159,9 @@ async def test_the_store_sends_beside_busy_lanes_through_its_client(
     on_lanes: list[int] = []
 
     def counted(n: int, run_all: Any) -> Any:
-        async def run(*args: Any) -> Any:
+        async def run(*args: Any, **kwargs: Any) -> Any:
             on_lanes.append(n)
-            return await run_all(*args)
+            return await run_all(*args, **kwargs)
 
         return run
 
