@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,27 @@ import redis
 from tools.processes import Process
 
 SLOTS = 16_384
+BUS_OFFSET = 10_000  # a node's cluster bus listens this far above its port
 T = TypeVar("T")
+
+
+def free_base(count: int, start: int = 40_000, stop: int = 40_990) -> int:
+    """The first port from ``start`` where ``count`` consecutive ports, and their cluster
+    bus ports (10000 above), are free on loopback."""
+    for base in range(start, stop - count):
+        ports = [p for n in range(base, base + count) for p in (n, n + BUS_OFFSET)]
+        if all(map(_free, ports)):
+            return base
+    raise AssertionError(f"no {count} free consecutive ports in {start}-{stop}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class ClusterNode(Process):
@@ -143,6 +164,13 @@ class RedisCluster:
             f"{replica.name} was not promoted",
         )
         return time.monotonic() - started
+
+    def wait_synced(self, node: ClusterNode, timeout_s: float = 60.0) -> None:
+        """Until ``node`` (started again after a kill) is a replica in sync."""
+        deadline = time.monotonic() + timeout_s
+        _until(functools.partial(_pings, node), deadline, f"{node.name} did not start")
+        synced = functools.partial(_quiet, functools.partial(_synced, node))
+        _until(lambda: synced() is True, deadline, f"{node.name}: not in sync")
 
 
 @contextlib.contextmanager
