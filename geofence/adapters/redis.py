@@ -1,12 +1,17 @@
-"""The Redis state store.
+"""The Redis state store, on a single Redis or a Redis Cluster.
 
 Every key name is built in ``Keys`` below, in one place. All keys of one device share the
-hash tag of its shard, ``{s<n>}``, with that shard's outbox, so they live in one Redis
+hash tag of its shard (``shard_tags``) with that shard's outbox, so they live in one Redis
 Cluster slot and one script can write a device's state, spend its caps and put the
 notification in the outbox atomically. The delivery side claims from every shard.
-The client is a standalone one, so the batched calls (profiles, loads, compare-and-sets of
-many devices) go as one command each whatever the shards; on a cluster they would be split
-by shard, which the key layout allows.
+On a single Redis the batched calls (profiles, loads, compare-and-sets of many devices)
+go as one command each whatever the shards, on a lane (``redis_lane``). On a cluster
+(``RedisCluster``) every script touches the keys of one hash tag only: a batch is split by
+shard, one call per shard, the calls sent concurrently (each goes straight to the primary
+of its slot); plain reads of many slots go in a cluster pipeline (one round trip per
+node). The catalogue and the offers are globals under ``{cat}``; an offer's spent budget
+is a counter of its own slot ``{o:<id>}``, reserved before the device's write and given
+back when the write does not land (see ``RedisStore.reserve_budget``).
 Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
 domain's ``BackendUnavailable`` (the HTTP layer answers 503), within ``timeout_s`` of the
 call: waiting for a pooled connection, connecting, sending and reading all count against
@@ -17,20 +22,25 @@ sent again, a script that adds or claims would apply twice).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
 import hashlib
+import itertools
 import time
+import urllib.parse
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.connection import parse_url
 
 from geofence.adapters.redis_lane import (
     Arg,
@@ -60,8 +70,21 @@ from geofence.ports import (
 )
 
 T = TypeVar("T")
-_REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
-SHARDS = 16
+_REDIS_DOWN = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.BusyLoadingError,
+    OSError,
+    # a cluster without a primary for a slot (a failover under way), or none reachable
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.SlotNotCoveredError,
+    rexc.RedisClusterUnreachableError,
+)
+SHARDS = 16  # on a single Redis: the layout of the first releases, key names unchanged
+CLUSTER_SHARDS = 256  # on a cluster: 3 to 30 primaries each get an equal share (+-1)
+SLOTS = 16_384  # the hash slots of a Redis Cluster
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
 STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters (GEOFENCE_STATS_RETENTION_DAYS)
@@ -69,11 +92,43 @@ DEAD_LETTER_TTL_S = 14 * 86_400  # dead letters, and the outbox keys after their
 RECEIPTS_TTL_S = 30 * 86_400
 
 
+@functools.cache
+def shard_tags(shards: int) -> tuple[str, ...]:
+    """The hash tag of each shard: ``s<n>`` for the 16 shards of a single Redis (the
+    names of the first releases); else shard n's tag is the first of ``s.0``, ``s.1``,
+    ... ``s.<hex>`` whose slot is ``n * 16384 // shards``.
+
+    ``redis-cli --cluster create`` gives each primary one contiguous range of slots of
+    equal length, so slots spaced evenly give each primary an equal share of the shards
+    (256 shards on 3 to 30 primaries: at most one apart), where tags chosen anyhow (the
+    slots of ``{s<n>}`` fall at random) would not. The rule is part of the stored layout:
+    changing it moves every key. About 0.1 s once per process for 256 shards.
+    """
+    if not 1 <= shards <= SLOTS:
+        raise ValueError(f"the shards must be 1 to {SLOTS}, not {shards}")
+    if shards == SHARDS:
+        return tuple(f"s{n}" for n in range(shards))
+    wanted = {n * SLOTS // shards: n for n in range(shards)}
+    tags = [""] * shards
+    for k in itertools.count():
+        tag = f"s.{k:x}"
+        n = wanted.pop(binascii.crc_hqx(tag.encode(), 0) % SLOTS, None)
+        if n is not None:
+            tags[n] = tag
+            if not wanted:
+                break
+    return tuple(tags)
+
+
 class Keys:
     """Every key prefix of the service, in one block."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, shards: int = SHARDS) -> None:
         self.prefix = prefix
+        self.shards = shards
+        self._tags = shard_tags(shards)
+        # the number of shards the data was written with, recorded at the first start
+        self.layout = f"{prefix}:{{cat}}:shards"
         self.fences = f"{prefix}:{{cat}}:fences"
         self.catalogue_version = f"{prefix}:{{cat}}:version"
         # a short digest of each fence, to count what a new version changed, and the changes
@@ -84,12 +139,11 @@ class Keys:
         # made once (a few hundred bytes each)
         self._stems = functools.lru_cache(maxsize=STEMS_KEPT)(self._stem)
 
-    @staticmethod
-    def shard_of(ref: str) -> int:
-        return zlib.crc32(ref.encode()) % SHARDS
+    def shard_of(self, ref: str) -> int:
+        return zlib.crc32(ref.encode()) % self.shards
 
     def shard(self, n: int) -> str:
-        return f"{self.prefix}:{{s{n}}}"
+        return f"{self.prefix}:{{{self._tags[n]}}}"
 
     def _stem(self, ref: str) -> tuple[str, int]:
         shard = self.shard_of(ref)
@@ -440,9 +494,10 @@ return 1
 class RedisStore:
     def __init__(  # noqa: PLR0913 - the client, then its TTLs and lanes, each by name
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str = "geofence",
+        shards: int | None = None,
         device_ttl_s: int = 30 * 86_400,
         position_ttl_s: int = 86_400,
         dead_letter_ttl_s: int = DEAD_LETTER_TTL_S,
@@ -456,13 +511,17 @@ class RedisStore:
         connections kept aside, when one is free (``redis_lane``); with none, all go
         through the client. ``lane``: what makes each (``Lane``; the benchmarks pass
         another way to compare). ``timeout_s``: the bound on each call, all of it (None:
-        the connection's own timeouts only). ``wait_replicas``: a write that puts
-        notifications in the outbox is followed by ``WAIT`` for as many replicas (0:
-        none), see ``save_then_load``."""
+        the connection's own timeouts only). ``shards``: how many the devices are spread
+        over (None: 16 on a single Redis, 256 on a cluster; see ``shard_tags``). On a
+        cluster there are no lanes: every script call goes to the primary of its slot.
+        ``wait_replicas``: a write that puts notifications in the outbox is followed by
+        ``WAIT`` for as many replicas (0: none), see ``save_then_load``."""
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.timeout_s = timeout_s
         self.wait_replicas = wait_replicas
-        self.keys = Keys(prefix)
+        shards = shards or (CLUSTER_SHARDS if self.cluster else SHARDS)
+        self.keys = Keys(prefix, shards)
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
         self.dead_letter_ttl_s = dead_letter_ttl_s
@@ -485,7 +544,9 @@ class RedisStore:
         self._release_budget = client.register_script(RELEASE_BUDGET)
         self._add_counts = client.register_script(ADD_COUNTS)
         self._next_shard = 0
-        self._lanes = [lane(client) for _ in range(lanes)]
+        self._lanes = (
+            [] if isinstance(client, RedisCluster) else [lane(client) for _ in range(lanes)]
+        )
 
     @classmethod
     def from_url(
@@ -509,20 +570,50 @@ class RedisStore:
         )
         return cls(aioredis.Redis.from_pool(pool), timeout_s=timeout_s, **kwargs)
 
+    @classmethod
+    def on_cluster(
+        cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 64, **kwargs: Any
+    ) -> RedisStore:
+        """A store on a Redis Cluster (``cluster_client``)."""
+        client = cluster_client(url, timeout_s=timeout_s, max_connections=max_connections)
+        return cls(client, timeout_s=timeout_s, **kwargs)
+
+    async def claim_layout(self) -> int:
+        """The number of shards the stored data is laid out in: this store's, recorded now
+        if none was (the first start), else the one recorded, which the caller compares
+        with its own (another count would read and write other keys)."""
+        async with _guard(self.timeout_s):
+            await self.client.set(self.keys.layout, self.keys.shards, nx=True)
+            return int(await self.client.get(self.keys.layout) or 0)
+
     async def check(self) -> None:
         async with _guard(self.timeout_s):
             await self.client.ping()
 
     async def persistence(self) -> Persistence:
         """From ``CONFIG GET appendonly`` and ``save``; "unknown" where CONFIG is refused
-        (managed Redis often renames or forbids it)."""
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
-            pipe.config_get("appendonly")
-            pipe.config_get("save")
-            try:
-                appendonly, save = await pipe.execute()
-            except rexc.ResponseError:
-                return "unknown"
+        (managed Redis often renames or forbids it). On a cluster, the weakest of its
+        primaries' (a failover makes a replica a primary: theirs count once they are)."""
+        async with _guard(self.timeout_s):
+            if isinstance(self.client, RedisCluster):
+                primaries = self.client.get_primaries()
+                found = await _all(self._persistence_of(node) for node in primaries)
+                return min(found, key=_PERSISTENCE_RANK.index)
+            return await self._persistence_of(None)
+
+    async def _persistence_of(self, node: ClusterNode | None) -> Persistence:
+        """One server's persistence (``node`` of the cluster, or the single Redis)."""
+        try:
+            if node is None:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.config_get("appendonly")
+                    pipe.config_get("save")
+                    appendonly, save = await pipe.execute()
+            else:
+                appendonly = await self.client.config_get("appendonly", target_nodes=node)
+                save = await self.client.config_get("save", target_nodes=node)
+        except rexc.ResponseError:
+            return "unknown"
         return persistence_of(appendonly.get("appendonly"), save.get("save"))
 
     async def close(self) -> None:
@@ -584,8 +675,14 @@ class RedisStore:
         if not refs:
             return []
         async with _guard(self.timeout_s):
-            raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
+            if self.cluster:
+                raws = await self._by_shard(refs, self._mget_profiles)
+            else:
+                raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
         return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
+
+    async def _mget_profiles(self, refs: Sequence[str]) -> list[Any]:
+        return list(await self.client.mget([self.keys.profile(ref) for ref in refs]))
 
     async def put_device(self, profile: DeviceProfile) -> bool:
         ref = profile.ref
@@ -636,9 +733,14 @@ class RedisStore:
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         if not refs:
             return []
-        keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
         async with _guard(self.timeout_s):
-            reply = await self._script(self._load_states, keys, [2])
+            if self.cluster:
+                return await self._by_shard(refs, self._load_states_of)
+            return await self._load_states_of(refs)
+
+    async def _load_states_of(self, refs: Sequence[str]) -> list[StoredState]:
+        keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
+        reply = await self._script(self._load_states, keys, [2])
         return [
             _stored(version or None, state or None, ledger or None, fix or None)
             for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
@@ -691,15 +793,23 @@ class RedisStore:
     ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
         """With ``wait_replicas``, writes that put notifications in the outbox are
         followed by ``WAIT`` on the connection they went on (WAIT counts that
-        connection's writes): fewer replicas than asked acknowledging them within half
-        the timeout is BackendUnavailable (a 503; the client resends the same ping,
-        which is ``stale`` if the write survives and applied again if a failover lost
-        it), so that an acknowledged notification is on a replica as well."""
+        connection's writes; on a cluster, each shard's on its primary's): fewer
+        replicas than asked acknowledging them within half the timeout is
+        BackendUnavailable (a 503; the client resends the same ping, which is ``stale``
+        if the write survives and applied again if a failover lost it), so that an
+        acknowledged notification is on a replica as well."""
+        async with _guard(self.timeout_s):
+            if self.cluster:
+                return await self._save_then_load_by_shard(writes, refs)
+            return await self._save_then_load(writes, refs)
+
+    async def _save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
         calls = [self._save_states_call(writes)] if writes else []
         calls += [self._load_devices_call(refs)] if refs else []
         wait = self._wait_for(writes)
-        async with _guard(self.timeout_s):
-            replies = await self._scripts(calls, wait)
+        replies = await self._scripts(calls, wait)
         if wait is not None:
             _check_replicas(replies.pop(), wait)
         return _saved(replies[0]) if writes else [], _devices(replies[-1]) if refs else []
@@ -710,6 +820,52 @@ class RedisStore:
         timeout_s = 1.0 if self.timeout_s is None else self.timeout_s
         return self.wait_replicas, max(1, int(timeout_s * 500))
 
+    async def _save_then_load_by_shard(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        """On a cluster: each shard's writes then its reads, shards concurrently. A shard
+        that fails fails the call, as a timeout does: the writes of others may have landed
+        (so their budgets stay spent: at worst underspent, never overspent)."""
+        saves = self._groups([w.ref for w in writes])
+        loads = self._groups(refs)
+        shards = list(saves.keys() | loads.keys())
+        replies = await _all(
+            self._save_then_load(
+                [writes[i] for i in saves.get(n, ())], [refs[i] for i in loads.get(n, ())]
+            )
+            for n in shards
+        )
+        saved: list[Saved] = ["conflict"] * len(writes)
+        loaded: list[tuple[DeviceProfile | None, StoredState]] = [
+            (None, StoredState(state=DeviceState(), version=0))
+        ] * len(refs)
+        for n, (own_saved, own_loaded) in zip(shards, replies, strict=True):
+            for i, verdict in zip(saves.get(n, ()), own_saved, strict=True):
+                saved[i] = verdict
+            for i, device in zip(loads.get(n, ()), own_loaded, strict=True):
+                loaded[i] = device
+        return saved, loaded
+
+    def _groups(self, refs: Sequence[str]) -> dict[int, list[int]]:
+        """The positions of ``refs`` by shard."""
+        groups: dict[int, list[int]] = {}
+        for i, ref in enumerate(refs):
+            groups.setdefault(self.keys.shard_of(ref), []).append(i)
+        return groups
+
+    async def _by_shard(
+        self, refs: Sequence[str], each: Callable[[Sequence[str]], Awaitable[list[T]]]
+    ) -> list[T]:
+        """``each`` called on the refs of every shard, the shards concurrently; the
+        answers in the order of ``refs``."""
+        groups = list(self._groups(refs).values())
+        replies = await _all(each([refs[i] for i in group]) for group in groups)
+        out: list[Any] = [None] * len(refs)
+        for group, reply in zip(groups, replies, strict=True):
+            for i, answer in zip(group, reply, strict=True):
+                out[i] = answer
+        return out
+
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         [reply] = await self._scripts([(script, keys, args)])
         return reply
@@ -717,7 +873,8 @@ class RedisStore:
     async def _scripts(self, calls: Sequence[Call], wait: Wait | None = None) -> list[Any]:
         """The calls made on every flush and batch, in order: together on a lane that is
         free, else one after the other through the client (see ``redis_lane``); then,
-        with ``wait``, WAIT on the same connection, its reply last."""
+        with ``wait``, WAIT on the connection of the first call (the write), its reply
+        last (an error answered to it: 0 replicas)."""
         if not calls:
             return []
         lane = next((lane for lane in self._lanes if not lane.busy), None)
@@ -725,11 +882,27 @@ class RedisStore:
             return await lane.run_all(calls, wait=wait)
         if wait is None:
             return [await script(keys=keys, args=args) for script, keys, args in calls]
-        async with self.client.pipeline(transaction=False) as pipe:  # one connection
+        return await self._scripts_then_wait(calls, wait)
+
+    async def _scripts_then_wait(self, calls: Sequence[Call], wait: Wait) -> list[Any]:
+        """A pipeline: one connection on a single Redis; on a cluster, WAIT sent to the
+        primary of the write's slot, which the pipeline sends with the write on one
+        connection of that node."""
+        async with self.client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 await script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", *wait)
-            return list(await pipe.execute())
+            if isinstance(self.client, RedisCluster):
+                node = self.client.get_node_from_key(calls[0][1][0])
+                pipe.execute_command("WAIT", *wait, target_nodes=node)
+            else:
+                pipe.execute_command("WAIT", *wait)
+            replies = list(await pipe.execute(raise_on_error=False))
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(replies[-1], Exception):
+            replies[-1] = 0
+        return replies
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
@@ -770,14 +943,49 @@ class RedisStore:
 
     # the outbox
     async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
-        """Claim from the shards in turn, starting after the last one served, in one call."""
-        order = [(self._next_shard + step) % SHARDS for step in range(SHARDS)]
-        keys = [key for shard in order for key in self.keys.outbox(shard)]
+        """Claim from the shards in turn, starting after the last one served: on a single
+        Redis in one call over every shard, on a cluster ``_claim_by_shard``."""
+        shards = self.keys.shards
+        order = [(self._next_shard + step) % shards for step in range(shards)]
         async with _guard(self.timeout_s):
-            looked, *raw = await self._claim(keys=keys, args=[now, lease_s, limit])
-        if looked:
-            self._next_shard = (order[looked - 1] + 1) % SHARDS
+            if self.cluster:
+                raw = await self._claim_by_shard(order, now, lease_s, limit)
+            else:
+                keys = [key for shard in order for key in self.keys.outbox(shard)]
+                looked, *raw = await self._claim(keys=keys, args=[now, lease_s, limit])
+                if looked:
+                    self._next_shard = (order[looked - 1] + 1) % shards
         return [_decode(r, OutboxItem) for r in raw]
+
+    async def _claim_by_shard(
+        self, order: Sequence[int], now: float, lease_s: float, limit: int
+    ) -> list[Any]:
+        """On a cluster a claim script touches one shard (one slot). Which shards have an
+        item due is asked first, of all of them, in one cluster pipeline of a
+        ``ZRANGEBYSCORE ... LIMIT 0 1`` each (one round trip per primary, concurrently),
+        so an idle poll costs no script call at all whatever the shards (256: 256 cheap
+        reads in one round trip to each primary). Then the first ``limit`` shards with
+        items due, in turn from the last one served, are claimed from concurrently, one
+        script each, the limit split between them (never more than ``limit`` items
+        claimed in all). Several workers share the shards without a lock: a shard's
+        claim is atomic, and each worker starts where its own last claim ended."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in order:
+                pipe.zrangebyscore(self.keys.outbox(shard)[0], "-inf", now, start=0, num=1)
+            due = [shard for shard, ids in zip(order, await pipe.execute(), strict=True) if ids]
+        taken = due[:limit]
+        if not taken:
+            return []
+        share, extra = divmod(limit, len(taken))
+        replies = await _all(
+            self._claim(
+                keys=self.keys.outbox(shard),
+                args=[now, lease_s, share + (1 if k < extra else 0)],
+            )
+            for k, shard in enumerate(taken)
+        )
+        self._next_shard = (taken[-1] + 1) % self.keys.shards
+        return [raw for reply in replies for raw in reply[1:]]
 
     async def retry_later(self, item: OutboxItem, at: float) -> None:
         keys = self.keys.outbox(self.keys.shard_of(item.device_ref))
@@ -795,7 +1003,7 @@ class RedisStore:
 
     async def outbox_depth(self) -> int:
         async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
+            for shard in range(self.keys.shards):
                 pipe.zcard(self.keys.outbox(shard)[0])
             return sum(await pipe.execute())
 
@@ -811,7 +1019,7 @@ class RedisStore:
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         found: list[DeadLetter] = []
         async with _guard(self.timeout_s):
-            for shard in range(SHARDS):
+            for shard in range(self.keys.shards):
                 ids: list[Any] = await self.client.zrevrange(self.keys.dead(shard), 0, limit - 1)
                 names = [self.keys.letter(shard, _text(i)) for i in ids]
                 raw = await self.client.mget(names) if names else []
@@ -822,7 +1030,7 @@ class RedisStore:
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
         async with _guard(self.timeout_s):
             async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(SHARDS):
+                for shard in range(self.keys.shards):
                     pipe.get(self.keys.letter(shard, notification_id))
                 found = [(n, r) for n, r in enumerate(await pipe.execute()) if r is not None]
             if not found:
@@ -839,7 +1047,9 @@ class RedisStore:
 
     # receipts
     async def expect_receipts(self, *receipts: Receipt) -> None:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
+        # each receipt its own slot: one transaction on a single Redis only
+        transaction = not self.cluster
+        async with _guard(self.timeout_s), self.client.pipeline(transaction) as pipe:
             for receipt in receipts:
                 key = self.keys.receipts(receipt.notification_id)
                 pipe.hsetnx(key, "target", _encode(receipt))
@@ -884,6 +1094,16 @@ class RedisStore:
             by_device.setdefault(ref, []).append(entry)
         if not by_device:
             return
+        async with _guard(self.timeout_s):
+            if self.cluster:
+                refs = list(by_device)
+                groups = self._groups(refs).values()
+                parts = ({refs[i]: by_device[refs[i]] for i in group} for group in groups)
+                await _all(self._remember(part) for part in parts)
+            else:
+                await self._remember(by_device)
+
+    async def _remember(self, by_device: dict[str, list[Eligible]]) -> None:
         keys: list[str] = []
         args: list[Arg] = [MAX_KEPT]
         for ref, entries in by_device.items():
@@ -891,8 +1111,7 @@ class RedisStore:
             args += [len(entries), max(_whole_s(e.window_s) for e in entries)]
             for e in entries:
                 args += [e.at, _encode(e)]
-        async with _guard(self.timeout_s):
-            await self._script(self._remember_eligible, keys, args)
+        await self._script(self._remember_eligible, keys, args)
 
     async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
         key = self.keys.eligible(ref)
@@ -907,6 +1126,52 @@ class RedisStore:
                 pipe.zremrangebyscore(key, "-inf", taken.at)
                 removed, _ = await pipe.execute()
         return taken if removed else None  # 0: another conversion took it first
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def cluster_client(url: str, *, timeout_s: float, max_connections: int) -> RedisCluster:
+    """A ``RedisCluster`` from ``redis+cluster://[user:password@]host:port[,host:port...]``
+    (``rediss+cluster://`` for TLS; the query takes redis-py's URL options, as
+    ``ssl_cert_reqs``): every node listed is a startup node; the client learns the others.
+
+    No command is retried once it may have reached a server (``Retry`` with 0 retries): a
+    script that adds or claims would apply twice. A MOVED or ASK redirection is not a
+    retry (the server said the slot is elsewhere, nothing ran): it is followed. A
+    connection error marks the topology for a refresh, which the next command runs: after
+    a failover the client finds the new primary by itself. Slots without a primary answer
+    as unavailable rather than failing the whole client (no full coverage required).
+    ``max_connections`` is per node.
+    """
+    scheme, rest = url.split("://", 1)
+    auth, _, hosts = rest.rpartition("@")
+    where, _, query = hosts.partition("?")
+    nodes = [_node(n) for n in where.split("/", 1)[0].split(",") if n]
+    if not nodes:
+        raise ValueError("no host:port in the URL")
+    base = "rediss" if scheme.lower().startswith("rediss") else "redis"
+    first = f"{base}://{auth + '@' if auth else ''}{nodes[0].host}:{nodes[0].port}"
+    single = first + (f"/?{query}" if query else "")
+    options = parse_url(single)  # type: ignore[no-untyped-call]
+    for name in ("host", "port", "db", "connection_class"):
+        options.pop(name, None)
+    return RedisCluster(
+        startup_nodes=nodes,
+        ssl=base == "rediss",
+        retry=Retry(NoBackoff(), retries=0),
+        require_full_coverage=False,
+        max_connections=max_connections,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **options,
+    )
+
+
+def _node(text: str) -> ClusterNode:
+    parsed = urllib.parse.urlsplit(f"//{text}")
+    return ClusterNode(parsed.hostname or "localhost", parsed.port or 6379)
 
 
 class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
@@ -940,6 +1205,17 @@ class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
             raise BackendUnavailable(detail) from error
 
 
+async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Every call's answer, run concurrently; the first failure raised once all are done
+    (none is left running unseen, to write after the store call has answered)."""
+    replies = await asyncio.gather(*calls, return_exceptions=True)
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies  # type: ignore[return-value]
+
+
+_PERSISTENCE_RANK: tuple[Persistence, ...] = ("unknown", "off", "rdb", "aof", "memory")
 def _check_replicas(acknowledged: int, wait: Wait) -> None:
     replicas, timeout_ms = wait
     if acknowledged < replicas:
