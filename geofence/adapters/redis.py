@@ -890,7 +890,9 @@ class RedisStore:
         connection of that node."""
         async with self.client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                await script(keys=keys, args=args, client=pipe)
+                # redis-py queues a script on a pipeline (loaded first if need be),
+                # though its annotation names clients only
+                await script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
             if isinstance(self.client, RedisCluster):
                 node = self.client.get_node_from_key(calls[0][1][0])
                 pipe.execute_command("WAIT", *wait, target_nodes=node)
@@ -1216,6 +1218,8 @@ async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
 
 
 _PERSISTENCE_RANK: tuple[Persistence, ...] = ("unknown", "off", "rdb", "aof", "memory")
+
+
 def _check_replicas(acknowledged: int, wait: Wait) -> None:
     replicas, timeout_ms = wait
     if acknowledged < replicas:

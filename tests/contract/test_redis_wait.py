@@ -76,7 +76,7 @@ async def registered_on_both(primary: RedisServer, ref: str) -> None:
     setup = store_on(primary, wait_replicas=0)
     try:
         await setup.create_device(profile(ref))
-        assert await setup.client.execute_command("WAIT", 1, 5000) == 1  # type: ignore[no-untyped-call]
+        assert await setup.client.execute_command("WAIT", 1, 5000) == 1
     finally:
         await setup.close()
 
