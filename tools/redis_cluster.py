@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,13 @@ class ClusterNode(Process):
             *("--cluster-node-timeout", str(node_timeout_ms)),
         ]
         super().__init__(f"redis-{port}", argv, {}, logs)
+
+    def pause(self) -> None:
+        """SIGSTOP: the node hangs, its connections open and unanswered."""
+        self.started.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.started.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5)
@@ -130,7 +138,7 @@ class RedisCluster:
             with node.client() as client:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
         for node in self.nodes:
-            meets = functools.partial(_knows, node, len(ids))
+            meets = functools.partial(_knows, node, ids)
             _until(meets, deadline, f"{node.name}: no MEET")
         for i, node in enumerate(self.nodes[self.primaries :]):
             with node.client() as client:
@@ -207,9 +215,12 @@ def _pings(node: ClusterNode) -> bool:
     return False
 
 
-def _knows(node: ClusterNode, count: int) -> bool:
+def _knows(node: ClusterNode, ids: list[str]) -> bool:
+    """Whether ``node`` knows every one of ``ids`` (past the handshake)."""
     with node.client() as client:
-        return len(client.execute_command("CLUSTER", "NODES").decode().splitlines()) >= count
+        lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+    known = {line.split()[0] for line in lines if "handshake" not in line.split()[2]}
+    return known >= set(ids)
 
 
 def _synced(node: ClusterNode) -> bool:

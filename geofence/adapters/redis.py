@@ -887,24 +887,33 @@ class RedisStore:
     async def _scripts_then_wait(self, calls: Sequence[Call], wait: Wait) -> list[Any]:
         """A pipeline: one connection on a single Redis; on a cluster, WAIT sent to the
         primary of the write's slot, which the pipeline sends with the write on one
-        connection of that node."""
+        connection of that node. A script the server did not know ran nothing: the
+        write's is loaded and the whole sent again; a later call's (a read) is sent
+        again alone, through the client."""
+        replies = await self._pipeline_then_wait(calls, wait)
+        if isinstance(replies[0], rexc.NoScriptError):
+            for script, _, _ in calls:
+                await self.client.script_load(script.script)
+            replies = await self._pipeline_then_wait(calls, wait)
+        for n, (script, keys, args) in enumerate(calls):
+            if isinstance(replies[n], rexc.NoScriptError) and n:
+                replies[n] = await script(keys=keys, args=args)
+            elif isinstance(replies[n], Exception):
+                raise replies[n]
+        if isinstance(replies[-1], Exception):  # WAIT refused: no replica to count on
+            replies[-1] = 0
+        return replies
+
+    async def _pipeline_then_wait(self, calls: Sequence[Call], wait: Wait) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                # redis-py queues a script on a pipeline (loaded first if need be),
-                # though its annotation names clients only
-                await script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
             if isinstance(self.client, RedisCluster):
                 node = self.client.get_node_from_key(calls[0][1][0])
                 pipe.execute_command("WAIT", *wait, target_nodes=node)
             else:
                 pipe.execute_command("WAIT", *wait)
-            replies = list(await pipe.execute(raise_on_error=False))
-        for reply in replies[:-1]:
-            if isinstance(reply, Exception):
-                raise reply
-        if isinstance(replies[-1], Exception):
-            replies[-1] = 0
-        return replies
+            return list(await pipe.execute(raise_on_error=False))
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:

@@ -20,6 +20,7 @@ from geofence.adapters.redis import RedisStore
 from geofence.domain.errors import BackendUnavailable
 from tests.contract.store_builders import notification, profile, visit_state
 from tools.processes import RedisServer
+from tools.redis_cluster import RedisCluster, free_base, running_redis_cluster
 
 pytestmark = pytest.mark.redis
 
@@ -148,4 +149,35 @@ async def test_off_by_default_a_hung_replica_is_not_waited_for(
         assert time.monotonic() - started < TIMEOUT_S * 0.4
     finally:
         replica.resume()
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One primary and its replica, as a Redis Cluster."""
+    logs = tmp_path_factory.mktemp("wait-cluster")
+    with running_redis_cluster(
+        logs, base_port=free_base(2), primaries=1, replicas=1, durable=False
+    ) as cluster:
+        yield cluster
+
+
+async def test_on_a_cluster_the_write_waits_for_its_primarys_replica(
+    redis_cluster: RedisCluster,
+) -> None:
+    """WAIT goes to the primary of the write's slot, in one pipeline with the write."""
+    _, replica = redis_cluster.nodes
+    store = RedisStore.on_cluster(
+        redis_cluster.url, timeout_s=TIMEOUT_S, prefix="gftest-wait", wait_replicas=1
+    )
+    try:
+        assert await write_with_notification(store, "wait-cluster", "n-wait-cluster")
+        replica.pause()
+        try:
+            await store.create_device(profile("wait-cluster-hung"))
+            with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
+                await write_with_notification(store, "wait-cluster-hung", "n-hung")
+        finally:
+            replica.resume()
+    finally:
         await store.close()
