@@ -506,18 +506,23 @@ class RedisStore:
         lane: Callable[[aioredis.Redis], ScriptLane] = Lane,
         timeout_s: float | None = None,
         wait_replicas: int = 0,
+        max_in_flight: int = 64,
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
         connections kept aside, when one is free (``redis_lane``); with none, all go
         through the client. ``lane``: what makes each (``Lane``; the benchmarks pass
         another way to compare). ``timeout_s``: the bound on each call, all of it (None:
-        the connection's own timeouts only). ``shards``: how many the devices are spread
-        over (None: 16 on a single Redis, 256 on a cluster; see ``shard_tags``). On a
-        cluster there are no lanes: every script call goes to the primary of its slot.
-        ``wait_replicas``: a write that puts notifications in the outbox is followed by
-        ``WAIT`` for as many replicas (0: none), see ``save_then_load``."""
+        the connection's own timeouts only). ``max_in_flight``: on a cluster, the store
+        calls in flight at once; more wait, within their bound. ``shards``: how many the
+        devices are spread over (None: 16 on a single Redis, 256 on a cluster; see
+        ``shard_tags``). On a cluster there are no lanes: every script call goes to the
+        primary of its slot. ``wait_replicas``: a write that puts notifications in the
+        outbox is followed by ``WAIT`` for as many replicas (0: none), see
+        ``save_then_load``."""
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
+        # on a cluster, the calls in flight wait for a place here (its pools do not wait)
+        self._gate = asyncio.Semaphore(max_in_flight) if self.cluster else None
         self.timeout_s = timeout_s
         self.wait_replicas = wait_replicas
         shards = shards or (CLUSTER_SHARDS if self.cluster else SHARDS)
@@ -574,27 +579,35 @@ class RedisStore:
     def on_cluster(
         cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 64, **kwargs: Any
     ) -> RedisStore:
-        """A store on a Redis Cluster (``cluster_client``)."""
-        client = cluster_client(url, timeout_s=timeout_s, max_connections=max_connections)
-        return cls(client, timeout_s=timeout_s, **kwargs)
+        """A store on a Redis Cluster (``cluster_client``). redis-py's cluster pools fail
+        at once when full rather than wait, so the wait is the store's: at most
+        ``max_connections`` store calls in flight, more wait within their ``timeout_s``
+        (then BackendUnavailable, a 503). A call split by shard takes a connection per
+        shard it touches, so a node's pool is left unbounded; it keeps what a peak opened."""
+        client = cluster_client(url, timeout_s=timeout_s, max_connections=2**31 - 1)
+        return cls(client, timeout_s=timeout_s, max_in_flight=max_connections, **kwargs)
 
     async def claim_layout(self) -> int:
         """The number of shards the stored data is laid out in: this store's, recorded now
         if none was (the first start), else the one recorded, which the caller compares
         with its own (another count would read and write other keys)."""
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self.client.set(self.keys.layout, self.keys.shards, nx=True)
             return int(await self.client.get(self.keys.layout) or 0)
 
+    def _bounded(self) -> _guard:
+        """The bound of one store call (``_guard``)."""
+        return _guard(self.timeout_s, self._gate)
+
     async def check(self) -> None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self.client.ping()
 
     async def persistence(self) -> Persistence:
         """From ``CONFIG GET appendonly`` and ``save``; "unknown" where CONFIG is refused
         (managed Redis often renames or forbids it). On a cluster, the weakest of its
         primaries' (a failover makes a replica a primary: theirs count once they are)."""
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             if isinstance(self.client, RedisCluster):
                 primaries = self.client.get_primaries()
                 found = await _all(self._persistence_of(node) for node in primaries)
@@ -623,11 +636,14 @@ class RedisStore:
 
     # the catalogue
     async def catalogue_version(self) -> int:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             return int(await self.client.get(self.keys.catalogue_version) or 0)
 
     async def load_catalogue(self) -> Catalogue:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=True) as pipe,
+        ):
             pipe.get(self.keys.catalogue_version)
             pipe.hgetall(self.keys.fences)
             version, raw = await pipe.execute()
@@ -650,31 +666,31 @@ class RedisStore:
         """A catalogue change, recorded in the history; the new version (0: none)."""
         k = self.keys
         keys = [k.fences, k.digests, k.catalogue_version, k.history]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             version = await script(keys=keys, args=[time.time(), HISTORY_KEPT, *args])
         return int(version)
 
     async def catalogue_history(self, limit: int) -> list[CatalogueChange]:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.lrange(self.keys.history, 0, limit - 1)
         return [_change_of(msgspec.json.decode(r)) for r in raw]
 
     # devices
     async def create_device(self, profile: DeviceProfile) -> bool:
         key = self.keys.profile(profile.ref)
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             created = await self.client.set(key, _encode(profile), nx=True, ex=self.device_ttl_s)
         return bool(created)
 
     async def get_device(self, ref: str) -> DeviceProfile | None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.get(self.keys.profile(ref))
         return None if raw is None else _decode(raw, DeviceProfile)
 
     async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
         if not refs:
             return []
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             if self.cluster:
                 raws = await self._by_shard(refs, self._mget_profiles)
             else:
@@ -687,7 +703,7 @@ class RedisStore:
     async def put_device(self, profile: DeviceProfile) -> bool:
         ref = profile.ref
         keys = [self.keys.profile(ref), self.keys.state(ref), self.keys.pending(ref)]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             written = await self._put_device(keys=keys, args=[_encode(profile), self.device_ttl_s])
         return bool(written)
 
@@ -704,7 +720,7 @@ class RedisStore:
         script naming every key it deletes; a dead letter made after the pending ids were
         read (rare) is deleted after it."""
         shard = self.keys.shard_of(ref)
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             ids = [_text(i) for i in await self.client.smembers(self.keys.pending(ref))]
             letters = [self.keys.letter(shard, i) for i in ids]
             keys = [*self.keys.notifications_of(ref), *own, *letters]
@@ -713,7 +729,7 @@ class RedisStore:
                 await self.client.delete(*(self.keys.letter(shard, _text(i)) for i in missed))
 
     async def erase_location(self, ref: str) -> None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._erase_location(keys=self.keys.state_and_fix(ref))
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
@@ -733,7 +749,7 @@ class RedisStore:
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         if not refs:
             return []
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             if self.cluster:
                 return await self._by_shard(refs, self._load_states_of)
             return await self._load_states_of(refs)
@@ -798,7 +814,7 @@ class RedisStore:
         BackendUnavailable (a 503; the client resends the same ping, which is ``stale``
         if the write survives and applied again if a failover lost it), so that an
         acknowledged notification is on a replica as well."""
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             if self.cluster:
                 return await self._save_then_load_by_shard(writes, refs)
             return await self._save_then_load(writes, refs)
@@ -917,39 +933,42 @@ class RedisStore:
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             return bool(await self.client.hset(self.keys.offers, offer.id, _encode(offer)))
 
     async def get_offer(self, offer_id: str) -> Offer | None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.hget(self.keys.offers, offer_id)
         return None if raw is None else _decode(raw, Offer)
 
     async def list_offers(self) -> list[Offer]:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.hgetall(self.keys.offers)
         return sorted((_decode(v, Offer) for v in raw.values()), key=lambda o: o.id)
 
     async def delete_offer(self, offer_id: str) -> bool:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self.client.delete(self.keys.spent(offer_id))
             return bool(await self.client.hdel(self.keys.offers, offer_id))
 
     async def budget_spent(self, offer_ids: Sequence[str]) -> dict[str, int]:
         if not offer_ids:
             return {}
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for offer_id in offer_ids:
                 pipe.get(self.keys.spent(offer_id))
             spent = await pipe.execute()
         return {k: int(v or 0) for k, v in zip(offer_ids, spent, strict=True)}
 
     async def reserve_budget(self, offer_id: str, budget: int) -> bool:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             return bool(await self._reserve_budget(keys=[self.keys.spent(offer_id)], args=[budget]))
 
     async def release_budget(self, offer_id: str) -> None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._release_budget(keys=[self.keys.spent(offer_id)])
 
     # the outbox
@@ -958,7 +977,7 @@ class RedisStore:
         Redis in one call over every shard, on a cluster ``_claim_by_shard``."""
         shards = self.keys.shards
         order = [(self._next_shard + step) % shards for step in range(shards)]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             if self.cluster:
                 raw = await self._claim_by_shard(order, now, lease_s, limit)
             else:
@@ -1001,19 +1020,25 @@ class RedisStore:
     async def retry_later(self, item: OutboxItem, at: float) -> None:
         keys = self.keys.outbox(self.keys.shard_of(item.device_ref))
         args: list[Arg] = [item.id, _encode(item.as_kept()), at, self.dead_letter_ttl_s]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._retry_later(keys=keys, args=args)
 
     async def settle(self, item: OutboxItem) -> None:
         pending, due, items = self.keys.device_outbox(item.device_ref)
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=True) as pipe,
+        ):
             pipe.zrem(due, item.id)
             pipe.hdel(items, item.id)
             pipe.srem(pending, item.id)
             await pipe.execute()
 
     async def outbox_depth(self) -> int:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for shard in range(self.keys.shards):
                 pipe.zcard(self.keys.outbox(shard)[0])
             return sum(await pipe.execute())
@@ -1024,12 +1049,12 @@ class RedisStore:
         keys = [due, items, pending, self.keys.letter(shard, item.id), self.keys.dead(shard)]
         letter = _encode(DeadLetter(item=item.as_kept(), reason=reason, at=at))
         args: list[Arg] = [item.id, letter, at, self.dead_letter_ttl_s]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._dead_letter(keys=keys, args=args)
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         found: list[DeadLetter] = []
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             for shard in range(self.keys.shards):
                 ids: list[Any] = await self.client.zrevrange(self.keys.dead(shard), 0, limit - 1)
                 names = [self.keys.letter(shard, _text(i)) for i in ids]
@@ -1039,7 +1064,7 @@ class RedisStore:
         return found[:limit]
 
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             async with self.client.pipeline(transaction=False) as pipe:
                 for shard in range(self.keys.shards):
                     pipe.get(self.keys.letter(shard, notification_id))
@@ -1060,7 +1085,7 @@ class RedisStore:
     async def expect_receipts(self, *receipts: Receipt) -> None:
         # each receipt its own slot: one transaction on a single Redis only
         transaction = not self.cluster
-        async with _guard(self.timeout_s), self.client.pipeline(transaction) as pipe:
+        async with self._bounded(), self.client.pipeline(transaction) as pipe:
             for receipt in receipts:
                 key = self.keys.receipts(receipt.notification_id)
                 pipe.hsetnx(key, "target", _encode(receipt))
@@ -1069,7 +1094,7 @@ class RedisStore:
 
     async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
         keys = [self.keys.receipts(notification_id)]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             result = await self._record_receipt(keys=keys, args=[event, at])
         if result == -1:
             raise NotFound(f"No notification {notification_id!r} was sent.")
@@ -1081,14 +1106,17 @@ class RedisStore:
         args: list[Arg] = [self.stats_ttl_s]
         for name, n in counts.items():
             args += [name, n]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._script(self._add_counts, [self.keys.counts(bucket)], args)
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
         return summed((await self.read_buckets(buckets)).values())
 
     async def read_buckets(self, buckets: Sequence[int]) -> dict[int, dict[str, int]]:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for bucket in buckets:
                 pipe.hgetall(self.keys.counts(bucket))
             tables = await pipe.execute()
@@ -1105,7 +1133,7 @@ class RedisStore:
             by_device.setdefault(ref, []).append(entry)
         if not by_device:
             return
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             if self.cluster:
                 refs = list(by_device)
                 groups = self._groups(refs).values()
@@ -1126,7 +1154,7 @@ class RedisStore:
 
     async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
         key = self.keys.eligible(ref)
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.zrangebyscore(key, "-inf", at)
             kept = {_decode(r, Eligible): r for r in raw if isinstance(r, bytes)}
             taken = attributed(kept, at, store_id)
@@ -1189,16 +1217,26 @@ class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
     """Turn every way of Redis being unreachable into the domain's BackendUnavailable, and
     bound the whole call (a connection from the pool, connecting, sending, the reply) by
     ``timeout_s``. A class, not ``asynccontextmanager``: every store call passes here, and
-    a generator per call was about 1% of a worker's CPU."""
+    a generator per call was about 1% of a worker's CPU. ``gate`` (on a cluster): a place
+    among the calls in flight, waited for within the bound."""
 
-    __slots__ = ("_bound",)
+    __slots__ = ("_bound", "_gate", "_held")
 
-    def __init__(self, timeout_s: float | None) -> None:
+    def __init__(self, timeout_s: float | None, gate: asyncio.Semaphore | None = None) -> None:
         self._bound = None if timeout_s is None else asyncio.timeout(timeout_s)
+        self._gate = gate
+        self._held = False
 
     async def __aenter__(self) -> None:
         if self._bound is not None:
             await self._bound.__aenter__()
+        if self._gate is not None:
+            try:
+                await self._gate.acquire()
+            except BaseException as e:  # the bound ran out while waiting
+                await self.__aexit__(type(e), e, e.__traceback__)
+                raise
+            self._held = True
 
     async def __aexit__(
         self,
@@ -1206,6 +1244,9 @@ class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._held:
+            self._held = False
+            self._gate.release()  # type: ignore[union-attr]
         if self._bound is not None:
             try:
                 await self._bound.__aexit__(kind, error, tb)
