@@ -21,6 +21,10 @@ deltas over it:
   commands a script runs count too), and of them EVALSHA (the calls the service sent);
 - the machine's load average at the end of the rep.
 
+And once, before the load: the commands a second each Redis runs while its service is
+idle (its dispatcher's look at the outbox shards), and after the reps, on the single
+Redis, the memory of a device's keys (``MEMORY USAGE``).
+
 Printed: median and spread (min-max) of each over the reps. On a 2-core host shared with
 the load generator the service's one core is the limit: 3 primaries do not serve more
 pings/s here, they spread the same Redis work over more processes. Every service also
@@ -217,6 +221,18 @@ async def rep(
     )
 
 
+def idle_commands(targets: Sequence[Target], seconds: float = 5.0) -> str:
+    """Commands a second each Redis runs with no ping coming: its service's dispatcher
+    looking at the outbox shards (and the catalogue poll)."""
+    before = [all_commands(t.primaries)[0] for t in targets]
+    time.sleep(seconds)
+    after = [all_commands(t.primaries)[0] for t in targets]
+    rates = [
+        f"{t.name} {(a - b) / seconds:.0f}" for t, a, b in zip(targets, after, before, strict=True)
+    ]
+    return f"idle, Redis commands/s (one service each): {', '.join(rates)}"
+
+
 def memory_per_device(target: Target, sample: int = 100) -> str:
     """On the single Redis: the bytes of a device's own keys (``MEMORY USAGE``, summed
     over the keys under its stem, for a sample of the devices after the run), and the
@@ -260,6 +276,7 @@ async def main_async(args: argparse.Namespace) -> list[str]:
             async with aiohttp.ClientSession(connector=connector) as session:
                 for t in targets:
                     await prepare(session, t, args.devices)
+                idle = idle_commands(targets)
                 for t in targets:  # warm-up past the dwell: every device entered its store
                     await rep(session, t, WARM_UP_S, args.concurrency, points)
                     t.rows.clear()
@@ -268,7 +285,7 @@ async def main_async(args: argparse.Namespace) -> list[str]:
                     for t in targets:
                         await rep(session, t, args.seconds, args.concurrency, points)
             memory = memory_per_device(single)
-    return [*table(targets), "", memory]
+    return [*table(targets), "", idle, memory]
 
 
 def main() -> None:
