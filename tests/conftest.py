@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -93,42 +94,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
-@pytest.fixture
-async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
-    """Makes Redis stores on prefixes of their own; every key is removed afterwards."""
+@asynccontextmanager
+async def _store_factory(
+    connect: Callable[[], Awaitable[Any]], **defaults: Any
+) -> AsyncIterator[Callable[..., Any]]:
+    """Makes stores, each on a client of its own from ``connect`` and a prefix of its own
+    (or the ``prefix`` of another); every key is removed afterwards (from every primary of
+    a cluster)."""
     made: list[RedisStore] = []
 
     async def make(*, prefix: str | None = None, **kwargs: Any) -> RedisStore:
-        """A store on a new prefix, or a second client on the ``prefix`` of another."""
-        client = await redis_client_or_skip()
+        client = await connect()
         prefix = prefix or f"gftest-{uuid.uuid4().hex[:12]}"
-        made.append(RedisStore(client, prefix=prefix, **kwargs))
+        made.append(RedisStore(client, prefix=prefix, **{**defaults, **kwargs}))
         return made[-1]
 
-    yield make
-    for store in made:
-        await drop_prefix(store.client, store.keys.prefix)
-        await store.close()
+    try:
+        yield make
+    finally:
+        for store in made:
+            await drop_prefix(store.client, store.keys.prefix)
+            await store.close()
+
+
+@pytest.fixture
+async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Makes Redis stores on prefixes of their own; every key is removed afterwards."""
+    async with _store_factory(redis_client_or_skip) as make:
+        yield make
 
 
 @pytest.fixture
 async def cluster_store_factory() -> AsyncIterator[Callable[..., Any]]:
-    """Makes stores on the Redis Cluster, each its own client, on prefixes of their own;
-    every key is removed afterwards from every primary."""
-    made: list[RedisStore] = []
-
-    async def make(*, prefix: str | None = None, **kwargs: Any) -> RedisStore:
-        """A store on a new prefix, or a second client on the ``prefix`` of another."""
-        client = await cluster_client_or_skip()
-        prefix = prefix or f"gftest-{uuid.uuid4().hex[:12]}"
-        kwargs.setdefault("timeout_s", CLUSTER_TIMEOUT_S)
-        made.append(RedisStore(client, prefix=prefix, **kwargs))
-        return made[-1]
-
-    yield make
-    for store in made:
-        await drop_prefix(store.client, store.keys.prefix)
-        await store.close()
+    """Makes stores on the Redis Cluster, each its own client, on prefixes of their own."""
+    async with _store_factory(cluster_client_or_skip, timeout_s=CLUSTER_TIMEOUT_S) as make:
+        yield make
 
 
 @pytest.fixture(
