@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.connection import parse_url
+from redis.crc import key_slot
 
 from geofence.adapters.redis_lane import (
     Arg,
@@ -839,28 +840,127 @@ class RedisStore:
     async def _save_then_load_by_shard(
         self, writes: Sequence[StateWrite], refs: Sequence[str]
     ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
-        """On a cluster: each shard's writes then its reads, shards concurrently. A shard
-        that fails fails the call, as a timeout does: the writes of others may have landed
-        (so their budgets stay spent: at worst underspent, never overspent)."""
-        saves = self._groups([w.ref for w in writes])
-        loads = self._groups(refs)
-        shards = list(saves.keys() | loads.keys())
-        replies = await _all(
-            self._save_then_load(
-                [writes[i] for i in saves.get(n, ())], [refs[i] for i in loads.get(n, ())]
-            )
-            for n in shards
-        )
+        """On a cluster: a write call per shard, then a read call per shard, all in one
+        cluster pipeline (``_on_nodes``: one round trip to each primary, concurrently),
+        so each read comes after its shard's write on the same connection and sees it. A
+        shard that fails fails the call, as a timeout does: the writes of others may have
+        landed (so their budgets stay spent: at worst underspent, never overspent)."""
+        saves = list(self._groups([w.ref for w in writes]).values())
+        loads = list(self._groups(refs).values())
+        shard_writes = [[writes[i] for i in group] for group in saves]
+        calls = [self._save_states_call(own) for own in shard_writes]
+        calls += [self._load_devices_call([refs[i] for i in group]) for group in loads]
+        wait = self._wait_for(writes)
+        waited = [n for n, own in enumerate(shard_writes) if any(w.outbox for w in own)]
+        replies = await self._on_nodes(calls, writes=len(saves), wait=wait, waited=waited)
         saved: list[Saved] = ["conflict"] * len(writes)
         loaded: list[tuple[DeviceProfile | None, StoredState]] = [
             (None, StoredState(state=DeviceState(), version=0))
         ] * len(refs)
-        for n, (own_saved, own_loaded) in zip(shards, replies, strict=True):
-            for i, verdict in zip(saves.get(n, ()), own_saved, strict=True):
+        for group, reply in zip(saves, replies[: len(saves)], strict=True):
+            for i, verdict in zip(group, _saved(reply), strict=True):
                 saved[i] = verdict
-            for i, device in zip(loads.get(n, ()), own_loaded, strict=True):
+        for group, reply in zip(loads, replies[len(saves) :], strict=True):
+            for i, device in zip(group, _devices(reply), strict=True):
                 loaded[i] = device
         return saved, loaded
+
+    async def _on_nodes(
+        self,
+        calls: Sequence[Call],
+        *,
+        writes: int = 0,
+        wait: Wait | None = None,
+        waited: Sequence[int] = (),
+    ) -> list[Any]:
+        """On a cluster: script calls of many slots in one cluster pipeline, which sends
+        each primary its calls in order on one connection, the primaries concurrently (one
+        round trip and one await per primary, not per call). The first ``writes`` calls
+        write, the others read. With ``wait``, a ``WAIT`` goes after the calls on the
+        primary of each call in ``waited`` (it counts all the connection's writes before
+        it): fewer replicas than asked is BackendUnavailable.
+
+        A cluster pipeline does not load scripts: a call the server answered NOSCRIPT ran
+        nothing, so its script is loaded (on every primary) and it is sent again; after a
+        write sent again, the reads of its slot go again too (a read must see the write
+        before it), and WAIT on its primary. Nothing else is sent twice."""
+        waits: dict[str, ClusterNode] = {}
+        if wait is not None:
+            await self._topology()
+            for n in waited:
+                node = self._node_of(calls[n][1][0])
+                waits[node.name] = node
+        replies, acks = await self._pipelined(calls, wait, list(waits.values()))
+        missed = [n for n, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
+        if missed:
+            acks |= await self._again(calls, replies, missed, writes, wait, waits)
+        for reply in replies:
+            if isinstance(reply, rexc.NoScriptError):  # not even after loading it
+                raise BackendUnavailable("state store unavailable: a script was not loaded")
+            if isinstance(reply, Exception):
+                raise reply
+        if wait is not None:
+            for acknowledged in acks.values():
+                _check_replicas(acknowledged, wait)
+        return replies
+
+    async def _again(
+        self,
+        calls: Sequence[Call],
+        replies: list[Any],
+        missed: Sequence[int],
+        writes: int,
+        wait: Wait | None,
+        waits: dict[str, ClusterNode],
+    ) -> dict[str, int]:
+        """``_on_nodes``' calls answered NOSCRIPT (``missed``) sent again once their
+        scripts are loaded, with the reads of the slot of a write among them and WAIT on
+        its primary; their answers put in ``replies``; the new WAITs' counts."""
+        for script in {calls[n][0].sha: calls[n][0] for n in missed}.values():
+            await self.client.script_load(script.script)
+        slots = [key_slot(keys[0].encode()) for _, keys, _ in calls]
+        stale = {slots[n] for n in missed if n < writes}  # a write that never ran
+        again = [n for n in range(len(calls)) if n in missed or (n >= writes and slots[n] in stale)]
+        rewaits = {self._node_of(calls[n][1][0]).name for n in missed if n < writes and waits}
+        answers, acks = await self._pipelined(
+            [calls[n] for n in again],
+            wait,
+            [node for name, node in waits.items() if name in rewaits],
+        )
+        for n, answer in zip(again, answers, strict=True):
+            replies[n] = answer
+        return acks
+
+    async def _topology(self) -> None:
+        """The cluster's slots known (the client learns them at its first command)."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+
+    async def _pipelined(
+        self, calls: Sequence[Call], wait: Wait | None, waits: Sequence[ClusterNode]
+    ) -> tuple[list[Any], dict[str, int]]:
+        """One cluster pipeline of ``calls``, then WAIT on each of the nodes ``waits``:
+        the calls' replies (errors as they came), and each node's count of replicas (0
+        for a WAIT refused: no replica to count on)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if wait is not None:
+                for node in waits:
+                    pipe.execute_command("WAIT", *wait, target_nodes=node)
+            replies = list(await pipe.execute(raise_on_error=False))
+        acks = {
+            node.name: 0 if isinstance(ack, Exception) else int(ack)
+            for node, ack in zip(waits if wait else [], replies[len(calls) :], strict=True)
+        }
+        return replies[: len(calls)], acks
+
+    def _node_of(self, key: str) -> ClusterNode:
+        """The primary of ``key``'s slot, as the client knows it now."""
+        node = self.client.get_node_from_key(key) if isinstance(self.client, RedisCluster) else None
+        if node is None:
+            raise rexc.SlotNotCoveredError(f"no primary known for the slot of {key!r}")
+        return node
 
     def _groups(self, refs: Sequence[str]) -> dict[int, list[int]]:
         """The positions of ``refs`` by shard."""
