@@ -693,13 +693,19 @@ class RedisStore:
             return []
         async with self._bounded():
             if self.cluster:
-                raws = await self._by_shard(refs, self._mget_profiles)
+                raws = await self._profiles_by_shard(refs)
             else:
                 raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
         return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
 
-    async def _mget_profiles(self, refs: Sequence[str]) -> list[Any]:
-        return list(await self.client.mget([self.keys.profile(ref) for ref in refs]))
+    async def _profiles_by_shard(self, refs: Sequence[str]) -> list[Any]:
+        """On a cluster: an MGET per shard (of one slot: redis-py's cluster pipeline
+        refuses its ``mget``, not the command), all in one cluster pipeline."""
+        groups = list(self._groups(refs).values())
+        async with self.client.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.execute_command("MGET", *(self.keys.profile(refs[i]) for i in group))
+            return _scattered(groups, await pipe.execute(), len(refs))
 
     async def put_device(self, profile: DeviceProfile) -> bool:
         ref = profile.ref
@@ -752,16 +758,12 @@ class RedisStore:
             return []
         async with self._bounded():
             if self.cluster:
-                return await self._by_shard(refs, self._load_states_of)
-            return await self._load_states_of(refs)
+                return await self._by_shard(refs, self._load_states_call, _states)
+            return _states(await self._script(*self._load_states_call(refs)))
 
-    async def _load_states_of(self, refs: Sequence[str]) -> list[StoredState]:
+    def _load_states_call(self, refs: Sequence[str]) -> Call:
         keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
-        reply = await self._script(self._load_states, keys, [2])
-        return [
-            _stored(version or None, state or None, ledger or None, fix or None)
-            for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
-        ]
+        return self._load_states, keys, [2]
 
     async def load_devices(
         self, refs: Sequence[str]
@@ -970,17 +972,18 @@ class RedisStore:
         return groups
 
     async def _by_shard(
-        self, refs: Sequence[str], each: Callable[[Sequence[str]], Awaitable[list[T]]]
+        self,
+        refs: Sequence[str],
+        call_of: Callable[[Sequence[str]], Call],
+        answers: Callable[[Any], list[T]],
     ) -> list[T]:
-        """``each`` called on the refs of every shard, the shards concurrently; the
-        answers in the order of ``refs``."""
+        """On a cluster: the script call ``call_of`` makes for the refs of each shard,
+        reads all, in one pipeline (``_on_nodes``); each reply's ``answers`` in the
+        order of ``refs``."""
         groups = list(self._groups(refs).values())
-        replies = await _all(each([refs[i] for i in group]) for group in groups)
-        out: list[Any] = [None] * len(refs)
-        for group, reply in zip(groups, replies, strict=True):
-            for i, answer in zip(group, reply, strict=True):
-                out[i] = answer
-        return out
+        calls = [call_of([refs[i] for i in group]) for group in groups]
+        replies = await self._on_nodes(calls)
+        return _scattered(groups, [answers(reply) for reply in replies], len(refs))
 
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         [reply] = await self._scripts([(script, keys, args)])
@@ -1095,10 +1098,11 @@ class RedisStore:
         ``ZRANGEBYSCORE ... LIMIT 0 1`` each (one round trip per primary, concurrently),
         so an idle poll costs no script call at all whatever the shards (256: 256 cheap
         reads in one round trip to each primary). Then the first ``limit`` shards with
-        items due, in turn from the last one served, are claimed from concurrently, one
-        script each, the limit split between them (never more than ``limit`` items
-        claimed in all). Several workers share the shards without a lock: a shard's
-        claim is atomic, and each worker starts where its own last claim ended."""
+        items due, in turn from the last one served, are claimed from, one script each
+        in one cluster pipeline (``_on_nodes``), the limit split between them (never more
+        than ``limit`` items claimed in all). Several workers share the shards without a
+        lock: a shard's claim is atomic, and each worker starts where its own last claim
+        ended."""
         async with self.client.pipeline(transaction=False) as pipe:
             for shard in order:
                 pipe.zrangebyscore(self.keys.outbox(shard)[0], "-inf", now, start=0, num=1)
@@ -1107,13 +1111,11 @@ class RedisStore:
         if not taken:
             return []
         share, extra = divmod(limit, len(taken))
-        replies = await _all(
-            self._claim(
-                keys=self.keys.outbox(shard),
-                args=[now, lease_s, share + (1 if k < extra else 0)],
-            )
+        calls: list[Call] = [
+            (self._claim, self.keys.outbox(shard), [now, lease_s, share + (1 if k < extra else 0)])
             for k, shard in enumerate(taken)
-        )
+        ]
+        replies = await self._on_nodes(calls, writes=len(calls))
         self._next_shard = (taken[-1] + 1) % self.keys.shards
         return [raw for reply in replies for raw in reply[1:]]
 
@@ -1238,11 +1240,12 @@ class RedisStore:
                 refs = list(by_device)
                 groups = self._groups(refs).values()
                 parts = ({refs[i]: by_device[refs[i]] for i in group} for group in groups)
-                await _all(self._remember(part) for part in parts)
+                calls = [self._remember_call(part) for part in parts]
+                await self._on_nodes(calls, writes=len(calls))
             else:
-                await self._remember(by_device)
+                await self._script(*self._remember_call(by_device))
 
-    async def _remember(self, by_device: dict[str, list[Eligible]]) -> None:
+    def _remember_call(self, by_device: dict[str, list[Eligible]]) -> Call:
         keys: list[str] = []
         args: list[Arg] = [MAX_KEPT]
         for ref, entries in by_device.items():
@@ -1250,7 +1253,7 @@ class RedisStore:
             args += [len(entries), max(_whole_s(e.window_s) for e in entries)]
             for e in entries:
                 args += [e.at, _encode(e)]
-        await self._script(self._remember_eligible, keys, args)
+        return self._remember_eligible, keys, args
 
     async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
         key = self.keys.eligible(ref)
@@ -1365,6 +1368,24 @@ async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
         if isinstance(reply, BaseException):
             raise reply
     return replies  # type: ignore[return-value]
+
+
+def _scattered(groups: Sequence[Sequence[int]], replies: Sequence[Any], n: int) -> list[Any]:
+    """The answers of each group's reply (one per position in the group) put back at
+    their positions among ``n``."""
+    out: list[Any] = [None] * n
+    for group, reply in zip(groups, replies, strict=True):
+        for i, answer in zip(group, reply, strict=True):
+            out[i] = answer
+    return out
+
+
+def _states(reply: Sequence[Any]) -> list[StoredState]:
+    """``LOAD_STATES``' answer without the profiles: each device's state."""
+    return [
+        _stored(version or None, state or None, ledger or None, fix or None)
+        for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
+    ]
 
 
 _PERSISTENCE_RANK: tuple[Persistence, ...] = ("unknown", "off", "rdb", "aof", "memory")

@@ -15,6 +15,7 @@ import pytest
 from redis.crc import key_slot
 
 from geofence.adapters.redis import LOAD_STATES, SAVE_STATES, SLOTS, RedisStore
+from geofence.domain.conversions import Eligible
 from geofence.domain.errors import BackendUnavailable
 from geofence.ports import StateWrite
 from tests.contract.store_builders import notification, profile, visit_state
@@ -67,6 +68,10 @@ def writes_of(refs: list[str], *, notify: bool = False) -> list[StateWrite]:
         )
         for ref in refs
     ]
+
+
+def entry(ref: str) -> Eligible:
+    return Eligible(offer_id="o1", store_id=f"store-{ref}", at=100.0, group="treated", window_s=600)
 
 
 def scripts_only(cluster: RedisCluster, *kept: str) -> None:
@@ -153,3 +158,24 @@ async def test_one_wait_per_primary_and_a_hung_replica_is_unavailable(
             await store.save_then_load(writes_of(others, notify=True), [])
     finally:
         hung.resume()
+
+
+async def test_reads_and_entries_of_many_shards_answer_in_the_order_asked(
+    store: RedisStore, redis_cluster: RedisCluster
+) -> None:
+    """Profiles, states and eligible entries of devices over many shards, each kind in
+    one pipeline, with the scripts unknown at first: every answer at its device's place,
+    a device that does not exist included."""
+    refs = refs_of("order")
+    await created(store, refs)
+    await store.save_states(writes_of(refs[::2]))
+    asked = [*reversed(refs), "no-such-device"]
+    scripts_only(redis_cluster)
+    profiles = await store.get_devices(asked)
+    assert [p.ref if p else None for p in profiles] == [*reversed(refs), None]
+    states = await store.load_states(asked)
+    assert [s.version for s in states] == [1 - refs.index(r) % 2 for r in reversed(refs)] + [0]
+    scripts_only(redis_cluster)
+    await store.remember_eligible([(ref, entry(ref)) for ref in refs])
+    for ref in refs[:5]:
+        assert await store.take_eligible(ref, 200.0, f"store-{ref}") == entry(ref)
