@@ -7,9 +7,10 @@ notification in the outbox atomically. The delivery side claims from every shard
 On a single Redis the batched calls (profiles, loads, compare-and-sets of many devices)
 go as one command each whatever the shards, on a lane (``redis_lane``). On a cluster
 (``RedisCluster``) every script touches the keys of one hash tag only: a batch is split by
-shard, one call per shard, the calls sent concurrently (each goes straight to the primary
-of its slot); plain reads of many slots go in a cluster pipeline (one round trip per
-node). The catalogue and the offers are globals under ``{cat}``; an offer's spent budget
+shard, one call per shard, and the calls of a batch go in one cluster pipeline, which
+sends each primary its calls in order on one connection, the primaries concurrently (one
+round trip and one await per primary, not per shard; ``RedisStore._on_nodes``); plain
+reads of many slots go in a cluster pipeline too. The catalogue and the offers are globals under ``{cat}``; an offer's spent budget
 is a counter of its own slot ``{o:<id>}``, reserved before the device's write and given
 back when the write does not land (see ``RedisStore.reserve_budget``).
 Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
