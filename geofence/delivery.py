@@ -14,9 +14,9 @@ While claims find nothing the dispatcher looks less often: its idle poll starts 
 soon as a claim finds items or it is woken. The service wakes its own dispatcher when it
 writes notifications (``wake``), so a worker's own notifications go at once; another
 worker's (or a retry come due) wait at most ``idle_max_s`` for an idle dispatcher to
-look. On a Redis Cluster a look is a read of every shard (256), so this cuts an idle
-worker's Redis commands about tenfold. The outbox depth (a gauge) is read at most every
-``depth_every_s``.
+look. On a Redis Cluster a look is a read of every shard (256): with this and the outbox
+depth (a gauge, 256 more) read at most every ``depth_every_s``, an idle worker sends
+about 100 Redis commands a second instead of about 970 (``benchmarks.cluster``).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ go as one command each whatever the shards, on a lane (``redis_lane``). On a clu
 shard, one call per shard, and the calls of a batch go in one cluster pipeline, which
 sends each primary its calls in order on one connection, the primaries concurrently (one
 round trip and one await per primary, not per shard; ``RedisStore._on_nodes``); plain
-reads of many slots go in a cluster pipeline too. The catalogue and the offers are globals under ``{cat}``; an offer's spent budget
-is a counter of its own slot ``{o:<id>}``, reserved before the device's write and given
-back when the write does not land (see ``RedisStore.reserve_budget``).
+reads of many slots go in a cluster pipeline too. The catalogue and the offers are
+globals under ``{cat}``; an offer's spent budget is a counter of its own slot
+``{o:<id>}``, reserved before the device's write and given back when the write does not
+land (see ``RedisStore.reserve_budget``).
 Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
 domain's ``BackendUnavailable`` (the HTTP layer answers 503), within ``timeout_s`` of the
 call: waiting for a pooled connection, connecting, sending and reading all count against
