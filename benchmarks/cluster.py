@@ -2,6 +2,7 @@
 the baseline): what each costs, for sizing.
 
     python -m benchmarks.cluster [--reps 3] [--seconds 10] [--devices 600]
+        [--primaries 0,1,3] [--baseline REF] [--ports 40000]
 
 Two clusters of its own (AOF ``everysec``, no replicas: a replica's cost is its
 primary's writes again, on a host of its own), one of 1 primary and one of 3, and a
@@ -25,6 +26,11 @@ And once, before the load: the commands a second each Redis runs while its servi
 idle (its dispatcher's look at the outbox shards), and after the reps, on the single
 Redis, the memory of a device's keys (``MEMORY USAGE``).
 
+``--baseline REF`` (a git revision) adds, for each count of primaries, a service that
+runs REF's code (``git archive``), on a cluster of its own, in the same interleaved
+turns: a change measured side by side with what it changes. ``--primaries`` picks the
+deployments (0: the single Redis).
+
 Printed: median and spread (min-max) of each over the reps. On a 2-core host shared with
 the load generator the service's one core is the limit: 3 primaries do not serve more
 pings/s here, they spread the same Redis work over more processes. Every service also
@@ -39,6 +45,8 @@ import asyncio
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -99,19 +107,35 @@ def store_points() -> list[tuple[float, float]]:
     return [(p.y, p.x) for p in points]
 
 
+def checkout(revision: str, into: Path) -> Path:
+    """The tree of a git ``revision`` of this repository, extracted under ``into``."""
+    tree = into / f"baseline-{revision.replace('/', '-')}"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
 @contextlib.contextmanager
-def deployed(logs: Path, primaries: int) -> Iterator[Target]:
-    """A service on a cluster of ``primaries`` (0: on a single Redis, not a cluster)."""
+def deployed(
+    logs: Path, primaries: int, code: Path | None = None, ports: int = 40_000
+) -> Iterator[Target]:
+    """A service on a cluster of ``primaries`` (0: on a single Redis, not a cluster);
+    ``code``: the tree whose ``geofence`` it runs (None: this one's); its Redis on free
+    ports from ``ports``."""
     redis_cluster = None
     if primaries:
-        base = free_base(primaries)
+        base = free_base(primaries, start=ports, stop=ports + 990)
         redis_cluster = RedisCluster(
             logs / f"p{primaries}", base_port=base, primaries=primaries, replicas=0
         )
         nodes: list[ClusterNode] | list[RedisServer] = redis_cluster.nodes
         url = redis_cluster.url
     else:
-        single = RedisServer(logs, port=free_base(1), name="single")
+        redis_port = free_base(1, start=ports, stop=ports + 990)
+        single = RedisServer(logs, port=redis_port, name=f"single-{redis_port}")
         nodes, url = [single], single.url
     port = free_port()
     env = service_env(
@@ -122,8 +146,13 @@ def deployed(logs: Path, primaries: int) -> Iterator[Target]:
         dwell_s=DWELL_S,
         log_level="WARNING",
     )
-    service = Process(f"service-p{primaries}", SERVE, env, logs)
-    name = f"cluster, {primaries} primar{'y' if primaries == 1 else 'ies'}"
+    argv = SERVE
+    if code is not None:  # -P: not the working directory's package but the tree's
+        argv = [sys.executable, "-P", "-m", "geofence", "serve"]
+        env["PYTHONPATH"] = str(code)
+    tag = "" if code is None else f" ({code.name.removeprefix('baseline-')})"
+    service = Process(f"service-p{primaries}{tag.strip(' ()')}", argv, env, logs)
+    name = f"cluster, {primaries} primar{'y' if primaries == 1 else 'ies'}{tag}"
     try:
         if redis_cluster is not None:
             redis_cluster.start()
@@ -132,7 +161,7 @@ def deployed(logs: Path, primaries: int) -> Iterator[Target]:
             single.wait_ready()
         service.start()
         yield Target(
-            name if primaries else "single Redis", nodes, service, f"http://127.0.0.1:{port}"
+            name if primaries else f"single Redis{tag}", nodes, service, f"http://127.0.0.1:{port}"
         )
     finally:
         service.stop()
@@ -221,16 +250,17 @@ async def rep(
     )
 
 
-def idle_commands(targets: Sequence[Target], seconds: float = 5.0) -> str:
+def idle_commands(targets: Sequence[Target], seconds: float) -> str:
     """Commands a second each Redis runs with no ping coming: its service's dispatcher
-    looking at the outbox shards (and the catalogue poll)."""
+    looking at the outbox shards (and the catalogue poll), over ``seconds`` (several of
+    the dispatcher's longest idle polls)."""
     before = [all_commands(t.primaries)[0] for t in targets]
     time.sleep(seconds)
     after = [all_commands(t.primaries)[0] for t in targets]
     rates = [
         f"{t.name} {(a - b) / seconds:.0f}" for t, a, b in zip(targets, after, before, strict=True)
     ]
-    return f"idle, Redis commands/s (one service each): {', '.join(rates)}"
+    return f"idle {seconds:g} s, Redis commands/s (one service each): {', '.join(rates)}"
 
 
 def memory_per_device(target: Target, sample: int = 100) -> str:
@@ -270,13 +300,20 @@ async def main_async(args: argparse.Namespace) -> list[str]:
     points = store_points()
     with tempfile.TemporaryDirectory(prefix="geofence-bench-cluster-") as tmp:
         logs = Path(tmp)
-        with deployed(logs, 0) as single, deployed(logs, 1) as one, deployed(logs, 3) as three:
-            targets = [single, one, three]
+        codes: list[Path | None] = [None]
+        if args.baseline:
+            codes.append(checkout(args.baseline, logs))
+        with contextlib.ExitStack() as stack:
+            targets = [
+                stack.enter_context(deployed(logs, primaries, code, args.ports))
+                for primaries in args.primaries
+                for code in codes
+            ]
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
                 for t in targets:
                     await prepare(session, t, args.devices)
-                idle = idle_commands(targets)
+                idle = idle_commands(targets, args.idle_seconds)
                 for t in targets:  # warm-up past the dwell: every device entered its store
                     await rep(session, t, WARM_UP_S, args.concurrency, points)
                     t.rows.clear()
@@ -284,7 +321,8 @@ async def main_async(args: argparse.Namespace) -> list[str]:
                 for _ in range(args.reps):
                     for t in targets:
                         await rep(session, t, args.seconds, args.concurrency, points)
-            memory = memory_per_device(single)
+            singles = [t for t in targets if not t.name.startswith("cluster")]
+            memory = memory_per_device(singles[0]) if singles else ""
     return [*table(targets), "", idle, memory]
 
 
@@ -294,11 +332,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--primaries",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[0, 1, 3],
+        help="the deployments, by their primaries (0: a single Redis); default 0,1,3",
+    )
+    parser.add_argument("--baseline", help="a git revision to run side by side (e.g. main)")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--ports", type=int, default=40_000, help="Redis ports from here")
     args = parser.parse_args()
     print(
         f"cores={os.cpu_count()} load before={os.getloadavg()[0]:.2f}"
         f" reps={args.reps} x {args.seconds:g} s, {args.devices} devices,"
-        f" {args.concurrency} clients"
+        f" {args.concurrency} clients, primaries {args.primaries}"
+        f"{', baseline ' + args.baseline if args.baseline else ''}"
     )
     print("\n".join(asyncio.run(main_async(args))))
 

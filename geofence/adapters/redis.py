@@ -7,11 +7,13 @@ notification in the outbox atomically. The delivery side claims from every shard
 On a single Redis the batched calls (profiles, loads, compare-and-sets of many devices)
 go as one command each whatever the shards, on a lane (``redis_lane``). On a cluster
 (``RedisCluster``) every script touches the keys of one hash tag only: a batch is split by
-shard, one call per shard, the calls sent concurrently (each goes straight to the primary
-of its slot); plain reads of many slots go in a cluster pipeline (one round trip per
-node). The catalogue and the offers are globals under ``{cat}``; an offer's spent budget
-is a counter of its own slot ``{o:<id>}``, reserved before the device's write and given
-back when the write does not land (see ``RedisStore.reserve_budget``).
+shard, one call per shard, and the calls of a batch go in one cluster pipeline, which
+sends each primary its calls in order on one connection, the primaries concurrently (one
+round trip and one await per primary, not per shard; ``RedisStore._on_nodes``); plain
+reads of many slots go in a cluster pipeline too. The catalogue and the offers are
+globals under ``{cat}``; an offer's spent budget is a counter of its own slot
+``{o:<id>}``, reserved before the device's write and given back when the write does not
+land (see ``RedisStore.reserve_budget``).
 Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
 domain's ``BackendUnavailable`` (the HTTP layer answers 503), within ``timeout_s`` of the
 call: waiting for a pooled connection, connecting, sending and reading all count against
@@ -41,6 +43,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.connection import parse_url
+from redis.crc import key_slot
 
 from geofence.adapters.redis_lane import (
     Arg,
@@ -692,13 +695,19 @@ class RedisStore:
             return []
         async with self._bounded():
             if self.cluster:
-                raws = await self._by_shard(refs, self._mget_profiles)
+                raws = await self._profiles_by_shard(refs)
             else:
                 raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
         return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
 
-    async def _mget_profiles(self, refs: Sequence[str]) -> list[Any]:
-        return list(await self.client.mget([self.keys.profile(ref) for ref in refs]))
+    async def _profiles_by_shard(self, refs: Sequence[str]) -> list[Any]:
+        """On a cluster: an MGET per shard (of one slot: redis-py's cluster pipeline
+        refuses its ``mget``, not the command), all in one cluster pipeline."""
+        groups = list(self._groups(refs).values())
+        async with self.client.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.execute_command("MGET", *(self.keys.profile(refs[i]) for i in group))
+            return _scattered(groups, await pipe.execute(), len(refs))
 
     async def put_device(self, profile: DeviceProfile) -> bool:
         ref = profile.ref
@@ -751,16 +760,12 @@ class RedisStore:
             return []
         async with self._bounded():
             if self.cluster:
-                return await self._by_shard(refs, self._load_states_of)
-            return await self._load_states_of(refs)
+                return await self._by_shard(refs, self._load_states_call, _states)
+            return _states(await self._script(*self._load_states_call(refs)))
 
-    async def _load_states_of(self, refs: Sequence[str]) -> list[StoredState]:
+    def _load_states_call(self, refs: Sequence[str]) -> Call:
         keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
-        reply = await self._script(self._load_states, keys, [2])
-        return [
-            _stored(version or None, state or None, ledger or None, fix or None)
-            for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
-        ]
+        return self._load_states, keys, [2]
 
     async def load_devices(
         self, refs: Sequence[str]
@@ -839,28 +844,127 @@ class RedisStore:
     async def _save_then_load_by_shard(
         self, writes: Sequence[StateWrite], refs: Sequence[str]
     ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
-        """On a cluster: each shard's writes then its reads, shards concurrently. A shard
-        that fails fails the call, as a timeout does: the writes of others may have landed
-        (so their budgets stay spent: at worst underspent, never overspent)."""
-        saves = self._groups([w.ref for w in writes])
-        loads = self._groups(refs)
-        shards = list(saves.keys() | loads.keys())
-        replies = await _all(
-            self._save_then_load(
-                [writes[i] for i in saves.get(n, ())], [refs[i] for i in loads.get(n, ())]
-            )
-            for n in shards
-        )
+        """On a cluster: a write call per shard, then a read call per shard, all in one
+        cluster pipeline (``_on_nodes``: one round trip to each primary, concurrently),
+        so each read comes after its shard's write on the same connection and sees it. A
+        shard that fails fails the call, as a timeout does: the writes of others may have
+        landed (so their budgets stay spent: at worst underspent, never overspent)."""
+        saves = list(self._groups([w.ref for w in writes]).values())
+        loads = list(self._groups(refs).values())
+        shard_writes = [[writes[i] for i in group] for group in saves]
+        calls = [self._save_states_call(own) for own in shard_writes]
+        calls += [self._load_devices_call([refs[i] for i in group]) for group in loads]
+        wait = self._wait_for(writes)
+        waited = [n for n, own in enumerate(shard_writes) if any(w.outbox for w in own)]
+        replies = await self._on_nodes(calls, writes=len(saves), wait=wait, waited=waited)
         saved: list[Saved] = ["conflict"] * len(writes)
         loaded: list[tuple[DeviceProfile | None, StoredState]] = [
             (None, StoredState(state=DeviceState(), version=0))
         ] * len(refs)
-        for n, (own_saved, own_loaded) in zip(shards, replies, strict=True):
-            for i, verdict in zip(saves.get(n, ()), own_saved, strict=True):
+        for group, reply in zip(saves, replies[: len(saves)], strict=True):
+            for i, verdict in zip(group, _saved(reply), strict=True):
                 saved[i] = verdict
-            for i, device in zip(loads.get(n, ()), own_loaded, strict=True):
+        for group, reply in zip(loads, replies[len(saves) :], strict=True):
+            for i, device in zip(group, _devices(reply), strict=True):
                 loaded[i] = device
         return saved, loaded
+
+    async def _on_nodes(
+        self,
+        calls: Sequence[Call],
+        *,
+        writes: int = 0,
+        wait: Wait | None = None,
+        waited: Sequence[int] = (),
+    ) -> list[Any]:
+        """On a cluster: script calls of many slots in one cluster pipeline, which sends
+        each primary its calls in order on one connection, the primaries concurrently (one
+        round trip and one await per primary, not per call). The first ``writes`` calls
+        write, the others read. With ``wait``, a ``WAIT`` goes after the calls on the
+        primary of each call in ``waited`` (it counts all the connection's writes before
+        it): fewer replicas than asked is BackendUnavailable.
+
+        A cluster pipeline does not load scripts: a call the server answered NOSCRIPT ran
+        nothing, so its script is loaded (on every primary) and it is sent again; after a
+        write sent again, the reads of its slot go again too (a read must see the write
+        before it), and WAIT on its primary. Nothing else is sent twice."""
+        waits: dict[str, ClusterNode] = {}
+        if wait is not None:
+            await self._topology()
+            for n in waited:
+                node = self._node_of(calls[n][1][0])
+                waits[node.name] = node
+        replies, acks = await self._pipelined(calls, wait, list(waits.values()))
+        missed = [n for n, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
+        if missed:
+            acks |= await self._again(calls, replies, missed, writes, wait, waits)
+        for reply in replies:
+            if isinstance(reply, rexc.NoScriptError):  # not even after loading it
+                raise BackendUnavailable("state store unavailable: a script was not loaded")
+            if isinstance(reply, Exception):
+                raise reply
+        if wait is not None:
+            for acknowledged in acks.values():
+                _check_replicas(acknowledged, wait)
+        return replies
+
+    async def _again(
+        self,
+        calls: Sequence[Call],
+        replies: list[Any],
+        missed: Sequence[int],
+        writes: int,
+        wait: Wait | None,
+        waits: dict[str, ClusterNode],
+    ) -> dict[str, int]:
+        """``_on_nodes``' calls answered NOSCRIPT (``missed``) sent again once their
+        scripts are loaded, with the reads of the slot of a write among them and WAIT on
+        its primary; their answers put in ``replies``; the new WAITs' counts."""
+        for script in {calls[n][0].sha: calls[n][0] for n in missed}.values():
+            await self.client.script_load(script.script)
+        slots = [key_slot(keys[0].encode()) for _, keys, _ in calls]
+        stale = {slots[n] for n in missed if n < writes}  # a write that never ran
+        again = [n for n in range(len(calls)) if n in missed or (n >= writes and slots[n] in stale)]
+        rewaits = {self._node_of(calls[n][1][0]).name for n in missed if n < writes and waits}
+        answers, acks = await self._pipelined(
+            [calls[n] for n in again],
+            wait,
+            [node for name, node in waits.items() if name in rewaits],
+        )
+        for n, answer in zip(again, answers, strict=True):
+            replies[n] = answer
+        return acks
+
+    async def _topology(self) -> None:
+        """The cluster's slots known (the client learns them at its first command)."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+
+    async def _pipelined(
+        self, calls: Sequence[Call], wait: Wait | None, waits: Sequence[ClusterNode]
+    ) -> tuple[list[Any], dict[str, int]]:
+        """One cluster pipeline of ``calls``, then WAIT on each of the nodes ``waits``:
+        the calls' replies (errors as they came), and each node's count of replicas (0
+        for a WAIT refused: no replica to count on)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if wait is not None:
+                for node in waits:
+                    pipe.execute_command("WAIT", *wait, target_nodes=node)
+            replies = list(await pipe.execute(raise_on_error=False))
+        acks = {
+            node.name: 0 if isinstance(ack, Exception) else int(ack)
+            for node, ack in zip(waits if wait else [], replies[len(calls) :], strict=True)
+        }
+        return replies[: len(calls)], acks
+
+    def _node_of(self, key: str) -> ClusterNode:
+        """The primary of ``key``'s slot, as the client knows it now."""
+        node = self.client.get_node_from_key(key) if isinstance(self.client, RedisCluster) else None
+        if node is None:
+            raise rexc.SlotNotCoveredError(f"no primary known for the slot of {key!r}")
+        return node
 
     def _groups(self, refs: Sequence[str]) -> dict[int, list[int]]:
         """The positions of ``refs`` by shard."""
@@ -870,17 +974,18 @@ class RedisStore:
         return groups
 
     async def _by_shard(
-        self, refs: Sequence[str], each: Callable[[Sequence[str]], Awaitable[list[T]]]
+        self,
+        refs: Sequence[str],
+        call_of: Callable[[Sequence[str]], Call],
+        answers: Callable[[Any], list[T]],
     ) -> list[T]:
-        """``each`` called on the refs of every shard, the shards concurrently; the
-        answers in the order of ``refs``."""
+        """On a cluster: the script call ``call_of`` makes for the refs of each shard,
+        reads all, in one pipeline (``_on_nodes``); each reply's ``answers`` in the
+        order of ``refs``."""
         groups = list(self._groups(refs).values())
-        replies = await _all(each([refs[i] for i in group]) for group in groups)
-        out: list[Any] = [None] * len(refs)
-        for group, reply in zip(groups, replies, strict=True):
-            for i, answer in zip(group, reply, strict=True):
-                out[i] = answer
-        return out
+        calls = [call_of([refs[i] for i in group]) for group in groups]
+        replies = await self._on_nodes(calls)
+        return _scattered(groups, [answers(reply) for reply in replies], len(refs))
 
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         [reply] = await self._scripts([(script, keys, args)])
@@ -995,10 +1100,11 @@ class RedisStore:
         ``ZRANGEBYSCORE ... LIMIT 0 1`` each (one round trip per primary, concurrently),
         so an idle poll costs no script call at all whatever the shards (256: 256 cheap
         reads in one round trip to each primary). Then the first ``limit`` shards with
-        items due, in turn from the last one served, are claimed from concurrently, one
-        script each, the limit split between them (never more than ``limit`` items
-        claimed in all). Several workers share the shards without a lock: a shard's
-        claim is atomic, and each worker starts where its own last claim ended."""
+        items due, in turn from the last one served, are claimed from, one script each
+        in one cluster pipeline (``_on_nodes``), the limit split between them (never more
+        than ``limit`` items claimed in all). Several workers share the shards without a
+        lock: a shard's claim is atomic, and each worker starts where its own last claim
+        ended."""
         async with self.client.pipeline(transaction=False) as pipe:
             for shard in order:
                 pipe.zrangebyscore(self.keys.outbox(shard)[0], "-inf", now, start=0, num=1)
@@ -1007,13 +1113,11 @@ class RedisStore:
         if not taken:
             return []
         share, extra = divmod(limit, len(taken))
-        replies = await _all(
-            self._claim(
-                keys=self.keys.outbox(shard),
-                args=[now, lease_s, share + (1 if k < extra else 0)],
-            )
+        calls: list[Call] = [
+            (self._claim, self.keys.outbox(shard), [now, lease_s, share + (1 if k < extra else 0)])
             for k, shard in enumerate(taken)
-        )
+        ]
+        replies = await self._on_nodes(calls, writes=len(calls))
         self._next_shard = (taken[-1] + 1) % self.keys.shards
         return [raw for reply in replies for raw in reply[1:]]
 
@@ -1138,11 +1242,12 @@ class RedisStore:
                 refs = list(by_device)
                 groups = self._groups(refs).values()
                 parts = ({refs[i]: by_device[refs[i]] for i in group} for group in groups)
-                await _all(self._remember(part) for part in parts)
+                calls = [self._remember_call(part) for part in parts]
+                await self._on_nodes(calls, writes=len(calls))
             else:
-                await self._remember(by_device)
+                await self._script(*self._remember_call(by_device))
 
-    async def _remember(self, by_device: dict[str, list[Eligible]]) -> None:
+    def _remember_call(self, by_device: dict[str, list[Eligible]]) -> Call:
         keys: list[str] = []
         args: list[Arg] = [MAX_KEPT]
         for ref, entries in by_device.items():
@@ -1150,7 +1255,7 @@ class RedisStore:
             args += [len(entries), max(_whole_s(e.window_s) for e in entries)]
             for e in entries:
                 args += [e.at, _encode(e)]
-        await self._script(self._remember_eligible, keys, args)
+        return self._remember_eligible, keys, args
 
     async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
         key = self.keys.eligible(ref)
@@ -1265,6 +1370,24 @@ async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
         if isinstance(reply, BaseException):
             raise reply
     return replies  # type: ignore[return-value]
+
+
+def _scattered(groups: Sequence[Sequence[int]], replies: Sequence[Any], n: int) -> list[Any]:
+    """The answers of each group's reply (one per position in the group) put back at
+    their positions among ``n``."""
+    out: list[Any] = [None] * n
+    for group, reply in zip(groups, replies, strict=True):
+        for i, answer in zip(group, reply, strict=True):
+            out[i] = answer
+    return out
+
+
+def _states(reply: Sequence[Any]) -> list[StoredState]:
+    """``LOAD_STATES``' answer without the profiles: each device's state."""
+    return [
+        _stored(version or None, state or None, ledger or None, fix or None)
+        for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
+    ]
 
 
 _PERSISTENCE_RANK: tuple[Persistence, ...] = ("unknown", "off", "rdb", "aof", "memory")

@@ -258,6 +258,13 @@ def outage_backoff_s(failures: int, policy: RetryPolicy) -> float:
     return min(policy.backend_cap_s, policy.base_s * math.ldexp(1.0, exponent))
 
 
+def idle_after(wait_s: float, *, woken: bool, floor_s: float, cap_s: float) -> float:
+    """The next idle wait after one of ``wait_s`` in which no claim found anything: back
+    to ``floor_s`` when woken (notifications were written), else twice as long, at most
+    ``cap_s``."""
+    return floor_s if woken else min(cap_s, max(floor_s, 2 * wait_s))
+
+
 def expired(now: float, expires_at: float) -> bool:
     """Whether a notification may no longer be sent: at ``expires_at`` it is too late."""
     return now >= expires_at

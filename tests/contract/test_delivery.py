@@ -285,4 +285,98 @@ async def test_after_an_outage_delivery_waits_at_most_the_backend_cap(
     await asyncio.wait_for(dispatcher.run(stop), 5.0)
     assert waits[:12] == [1.0, 2.0] + [3.0] * 10
     assert [n for _, n, _ in push.calls] == ["n1"]  # sent on the first claim that worked
-    assert waits[12:] == [0.5, 0.5]
+    assert waits[12:] == [0.5, 1.0]  # idle again: the polls space out
+
+
+async def test_idle_polls_space_out_to_the_bound_and_snap_back_when_items_come(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims that find nothing: the waits double from ``idle_s`` up to ``idle_max_s``;
+    a claim that finds items (another worker's, written without a wake here) sends them
+    and the waits start again from ``idle_s``. The outbox depth is read once per
+    ``depth_every_s`` of the clock, not once per claim."""
+    await store.create_device(profile(push_token="tok-1"))
+    clock = Clock(CREATED)
+    push = ScriptedPush(clock)
+    counting = Counted(store)
+    dispatcher = Dispatcher(
+        counting, push, Metrics(), idle_s=0.5, idle_max_s=5.0, depth_every_s=5.0, clock=clock
+    )
+    stop = asyncio.Event()
+    waits: list[float] = []
+
+    async def sleep(_: asyncio.Event, wait_s: float) -> bool:
+        waits.append(wait_s)
+        clock.now += wait_s
+        if len(waits) == 7:  # written by another worker: no wake
+            await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+        if len(waits) == 10:
+            stop.set()
+        return False
+
+    monkeypatch.setattr(dispatcher, "_sleep", sleep)
+    await asyncio.wait_for(dispatcher.run(stop), 5.0)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 0.5, 1.0, 2.0]
+    assert [n for _, n, _ in push.calls] == ["n1"]
+    assert counting.calls["claim_outbox"] == 11
+    # claims at 0, 0.5, 1.5, 3.5, 7.5, 12.5, 17.5, 22.5 (n1), 22.5, 23 and 24 s:
+    # the depth read at the first, then whenever 5 s had passed
+    assert counting.calls["outbox_depth"] == 5
+
+
+async def test_a_wake_snaps_the_idle_poll_back(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatcher = Dispatcher(store, ScriptedPush(Clock(CREATED)), Metrics(), clock=Clock(CREATED))
+    stop = asyncio.Event()
+    waits: list[float] = []
+
+    async def sleep(_: asyncio.Event, wait_s: float) -> bool:
+        waits.append(wait_s)
+        if len(waits) == 6:
+            stop.set()
+        return len(waits) == 4  # woken in the fourth wait
+
+    monkeypatch.setattr(dispatcher, "_sleep", sleep)
+    await asyncio.wait_for(dispatcher.run(stop), 5.0)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("during_claim", [False, True])
+async def test_a_wake_delivers_at_once_however_long_the_idle_poll(
+    store: StateStore, during_claim: bool
+) -> None:
+    """Idle polls of 60 s: a notification written with a wake goes out at once, whether
+    the wake comes while the dispatcher waits or while its claim (finding nothing yet) is
+    under way."""
+    await store.create_device(profile(push_token="tok-1"))
+    push = ScriptedPush(Clock(CREATED))
+    claimed = asyncio.Event()
+
+    class Racing(Counted):
+        async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[Any]:
+            items = await self.inner.claim_outbox(now, lease_s, limit)
+            if during_claim and not claimed.is_set():  # written and woken as it answers
+                await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+                dispatcher.wake()
+            claimed.set()
+            return items
+
+    dispatcher = Dispatcher(
+        Racing(store), push, Metrics(), idle_s=60.0, idle_max_s=60.0, clock=lambda: CREATED
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.wait_for(claimed.wait(), 5.0)
+        if not during_claim:
+            await asyncio.sleep(0.05)  # waiting its 60 s now
+            await store.save_state("ref1", visit_state(), 0, outbox=[notification("n1")])
+            dispatcher.wake()
+        async with asyncio.timeout(5.0):
+            while not push.calls:  # noqa: ASYNC110 - the push records, signals nothing
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+    assert [n for _, n, _ in push.calls] == ["n1"]

@@ -23,6 +23,7 @@ from geofence.domain.delivery import (
     Verdict,
     backoff_s,
     expired,
+    idle_after,
     judge,
     outage_backoff_s,
     parse_retry_after,
@@ -531,3 +532,25 @@ def test_outage_backoff_doubles_up_to_its_own_cap_not_the_gateways() -> None:
 def test_outage_backoff_never_exceeds_the_backend_cap(failures: int, cap: float) -> None:
     policy = RetryPolicy(backend_cap_s=cap)
     assert 0.0 < outage_backoff_s(failures, policy) <= cap
+
+
+@given(
+    wait_s=st.floats(0.0, 100.0),
+    floor_s=st.floats(0.01, 10.0),
+    cap_s=st.floats(0.01, 100.0),
+)
+def test_an_idle_wait_doubles_within_its_floor_and_cap(
+    wait_s: float, floor_s: float, cap_s: float
+) -> None:
+    cap_s = max(cap_s, floor_s)
+    after = idle_after(wait_s, woken=False, floor_s=floor_s, cap_s=cap_s)
+    assert floor_s <= after <= cap_s
+    assert after == min(cap_s, max(floor_s, 2 * wait_s))
+    assert idle_after(wait_s, woken=True, floor_s=floor_s, cap_s=cap_s) == floor_s
+
+
+def test_idle_waits_from_half_a_second_reach_five_in_four_steps() -> None:
+    waits = [0.5]
+    for _ in range(5):
+        waits.append(idle_after(waits[-1], woken=False, floor_s=0.5, cap_s=5.0))
+    assert waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
