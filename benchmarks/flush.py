@@ -34,7 +34,7 @@ from redis import exceptions as rexc
 
 from benchmarks import ingest, workload
 from geofence.adapters.redis import RedisStore
-from geofence.adapters.redis_lane import Call, HiredisPackedConnection
+from geofence.adapters.redis_lane import Call, HiredisPackedConnection, Wait
 from geofence.cli import settle_heap
 from geofence.domain.model import DeviceState, Fix, Ping, ScreeningRules
 from geofence.engine.index import DISTANCES_IN_TURN_BELOW, NEAR_IN_TURN_BELOW, FenceIndex
@@ -318,15 +318,15 @@ class PipelineLane:
         self._client = aioredis.Redis.from_pool(own)
         self.busy = False
 
-    async def run_all(self, calls: Sequence[Call]) -> list[Any]:
+    async def run_all(self, calls: Sequence[Call], *, wait: Wait | None = None) -> list[Any]:
         self.busy = True
         try:
             async with asyncio.timeout(self.timeout_s):
-                replies = await self._pipeline(calls)
+                replies = await self._pipeline(calls, wait)
             if any(isinstance(r, rexc.NoScriptError) for r in replies):
                 for script, _, _ in calls:
                     await self._client.script_load(script.script)
-                replies = await self._pipeline(calls)
+                replies = await self._pipeline(calls, wait)
             return replies
         finally:
             self.busy = False
@@ -334,10 +334,12 @@ class PipelineLane:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
+    async def _pipeline(self, calls: Sequence[Call], wait: Wait | None) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if wait is not None:
+                pipe.execute_command("WAIT", *wait)
             return list(await pipe.execute(raise_on_error=False))
 
 

@@ -250,7 +250,10 @@ async def sampled(way: Way, w: workload.Workload) -> dict[str, float]:
 
 def table(result: dict[str, Any]) -> str:
     rows = [
-        "| pipeline | pings | pings/s per core | wall s | entries+exits | notifications |",
+        (
+            "| pipeline | pings | pings per CPU s of this process | wall s | entries+exits "
+            "| notifications |"
+        ),
         "|---|---:|---:|---:|---:|---:|",
     ]
     rows.extend(

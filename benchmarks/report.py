@@ -22,7 +22,17 @@ def write_section(text: str, report: Path = REPORT) -> None:
     report.write_text(new.rstrip("\n") + "\n")
 
 
+def sections_of(text: str) -> dict[str, str]:
+    """The ``## `` sections of a report by heading, each with its body."""
+    parts = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    return {p.splitlines()[0]: p for p in parts if p.startswith("## ")}
+
+
 def write_all(sections: list[str], report: Path = REPORT) -> None:
-    """The whole report, in the order given."""
-    body = "\n".join(text.rstrip("\n") + "\n" for text in sections)
+    """The report made of ``sections``, in the order given; the sections of the old
+    report that none of them replaces (written by other benchmarks) kept after them."""
+    old = sections_of(report.read_text()) if report.exists() else {}
+    new = {text.splitlines()[0] for text in sections}
+    kept = [body for heading, body in old.items() if heading not in new]
+    body = "\n".join(text.rstrip("\n") + "\n" for text in [*sections, *kept])
     report.write_text("# Benchmarks\n\n" + body)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.push_http import HttpPush
 from geofence.adapters.push_stdout import StdoutPush
-from geofence.adapters.redis import RedisStore
+from geofence.adapters.redis import RedisStore, is_cluster_url
 from geofence.adapters.upload_files import read_upload
 from geofence.config import Settings
 from geofence.delivery import Dispatcher
@@ -85,17 +85,26 @@ def build(
 def make_store(settings: Settings) -> StateStore:
     """Redis when ``redis_url`` is set, else the in-process store."""
     if settings.redis_url:
-        return RedisStore.from_url(
-            settings.redis_url,
-            timeout_s=settings.redis_timeout_s,
-            max_connections=settings.redis_max_connections,
-            prefix=settings.redis_prefix,
-            device_ttl_s=settings.device_ttl_s,
-            position_ttl_s=settings.position_ttl_s,
-            dead_letter_ttl_s=settings.dead_letter_ttl_s,
-            stats_ttl_s=settings.stats_ttl_s,
-        )
+        return redis_store(settings, settings.redis_url)
     return memory_store(settings)
+
+
+def redis_store(settings: Settings, url: str) -> RedisStore:
+    """The Redis store: on a Redis Cluster for a ``redis+cluster://`` URL, else on a single
+    Redis (its lanes, its 16 shards unless ``redis_shards`` says otherwise)."""
+    make = RedisStore.on_cluster if is_cluster_url(url) else RedisStore.from_url
+    return make(
+        url,
+        timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        wait_replicas=settings.redis_wait_replicas,
+        prefix=settings.redis_prefix,
+        shards=settings.redis_shards,
+        device_ttl_s=settings.device_ttl_s,
+        position_ttl_s=settings.position_ttl_s,
+        dead_letter_ttl_s=settings.dead_letter_ttl_s,
+        stats_ttl_s=settings.stats_ttl_s,
+    )
 
 
 def memory_store(settings: Settings) -> MemoryStore:

@@ -41,6 +41,7 @@ SERVE_GROUPS: dict[str, tuple[str, ...]] = {
         "redis_prefix",
         "redis_timeout_s",
         "redis_max_connections",
+        "redis_wait_replicas",
         "device_ttl_s",
         "position_ttl_s",
     ),
@@ -283,10 +284,44 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     check_stores_file(settings)
     setup_logging(settings.log_level)
+    check_shards(settings)
     if settings.workers == 1:
         serve(settings)
         return 0
     return supervise(settings)
+
+
+def check_shards(settings: Settings) -> None:
+    """The number of shards the Redis data is laid out in is the one configured: with
+    another, every device would be looked for under other keys (its state and caps seem
+    gone). The first start records it; a Redis that does not answer now is left to
+    ``/readyz``, and checked again at the next start."""
+    if not settings.redis_url:
+        return
+    from geofence.bootstrap import redis_store
+    from geofence.domain.errors import BackendUnavailable
+
+    store = redis_store(settings, settings.redis_url)
+
+    async def claim() -> int:
+        try:
+            return await store.claim_layout()
+        finally:
+            await store.close()
+
+    try:
+        recorded = asyncio.run(claim())
+    except BackendUnavailable:
+        logging.getLogger("geofence.serve").warning(
+            "the shards of the Redis data not checked at start: state store unavailable"
+        )
+        return
+    if recorded != store.keys.shards:
+        raise SettingsError(
+            f"{ENV_PREFIX}REDIS_SHARDS={store.keys.shards}: the data under the prefix "
+            f"{settings.redis_prefix!r} is laid out in {recorded} shards; start with "
+            f"{ENV_PREFIX}REDIS_SHARDS={recorded}"
+        )
 
 
 def check_stores_file(settings: Settings) -> None:

@@ -28,6 +28,8 @@ KEY_LISTS = ("admin_keys", "sdk_keys", "ingest_keys")
 SECRETS = (*KEY_LISTS, "id_secret", "push_secret", "gateway_secret")
 MIN_KEY_CHARS = 16
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")  # a Redis Cluster: host:port,host:port
+MAX_SHARDS = 16_384  # a Redis Cluster's hash slots
 OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 TILE_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -45,7 +47,18 @@ class Settings:
         metadata={"help": "processes sharing the port (SO_REUSEPORT); over 1 needs Redis"},
     )
     redis_url: str | None = field(
-        default=None, metadata={"help": "Redis URL; unset keeps all state in memory"}
+        default=None,
+        metadata={
+            "help": "Redis URL (redis+cluster://host:port,... for a Redis Cluster); "
+            "unset keeps all state in memory"
+        },
+    )
+    redis_shards: int | None = field(
+        default=None,
+        metadata={
+            "help": "shards the devices are spread over (default 16 on Redis, 256 on a "
+            "cluster); fixed at the first start"
+        },
     )
     redis_prefix: str = field(default="geofence", metadata={"help": "prefix of every Redis key"})
     redis_timeout_s: float = field(
@@ -53,6 +66,13 @@ class Settings:
     )
     redis_max_connections: int = field(
         default=64, metadata={"help": "Redis connections per process; more requests wait"}
+    )
+    redis_wait_replicas: int = field(
+        default=0,
+        metadata={
+            "help": "replicas that must acknowledge a write of notifications (WAIT) before"
+            " the ping is answered; fewer within half the Redis timeout: 503 (0: off)"
+        },
     )
     stores: str = field(
         default="stores.geojson",
@@ -285,10 +305,14 @@ def validate(settings: Settings) -> None:
         raise SettingsError("GEOFENCE_MAX_UPLOAD_BYTES must be at least GEOFENCE_MAX_BODY_BYTES")
     if settings.body_timeout_s <= 0 or settings.keepalive_s < 0:
         raise SettingsError("GEOFENCE_BODY_TIMEOUT_S must be > 0 and GEOFENCE_KEEPALIVE_S >= 0")
+    if settings.redis_wait_replicas < 0:
+        raise SettingsError("GEOFENCE_REDIS_WAIT_REPLICAS must be 0 (off) or more")
     _validate_workers(settings)
     _validate_offers(settings)
     _validate_keys(settings)
     _validate_redis_url(settings.redis_url)
+    if settings.redis_shards is not None and not 1 <= settings.redis_shards <= MAX_SHARDS:
+        raise SettingsError(f"GEOFENCE_REDIS_SHARDS must be 1 to {MAX_SHARDS}")
     _validate_tile_url(settings.tile_url)
 
 
@@ -350,10 +374,12 @@ def _validate_redis_url(url: str | None) -> None:
     if not url:
         return
     scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme in CLUSTER_SCHEMES:
+        _validate_cluster_url(url)
+        return
     if scheme not in REDIS_SCHEMES:
-        raise SettingsError(
-            f"GEOFENCE_REDIS_URL: the scheme must be one of {', '.join(REDIS_SCHEMES)}"
-        )
+        schemes = ", ".join((*REDIS_SCHEMES, *CLUSTER_SCHEMES))
+        raise SettingsError(f"GEOFENCE_REDIS_URL: the scheme must be one of {schemes}")
     try:
         parsed = parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as e:
@@ -363,6 +389,25 @@ def _validate_redis_url(url: str | None) -> None:
     database = urllib.parse.urlsplit(url).path.strip("/")
     if scheme != "unix" and database and not database.isdigit():
         raise SettingsError("GEOFENCE_REDIS_URL: the database must be a number")
+
+
+def _validate_cluster_url(url: str) -> None:
+    """``redis+cluster://[user:password@]host:port[,host:port...][?options]``: at least
+    one node, each a host and a port; no database (a cluster has only 0)."""
+    hosts = url.partition("://")[2].rpartition("@")[2].partition("?")[0]
+    nodes, _, database = hosts.partition("/")
+    if database.strip("/") not in ("", "0"):
+        raise SettingsError("GEOFENCE_REDIS_URL: a Redis Cluster has no database but 0")
+    if not nodes:
+        raise SettingsError("GEOFENCE_REDIS_URL: no host:port of a cluster node")
+    for node in nodes.split(","):
+        try:
+            parts = urllib.parse.urlsplit(f"//{node}")
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise SettingsError("GEOFENCE_REDIS_URL: each cluster node is host:port")
 
 
 def _validate_tile_url(url: str) -> None:

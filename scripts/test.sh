@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine:  bash scripts/test.sh [pytest args]
 # Creates the venv (GEOFENCE_VENV, default .venv), installs the project with its test extra,
-# makes sure a Redis server answers, runs ruff, mypy and pytest, and fails if any test was
-# skipped: every test here is meant to run. Long soaks run only with --soak.
+# makes sure a Redis server and a Redis Cluster answer, runs ruff, mypy and pytest, and
+# fails if any test was skipped: every test here is meant to run. Long soaks run only
+# with --soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${GEOFENCE_VENV:-.venv}
@@ -10,6 +11,9 @@ venv=${GEOFENCE_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 PYTHON="$venv/bin/python" bash scripts/ensure-redis.sh
+# the store contract also runs on a Redis Cluster (3 primaries, 3 replicas on 30001-30006)
+GEOFENCE_TEST_CLUSTER_URL=${GEOFENCE_TEST_CLUSTER_URL:-$(bash scripts/ensure-cluster.sh)}
+export GEOFENCE_TEST_CLUSTER_URL
 bash scripts/ensure-chromium.sh  # the console's browser tests (tests/browser/)
 
 "$venv/bin/ruff" check geofence tests benchmarks tools scripts examples

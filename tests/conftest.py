@@ -1,8 +1,10 @@
-"""Shared fixtures: the state stores (memory and a real Redis) and app settings.
+"""Shared fixtures: the state stores (memory, a real Redis, a Redis Cluster) and app settings.
 
-Redis tests use GEOFENCE_TEST_REDIS_URL (default redis://127.0.0.1:6379/15) with a key
-prefix of their own, removed afterwards. Without a Redis server they are skipped, unless
-GEOFENCE_REQUIRE_REDIS=1 (as in CI), where a missing server fails the run instead.
+Redis tests use GEOFENCE_TEST_REDIS_URL (default redis://127.0.0.1:6379/15), cluster tests
+GEOFENCE_TEST_CLUSTER_URL (default the one scripts/ensure-cluster.sh starts), each store
+with a key prefix of its own, removed afterwards (on a cluster, from every primary).
+Without a server they are skipped, unless GEOFENCE_REQUIRE_REDIS=1 (as in CI), where a
+missing server or cluster fails the run instead.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from geofence.adapters.memory import MemoryStore
-from geofence.adapters.redis import RedisStore
+from geofence.adapters.redis import RedisStore, cluster_client
 from geofence.config import Settings
 from geofence.ports import StateStore
 from tests.json_logs import JsonLog, json_logs
 
 REDIS_URL = os.environ.get("GEOFENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CLUSTER_URL = os.environ.get(
+    "GEOFENCE_TEST_CLUSTER_URL", "redis+cluster://127.0.0.1:30001,127.0.0.1:30002"
+)
+CLUSTER_TIMEOUT_S = 5.0
 
 ADMIN_KEY = "test-admin-key"
 SDK_KEY = "test-sdk-key"
@@ -34,16 +41,36 @@ async def redis_client_or_skip() -> aioredis.Redis:
         await client.ping()
     except Exception as e:  # noqa: BLE001 - whatever the failure, there is no Redis to test with
         await client.aclose()
-        message = f"no Redis at {REDIS_URL}: {e}"
-        if os.environ.get("GEOFENCE_REQUIRE_REDIS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"no Redis at {REDIS_URL}: {e}")
     return client
 
 
-async def drop_prefix(client: aioredis.Redis, prefix: str) -> None:
+def missing(message: str) -> None:
+    """A server to test with is missing: skip, or fail under GEOFENCE_REQUIRE_REDIS=1."""
+    if os.environ.get("GEOFENCE_REQUIRE_REDIS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+async def cluster_client_or_skip() -> RedisCluster:
+    client = cluster_client(CLUSTER_URL, timeout_s=CLUSTER_TIMEOUT_S, max_connections=64)
+    try:
+        await client.ping()
+    except Exception as e:  # noqa: BLE001 - whatever the failure, there is no cluster to test with
+        await client.aclose()
+        missing(f"no Redis Cluster at {CLUSTER_URL}: {e} (scripts/ensure-cluster.sh starts one)")
+    return client
+
+
+async def drop_prefix(client: aioredis.Redis | RedisCluster, prefix: str) -> None:
+    """Every key under ``prefix`` removed (a cluster's scan asks every primary)."""
     keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    if keys:
+    if isinstance(client, RedisCluster):
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.delete(key)
+            await pipe.execute()
+    elif keys:
         await client.delete(*keys)
 
 
@@ -84,12 +111,41 @@ async def redis_store_factory() -> AsyncIterator[Callable[..., Any]]:
         await store.close()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def store(request: pytest.FixtureRequest, redis_store_factory: Any) -> StateStore:
-    """The same tests run against both stores."""
+@pytest.fixture
+async def cluster_store_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Makes stores on the Redis Cluster, each its own client, on prefixes of their own;
+    every key is removed afterwards from every primary."""
+    made: list[RedisStore] = []
+
+    async def make(*, prefix: str | None = None, **kwargs: Any) -> RedisStore:
+        """A store on a new prefix, or a second client on the ``prefix`` of another."""
+        client = await cluster_client_or_skip()
+        prefix = prefix or f"gftest-{uuid.uuid4().hex[:12]}"
+        kwargs.setdefault("timeout_s", CLUSTER_TIMEOUT_S)
+        made.append(RedisStore(client, prefix=prefix, **kwargs))
+        return made[-1]
+
+    yield make
+    for store in made:
+        await drop_prefix(store.client, store.keys.prefix)
+        await store.close()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
+async def store(
+    request: pytest.FixtureRequest, redis_store_factory: Any, cluster_store_factory: Any
+) -> StateStore:
+    """The same tests run against every store: in memory, on Redis, on a Redis Cluster."""
     if request.param == "memory":
         return MemoryStore()
-    store: StateStore = await redis_store_factory()
+    factory = redis_store_factory if request.param == "redis" else cluster_store_factory
+    store: StateStore = await factory()
     return store
 
 
@@ -118,3 +174,20 @@ def json_log() -> Iterator[JsonLog]:
     """What the service's own logging writes during the test, at DEBUG, as JSON lines."""
     with json_logs("DEBUG") as log:
         yield log
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
+def any_redis_factory(
+    request: pytest.FixtureRequest, redis_store_factory: Any, cluster_store_factory: Any
+) -> Callable[..., Any]:
+    """The store factory of a single Redis, then of a Redis Cluster: a Redis-only test
+    written once runs on both."""
+    factory: Callable[..., Any] = (
+        redis_store_factory if request.param == "redis" else cluster_store_factory
+    )
+    return factory

@@ -145,8 +145,18 @@ class RedisServer(Process):
     comparison in the README's "Durability".
     """
 
-    def __init__(self, logs: Path, *, durable: bool = True, name: str = "redis") -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        logs: Path,
+        *,
+        durable: bool = True,
+        name: str = "redis",
+        port: int | None = None,
+        replica_of: int | None = None,
+    ) -> None:
+        """``port``: a free one unless given; ``replica_of``: the port of a primary on
+        loopback this server replicates."""
+        self.port = free_port() if port is None else port
         self.dir = logs / f"{name}-data"
         self.dir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server") or "redis-server"
@@ -158,6 +168,8 @@ class RedisServer(Process):
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)),
             *("--save", "", *aof),
         ]
+        if replica_of is not None:
+            argv += ["--replicaof", "127.0.0.1", str(replica_of)]
         super().__init__(name, argv, {}, logs)
 
     def pause(self) -> None:

@@ -1,12 +1,17 @@
-"""The Redis state store.
+"""The Redis state store, on a single Redis or a Redis Cluster.
 
 Every key name is built in ``Keys`` below, in one place. All keys of one device share the
-hash tag of its shard, ``{s<n>}``, with that shard's outbox, so they live in one Redis
+hash tag of its shard (``shard_tags``) with that shard's outbox, so they live in one Redis
 Cluster slot and one script can write a device's state, spend its caps and put the
 notification in the outbox atomically. The delivery side claims from every shard.
-The client is a standalone one, so the batched calls (profiles, loads, compare-and-sets of
-many devices) go as one command each whatever the shards; on a cluster they would be split
-by shard, which the key layout allows.
+On a single Redis the batched calls (profiles, loads, compare-and-sets of many devices)
+go as one command each whatever the shards, on a lane (``redis_lane``). On a cluster
+(``RedisCluster``) every script touches the keys of one hash tag only: a batch is split by
+shard, one call per shard, the calls sent concurrently (each goes straight to the primary
+of its slot); plain reads of many slots go in a cluster pipeline (one round trip per
+node). The catalogue and the offers are globals under ``{cat}``; an offer's spent budget
+is a counter of its own slot ``{o:<id>}``, reserved before the device's write and given
+back when the write does not land (see ``RedisStore.reserve_budget``).
 Values are msgpack-encoded domain structs. Any connection failure or timeout becomes the
 domain's ``BackendUnavailable`` (the HTTP layer answers 503), within ``timeout_s`` of the
 call: waiting for a pooled connection, connecting, sending and reading all count against
@@ -17,22 +22,34 @@ sent again, a script that adds or claims would apply twice).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
 import hashlib
+import itertools
 import time
+import urllib.parse
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.connection import parse_url
 
-from geofence.adapters.redis_lane import Arg, Call, HiredisPackedConnection, Lane, ScriptLane
+from geofence.adapters.redis_lane import (
+    Arg,
+    Call,
+    HiredisPackedConnection,
+    Lane,
+    ScriptLane,
+    Wait,
+)
 from geofence.domain.conversions import MAX_KEPT, Eligible, attributed
 from geofence.domain.devices import DeviceProfile
 from geofence.domain.errors import BackendUnavailable, NotFound
@@ -53,8 +70,21 @@ from geofence.ports import (
 )
 
 T = TypeVar("T")
-_REDIS_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
-SHARDS = 16
+_REDIS_DOWN = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.BusyLoadingError,
+    OSError,
+    # a cluster without a primary for a slot (a failover under way), or none reachable
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.SlotNotCoveredError,
+    rexc.RedisClusterUnreachableError,
+)
+SHARDS = 16  # on a single Redis: the layout of the first releases, key names unchanged
+CLUSTER_SHARDS = 256  # on a cluster: 3 to 30 primaries each get an equal share (+-1)
+SLOTS = 16_384  # the hash slots of a Redis Cluster
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
 STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters (GEOFENCE_STATS_RETENTION_DAYS)
@@ -62,11 +92,43 @@ DEAD_LETTER_TTL_S = 14 * 86_400  # dead letters, and the outbox keys after their
 RECEIPTS_TTL_S = 30 * 86_400
 
 
+@functools.cache
+def shard_tags(shards: int) -> tuple[str, ...]:
+    """The hash tag of each shard: ``s<n>`` for the 16 shards of a single Redis (the
+    names of the first releases); else shard n's tag is the first of ``s.0``, ``s.1``,
+    ... ``s.<hex>`` whose slot is ``n * 16384 // shards``.
+
+    ``redis-cli --cluster create`` gives each primary one contiguous range of slots of
+    equal length, so slots spaced evenly give each primary an equal share of the shards
+    (256 shards on 3 to 30 primaries: at most one apart), where tags chosen anyhow (the
+    slots of ``{s<n>}`` fall at random) would not. The rule is part of the stored layout:
+    changing it moves every key. About 0.1 s once per process for 256 shards.
+    """
+    if not 1 <= shards <= SLOTS:
+        raise ValueError(f"the shards must be 1 to {SLOTS}, not {shards}")
+    if shards == SHARDS:
+        return tuple(f"s{n}" for n in range(shards))
+    wanted = {n * SLOTS // shards: n for n in range(shards)}
+    tags = [""] * shards
+    for k in itertools.count():
+        tag = f"s.{k:x}"
+        n = wanted.pop(binascii.crc_hqx(tag.encode(), 0) % SLOTS, None)
+        if n is not None:
+            tags[n] = tag
+            if not wanted:
+                break
+    return tuple(tags)
+
+
 class Keys:
     """Every key prefix of the service, in one block."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, shards: int = SHARDS) -> None:
         self.prefix = prefix
+        self.shards = shards
+        self._tags = shard_tags(shards)
+        # the number of shards the data was written with, recorded at the first start
+        self.layout = f"{prefix}:{{cat}}:shards"
         self.fences = f"{prefix}:{{cat}}:fences"
         self.catalogue_version = f"{prefix}:{{cat}}:version"
         # a short digest of each fence, to count what a new version changed, and the changes
@@ -77,12 +139,11 @@ class Keys:
         # made once (a few hundred bytes each)
         self._stems = functools.lru_cache(maxsize=STEMS_KEPT)(self._stem)
 
-    @staticmethod
-    def shard_of(ref: str) -> int:
-        return zlib.crc32(ref.encode()) % SHARDS
+    def shard_of(self, ref: str) -> int:
+        return zlib.crc32(ref.encode()) % self.shards
 
     def shard(self, n: int) -> str:
-        return f"{self.prefix}:{{s{n}}}"
+        return f"{self.prefix}:{{{self._tags[n]}}}"
 
     def _stem(self, ref: str) -> tuple[str, int]:
         shard = self.shard_of(ref)
@@ -433,9 +494,10 @@ return 1
 class RedisStore:
     def __init__(  # noqa: PLR0913 - the client, then its TTLs and lanes, each by name
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str = "geofence",
+        shards: int | None = None,
         device_ttl_s: int = 30 * 86_400,
         position_ttl_s: int = 86_400,
         dead_letter_ttl_s: int = DEAD_LETTER_TTL_S,
@@ -443,15 +505,28 @@ class RedisStore:
         lanes: int = LANES,
         lane: Callable[[aioredis.Redis], ScriptLane] = Lane,
         timeout_s: float | None = None,
+        wait_replicas: int = 0,
+        max_in_flight: int = 64,
     ) -> None:
         """``lanes``: the script calls of every flush and batch go on one of as many
         connections kept aside, when one is free (``redis_lane``); with none, all go
         through the client. ``lane``: what makes each (``Lane``; the benchmarks pass
         another way to compare). ``timeout_s``: the bound on each call, all of it (None:
-        the connection's own timeouts only)."""
+        the connection's own timeouts only). ``max_in_flight``: on a cluster, the store
+        calls in flight at once; more wait, within their bound. ``shards``: how many the
+        devices are spread over (None: 16 on a single Redis, 256 on a cluster; see
+        ``shard_tags``). On a cluster there are no lanes: every script call goes to the
+        primary of its slot. ``wait_replicas``: a write that puts notifications in the
+        outbox is followed by ``WAIT`` for as many replicas (0: none), see
+        ``save_then_load``."""
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
+        # on a cluster, the calls in flight wait for a place here (its pools do not wait)
+        self._gate = asyncio.Semaphore(max_in_flight) if self.cluster else None
         self.timeout_s = timeout_s
-        self.keys = Keys(prefix)
+        self.wait_replicas = wait_replicas
+        shards = shards or (CLUSTER_SHARDS if self.cluster else SHARDS)
+        self.keys = Keys(prefix, shards)
         self.device_ttl_s = device_ttl_s
         self.position_ttl_s = position_ttl_s
         self.dead_letter_ttl_s = dead_letter_ttl_s
@@ -474,7 +549,9 @@ class RedisStore:
         self._release_budget = client.register_script(RELEASE_BUDGET)
         self._add_counts = client.register_script(ADD_COUNTS)
         self._next_shard = 0
-        self._lanes = [lane(client) for _ in range(lanes)]
+        self._lanes = (
+            [] if isinstance(client, RedisCluster) else [lane(client) for _ in range(lanes)]
+        )
 
     @classmethod
     def from_url(
@@ -498,20 +575,58 @@ class RedisStore:
         )
         return cls(aioredis.Redis.from_pool(pool), timeout_s=timeout_s, **kwargs)
 
+    @classmethod
+    def on_cluster(
+        cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 64, **kwargs: Any
+    ) -> RedisStore:
+        """A store on a Redis Cluster (``cluster_client``). redis-py's cluster pools fail
+        at once when full rather than wait, so the wait is the store's: at most
+        ``max_connections`` store calls in flight, more wait within their ``timeout_s``
+        (then BackendUnavailable, a 503). A call split by shard takes a connection per
+        shard it touches, so a node's pool is left unbounded; it keeps what a peak opened."""
+        client = cluster_client(url, timeout_s=timeout_s, max_connections=2**31 - 1)
+        return cls(client, timeout_s=timeout_s, max_in_flight=max_connections, **kwargs)
+
+    async def claim_layout(self) -> int:
+        """The number of shards the stored data is laid out in: this store's, recorded now
+        if none was (the first start), else the one recorded, which the caller compares
+        with its own (another count would read and write other keys)."""
+        async with self._bounded():
+            await self.client.set(self.keys.layout, self.keys.shards, nx=True)
+            return int(await self.client.get(self.keys.layout) or 0)
+
+    def _bounded(self) -> _guard:
+        """The bound of one store call (``_guard``)."""
+        return _guard(self.timeout_s, self._gate)
+
     async def check(self) -> None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self.client.ping()
 
     async def persistence(self) -> Persistence:
         """From ``CONFIG GET appendonly`` and ``save``; "unknown" where CONFIG is refused
-        (managed Redis often renames or forbids it)."""
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
-            pipe.config_get("appendonly")
-            pipe.config_get("save")
-            try:
-                appendonly, save = await pipe.execute()
-            except rexc.ResponseError:
-                return "unknown"
+        (managed Redis often renames or forbids it). On a cluster, the weakest of its
+        primaries' (a failover makes a replica a primary: theirs count once they are)."""
+        async with self._bounded():
+            if isinstance(self.client, RedisCluster):
+                primaries = self.client.get_primaries()
+                found = await _all(self._persistence_of(node) for node in primaries)
+                return min(found, key=_PERSISTENCE_RANK.index)
+            return await self._persistence_of(None)
+
+    async def _persistence_of(self, node: ClusterNode | None) -> Persistence:
+        """One server's persistence (``node`` of the cluster, or the single Redis)."""
+        try:
+            if node is None:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.config_get("appendonly")
+                    pipe.config_get("save")
+                    appendonly, save = await pipe.execute()
+            else:
+                appendonly = await self.client.config_get("appendonly", target_nodes=node)
+                save = await self.client.config_get("save", target_nodes=node)
+        except rexc.ResponseError:
+            return "unknown"
         return persistence_of(appendonly.get("appendonly"), save.get("save"))
 
     async def close(self) -> None:
@@ -521,11 +636,14 @@ class RedisStore:
 
     # the catalogue
     async def catalogue_version(self) -> int:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             return int(await self.client.get(self.keys.catalogue_version) or 0)
 
     async def load_catalogue(self) -> Catalogue:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=True) as pipe,
+        ):
             pipe.get(self.keys.catalogue_version)
             pipe.hgetall(self.keys.fences)
             version, raw = await pipe.execute()
@@ -548,38 +666,44 @@ class RedisStore:
         """A catalogue change, recorded in the history; the new version (0: none)."""
         k = self.keys
         keys = [k.fences, k.digests, k.catalogue_version, k.history]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             version = await script(keys=keys, args=[time.time(), HISTORY_KEPT, *args])
         return int(version)
 
     async def catalogue_history(self, limit: int) -> list[CatalogueChange]:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.lrange(self.keys.history, 0, limit - 1)
         return [_change_of(msgspec.json.decode(r)) for r in raw]
 
     # devices
     async def create_device(self, profile: DeviceProfile) -> bool:
         key = self.keys.profile(profile.ref)
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             created = await self.client.set(key, _encode(profile), nx=True, ex=self.device_ttl_s)
         return bool(created)
 
     async def get_device(self, ref: str) -> DeviceProfile | None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.get(self.keys.profile(ref))
         return None if raw is None else _decode(raw, DeviceProfile)
 
     async def get_devices(self, refs: Sequence[str]) -> list[DeviceProfile | None]:
         if not refs:
             return []
-        async with _guard(self.timeout_s):
-            raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
+        async with self._bounded():
+            if self.cluster:
+                raws = await self._by_shard(refs, self._mget_profiles)
+            else:
+                raws = await self.client.mget([self.keys.profile(ref) for ref in refs])
         return [None if raw is None else _decode(raw, DeviceProfile) for raw in raws]
+
+    async def _mget_profiles(self, refs: Sequence[str]) -> list[Any]:
+        return list(await self.client.mget([self.keys.profile(ref) for ref in refs]))
 
     async def put_device(self, profile: DeviceProfile) -> bool:
         ref = profile.ref
         keys = [self.keys.profile(ref), self.keys.state(ref), self.keys.pending(ref)]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             written = await self._put_device(keys=keys, args=[_encode(profile), self.device_ttl_s])
         return bool(written)
 
@@ -596,7 +720,7 @@ class RedisStore:
         script naming every key it deletes; a dead letter made after the pending ids were
         read (rare) is deleted after it."""
         shard = self.keys.shard_of(ref)
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             ids = [_text(i) for i in await self.client.smembers(self.keys.pending(ref))]
             letters = [self.keys.letter(shard, i) for i in ids]
             keys = [*self.keys.notifications_of(ref), *own, *letters]
@@ -605,7 +729,7 @@ class RedisStore:
                 await self.client.delete(*(self.keys.letter(shard, _text(i)) for i in missed))
 
     async def erase_location(self, ref: str) -> None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._erase_location(keys=self.keys.state_and_fix(ref))
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
@@ -625,9 +749,14 @@ class RedisStore:
     async def load_states(self, refs: Sequence[str]) -> list[StoredState]:
         if not refs:
             return []
+        async with self._bounded():
+            if self.cluster:
+                return await self._by_shard(refs, self._load_states_of)
+            return await self._load_states_of(refs)
+
+    async def _load_states_of(self, refs: Sequence[str]) -> list[StoredState]:
         keys = [key for ref in refs for key in self.keys.state_and_fix(ref)]
-        async with _guard(self.timeout_s):
-            reply = await self._script(self._load_states, keys, [2])
+        reply = await self._script(self._load_states, keys, [2])
         return [
             _stored(version or None, state or None, ledger or None, fix or None)
             for version, state, ledger, fix in zip(*[iter(reply)] * 4, strict=True)
@@ -678,91 +807,239 @@ class RedisStore:
     async def save_then_load(
         self, writes: Sequence[StateWrite], refs: Sequence[str]
     ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        """With ``wait_replicas``, writes that put notifications in the outbox are
+        followed by ``WAIT`` on the connection they went on (WAIT counts that
+        connection's writes; on a cluster, each shard's on its primary's): fewer
+        replicas than asked acknowledging them within half the timeout is
+        BackendUnavailable (a 503; the client resends the same ping, which is ``stale``
+        if the write survives and applied again if a failover lost it), so that an
+        acknowledged notification is on a replica as well."""
+        async with self._bounded():
+            if self.cluster:
+                return await self._save_then_load_by_shard(writes, refs)
+            return await self._save_then_load(writes, refs)
+
+    async def _save_then_load(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
         calls = [self._save_states_call(writes)] if writes else []
         calls += [self._load_devices_call(refs)] if refs else []
-        async with _guard(self.timeout_s):
-            replies = await self._scripts(calls)
+        wait = self._wait_for(writes)
+        replies = await self._scripts(calls, wait)
+        if wait is not None:
+            _check_replicas(replies.pop(), wait)
         return _saved(replies[0]) if writes else [], _devices(replies[-1]) if refs else []
+
+    def _wait_for(self, writes: Sequence[StateWrite]) -> Wait | None:
+        if self.wait_replicas <= 0 or not any(w.outbox for w in writes):
+            return None
+        timeout_s = 1.0 if self.timeout_s is None else self.timeout_s
+        return self.wait_replicas, max(1, int(timeout_s * 500))
+
+    async def _save_then_load_by_shard(
+        self, writes: Sequence[StateWrite], refs: Sequence[str]
+    ) -> tuple[list[Saved], list[tuple[DeviceProfile | None, StoredState]]]:
+        """On a cluster: each shard's writes then its reads, shards concurrently. A shard
+        that fails fails the call, as a timeout does: the writes of others may have landed
+        (so their budgets stay spent: at worst underspent, never overspent)."""
+        saves = self._groups([w.ref for w in writes])
+        loads = self._groups(refs)
+        shards = list(saves.keys() | loads.keys())
+        replies = await _all(
+            self._save_then_load(
+                [writes[i] for i in saves.get(n, ())], [refs[i] for i in loads.get(n, ())]
+            )
+            for n in shards
+        )
+        saved: list[Saved] = ["conflict"] * len(writes)
+        loaded: list[tuple[DeviceProfile | None, StoredState]] = [
+            (None, StoredState(state=DeviceState(), version=0))
+        ] * len(refs)
+        for n, (own_saved, own_loaded) in zip(shards, replies, strict=True):
+            for i, verdict in zip(saves.get(n, ()), own_saved, strict=True):
+                saved[i] = verdict
+            for i, device in zip(loads.get(n, ()), own_loaded, strict=True):
+                loaded[i] = device
+        return saved, loaded
+
+    def _groups(self, refs: Sequence[str]) -> dict[int, list[int]]:
+        """The positions of ``refs`` by shard."""
+        groups: dict[int, list[int]] = {}
+        for i, ref in enumerate(refs):
+            groups.setdefault(self.keys.shard_of(ref), []).append(i)
+        return groups
+
+    async def _by_shard(
+        self, refs: Sequence[str], each: Callable[[Sequence[str]], Awaitable[list[T]]]
+    ) -> list[T]:
+        """``each`` called on the refs of every shard, the shards concurrently; the
+        answers in the order of ``refs``."""
+        groups = list(self._groups(refs).values())
+        replies = await _all(each([refs[i] for i in group]) for group in groups)
+        out: list[Any] = [None] * len(refs)
+        for group, reply in zip(groups, replies, strict=True):
+            for i, answer in zip(group, reply, strict=True):
+                out[i] = answer
+        return out
 
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         [reply] = await self._scripts([(script, keys, args)])
         return reply
 
-    async def _scripts(self, calls: Sequence[Call]) -> list[Any]:
+    async def _scripts(self, calls: Sequence[Call], wait: Wait | None = None) -> list[Any]:
         """The calls made on every flush and batch, in order: together on a lane that is
-        free, else one after the other through the client (see ``redis_lane``)."""
+        free, else one after the other through the client (see ``redis_lane``); then,
+        with ``wait``, WAIT on the connection of the first call (the write), its reply
+        last (an error answered to it: 0 replicas)."""
         if not calls:
             return []
         lane = next((lane for lane in self._lanes if not lane.busy), None)
-        if lane is None:
+        if lane is not None:
+            return await lane.run_all(calls, wait=wait)
+        if wait is None:
             return [await script(keys=keys, args=args) for script, keys, args in calls]
-        return await lane.run_all(calls)
+        return await self._scripts_then_wait(calls, wait)
+
+    async def _scripts_then_wait(self, calls: Sequence[Call], wait: Wait) -> list[Any]:
+        """A pipeline: one connection on a single Redis; on a cluster, WAIT sent to the
+        primary of the write's slot, which the pipeline sends with the write on one
+        connection of that node. A script the server did not know ran nothing: the
+        write's is loaded and the whole sent again; a later call's (a read) is sent
+        again alone, through the client."""
+        replies = await self._pipeline_then_wait(calls, wait)
+        if isinstance(replies[0], rexc.NoScriptError):
+            for script, _, _ in calls:
+                await self.client.script_load(script.script)
+            replies = await self._pipeline_then_wait(calls, wait)
+        for n, (script, keys, args) in enumerate(calls):
+            if isinstance(replies[n], rexc.NoScriptError) and n:
+                replies[n] = await script(keys=keys, args=args)
+            elif isinstance(replies[n], Exception):
+                raise replies[n]
+        if isinstance(replies[-1], Exception):  # WAIT refused: no replica to count on
+            replies[-1] = 0
+        return replies
+
+    async def _pipeline_then_wait(self, calls: Sequence[Call], wait: Wait) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if isinstance(self.client, RedisCluster):
+                node = self.client.get_node_from_key(calls[0][1][0])
+                pipe.execute_command("WAIT", *wait, target_nodes=node)
+            else:
+                pipe.execute_command("WAIT", *wait)
+            return list(await pipe.execute(raise_on_error=False))
 
     # offers
     async def put_offer(self, offer: Offer) -> bool:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             return bool(await self.client.hset(self.keys.offers, offer.id, _encode(offer)))
 
     async def get_offer(self, offer_id: str) -> Offer | None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.hget(self.keys.offers, offer_id)
         return None if raw is None else _decode(raw, Offer)
 
     async def list_offers(self) -> list[Offer]:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.hgetall(self.keys.offers)
         return sorted((_decode(v, Offer) for v in raw.values()), key=lambda o: o.id)
 
     async def delete_offer(self, offer_id: str) -> bool:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self.client.delete(self.keys.spent(offer_id))
             return bool(await self.client.hdel(self.keys.offers, offer_id))
 
     async def budget_spent(self, offer_ids: Sequence[str]) -> dict[str, int]:
         if not offer_ids:
             return {}
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for offer_id in offer_ids:
                 pipe.get(self.keys.spent(offer_id))
             spent = await pipe.execute()
         return {k: int(v or 0) for k, v in zip(offer_ids, spent, strict=True)}
 
     async def reserve_budget(self, offer_id: str, budget: int) -> bool:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             return bool(await self._reserve_budget(keys=[self.keys.spent(offer_id)], args=[budget]))
 
     async def release_budget(self, offer_id: str) -> None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._release_budget(keys=[self.keys.spent(offer_id)])
 
     # the outbox
     async def claim_outbox(self, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
-        """Claim from the shards in turn, starting after the last one served, in one call."""
-        order = [(self._next_shard + step) % SHARDS for step in range(SHARDS)]
-        keys = [key for shard in order for key in self.keys.outbox(shard)]
-        async with _guard(self.timeout_s):
-            looked, *raw = await self._claim(keys=keys, args=[now, lease_s, limit])
-        if looked:
-            self._next_shard = (order[looked - 1] + 1) % SHARDS
+        """Claim from the shards in turn, starting after the last one served: on a single
+        Redis in one call over every shard, on a cluster ``_claim_by_shard``."""
+        shards = self.keys.shards
+        order = [(self._next_shard + step) % shards for step in range(shards)]
+        async with self._bounded():
+            if self.cluster:
+                raw = await self._claim_by_shard(order, now, lease_s, limit)
+            else:
+                keys = [key for shard in order for key in self.keys.outbox(shard)]
+                looked, *raw = await self._claim(keys=keys, args=[now, lease_s, limit])
+                if looked:
+                    self._next_shard = (order[looked - 1] + 1) % shards
         return [_decode(r, OutboxItem) for r in raw]
+
+    async def _claim_by_shard(
+        self, order: Sequence[int], now: float, lease_s: float, limit: int
+    ) -> list[Any]:
+        """On a cluster a claim script touches one shard (one slot). Which shards have an
+        item due is asked first, of all of them, in one cluster pipeline of a
+        ``ZRANGEBYSCORE ... LIMIT 0 1`` each (one round trip per primary, concurrently),
+        so an idle poll costs no script call at all whatever the shards (256: 256 cheap
+        reads in one round trip to each primary). Then the first ``limit`` shards with
+        items due, in turn from the last one served, are claimed from concurrently, one
+        script each, the limit split between them (never more than ``limit`` items
+        claimed in all). Several workers share the shards without a lock: a shard's
+        claim is atomic, and each worker starts where its own last claim ended."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in order:
+                pipe.zrangebyscore(self.keys.outbox(shard)[0], "-inf", now, start=0, num=1)
+            due = [shard for shard, ids in zip(order, await pipe.execute(), strict=True) if ids]
+        taken = due[:limit]
+        if not taken:
+            return []
+        share, extra = divmod(limit, len(taken))
+        replies = await _all(
+            self._claim(
+                keys=self.keys.outbox(shard),
+                args=[now, lease_s, share + (1 if k < extra else 0)],
+            )
+            for k, shard in enumerate(taken)
+        )
+        self._next_shard = (taken[-1] + 1) % self.keys.shards
+        return [raw for reply in replies for raw in reply[1:]]
 
     async def retry_later(self, item: OutboxItem, at: float) -> None:
         keys = self.keys.outbox(self.keys.shard_of(item.device_ref))
         args: list[Arg] = [item.id, _encode(item.as_kept()), at, self.dead_letter_ttl_s]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._retry_later(keys=keys, args=args)
 
     async def settle(self, item: OutboxItem) -> None:
         pending, due, items = self.keys.device_outbox(item.device_ref)
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=True) as pipe,
+        ):
             pipe.zrem(due, item.id)
             pipe.hdel(items, item.id)
             pipe.srem(pending, item.id)
             await pipe.execute()
 
     async def outbox_depth(self) -> int:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
+            for shard in range(self.keys.shards):
                 pipe.zcard(self.keys.outbox(shard)[0])
             return sum(await pipe.execute())
 
@@ -772,13 +1049,13 @@ class RedisStore:
         keys = [due, items, pending, self.keys.letter(shard, item.id), self.keys.dead(shard)]
         letter = _encode(DeadLetter(item=item.as_kept(), reason=reason, at=at))
         args: list[Arg] = [item.id, letter, at, self.dead_letter_ttl_s]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._dead_letter(keys=keys, args=args)
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         found: list[DeadLetter] = []
-        async with _guard(self.timeout_s):
-            for shard in range(SHARDS):
+        async with self._bounded():
+            for shard in range(self.keys.shards):
                 ids: list[Any] = await self.client.zrevrange(self.keys.dead(shard), 0, limit - 1)
                 names = [self.keys.letter(shard, _text(i)) for i in ids]
                 raw = await self.client.mget(names) if names else []
@@ -787,9 +1064,9 @@ class RedisStore:
         return found[:limit]
 
     async def requeue(self, notification_id: str, at: float) -> DeadLetter | None:
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             async with self.client.pipeline(transaction=False) as pipe:
-                for shard in range(SHARDS):
+                for shard in range(self.keys.shards):
                     pipe.get(self.keys.letter(shard, notification_id))
                 found = [(n, r) for n, r in enumerate(await pipe.execute()) if r is not None]
             if not found:
@@ -806,7 +1083,9 @@ class RedisStore:
 
     # receipts
     async def expect_receipts(self, *receipts: Receipt) -> None:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=True) as pipe:
+        # each receipt its own slot: one transaction on a single Redis only
+        transaction = not self.cluster
+        async with self._bounded(), self.client.pipeline(transaction) as pipe:
             for receipt in receipts:
                 key = self.keys.receipts(receipt.notification_id)
                 pipe.hsetnx(key, "target", _encode(receipt))
@@ -815,7 +1094,7 @@ class RedisStore:
 
     async def record_receipt(self, notification_id: str, event: str, at: float) -> Receipt | None:
         keys = [self.keys.receipts(notification_id)]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             result = await self._record_receipt(keys=keys, args=[event, at])
         if result == -1:
             raise NotFound(f"No notification {notification_id!r} was sent.")
@@ -827,14 +1106,17 @@ class RedisStore:
         args: list[Arg] = [self.stats_ttl_s]
         for name, n in counts.items():
             args += [name, n]
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             await self._script(self._add_counts, [self.keys.counts(bucket)], args)
 
     async def read_counts(self, buckets: Sequence[int]) -> dict[str, int]:
         return summed((await self.read_buckets(buckets)).values())
 
     async def read_buckets(self, buckets: Sequence[int]) -> dict[int, dict[str, int]]:
-        async with _guard(self.timeout_s), self.client.pipeline(transaction=False) as pipe:
+        async with (
+            self._bounded(),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for bucket in buckets:
                 pipe.hgetall(self.keys.counts(bucket))
             tables = await pipe.execute()
@@ -851,6 +1133,16 @@ class RedisStore:
             by_device.setdefault(ref, []).append(entry)
         if not by_device:
             return
+        async with self._bounded():
+            if self.cluster:
+                refs = list(by_device)
+                groups = self._groups(refs).values()
+                parts = ({refs[i]: by_device[refs[i]] for i in group} for group in groups)
+                await _all(self._remember(part) for part in parts)
+            else:
+                await self._remember(by_device)
+
+    async def _remember(self, by_device: dict[str, list[Eligible]]) -> None:
         keys: list[str] = []
         args: list[Arg] = [MAX_KEPT]
         for ref, entries in by_device.items():
@@ -858,12 +1150,11 @@ class RedisStore:
             args += [len(entries), max(_whole_s(e.window_s) for e in entries)]
             for e in entries:
                 args += [e.at, _encode(e)]
-        async with _guard(self.timeout_s):
-            await self._script(self._remember_eligible, keys, args)
+        await self._script(self._remember_eligible, keys, args)
 
     async def take_eligible(self, ref: str, at: float, store_id: str | None) -> Eligible | None:
         key = self.keys.eligible(ref)
-        async with _guard(self.timeout_s):
+        async with self._bounded():
             raw = await self.client.zrangebyscore(key, "-inf", at)
             kept = {_decode(r, Eligible): r for r in raw if isinstance(r, bytes)}
             taken = attributed(kept, at, store_id)
@@ -876,20 +1167,76 @@ class RedisStore:
         return taken if removed else None  # 0: another conversion took it first
 
 
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def cluster_client(url: str, *, timeout_s: float, max_connections: int) -> RedisCluster:
+    """A ``RedisCluster`` from ``redis+cluster://[user:password@]host:port[,host:port...]``
+    (``rediss+cluster://`` for TLS; the query takes redis-py's URL options, as
+    ``ssl_cert_reqs``): every node listed is a startup node; the client learns the others.
+
+    No command is retried once it may have reached a server (``Retry`` with 0 retries): a
+    script that adds or claims would apply twice. A MOVED or ASK redirection is not a
+    retry (the server said the slot is elsewhere, nothing ran): it is followed. A
+    connection error marks the topology for a refresh, which the next command runs: after
+    a failover the client finds the new primary by itself. Slots without a primary answer
+    as unavailable rather than failing the whole client (no full coverage required).
+    ``max_connections`` is per node.
+    """
+    scheme, rest = url.split("://", 1)
+    auth, _, hosts = rest.rpartition("@")
+    where, _, query = hosts.partition("?")
+    nodes = [_node(n) for n in where.split("/", 1)[0].split(",") if n]
+    if not nodes:
+        raise ValueError("no host:port in the URL")
+    base = "rediss" if scheme.lower().startswith("rediss") else "redis"
+    first = f"{base}://{auth + '@' if auth else ''}{nodes[0].host}:{nodes[0].port}"
+    single = first + (f"/?{query}" if query else "")
+    options = parse_url(single)  # type: ignore[no-untyped-call]
+    for name in ("host", "port", "db", "connection_class"):
+        options.pop(name, None)
+    return RedisCluster(
+        startup_nodes=nodes,
+        ssl=base == "rediss",
+        retry=Retry(NoBackoff(), retries=0),
+        require_full_coverage=False,
+        max_connections=max_connections,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **options,
+    )
+
+
+def _node(text: str) -> ClusterNode:
+    parsed = urllib.parse.urlsplit(f"//{text}")
+    return ClusterNode(parsed.hostname or "localhost", parsed.port or 6379)
+
+
 class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
     """Turn every way of Redis being unreachable into the domain's BackendUnavailable, and
     bound the whole call (a connection from the pool, connecting, sending, the reply) by
     ``timeout_s``. A class, not ``asynccontextmanager``: every store call passes here, and
-    a generator per call was about 1% of a worker's CPU."""
+    a generator per call was about 1% of a worker's CPU. ``gate`` (on a cluster): a place
+    among the calls in flight, waited for within the bound."""
 
-    __slots__ = ("_bound",)
+    __slots__ = ("_bound", "_gate", "_held")
 
-    def __init__(self, timeout_s: float | None) -> None:
+    def __init__(self, timeout_s: float | None, gate: asyncio.Semaphore | None = None) -> None:
         self._bound = None if timeout_s is None else asyncio.timeout(timeout_s)
+        self._gate = gate
+        self._held = False
 
     async def __aenter__(self) -> None:
         if self._bound is not None:
             await self._bound.__aenter__()
+        if self._gate is not None:
+            try:
+                await self._gate.acquire()
+            except BaseException as e:  # the bound ran out while waiting
+                await self.__aexit__(type(e), e, e.__traceback__)
+                raise
+            self._held = True
 
     async def __aexit__(
         self,
@@ -897,6 +1244,9 @@ class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._held:
+            self._held = False
+            self._gate.release()  # type: ignore[union-attr]
         if self._bound is not None:
             try:
                 await self._bound.__aexit__(kind, error, tb)
@@ -905,6 +1255,28 @@ class _guard:  # noqa: N801 - called like a function, as contextlib.suppress is
         if isinstance(error, _REDIS_DOWN):
             detail = f"state store unavailable: {type(error).__name__}"
             raise BackendUnavailable(detail) from error
+
+
+async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Every call's answer, run concurrently; the first failure raised once all are done
+    (none is left running unseen, to write after the store call has answered)."""
+    replies = await asyncio.gather(*calls, return_exceptions=True)
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies  # type: ignore[return-value]
+
+
+_PERSISTENCE_RANK: tuple[Persistence, ...] = ("unknown", "off", "rdb", "aof", "memory")
+
+
+def _check_replicas(acknowledged: int, wait: Wait) -> None:
+    replicas, timeout_ms = wait
+    if acknowledged < replicas:
+        raise BackendUnavailable(
+            f"state store unavailable: {acknowledged} of {replicas} replicas"
+            f" acknowledged the write within {timeout_ms} ms"
+        )
 
 
 _encoder = msgspec.msgpack.Encoder()

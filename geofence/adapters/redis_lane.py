@@ -48,6 +48,7 @@ REDIS: Final = ">=5.0,<8.3"  # the range this module is proven on; pyproject pin
 
 Arg = bytes | str | int | float
 Call = tuple[AsyncScript, Sequence[str], Sequence[Arg]]  # a script, its keys and its args
+Wait = tuple[int, int]  # WAIT's replicas and timeout (ms)
 
 
 class ScriptLane(Protocol):
@@ -55,7 +56,7 @@ class ScriptLane(Protocol):
 
     busy: bool
 
-    async def run_all(self, calls: Sequence[Call]) -> list[Any]: ...
+    async def run_all(self, calls: Sequence[Call], *, wait: Wait | None = None) -> list[Any]: ...
 
     async def close(self) -> None: ...
 
@@ -81,17 +82,22 @@ class Lane:
         [reply] = await self.run_all([(script, keys, args)])
         return reply
 
-    async def run_all(self, calls: Sequence[Call]) -> list[Any]:
+    async def run_all(self, calls: Sequence[Call], *, wait: Wait | None = None) -> list[Any]:
         """The reply of each call, the calls sent together in one round trip and run by
         the server one after the other. After a script the server did not know, the
         scripts are loaded and that call and every later one sent again: a later call
-        must be one that may run twice (a read)."""
+        must be one that may run twice (a read). ``wait`` (replicas, timeout in ms): then
+        ``WAIT`` on the same connection, whose reply (the replicas that acknowledged
+        every write of this connection so far) is appended to the replies."""
         if self.busy:
             raise RuntimeError("the lane takes one call at a time")
         self.busy = True
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._evalsha(calls)
+                replies = await self._evalsha(calls)
+                if wait is not None:
+                    replies += await self._call([("WAIT", *wait)])
+                return replies
         except BaseException:
             await self.close()
             raise

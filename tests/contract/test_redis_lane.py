@@ -159,9 +159,9 @@ async def test_the_store_sends_beside_busy_lanes_through_its_client(
     on_lanes: list[int] = []
 
     def counted(n: int, run_all: Any) -> Any:
-        async def run(*args: Any) -> Any:
+        async def run(*args: Any, **kwargs: Any) -> Any:
             on_lanes.append(n)
-            return await run_all(*args)
+            return await run_all(*args, **kwargs)
 
         return run
 
@@ -210,6 +210,7 @@ async def test_a_command_past_the_timeout_is_not_sent_again(client: aioredis.Red
             await store.client.eval(COUNT_SLOWLY, 1, key, 150)
         await asyncio.sleep(0.4)  # a second try, had there been one, is over by then
         assert await client.get(key) == b"1"
+        assert isinstance(store.client, aioredis.Redis)
         assert store.client.connection_pool.connection_kwargs["retry"].get_retries() == 0
     finally:
         await client.delete(key)

@@ -33,6 +33,7 @@ def test_the_hiredis_packer_sends_what_redis_py_would(
 async def test_the_store_uses_it() -> None:
     store = RedisStore.from_url("redis://127.0.0.1:1/0")  # never connects
     try:
+        assert isinstance(store.client, aioredis.Redis)
         assert store.client.connection_pool.connection_class is HiredisPackedConnection
     finally:
         await store.close()

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from geofence.adapters.memory import MemoryStore
-from geofence.adapters.redis import DEAD_LETTER_TTL_S, Keys
+from geofence.adapters.redis import DEAD_LETTER_TTL_S
 from geofence.domain.errors import NotFound
 from geofence.ports import Outbox, Receipt, StateStore
 from tests.contract.store_builders import (
@@ -25,11 +25,11 @@ from tests.contract.store_builders import (
 )
 
 
-async def test_redis_claims_take_the_outbox_shards_in_turn(redis_store_factory: Any) -> None:
+async def test_redis_claims_take_the_outbox_shards_in_turn(any_redis_factory: Any) -> None:
     """A shard with many items due does not keep the others waiting: each claim starts
     at the shard after the last one it served."""
-    store = await redis_store_factory()
-    by_shard = {Keys.shard_of(f"ref{i}"): f"ref{i}" for i in range(40)}
+    store = await any_redis_factory()
+    by_shard = {store.keys.shard_of(f"ref{i}"): f"ref{i}" for i in range(40)}
     refs = [by_shard[shard] for shard in sorted(by_shard)[:4]]
     for ref in refs:
         await store.create_device(profile(ref))
@@ -187,14 +187,14 @@ async def test_memory_dead_letters_and_outbox_items_expire_after_the_ttl() -> No
 
 
 async def test_redis_dead_letters_and_outbox_keys_expire_after_the_ttl(
-    redis_store_factory: Any,
+    any_redis_factory: Any,
 ) -> None:
     """Each dead letter is a key of its own with the TTL; the outbox and the index of dead
     letters expire the TTL after their last write, and the pending ids no sooner."""
-    store = await redis_store_factory(dead_letter_ttl_s=500, device_ttl_s=100)
+    store = await any_redis_factory(dead_letter_ttl_s=500, device_ttl_s=100)
     await dead_lettered(store, "n1")
     await store.save_state("ref1", visit_state(), 1, outbox=[notification("n2")])
-    shard = Keys.shard_of("ref1")
+    shard = store.keys.shard_of("ref1")
     letter = store.keys.letter(shard, "n1")
     outbox_and_index = [*store.keys.outbox(shard), store.keys.dead(shard)]
     for key in [letter, *outbox_and_index, store.keys.pending("ref1")]:
@@ -204,4 +204,4 @@ async def test_redis_dead_letters_and_outbox_keys_expire_after_the_ttl(
     await dead_lettered(store, "n3", "ref2")
     await asyncio.sleep(1.2)
     assert [d.item.id for d in await store.dead_letters(10)] == ["n1"]
-    assert await store.client.exists(store.keys.letter(Keys.shard_of("ref2"), "n3")) == 0
+    assert await store.client.exists(store.keys.letter(store.keys.shard_of("ref2"), "n3")) == 0

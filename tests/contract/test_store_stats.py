@@ -21,9 +21,9 @@ async def test_counters_sum_over_buckets(store: StatsStore) -> None:
 
 
 async def test_redis_counters_are_added_atomically_and_kept_a_while(
-    redis_store_factory: Any,
+    any_redis_factory: Any,
 ) -> None:
-    store = await redis_store_factory()
+    store = await any_redis_factory()
     await asyncio.gather(*(store.add_counts(0, {"a": 1, "b": 2}) for _ in range(20)))
     assert await store.read_counts([0]) == {"a": 20, "b": 40}
     ttl = await store.client.ttl(store.keys.counts(0))

@@ -29,6 +29,7 @@ from tools.processes import (
     free_port,
     service_env,
 )
+from tools.redis_cluster import RedisCluster
 
 PUSH_SECRET = "sys-push-secret"
 ADMIN = {"Authorization": "Bearer sys-admin-key-0001"}
@@ -55,10 +56,21 @@ class Cluster:
     """Processes of one test module; ``logs`` keeps every process's output."""
 
     def __init__(
-        self, logs: Path, *, services: int = 1, durable: bool = True, **rules: Any
+        self,
+        logs: Path,
+        *,
+        services: int = 1,
+        durable: bool = True,
+        redis_cluster: RedisCluster | None = None,
+        **rules: Any,
     ) -> None:
+        """``redis_cluster``: the services share that Redis Cluster (started and
+        stopped with them) instead of a redis-server of their own (``redis``, then
+        never started)."""
         self.logs = logs
         self.redis = RedisServer(logs, durable=durable)
+        self.redis_cluster = redis_cluster
+        self.redis_url = self.redis.url if redis_cluster is None else redis_cluster.url
         self.prefix = "gfsys"
         gateway_port = free_port()
         argv = [*GATEWAY, "--port", str(gateway_port), "--secret", PUSH_SECRET]
@@ -72,7 +84,7 @@ class Cluster:
         port = free_port()
         env = service_env(
             port,
-            redis_url=self.redis.url,
+            redis_url=self.redis_url,
             redis_prefix=self.prefix,
             push_url=f"{self.gateway_url}/push",
             push_secret=PUSH_SECRET,
@@ -85,8 +97,11 @@ class Cluster:
         return [s.url for s in self.services]
 
     def start(self) -> None:
-        self.redis.start()
-        self.redis.wait_ready()
+        if self.redis_cluster is not None:
+            self.redis_cluster.start()
+        else:
+            self.redis.start()
+            self.redis.wait_ready()
         self.gateway.start()
         wait_http_sync(f"{self.gateway_url}/_control/calls")
         for service in self.services:  # one at a time: the first seeds the catalogue
@@ -96,6 +111,8 @@ class Cluster:
     def stop(self) -> None:
         for p in (*self.services, self.gateway, self.redis):
             p.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
 
     def ref(self, device_id: str) -> str:
         assert self.settings.id_secret is not None
@@ -107,9 +124,16 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    logs: Path, *, services: int = 1, durable: bool = True, **rules: Any
+    logs: Path,
+    *,
+    services: int = 1,
+    durable: bool = True,
+    redis_cluster: RedisCluster | None = None,
+    **rules: Any,
 ) -> Iterator[Cluster]:
-    cluster = Cluster(logs, services=services, durable=durable, **rules)
+    cluster = Cluster(
+        logs, services=services, durable=durable, redis_cluster=redis_cluster, **rules
+    )
     try:
         cluster.start()
         yield cluster

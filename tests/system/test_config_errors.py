@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from tools.processes import ROOT, SERVE, free_port
 
@@ -76,6 +78,11 @@ def test_a_missing_stores_file_wherever_it_is_looked_for(tmp_path: Path) -> None
     [
         ({"GEOFENCE_REDIS_URL": "http://127.0.0.1:6379"}, "GEOFENCE_REDIS_URL"),
         ({"GEOFENCE_REDIS_URL": "redis://127.0.0.1:sixty/0"}, "GEOFENCE_REDIS_URL"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster://127.0.0.1:1,h"}, "host:port"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster://:pw@127.0.0.1:1/3"}, "database"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster://"}, "GEOFENCE_REDIS_URL"),
+        ({"GEOFENCE_REDIS_SHARDS": "0"}, "GEOFENCE_REDIS_SHARDS"),
+        ({"GEOFENCE_REDIS_SHARDS": "16385"}, "GEOFENCE_REDIS_SHARDS"),
         ({"GEOFENCE_ADMIN_KEYS": "admin-key-0000001,"}, "GEOFENCE_ADMIN_KEYS"),
         ({"GEOFENCE_SDK_KEYS": "sdk-key-00000001, sdk-key-00000002"}, "GEOFENCE_SDK_KEYS"),
         ({"GEOFENCE_INGEST_KEYS": "admin-key-0000001"}, "GEOFENCE_INGEST_KEYS"),
@@ -86,6 +93,29 @@ def test_a_bad_redis_url_or_key_list(tmp_path: Path, settings: dict[str, str], n
     done = serve(tmp_path, GEOFENCE_STORES=str(ROOT / "stores.geojson"), **settings)
     assert_refused(done, named)
     assert "admin-key-0000001" not in done.stderr  # a key is never printed
+
+
+@pytest.mark.redis
+def test_another_shard_count_on_existing_data(tmp_path: Path) -> None:
+    """The first start records the shards in Redis; a start with another count on the
+    same data is refused (its devices would be looked for under other keys)."""
+    url = os.environ.get("GEOFENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    prefix = f"gftest-{uuid.uuid4().hex[:12]}"
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.set(f"{prefix}:{{cat}}:shards", 16)  # as a first start with the default did
+        done = serve(
+            tmp_path,
+            GEOFENCE_STORES=str(ROOT / "stores.geojson"),
+            GEOFENCE_REDIS_URL=url,
+            GEOFENCE_REDIS_PREFIX=prefix,
+            GEOFENCE_REDIS_SHARDS="64",
+        )
+        assert_refused(done, "GEOFENCE_REDIS_SHARDS=64", "16 shards")
+        assert client.get(f"{prefix}:{{cat}}:shards") == b"16"  # left as it was
+    finally:
+        client.delete(f"{prefix}:{{cat}}:shards")
+        client.close()
 
 
 def test_a_config_file_with_an_unknown_setting(tmp_path: Path) -> None:

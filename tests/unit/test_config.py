@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from geofence.adapters.redis import cluster_client
 from geofence.cli import build_parser, settings_from
 from geofence.config import Settings, SettingsError, validate
 from geofence.http.app import create_app
@@ -102,6 +103,11 @@ ADMIN, SDK = "admin-key-0000001", "sdk-key-00000001"
         ({"GEOFENCE_REDIS_URL": "redis://localhost:port/0"}, "REDIS_URL: Port"),
         ({"GEOFENCE_REDIS_URL": "redis:///0"}, "REDIS_URL: no host"),
         ({"GEOFENCE_REDIS_URL": "redis://localhost/zero"}, "REDIS_URL: the database"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster://a:1,b"}, "REDIS_URL: each cluster node"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster://a:x"}, "REDIS_URL: each cluster node"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster://a:1/2"}, "REDIS_URL: a Redis Cluster"),
+        ({"GEOFENCE_REDIS_URL": "redis+cluster:///0"}, "REDIS_URL: no host:port"),
+        ({"GEOFENCE_REDIS_SHARDS": "0"}, "REDIS_SHARDS must be 1 to 16384"),
     ],
 )
 def test_a_bad_key_list_or_redis_url_is_refused(env: dict[str, str], named: str) -> None:
@@ -111,9 +117,33 @@ def test_a_bad_key_list_or_redis_url_is_refused(env: dict[str, str], named: str)
 
 
 def test_good_key_lists_and_redis_urls_pass() -> None:
-    for url in ("redis://localhost:6379/15", "rediss://:pw@h", "unix:///tmp/redis.sock"):
+    for url in (
+        "redis://localhost:6379/15",
+        "rediss://:pw@h",
+        "unix:///tmp/redis.sock",
+        "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+        "rediss+cluster://user:p%40ss@[::1]:7000/0?ssl_cert_reqs=none",
+    ):
         env = {"GEOFENCE_ADMIN_KEYS": ADMIN, "GEOFENCE_SDK_KEYS": SDK, "GEOFENCE_REDIS_URL": url}
         validate(Settings.from_env(env))
+
+
+def test_a_cluster_url_makes_a_cluster_client() -> None:
+    """Every node listed is a startup node; credentials and TLS as redis-py's URLs."""
+    client = cluster_client(
+        "rediss+cluster://user:p%40ss@10.0.0.1:7000,10.0.0.2:7001/0?ssl_cert_reqs=none",
+        timeout_s=1.5,
+        max_connections=8,
+    )
+    assert [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()] == [
+        ("10.0.0.1", 7000),
+        ("10.0.0.2", 7001),
+    ]
+    options = next(iter(client.nodes_manager.startup_nodes.values())).connection_kwargs
+    assert (options["username"], options["password"]) == ("user", "p@ss")
+    assert options["ssl_cert_reqs"] == "none"
+    assert options["socket_timeout"] == 1.5
+    assert client.retry.get_retries() == 0
 
 
 @pytest.mark.parametrize("secret", ["admin-keys", "sdk-keys", "id-secret", "push-secret"])
