@@ -12,7 +12,7 @@ from aiohttp import web
 from geofence import bootstrap
 from geofence.config import Settings
 from geofence.domain.errors import Unavailable
-from geofence.http.auth import Credentials
+from geofence.http.auth import IDENTITIES, Credentials, Identities
 from geofence.http.edge import authenticate
 from geofence.http.errors import Handler, problem_middleware
 from geofence.http.keys import (
@@ -55,6 +55,7 @@ def create_app(
     app[STORE] = built.store
     app[PUSH] = built.push
     app[CREDENTIALS] = Credentials.from_settings(settings)
+    app[IDENTITIES] = Identities(app[CREDENTIALS], built.devices.verified_ref)
     app[PING_GATE] = PingGate.from_settings(settings, refused=built.metrics.refused)
     app[CATALOGUE] = built.catalogue
     app[DEVICES] = built.devices

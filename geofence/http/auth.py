@@ -103,7 +103,49 @@ def identify(
     raise unauthorized("The credential is not valid.")
 
 
+IDENTITIES_KEPT = 16_384  # credentials remembered per process: about 3 MB
+
+
+class Identities:
+    """:func:`identify` with the callers of the credentials it verified lately kept, by
+    their whole ``Authorization`` header: every ping carries one, and a device sends the
+    same one again and again. Only a verified credential is kept (a refused one is
+    checked anew each time, and cannot fill the table); at ``kept`` the oldest goes.
+    What is kept is what ``identify`` would answer again: a key's kind, or that a device
+    token's tag is ours, which no later change undoes (the stored hash of the token,
+    which rotation and erasure change, is still checked for every device-scoped call)."""
+
+    __slots__ = ("_callers", "creds", "device_ref", "kept")
+
+    def __init__(
+        self,
+        creds: Credentials,
+        device_ref: Callable[[str], str | None],
+        *,
+        kept: int = IDENTITIES_KEPT,
+    ) -> None:
+        self.creds = creds
+        self.device_ref = device_ref
+        self.kept = kept
+        self._callers: dict[str, Caller] = {}
+
+    def caller(self, authorization: str) -> Caller:
+        """Who sends ``authorization``; 401 as :func:`identify`."""
+        known = self._callers.get(authorization)
+        if known is not None:
+            return known
+        caller = identify(authorization, self.creds, self.device_ref)
+        if len(self._callers) >= self.kept:
+            del self._callers[next(iter(self._callers))]
+        self._callers[authorization] = caller
+        return caller
+
+    def __len__(self) -> int:
+        return len(self._callers)
+
+
 CREDENTIALS = web.AppKey("credentials", Credentials)
+IDENTITIES = web.AppKey("identities", Identities)
 CALLER = web.RequestKey("caller", Caller)
 
 

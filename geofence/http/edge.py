@@ -7,7 +7,8 @@ label, it
 - lets the public routes through (probes, metrics, the OpenAPI document; receipts, which
   carry a signature of their body rather than a credential);
 - identifies the caller: a configured key (constant time) or a device token whose tag
-  verifies (one HMAC, no store read, no per-token state); anything else is 401, and
+  verifies (one HMAC, no store read), the credentials verified lately remembered
+  (``auth.Identities``: no HMAC for a device's next ping); anything else is 401, and
   takes from the bucket of its client address (429 once that is empty), as does a
   registration with the public sdk key;
 - where the path names a device, refuses a device token of another device with the
@@ -26,9 +27,9 @@ from aiohttp import hdrs, web
 
 from geofence.domain.callers import Caller
 from geofence.domain.errors import NotFound, Unauthorized
-from geofence.http.auth import CALLER, identify
+from geofence.http.auth import CALLER, IDENTITIES
 from geofence.http.errors import Handler
-from geofence.http.keys import CREDENTIALS, DEVICES, PING_GATE
+from geofence.http.keys import DEVICES, PING_GATE
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _names_the_path(request: web.Request, caller: Caller) -> bool:
 def _caller(request: web.Request) -> Caller:
     authorization = request.headers.get(hdrs.AUTHORIZATION, "")
     try:
-        return identify(authorization, request.app[CREDENTIALS], request.app[DEVICES].verified_ref)
+        return request.app[IDENTITIES].caller(authorization)
     except Unauthorized:
         request.app[PING_GATE].admit_stranger(request.remote)
         raise

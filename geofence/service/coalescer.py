@@ -24,6 +24,7 @@ taken may still be (a 503 says "maybe", and a resend with the same ts is answere
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,11 @@ class PingCoalescer:
         self._waiting: list[_Waiting] = []
         self._ahead: _Flush | None = None  # the next flush, taken while this one writes
         self._flusher: asyncio.Task[None] | None = None
+        # each request's deadline and answer, in the order they came (so by deadline)
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[PingResult]]] = (
+            collections.deque()
+        )
+        self._sweep: asyncio.TimerHandle | None = None  # at the first deadline still open
 
     async def handle(self, caller: Caller, device_id: str, ping: Ping) -> PingResult:
         """The result of one device's ping, once the flush that takes it has run."""
@@ -80,15 +86,28 @@ class PingCoalescer:
         self._waiting.append(_Waiting(caller, device_id, ping, answer))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all(), name="ping-coalescer")
-        if self.deadline_s is None:
-            return await answer
-        # at the deadline the answer is given up (a flush skips it, or drops its result);
-        # one timer handle, not asyncio.timeout: every single ping passes here
-        expiry = loop.call_later(self.deadline_s, _give_up, answer)
-        try:
-            return await answer
-        finally:
-            expiry.cancel()
+        if self.deadline_s is not None:
+            # at the deadline the answer is given up (a flush skips it, or drops its
+            # result); one timer for all the requests, not one each: every ping passes here
+            at = loop.time() + self.deadline_s
+            self._deadlines.append((at, answer))
+            if self._sweep is None:
+                self._sweep = loop.call_at(at, self._give_up_due)
+        return await answer
+
+    def _give_up_due(self) -> None:
+        """The requests whose deadline has come and that have no answer yet answer 503;
+        the timer is set again at the next deadline still open."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._deadlines:
+            at, answer = self._deadlines[0]
+            if not answer.done() and at > now:
+                self._sweep = loop.call_at(at, self._give_up_due)
+                return
+            self._deadlines.popleft()
+            _give_up(answer)
 
     async def _flush_all(self) -> None:
         while self._waiting or self._ahead is not None:

@@ -183,8 +183,10 @@ class PingService:
         answers: dict[int, list[PingResult] | NotFound] = {}
         for move, positions in zip(moves, devices.values(), strict=True):
             for g, outcome in zip(positions, move.chain, strict=True):
-                answers[g] = await self._answer(
-                    move, batch[g], outcome, nears[g], when, explain=explain
+                answers[g] = (
+                    await self._answer_again(move, batch[g], nears[g], when, explain=explain)
+                    if move.verdict == "conflict"
+                    else _answer(move, batch[g], outcome, explain=explain)
                 )
         results = [answers[g] for g in range(len(groups))]
         self._count(
@@ -256,28 +258,22 @@ class PingService:
         if written:
             await _quietly(self.offers.count([(m.reserved, m.entries) for m in written]))
 
-    async def _answer(
+    async def _answer_again(
         self,
         move: _Move,
         group: tuple[list[int], list[Ping]],
-        outcome: Outcome,
         nears: Nears,
         when: float,
         *,
         explain: bool,
     ) -> list[PingResult] | NotFound:
-        """One group's results: as advanced if its device's write landed, NotFound if the
-        device is gone, else from the single-device way."""
+        """The results of a group whose device's write lost to another worker's: from
+        the single-device way (NotFound if the device is gone meanwhile)."""
         order, ordered = group
-        if move.verdict == "gone":
-            return NotFound("the device was erased")
-        if move.verdict == "conflict":
-            try:
-                outcome = await self._apply(move.ref, ordered, when, explain=explain, nears=nears)
-            except NotFound as e:
-                return e
-        elif explain or move.reserved is not None:
-            outcome = _with_offers(outcome, move.reserved, explain=explain)
+        try:
+            outcome = await self._apply(move.ref, ordered, when, explain=explain, nears=nears)
+        except NotFound as e:
+            return e
         return _in_order(order, outcome)
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
@@ -447,8 +443,23 @@ class _Rows(msgspec.Struct, frozen=True):
         return cls(pings, Columns.of(pings), list(itertools.pairwise(bounds)))
 
 
+def _answer(
+    move: _Move, group: tuple[list[int], list[Ping]], outcome: Outcome, *, explain: bool
+) -> list[PingResult] | NotFound:
+    """One group's results, as advanced, its device's write landed; NotFound if the
+    device is gone. (A write lost to another worker's is answered again, by
+    :meth:`PingService._answer_again`.)"""
+    if move.verdict == "gone":
+        return NotFound("the device was erased")
+    if explain or move.reserved is not None:
+        outcome = _with_offers(outcome, move.reserved, explain=explain)
+    return _in_order(group[0], outcome)
+
+
 def _in_order(order: Sequence[int], outcome: Outcome) -> list[PingResult]:
     """An outcome's results (in ts order) back in the order their pings came."""
+    if len(order) == 1:  # a single ping: most groups
+        return list(outcome.results)
     results: list[PingResult | None] = [None] * len(order)
     for position, result in zip(order, outcome.results, strict=True):
         results[position] = result
@@ -465,6 +476,8 @@ def _groups_by_ref(refs: Sequence[str]) -> dict[str, list[int]]:
 
 def _in_ts_order(pings: Sequence[Ping]) -> tuple[list[int], list[Ping]]:
     """The positions of ``pings`` in ts order, and the pings in that order."""
+    if len(pings) == 1:  # a single ping: most groups
+        return [0], list(pings)
     order = sorted(range(len(pings)), key=lambda i: pings[i].ts)
     return order, [pings[i] for i in order]
 
