@@ -373,12 +373,10 @@ class FenceIndex:
 
     __slots__ = (
         "_boxes",
-        "_by_id",
         "_coarse",
         "_exit_margin_m",
         "_fences",
         "_ids",
-        "_rank",
         "_resolution",
         "_slots",
         "_table",
@@ -399,17 +397,13 @@ class FenceIndex:
         self._table = table
         # one-point lookups make a fence's _Slot the first time they meet it
         self._slots: list[_Slot | None] = [None] * len(fences)
-        self._ids = np.empty(len(fences), dtype=object)
-        self._ids[:] = fences.ids
-        self._by_id = {fence_id: i for i, fence_id in enumerate(fences.ids)}
-        # each fence's place among the ids in sorted order: the batch sorts its answers by it
-        self._rank = np.argsort(np.argsort(self._ids, kind="stable"), kind="stable")
+        self._ids = fences.ids
         self._resolution = resolution
         self._exit_margin_m = exit_margin_m
         self._vectors = vectors
         self._coarse = coarse
         self._boxes = _BoxGrid.build(vectors.bbox)
-        if len(self._by_id) != len(fences):
+        if not self._ids.unique:
             raise ValueError("fence ids must be unique")
 
     @classmethod
@@ -429,6 +423,8 @@ class FenceIndex:
         cover = _Cover(vectors, exit_margin_m, resolution)
         table = cover.run()
         coarse = _CoarseGrid.build(table.cells[:-1], cover.max_radius_m)
+        if len(fences.coords) >= _SPILL_FROM_VERTICES:
+            fences.spill()  # read again only to give a fence back
         return cls(
             fences, table, coarse, vectors, resolution=resolution, exit_margin_m=exit_margin_m
         )
@@ -437,7 +433,7 @@ class FenceIndex:
         return len(self._fences)
 
     def __contains__(self, fence_id: object) -> bool:
-        return fence_id in self._by_id
+        return self._ids.find(fence_id) is not None
 
     @property
     def cells(self) -> int:
@@ -455,10 +451,10 @@ class FenceIndex:
         return [self._fences.fence(i) for i in range(len(self._fences))]
 
     def fence(self, fence_id: str) -> Fence:
-        return self._fences.fence(self._by_id[fence_id])
+        return self._fences.fence(self._ids.number(fence_id))
 
     def revision(self, fence_id: str) -> str:
-        return self._fences.revision(self._by_id[fence_id])
+        return self._fences.revision(self._ids.number(fence_id))
 
     def _slot(self, i: int) -> _Slot:
         made = self._slots[i] = self._vectors.slot(i, self._fences.ids[i])
@@ -466,7 +462,7 @@ class FenceIndex:
 
     def distance_m(self, fence_id: str, lat: float, lng: float) -> float:
         """Metres from the point to the fence grown by its margin (0.0 inside)."""
-        i = self._by_id[fence_id]
+        i = self._ids.number(fence_id)
         return (self._slots[i] or self._slot(i)).distance_m(lat, lng)
 
     def inside(self, lat: float, lng: float) -> list[str]:
@@ -513,7 +509,7 @@ class FenceIndex:
 
     def distances_arrays(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
         """:meth:`distances_m` in array steps, whatever the number of pairs."""
-        slot = np.fromiter((self._by_id[f] for f in fence_ids), dtype=np.intp, count=len(lats))
+        slot = np.fromiter((self._ids.number(f) for f in fence_ids), dtype=np.intp, count=len(lats))
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         return self._vectors.distances_m(slot, lats, lngs)
 
@@ -530,7 +526,7 @@ class FenceIndex:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
         rows, numbers = self.inside_pairs(lats, lngs)
         out: list[list[str]] = [[] for _ in range(len(lats))]
-        for row, fence_id in zip(rows.tolist(), self._ids[numbers].tolist(), strict=True):
+        for row, fence_id in zip(rows.tolist(), self._ids.take(numbers), strict=True):
             out[row].append(fence_id)
         return out
 
@@ -550,7 +546,7 @@ class FenceIndex:
             edge = (kinds == EDGE).nonzero()[0]
             held[edge] = self._vectors.contains(slots[edge], lats[rows[edge]], lngs[rows[edge]])
         rows, slots = rows[held], slots[held]
-        order = np.lexsort((self._rank[slots], rows))  # each point's ids in sorted order
+        order = np.lexsort((self._ids.rank[slots], rows))  # each point's ids in sorted order
         return rows[order], slots[order]
 
     def near_many(
@@ -586,13 +582,16 @@ class FenceIndex:
         metres = self._vectors.distances_m(slots, lats[rows], lngs[rows])
         metres[kinds == INTERIOR] = 0.0
         out: list[dict[str, float]] = [{} for _ in range(len(lats))]
-        found = zip(rows.tolist(), self._ids[slots].tolist(), metres.tolist(), strict=True)
+        found = zip(rows.tolist(), self._ids.take(slots), metres.tolist(), strict=True)
         for row, fence_id, m in found:
             out[row][fence_id] = m
         return out
 
 
 _FEW_POINTS: Final = 32
+# a table of this many vertices (64 MB) or more moves them to a mapped file once the index
+# is built (FenceTable.spill): at a million fences, 300 MB the process no longer holds
+_SPILL_FROM_VERTICES: Final = 1 << 22
 # near_many without the band: below this many points, one at a time costs less than the
 # array steps' fixed cost (``python -m benchmarks.flush``, its lookups table)
 NEAR_IN_TURN_BELOW: Final = 32
