@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -607,8 +607,8 @@ class _CoarseGrid:
     all, and spend an H3 lookup only on those.
     """
 
-    STEP_DEG: Final = 0.002
-    COLUMNS: Final = round(360 / 0.002)
+    STEP_DEG: ClassVar[float] = 0.002
+    COLUMNS: ClassVar[int] = round(360 / 0.002)
 
     def __init__(self, keys: npt.NDArray[np.int64] | None) -> None:
         self.keys = keys  # None: every point is a candidate
@@ -658,6 +658,16 @@ class _CoarseGrid:
         return near.nonzero()[0]
 
 
+class _BoxSquares(_CoarseGrid):
+    """The squares of the grid of boxes: finer than the coarse grid's, a shop's box meets
+    a few and a point's square lists a fraction of the fences (at a million fences,
+    ``python -m benchmarks.million``: 1.7× STRtree with squares of 0.001°, 1.4× with
+    0.002°, for 9 MB more)."""
+
+    STEP_DEG: ClassVar[float] = 0.001
+    COLUMNS: ClassVar[int] = round(360 / 0.001)
+
+
 class _BoxGrid:
     """The fences whose grown lat/lng box meets each square of the coarse grid: the
     batch's candidates for ``inside``, found for all points in a few numpy steps. Each
@@ -673,7 +683,7 @@ class _BoxGrid:
     def build(cls, bbox: FloatArray) -> _BoxGrid | None:
         if not len(bbox) or not np.isfinite(bbox).all():
             return None
-        grid = _CoarseGrid
+        grid = _BoxSquares
         i_lo, i_hi = grid.row_of(bbox[:, 0]), grid.row_of(bbox[:, 2])
         j_lo, j_hi = grid.col_of(bbox[:, 1]), grid.col_of(bbox[:, 3])
         rows, cols = i_hi - i_lo + 1, (j_hi - j_lo) % grid.COLUMNS + 1
@@ -691,12 +701,16 @@ class _BoxGrid:
         return cls(np.append(unique, _NO_CELL), ends, fences)
 
     def candidates(self, lats: FloatArray, lngs: FloatArray) -> tuple[IntArray, IntArray]:
-        """(row, fence) of every fence listed in each point's square."""
-        grid = _CoarseGrid
+        """(row, fence) of every fence listed in each point's square, in no set order."""
+        grid = _BoxSquares
         query = grid.key(grid.row_of(lats), grid.col_of(lngs))
+        # searched in order, the keys are walked once instead of at random: 3x faster at a
+        # million fences, sorting included (the caller orders the pairs it keeps anyway)
+        order = np.argsort(query)
+        query = query[order]
         at = np.searchsorted(self.keys, query)
         found = self.keys[at] == query
-        rows, at = found.nonzero()[0], at[found]
+        rows, at = order[found], at[found]
         counts = self.first[at + 1] - self.first[at]
         ends = np.cumsum(counts)
         start = (self.first[at] - (ends - counts)).repeat(counts)
