@@ -4,9 +4,11 @@ their GeoJSON geometry as nested Python lists, would take several gigabytes.
 Every vertex lives in one (n, 2) lng/lat array, cut into rings, parts and fences by
 offsets (shapely's ragged layout); a Point fence is one part of one ring of one vertex.
 What else a fence carries (name, tags, time zone, dwell, properties) is kept encoded,
-each distinct value once. :meth:`FenceTable.fence` makes the ``Fence`` again when it is
-asked for: equal to the one given (a position given as integers comes back as floats,
-which compare equal; a position with an altitude keeps its fence whole).
+each distinct value once, and the ids as :class:`FenceIds` (their bytes end to end).
+:meth:`FenceTable.fence` makes the ``Fence`` again when it is asked for: equal to the one
+given (a position given as integers comes back as floats, which compare equal; a position
+with an altitude keeps its fence whole). Once an index is built from a big table it moves
+the vertices to a mapped file (:meth:`FenceTable.spill`): only ``fence`` reads them then.
 """
 
 from __future__ import annotations
