@@ -4,15 +4,23 @@ their GeoJSON geometry as nested Python lists, would take several gigabytes.
 Every vertex lives in one (n, 2) lng/lat array, cut into rings, parts and fences by
 offsets (shapely's ragged layout); a Point fence is one part of one ring of one vertex.
 What else a fence carries (name, tags, time zone, dwell, properties) is kept encoded,
-each distinct value once. :meth:`FenceTable.fence` makes the ``Fence`` again when it is
-asked for: equal to the one given (a position given as integers comes back as floats,
-which compare equal; a position with an altitude keeps its fence whole).
+each distinct value once, and the ids as :class:`FenceIds` (their bytes end to end).
+:meth:`FenceTable.fence` makes the ``Fence`` again when it is asked for: equal to the one
+given (a position given as integers comes back as floats, which compare equal; a position
+with an altitude keeps its fence whole). Once an index is built from a big table it moves
+the vertices to a mapped file (:meth:`FenceTable.spill`): only ``fence`` reads them then.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
+import os
+import tempfile
+import zlib
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -45,6 +53,70 @@ _DECODE: Final = msgspec.json.Decoder(_Rest)
 _DEFAULT_REST: Final = _ENCODE.encode(_Rest(None, (), "Europe/Helsinki", None, {}))
 
 
+class FenceIds(Sequence[str]):
+    """Many fence ids held compactly: their UTF-8 bytes end to end, cut by offsets, with
+    their CRC-32s in ascending order to find one by. A million ids take about 30 MB, where
+    strings in a list, an array and a dict take about 130.
+
+    ``rank[i]`` is id ``i``'s place among the ids in sorted order (UTF-8 bytes sort as the
+    strings do).
+    """
+
+    __slots__ = ("_blob", "_by_crc", "_crcs", "_ends", "rank", "unique")
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        encoded = [fence_id.encode() for fence_id in ids]
+        n = len(encoded)
+        self._blob = b"".join(encoded)
+        self._ends = _offsets(np.fromiter(map(len, encoded), dtype=np.int64, count=n))
+        crcs = np.fromiter(map(zlib.crc32, encoded), dtype=np.uint32, count=n)
+        self._by_crc = np.argsort(crcs, kind="stable").astype(np.int32)
+        self._crcs = crcs[self._by_crc]
+        order = sorted(range(n), key=encoded.__getitem__)
+        self.unique = all(encoded[a] != encoded[b] for a, b in pairwise(order))
+        self.rank = np.empty(n, dtype=np.int32)
+        self.rank[np.asarray(order, dtype=np.int64)] = np.arange(n, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self._ends) - 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        ends = self._ends
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return self._blob[ends[i] : ends[i + 1]].decode()
+
+    def take(self, numbers: npt.NDArray[np.integer[Any]]) -> list[str]:
+        """The ids of the fences numbered, in their order."""
+        starts, stops = self._ends[numbers].tolist(), self._ends[numbers + 1].tolist()
+        blob = self._blob
+        return [blob[a:b].decode() for a, b in zip(starts, stops, strict=True)]
+
+    def find(self, fence_id: object) -> int | None:
+        """The number of the fence of this id, or None."""
+        if not isinstance(fence_id, str):
+            return None
+        encoded = fence_id.encode()
+        crc = zlib.crc32(encoded)
+        at = int(np.searchsorted(self._crcs, crc))
+        while at < len(self._crcs) and int(self._crcs[at]) == crc:
+            i = int(self._by_crc[at])
+            if self._blob[self._ends[i] : self._ends[i + 1]] == encoded:
+                return i
+            at += 1
+        return None
+
+    def number(self, fence_id: str) -> int:
+        """:meth:`find`, raising ``KeyError`` for an unknown id."""
+        i = self.find(fence_id)
+        if i is None:
+            raise KeyError(fence_id)
+        return i
+
+
 class FenceTable:
     """Fences as arrays. ``coords[ring_offsets[r]:ring_offsets[r + 1]]`` is ring ``r``;
     part ``p`` is rings ``part_offsets[p]`` to ``part_offsets[p + 1]``; fence ``i`` is
@@ -67,7 +139,7 @@ class FenceTable:
 
     def __init__(  # noqa: PLR0913
         self,
-        ids: Sequence[str],
+        ids: Iterable[str],
         coords: FloatArray,
         ring_offsets: IntArray,
         part_offsets: IntArray,
@@ -83,8 +155,8 @@ class FenceTable:
     ) -> None:
         """Polygons with the defaults of ``Fence`` unless told otherwise; ``rest_of[i]``
         picks fence ``i``'s encoded rest among ``rests``."""
-        n = len(ids)
-        self.ids = list(ids)
+        self.ids = ids if isinstance(ids, FenceIds) else FenceIds(ids)
+        n = len(self.ids)
         self.coords = np.ascontiguousarray(coords, dtype=np.float64).reshape(-1, 2)
         self.ring_offsets = np.asarray(ring_offsets, dtype=np.int64)
         self.part_offsets = np.asarray(part_offsets, dtype=np.int64)
@@ -112,6 +184,35 @@ class FenceTable:
         rings = self.part_offsets[self.fence_offsets]
         vertices = self.ring_offsets[rings]
         return vertices[:-1], vertices[1:]
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the vertices are in a mapped file (:meth:`spill`)."""
+        owner: Any = self.coords
+        while isinstance(owner, np.ndarray | memoryview):
+            owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+        return isinstance(owner, mmap.mmap)
+
+    def spill(self, directory: str | None = None) -> None:
+        """Moves the vertices into a file of their own, mapped read-only and unlinked at
+        once (it goes when the last process mapping it does; forked workers share it).
+
+        Once a fence index is built the vertices are read only to give a ``Fence`` back
+        (:meth:`fence`, rare): mapped, they take no memory of the process until read, and
+        the kernel may drop the pages read again, as it does any file's. A table that was
+        spilled already, or has no vertices, is left as it is.
+        """
+        if not len(self.coords) or self.spilled:
+            return
+        fd, path = tempfile.mkstemp(prefix="fence-vertices-", dir=directory)
+        try:
+            Path(path).unlink()
+            with os.fdopen(os.dup(fd), "wb") as file:
+                self.coords.tofile(file)
+            mapped = mmap.mmap(fd, self.coords.nbytes, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        self.coords = np.frombuffer(mapped, dtype=np.float64).reshape(-1, 2)
 
     def revision(self, i: int) -> str:
         known = self._revisions[i]

@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -373,12 +373,10 @@ class FenceIndex:
 
     __slots__ = (
         "_boxes",
-        "_by_id",
         "_coarse",
         "_exit_margin_m",
         "_fences",
         "_ids",
-        "_rank",
         "_resolution",
         "_slots",
         "_table",
@@ -399,17 +397,13 @@ class FenceIndex:
         self._table = table
         # one-point lookups make a fence's _Slot the first time they meet it
         self._slots: list[_Slot | None] = [None] * len(fences)
-        self._ids = np.empty(len(fences), dtype=object)
-        self._ids[:] = fences.ids
-        self._by_id = {fence_id: i for i, fence_id in enumerate(fences.ids)}
-        # each fence's place among the ids in sorted order: the batch sorts its answers by it
-        self._rank = np.argsort(np.argsort(self._ids, kind="stable"), kind="stable")
+        self._ids = fences.ids
         self._resolution = resolution
         self._exit_margin_m = exit_margin_m
         self._vectors = vectors
         self._coarse = coarse
         self._boxes = _BoxGrid.build(vectors.bbox)
-        if len(self._by_id) != len(fences):
+        if not self._ids.unique:
             raise ValueError("fence ids must be unique")
 
     @classmethod
@@ -429,6 +423,8 @@ class FenceIndex:
         cover = _Cover(vectors, exit_margin_m, resolution)
         table = cover.run()
         coarse = _CoarseGrid.build(table.cells[:-1], cover.max_radius_m)
+        if len(fences.coords) >= _SPILL_FROM_VERTICES:
+            fences.spill()  # read again only to give a fence back
         return cls(
             fences, table, coarse, vectors, resolution=resolution, exit_margin_m=exit_margin_m
         )
@@ -437,7 +433,7 @@ class FenceIndex:
         return len(self._fences)
 
     def __contains__(self, fence_id: object) -> bool:
-        return fence_id in self._by_id
+        return self._ids.find(fence_id) is not None
 
     @property
     def cells(self) -> int:
@@ -455,10 +451,10 @@ class FenceIndex:
         return [self._fences.fence(i) for i in range(len(self._fences))]
 
     def fence(self, fence_id: str) -> Fence:
-        return self._fences.fence(self._by_id[fence_id])
+        return self._fences.fence(self._ids.number(fence_id))
 
     def revision(self, fence_id: str) -> str:
-        return self._fences.revision(self._by_id[fence_id])
+        return self._fences.revision(self._ids.number(fence_id))
 
     def _slot(self, i: int) -> _Slot:
         made = self._slots[i] = self._vectors.slot(i, self._fences.ids[i])
@@ -466,7 +462,7 @@ class FenceIndex:
 
     def distance_m(self, fence_id: str, lat: float, lng: float) -> float:
         """Metres from the point to the fence grown by its margin (0.0 inside)."""
-        i = self._by_id[fence_id]
+        i = self._ids.number(fence_id)
         return (self._slots[i] or self._slot(i)).distance_m(lat, lng)
 
     def inside(self, lat: float, lng: float) -> list[str]:
@@ -513,7 +509,7 @@ class FenceIndex:
 
     def distances_arrays(self, fence_ids: Sequence[str], lats: FloatArray, lngs: FloatArray) -> Any:
         """:meth:`distances_m` in array steps, whatever the number of pairs."""
-        slot = np.fromiter((self._by_id[f] for f in fence_ids), dtype=np.intp, count=len(lats))
+        slot = np.fromiter((self._ids.number(f) for f in fence_ids), dtype=np.intp, count=len(lats))
         lats, lngs = np.asarray(lats, dtype=np.float64), np.asarray(lngs, dtype=np.float64)
         return self._vectors.distances_m(slot, lats, lngs)
 
@@ -530,7 +526,7 @@ class FenceIndex:
         """:meth:`inside` for many points; the exact tests run in a few vectorised calls."""
         rows, numbers = self.inside_pairs(lats, lngs)
         out: list[list[str]] = [[] for _ in range(len(lats))]
-        for row, fence_id in zip(rows.tolist(), self._ids[numbers].tolist(), strict=True):
+        for row, fence_id in zip(rows.tolist(), self._ids.take(numbers), strict=True):
             out[row].append(fence_id)
         return out
 
@@ -550,7 +546,7 @@ class FenceIndex:
             edge = (kinds == EDGE).nonzero()[0]
             held[edge] = self._vectors.contains(slots[edge], lats[rows[edge]], lngs[rows[edge]])
         rows, slots = rows[held], slots[held]
-        order = np.lexsort((self._rank[slots], rows))  # each point's ids in sorted order
+        order = np.lexsort((self._ids.rank[slots], rows))  # each point's ids in sorted order
         return rows[order], slots[order]
 
     def near_many(
@@ -586,13 +582,16 @@ class FenceIndex:
         metres = self._vectors.distances_m(slots, lats[rows], lngs[rows])
         metres[kinds == INTERIOR] = 0.0
         out: list[dict[str, float]] = [{} for _ in range(len(lats))]
-        found = zip(rows.tolist(), self._ids[slots].tolist(), metres.tolist(), strict=True)
+        found = zip(rows.tolist(), self._ids.take(slots), metres.tolist(), strict=True)
         for row, fence_id, m in found:
             out[row][fence_id] = m
         return out
 
 
 _FEW_POINTS: Final = 32
+# a table of this many vertices (64 MB) or more moves them to a mapped file once the index
+# is built (FenceTable.spill): at a million fences, 300 MB the process no longer holds
+_SPILL_FROM_VERTICES: Final = 1 << 22
 # near_many without the band: below this many points, one at a time costs less than the
 # array steps' fixed cost (``python -m benchmarks.flush``, its lookups table)
 NEAR_IN_TURN_BELOW: Final = 32
@@ -608,8 +607,8 @@ class _CoarseGrid:
     all, and spend an H3 lookup only on those.
     """
 
-    STEP_DEG: Final = 0.002
-    COLUMNS: Final = round(360 / 0.002)
+    STEP_DEG: ClassVar[float] = 0.002
+    COLUMNS: ClassVar[int] = round(360 / 0.002)
 
     def __init__(self, keys: npt.NDArray[np.int64] | None) -> None:
         self.keys = keys  # None: every point is a candidate
@@ -659,6 +658,16 @@ class _CoarseGrid:
         return near.nonzero()[0]
 
 
+class _BoxSquares(_CoarseGrid):
+    """The squares of the grid of boxes: finer than the coarse grid's, a shop's box meets
+    a few and a point's square lists a fraction of the fences (at a million fences,
+    ``python -m benchmarks.million``: 1.7× STRtree with squares of 0.001°, 1.4× with
+    0.002°, for 9 MB more)."""
+
+    STEP_DEG: ClassVar[float] = 0.001
+    COLUMNS: ClassVar[int] = round(360 / 0.001)
+
+
 class _BoxGrid:
     """The fences whose grown lat/lng box meets each square of the coarse grid: the
     batch's candidates for ``inside``, found for all points in a few numpy steps. Each
@@ -674,7 +683,7 @@ class _BoxGrid:
     def build(cls, bbox: FloatArray) -> _BoxGrid | None:
         if not len(bbox) or not np.isfinite(bbox).all():
             return None
-        grid = _CoarseGrid
+        grid = _BoxSquares
         i_lo, i_hi = grid.row_of(bbox[:, 0]), grid.row_of(bbox[:, 2])
         j_lo, j_hi = grid.col_of(bbox[:, 1]), grid.col_of(bbox[:, 3])
         rows, cols = i_hi - i_lo + 1, (j_hi - j_lo) % grid.COLUMNS + 1
@@ -692,12 +701,16 @@ class _BoxGrid:
         return cls(np.append(unique, _NO_CELL), ends, fences)
 
     def candidates(self, lats: FloatArray, lngs: FloatArray) -> tuple[IntArray, IntArray]:
-        """(row, fence) of every fence listed in each point's square."""
-        grid = _CoarseGrid
+        """(row, fence) of every fence listed in each point's square, in no set order."""
+        grid = _BoxSquares
         query = grid.key(grid.row_of(lats), grid.col_of(lngs))
+        # searched in order, the keys are walked once instead of at random: 3x faster at a
+        # million fences, sorting included (the caller orders the pairs it keeps anyway)
+        order = np.argsort(query)
+        query = query[order]
         at = np.searchsorted(self.keys, query)
         found = self.keys[at] == query
-        rows, at = found.nonzero()[0], at[found]
+        rows, at = order[found], at[found]
         counts = self.first[at + 1] - self.first[at]
         ends = np.cumsum(counts)
         start = (self.first[at] - (ends - counts)).repeat(counts)

@@ -4,6 +4,7 @@ makes a million) answers as the reference rule."""
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import msgspec
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from geofence.domain.geometry import FenceShape, lookup
 from geofence.domain.model import Fence
-from geofence.engine.fences import FenceTable
+from geofence.engine.fences import FenceIds, FenceTable
 from geofence.engine.index import FenceIndex
 from tests.twins.test_lookup import EXIT_M, PROPERTY, scene
 from tools.replicas import points, replicas
@@ -110,3 +111,59 @@ def test_the_box_grid_finds_what_the_h3_cover_finds(monkeypatch: pytest.MonkeyPa
     covered = FenceIndex.build_table(table).inside_pairs(lats, lngs)
     assert len(gridded[0]) > 300
     assert all(np.array_equal(a, b) for a, b in zip(gridded, covered, strict=True))
+
+
+def test_a_spilled_table_gives_back_the_same_fences(tmp_path: Any) -> None:
+    """The vertices moved to a mapped file, unlinked at once: the same fences, read-only."""
+    table = replicas(400, seed=10)
+    made = [table.fence(i) for i in range(len(table))]
+    assert not table.spilled
+    table.spill(str(tmp_path))
+    assert table.spilled
+    assert not list(tmp_path.iterdir())  # unlinked: it goes with the mapping
+    assert not table.coords.flags.writeable
+    assert [table.fence(i) for i in range(len(table))] == made
+    table.spill(str(tmp_path))  # once only
+    assert [table.fence(i) for i in range(len(table))] == made
+
+
+def test_a_big_table_is_spilled_once_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``_SPILL_FROM_VERTICES`` the index moves its table's vertices to a mapped
+    file once built, and answers as one that keeps them."""
+    table = replicas(500, seed=11)
+    lats, lngs = points(table, 1_000, 12, inside_share=0.5)
+    kept = FenceIndex.build_table(table)
+    assert not table.spilled
+    monkeypatch.setattr("geofence.engine.index._SPILL_FROM_VERTICES", len(table.coords))
+    again = replicas(500, seed=11)
+    spilled = FenceIndex.build_table(again)
+    assert again.spilled
+    assert spilled.fences() == kept.fences()
+    assert spilled.inside_many(lats, lngs) == kept.inside_many(lats, lngs)
+    assert sum(map(bool, kept.inside_many(lats, lngs))) > 100
+
+
+@given(st.lists(st.text(max_size=8), max_size=40), st.lists(st.text(max_size=8), max_size=10))
+def test_compact_ids_find_each_id_and_sort_as_strings(ids: list[str], others: list[str]) -> None:
+    """Each id found at its place, any other not; ranks as the strings sort; duplicates told."""
+    held = FenceIds(ids)
+    assert list(held) == ids
+    assert held.unique == (len(set(ids)) == len(ids))
+    first = {fence_id: i for i, fence_id in reversed(list(enumerate(ids)))}
+    assert [held.find(f) for f in ids] == [first[f] for f in ids] or not held.unique
+    assert all(held.find(f) is None for f in others if f not in first)
+    assert sorted(range(len(ids)), key=held.rank.__getitem__) == sorted(
+        range(len(ids)), key=lambda i: (ids[i], i)
+    )
+    numbers = np.arange(len(ids))[::-1]
+    assert held.take(numbers) == [ids[i] for i in numbers]
+    with pytest.raises(KeyError):
+        held.number("\x00 not an id" if "\x00 not an id" not in first else "\x01")
+    assert held.find(3) is None
+
+
+def test_ids_of_the_same_crc_are_told_apart() -> None:
+    """``plumless`` and ``buckeroo`` share a CRC-32: each is found as itself."""
+    assert zlib.crc32(b"plumless") == zlib.crc32(b"buckeroo")
+    held = FenceIds(["plumless", "x", "buckeroo"])
+    assert (held.find("plumless"), held.find("buckeroo")) == (0, 2)
