@@ -36,6 +36,7 @@ POLYGON: Final = 0
 MULTIPOLYGON: Final = 1
 POINT: Final = 2
 _TYPES: Final = ("Polygon", "MultiPolygon", "Point")
+DICT_IDS: Final = 65_536  # fewer ids than this are also found by a dict (a few MB at most)
 
 
 class _Rest(msgspec.Struct, frozen=True, array_like=True):
@@ -59,10 +60,11 @@ class FenceIds(Sequence[str]):
     strings in a list, an array and a dict take about 130.
 
     ``rank[i]`` is id ``i``'s place among the ids in sorted order (UTF-8 bytes sort as the
-    strings do).
+    strings do). Up to ``DICT_IDS`` ids a dict finds one too (a probe, where the CRC and
+    the binary search take a few µs: the single ping asks by id for each open visit).
     """
 
-    __slots__ = ("_blob", "_by_crc", "_crcs", "_ends", "rank", "unique")
+    __slots__ = ("_blob", "_by_crc", "_crcs", "_ends", "_numbers", "rank", "unique")
 
     def __init__(self, ids: Iterable[str]) -> None:
         encoded = [fence_id.encode() for fence_id in ids]
@@ -76,6 +78,9 @@ class FenceIds(Sequence[str]):
         self.unique = all(encoded[a] != encoded[b] for a, b in pairwise(order))
         self.rank = np.empty(n, dtype=np.int32)
         self.rank[np.asarray(order, dtype=np.int64)] = np.arange(n, dtype=np.int32)
+        self._numbers: dict[bytes, int] | None = None
+        if n <= DICT_IDS:
+            self._numbers = {e: i for i, e in reversed(list(enumerate(encoded)))}
 
     def __len__(self) -> int:
         return len(self._ends) - 1
@@ -100,6 +105,8 @@ class FenceIds(Sequence[str]):
         if not isinstance(fence_id, str):
             return None
         encoded = fence_id.encode()
+        if self._numbers is not None:
+            return self._numbers.get(encoded)
         crc = zlib.crc32(encoded)
         at = int(np.searchsorted(self._crcs, crc))
         while at < len(self._crcs) and int(self._crcs[at]) == crc:

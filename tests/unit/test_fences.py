@@ -143,10 +143,16 @@ def test_a_big_table_is_spilled_once_built(monkeypatch: pytest.MonkeyPatch) -> N
     assert sum(map(bool, kept.inside_many(lats, lngs))) > 100
 
 
+@pytest.mark.parametrize("dict_ids", [0, 65_536], ids=["by-crc", "by-dict"])
 @given(st.lists(st.text(max_size=8), max_size=40), st.lists(st.text(max_size=8), max_size=10))
-def test_compact_ids_find_each_id_and_sort_as_strings(ids: list[str], others: list[str]) -> None:
-    """Each id found at its place, any other not; ranks as the strings sort; duplicates told."""
-    held = FenceIds(ids)
+def test_compact_ids_find_each_id_and_sort_as_strings(
+    dict_ids: int, ids: list[str], others: list[str]
+) -> None:
+    """Each id found at its place, any other not; ranks as the strings sort; duplicates
+    told; found alike by the CRCs (many ids) and by the dict (fewer)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("geofence.engine.fences.DICT_IDS", dict_ids)
+        held = FenceIds(ids)
     assert list(held) == ids
     assert held.unique == (len(set(ids)) == len(ids))
     first = {fence_id: i for i, fence_id in reversed(list(enumerate(ids)))}
@@ -162,8 +168,9 @@ def test_compact_ids_find_each_id_and_sort_as_strings(ids: list[str], others: li
     assert held.find(3) is None
 
 
-def test_ids_of_the_same_crc_are_told_apart() -> None:
+def test_ids_of_the_same_crc_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     """``plumless`` and ``buckeroo`` share a CRC-32: each is found as itself."""
     assert zlib.crc32(b"plumless") == zlib.crc32(b"buckeroo")
+    monkeypatch.setattr("geofence.engine.fences.DICT_IDS", 0)
     held = FenceIds(["plumless", "x", "buckeroo"])
     assert (held.find("plumless"), held.find("buckeroo")) == (0, 2)
