@@ -177,7 +177,7 @@ PRECISE_NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}\.\d{4,}(?![\w.])")
 # the shared keys of the service; every other key belongs to a device or a notification
 # the shards' outbox and dead letters are not among them: they expire too
 SHARED_KEY = re.compile(
-    r"^[^:]+:(\{cat\}:(fences|version|offers|history|digests)|\{o:[^}]+\}:spent)$"
+    r"^[^:]+:(\{cat\}:(fences|version|offers|history|digests|shards)|\{o:[^}]+\}:spent)$"
 )
 
 
