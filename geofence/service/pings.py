@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import ParamSpec, Protocol, TypeVar, cast
 
 import msgspec
+import numpy as np
 from msgspec import UNSET
 
 from geofence.domain.devices import DeviceProfile
@@ -38,7 +39,7 @@ from geofence.engine.device import (
 from geofence.engine.device import (
     PingResult as PingResult,  # noqa: PLC0414 - mypy's explicit re-export: for the edge
 )
-from geofence.engine.screening import Columns, screen_in_turn, screen_runs
+from geofence.engine.screening import Columns, FloatArray, screen_in_turn, screen_runs
 from geofence.ports import PingMetrics, Saved, StateWrite, StoredState, VisitStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
@@ -278,8 +279,7 @@ class PingService:
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
         """The lookups of every group's pings (``geofence.engine.device.nears_of``)."""
-        columns = rows.columns
-        return nears_of(self.catalogue.index, columns.lat, columns.lng, rows.spans, states)
+        return nears_of(self.catalogue.index, rows.lat, rows.lng, rows.spans, states)
 
     def _verdicts(
         self, rows: _Rows, states: Sequence[DeviceState], now: float, alone: Sequence[bool]
@@ -428,19 +428,32 @@ def _write_of(ref: str, state: DeviceState, version: int, reserved: Reserved | N
     )
 
 
-class _Rows(msgspec.Struct, frozen=True):
-    """The pings of all groups one after the other, as objects and as columns, and each
-    group's [start, end) rows."""
+class _Rows:
+    """The pings of all groups one after the other, and each group's [start, end) rows;
+    their positions as arrays (for the lookups), and all their fields as columns, made
+    only when asked for (the array screening of many pings: a few pings are screened one
+    after the other, and building the columns would cost more than their screening)."""
 
-    pings: list[Ping]
-    columns: Columns
-    spans: list[tuple[int, int]]
+    __slots__ = ("_columns", "lat", "lng", "pings", "spans")
+
+    def __init__(self, pings: list[Ping], spans: list[tuple[int, int]]) -> None:
+        self.pings = pings
+        self.spans = spans
+        self.lat: FloatArray = np.array([p.lat for p in pings], dtype=np.float64)
+        self.lng: FloatArray = np.array([p.lng for p in pings], dtype=np.float64)
+        self._columns: Columns | None = None
+
+    @property
+    def columns(self) -> Columns:
+        if self._columns is None:
+            self._columns = Columns.of(self.pings)
+        return self._columns
 
     @classmethod
     def of(cls, groups: Sequence[Sequence[Ping]]) -> _Rows:
         pings = [p for group in groups for p in group]
         bounds = itertools.accumulate((len(g) for g in groups), initial=0)
-        return cls(pings, Columns.of(pings), list(itertools.pairwise(bounds)))
+        return cls(pings, list(itertools.pairwise(bounds)))
 
 
 def _answer(
