@@ -16,7 +16,6 @@ import inspect
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import ParamSpec, Protocol, TypeVar, cast
 
@@ -40,7 +39,8 @@ from geofence.engine.device import (
     PingResult as PingResult,  # noqa: PLC0414 - mypy's explicit re-export: for the edge
 )
 from geofence.engine.screening import Columns, FloatArray, screen_in_turn, screen_runs
-from geofence.ports import PingMetrics, Saved, StateWrite, StoredState, VisitStore
+from geofence.ports import Counter as MetricCounter
+from geofence.ports import Labelled, PingMetrics, Saved, StateWrite, StoredState, VisitStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
 
@@ -122,6 +122,7 @@ class PingService:
         self.offers = offers
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
         self._store_views: StoreViews | None = None
+        self._verdicts_counted = _ByLabels(metrics.pings)
         if stages is not None:
             for name, stage in STAGES.items():  # on this instance only
                 setattr(self, name, staged(getattr(self, name), stage, stages))
@@ -381,9 +382,13 @@ class PingService:
     def _count(self, answered: Sequence[tuple[str, Sequence[PingResult]]]) -> None:
         """Every result counted by verdict, every event by type, in one pass; each event
         logged (with the device's ref, never its id)."""
-        verdicts = Counter((r.status, r.reason or "") for _, results in answered for r in results)
-        for (status, reason), n in verdicts.items():
-            self.metrics.pings.labels(status, reason).inc(n)
+        verdicts: dict[tuple[str, str], int] = {}
+        for _, results in answered:
+            for r in results:
+                verdict = (r.status, r.reason or "")
+                verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        for verdict, n in verdicts.items():
+            self._verdicts_counted.of(verdict).inc(n)
         for ref, results in answered:
             for event in (e for result in results for e in result.events):
                 self.metrics.events.labels(event.type, event.reason or "").inc()
@@ -391,6 +396,23 @@ class PingService:
                     "visit event",
                     extra={"type": event.type, "store": event.store_id, "device": ref},
                 )
+
+
+class _ByLabels:
+    """The counters of one labelled metric, each asked of it once: every ping counts its
+    verdict, and ``labels`` (a lock and its checks) costs more than the count."""
+
+    __slots__ = ("_counters", "_labelled")
+
+    def __init__(self, labelled: Labelled) -> None:
+        self._labelled = labelled
+        self._counters: dict[tuple[str, ...], MetricCounter] = {}
+
+    def of(self, values: tuple[str, ...]) -> MetricCounter:
+        counter = self._counters.get(values)
+        if counter is None:
+            counter = self._counters[values] = self._labelled.labels(*values)
+        return counter
 
 
 def staged(call: Callable[P, R], stage: str, told: Stages) -> Callable[P, R]:
