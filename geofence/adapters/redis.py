@@ -555,6 +555,10 @@ class RedisStore:
         self._lanes = (
             [] if isinstance(client, RedisCluster) else [lane(client) for _ in range(lanes)]
         )
+        # whether every lane bounds its calls as this store bounds its own (``Lane``)
+        self._lanes_bound = timeout_s is not None and all(
+            isinstance(one, Lane) and one.timeout_s == timeout_s for one in self._lanes
+        )
 
     @classmethod
     def from_url(
@@ -601,6 +605,15 @@ class RedisStore:
     def _bounded(self) -> _guard:
         """The bound of one store call (``_guard``)."""
         return _guard(self.timeout_s, self._gate)
+
+    def _bounded_unless_on_lane(self) -> _guard:
+        """``_bounded``, but for a call a lane will take (``_scripts``): it is bounded
+        there, by the same ``timeout_s`` over all of it, connecting included, so only the
+        guard's turning errors into BackendUnavailable is kept here (a second bound
+        costs a timer each flush). The lane is known free now, and nothing is awaited
+        before ``_scripts`` takes it."""
+        on_lane = self._lanes_bound and any(not lane.busy for lane in self._lanes)
+        return _guard(None if on_lane else self.timeout_s, self._gate)
 
     async def check(self) -> None:
         async with self._bounded():
@@ -819,9 +832,10 @@ class RedisStore:
         BackendUnavailable (a 503; the client resends the same ping, which is ``stale``
         if the write survives and applied again if a failover lost it), so that an
         acknowledged notification is on a replica as well."""
-        async with self._bounded():
-            if self.cluster:
+        if self.cluster:
+            async with self._bounded():
                 return await self._save_then_load_by_shard(writes, refs)
+        async with self._bounded_unless_on_lane():
             return await self._save_then_load(writes, refs)
 
     async def _save_then_load(

@@ -20,7 +20,7 @@ from geofence.domain.model import DeviceState, Ping, Rules, VisitEvent
 from geofence.domain.offers import EntryDecision
 from geofence.domain.screening import Screening, screen
 from geofence.domain.visits import StoreView, step
-from geofence.engine.index import FenceIndex, FloatArray
+from geofence.engine.index import DISTANCES_IN_TURN_BELOW, FenceIndex, FloatArray
 from geofence.engine.visits import passed_by
 
 Nears = Sequence[Mapping[str, float]]  # of each ping of a group: see ``relevant_stores``
@@ -187,10 +187,13 @@ def nears_of(
             missing = [row for row in range(start + first, end) if store_id not in found[row]]
             at.extend(missing)
             stores.extend([store_id] * len(missing))
-    if at:
+    if len(at) >= DISTANCES_IN_TURN_BELOW:
         far = index.distances_m(stores, lats[at], lngs[at]).tolist()
         for row, store_id, metres in zip(at, stores, far, strict=True):
             found[row][store_id] = metres
+    else:  # a few (one a ping of a single ping's open visit): no arrays made and undone
+        for row, store_id in zip(at, stores, strict=True):
+            found[row][store_id] = index.distance_m(store_id, lats.item(row), lngs.item(row))
     return [found[start:end] for start, end in spans]
 
 

@@ -16,11 +16,11 @@ import inspect
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import ParamSpec, Protocol, TypeVar, cast
 
 import msgspec
+import numpy as np
 from msgspec import UNSET
 
 from geofence.domain.devices import DeviceProfile
@@ -38,8 +38,9 @@ from geofence.engine.device import (
 from geofence.engine.device import (
     PingResult as PingResult,  # noqa: PLC0414 - mypy's explicit re-export: for the edge
 )
-from geofence.engine.screening import Columns, screen_in_turn, screen_runs
-from geofence.ports import PingMetrics, Saved, StateWrite, StoredState, VisitStore
+from geofence.engine.screening import Columns, FloatArray, screen_in_turn, screen_runs
+from geofence.ports import Counter as MetricCounter
+from geofence.ports import Labelled, PingMetrics, Saved, StateWrite, StoredState, VisitStore
 from geofence.service.catalogue import CatalogueService
 from geofence.service.offers import Asked, OfferService, Reserved, entries_of, public
 
@@ -121,6 +122,7 @@ class PingService:
         self.offers = offers
         self.on_notified: Callable[[], None] = lambda: None  # wakes the delivery side
         self._store_views: StoreViews | None = None
+        self._verdicts_counted = _ByLabels(metrics.pings)
         if stages is not None:
             for name, stage in STAGES.items():  # on this instance only
                 setattr(self, name, staged(getattr(self, name), stage, stages))
@@ -278,8 +280,7 @@ class PingService:
 
     def _nears(self, rows: _Rows, states: Sequence[DeviceState]) -> list[list[dict[str, float]]]:
         """The lookups of every group's pings (``geofence.engine.device.nears_of``)."""
-        columns = rows.columns
-        return nears_of(self.catalogue.index, columns.lat, columns.lng, rows.spans, states)
+        return nears_of(self.catalogue.index, rows.lat, rows.lng, rows.spans, states)
 
     def _verdicts(
         self, rows: _Rows, states: Sequence[DeviceState], now: float, alone: Sequence[bool]
@@ -381,9 +382,13 @@ class PingService:
     def _count(self, answered: Sequence[tuple[str, Sequence[PingResult]]]) -> None:
         """Every result counted by verdict, every event by type, in one pass; each event
         logged (with the device's ref, never its id)."""
-        verdicts = Counter((r.status, r.reason or "") for _, results in answered for r in results)
-        for (status, reason), n in verdicts.items():
-            self.metrics.pings.labels(status, reason).inc(n)
+        verdicts: dict[tuple[str, str], int] = {}
+        for _, results in answered:
+            for r in results:
+                verdict = (r.status, r.reason or "")
+                verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        for verdict, n in verdicts.items():
+            self._verdicts_counted.of(verdict).inc(n)
         for ref, results in answered:
             for event in (e for result in results for e in result.events):
                 self.metrics.events.labels(event.type, event.reason or "").inc()
@@ -391,6 +396,23 @@ class PingService:
                     "visit event",
                     extra={"type": event.type, "store": event.store_id, "device": ref},
                 )
+
+
+class _ByLabels:
+    """The counters of one labelled metric, each asked of it once: every ping counts its
+    verdict, and ``labels`` (a lock and its checks) costs more than the count."""
+
+    __slots__ = ("_counters", "_labelled")
+
+    def __init__(self, labelled: Labelled) -> None:
+        self._labelled = labelled
+        self._counters: dict[tuple[str, ...], MetricCounter] = {}
+
+    def of(self, values: tuple[str, ...]) -> MetricCounter:
+        counter = self._counters.get(values)
+        if counter is None:
+            counter = self._counters[values] = self._labelled.labels(*values)
+        return counter
 
 
 def staged(call: Callable[P, R], stage: str, told: Stages) -> Callable[P, R]:
@@ -428,19 +450,32 @@ def _write_of(ref: str, state: DeviceState, version: int, reserved: Reserved | N
     )
 
 
-class _Rows(msgspec.Struct, frozen=True):
-    """The pings of all groups one after the other, as objects and as columns, and each
-    group's [start, end) rows."""
+class _Rows:
+    """The pings of all groups one after the other, and each group's [start, end) rows;
+    their positions as arrays (for the lookups), and all their fields as columns, made
+    only when asked for (the array screening of many pings: a few pings are screened one
+    after the other, and building the columns would cost more than their screening)."""
 
-    pings: list[Ping]
-    columns: Columns
-    spans: list[tuple[int, int]]
+    __slots__ = ("_columns", "lat", "lng", "pings", "spans")
+
+    def __init__(self, pings: list[Ping], spans: list[tuple[int, int]]) -> None:
+        self.pings = pings
+        self.spans = spans
+        self.lat: FloatArray = np.array([p.lat for p in pings], dtype=np.float64)
+        self.lng: FloatArray = np.array([p.lng for p in pings], dtype=np.float64)
+        self._columns: Columns | None = None
+
+    @property
+    def columns(self) -> Columns:
+        if self._columns is None:
+            self._columns = Columns.of(self.pings)
+        return self._columns
 
     @classmethod
     def of(cls, groups: Sequence[Sequence[Ping]]) -> _Rows:
         pings = [p for group in groups for p in group]
         bounds = itertools.accumulate((len(g) for g in groups), initial=0)
-        return cls(pings, Columns.of(pings), list(itertools.pairwise(bounds)))
+        return cls(pings, list(itertools.pairwise(bounds)))
 
 
 def _answer(

@@ -323,3 +323,20 @@ async def test_more_requests_than_connections_wait_for_one() -> None:
         assert [s.version for s in loaded] == [0] * 40
     finally:
         await store.close()
+
+
+async def test_every_result_is_counted_once_by_its_verdict(store: StateStore) -> None:
+    """Two calls, so the counters asked for in the first count again in the second."""
+    service = await pipeline(store, "c1", "c2")
+    first = [at(60, 50, T0), at(60, 50, T0 + 1)]
+    await service.handle_many([("c1", first), ("c2", [at(60, 50, T0)])], now=T0 + 10)
+    later = [at(60, 50, T0 + 2), at(60, 50, T0 + 2)]  # the second is stale
+    await service.handle_many([("c1", later), ("c2", [at(60, 50, T0 - 5)])], now=T0 + 10)
+    metrics = cast("Metrics", service.metrics)
+
+    def counted(status: str, reason: str) -> float | None:
+        labels = {"status": status, "reason": reason}
+        return metrics.registry.get_sample_value("geofence_pings_total", labels)
+
+    assert counted("accepted", "") == 4
+    assert counted("ignored", "stale") == 2

@@ -215,3 +215,41 @@ async def test_a_command_past_the_timeout_is_not_sent_again(client: aioredis.Red
     finally:
         await client.delete(key)
         await store.close()
+
+
+def silent_store(url: str, way: str) -> RedisStore:
+    if way == "client's timeouts":  # the lanes bound their calls, as the store would
+        return RedisStore.from_url(url, timeout_s=0.3)
+    if way == "no lane":
+        return RedisStore.from_url(url, timeout_s=0.3, lanes=0)
+    # the connections have no timeout: lanes on them do not bound their calls
+    return RedisStore(aioredis.Redis.from_url(url), timeout_s=0.3)
+
+
+@pytest.mark.parametrize("way", ["client's timeouts", "no lane", "store's timeout only"])
+async def test_a_flush_to_a_redis_that_never_answers_is_unavailable_within_the_bound(
+    way: str,
+) -> None:
+    """On a lane that bounds its calls, its bound is the only one (the store keeps none of
+    its own around it); else the store's: either way BackendUnavailable, in time."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = silent_store(f"redis://127.0.0.1:{port}/0", way)
+    try:
+        for _ in range(2):  # the second on a lane the first left free
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(store.save_then_load([], ["a-ref"]), 3.0)
+            assert asyncio.get_running_loop().time() - started < 1.5
+            assert not any(lane.busy for lane in store._lanes)
+    finally:
+        await store.close()
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()
