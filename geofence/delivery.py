@@ -85,6 +85,7 @@ class Dispatcher:
         # longer than a send can take, so a live claimer never loses its items
         self.lease_s = 2 * self.policy.timeout_s + 5
         self._wake = asyncio.Event()
+        self._retry_at: float | None = None  # the earliest retry this dispatcher set
 
     def wake(self) -> None:
         """New notifications are in the outbox: look now rather than at the next poll."""
@@ -112,10 +113,20 @@ class Dispatcher:
             if sent:
                 idle_wait_s = self.idle_s
                 continue
-            woken = await self._sleep(stop, idle_wait_s)
+            woken = await self._sleep(stop, self._until_retry(idle_wait_s))
             idle_wait_s = idle_after(
                 idle_wait_s, woken=woken, floor_s=self.idle_s, cap_s=self.idle_max_s
             )
+
+    def _until_retry(self, idle_wait_s: float) -> float:
+        """The idle wait, cut short to the earliest retry this dispatcher set (its own
+        retries go at their time, not at the next idle poll); forgotten once due."""
+        if self._retry_at is None:
+            return idle_wait_s
+        left_s = self._retry_at - self.clock()
+        if left_s <= idle_wait_s:
+            self._retry_at = None
+        return max(0.0, min(idle_wait_s, left_s))
 
     async def drain_once(self) -> int:
         """Claim one round of due items and settle each; how many were claimed. The
@@ -206,6 +217,7 @@ class Dispatcher:
         cause = _cause(attempt)
         later = msgspec.structs.replace(item, attempts=item.attempts + 1, last_error=cause)
         await self.store.retry_later(later, at)
+        self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
         self.metrics.delivery_retries.labels(cause).inc()
         logger.info(
             "delivery retry",

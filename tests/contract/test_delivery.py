@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from geofence.adapters.memory import MemoryStore
 from geofence.delivery import Dispatcher
 from geofence.domain.delivery import Attempt, RetryPolicy
 from geofence.domain.errors import Unavailable
@@ -380,3 +381,15 @@ async def test_a_wake_delivers_at_once_however_long_the_idle_poll(
         stop.set()
         await asyncio.wait_for(task, 5.0)
     assert [n for _, n, _ in push.calls] == ["n1"]
+
+
+def test_an_idle_wait_ends_at_the_dispatchers_own_earliest_retry() -> None:
+    """Backed off to 5 s, a dispatcher that set a retry 0.3 s ahead waits 0.3 s, not 5;
+    once that retry is due, the idle waits are the backed-off ones again."""
+    clock = Clock(CREATED)
+    dispatcher = Dispatcher(MemoryStore(), ScriptedPush(clock), Metrics(), clock=clock)
+    assert dispatcher._until_retry(5.0) == 5.0  # noqa: SLF001 - the wait rule itself
+    dispatcher._retry_at = CREATED + 0.3  # noqa: SLF001 - as a retry sets it
+    assert dispatcher._until_retry(5.0) == pytest.approx(0.3)  # noqa: SLF001 - the wait rule itself
+    clock.now += 0.3
+    assert dispatcher._until_retry(5.0) == 5.0  # noqa: SLF001 - the wait rule itself
