@@ -11,8 +11,6 @@ to the "## Fence index" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import itertools
 import json
@@ -154,29 +152,16 @@ def strtree_grouped(fences: list[Fence], lats: Any, lngs: Any) -> Callable[[], l
     return grouped
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def trim() -> None:
-    """Gives the C heap's free pages back to the system (glibc's malloc_trim), so that
-    RSS counts what is in use rather than what the allocator keeps."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def build_rss(n_fences: int, seed: int) -> dict[str, float]:
     """In a fresh process: its RSS with the fences read, then with the index built as
     well (GEOS's heap included, which tracemalloc does not see), in MiB."""
     code = (
-        "import gc, json, sys; from benchmarks.index import tiles, rss_kib, trim; "
+        "import gc, json, os, sys; from benchmarks.index import tiles; "
+        "from geofence.cli import release_free_heap as trim; from tools.processes import rss_kib; "
         "from geofence.engine.index import FenceIndex; "
-        f"fences = tiles({n_fences}, {seed}); gc.collect(); trim(); before = rss_kib(); "
+        f"fences = tiles({n_fences}, {seed}); gc.collect(); trim(); before = rss_kib(os.getpid()); "
         "index = FenceIndex.build(fences); gc.collect(); trim(); "
-        "json.dump({'before': before / 1024, 'after': rss_kib() / 1024}, sys.stdout)"
+        "json.dump({'before': before / 1024, 'after': rss_kib(os.getpid()) / 1024}, sys.stdout)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
