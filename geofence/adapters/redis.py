@@ -1020,11 +1020,10 @@ class RedisStore:
         return await self._scripts_then_wait(calls, wait)
 
     async def _scripts_then_wait(self, calls: Sequence[Call], wait: Wait) -> list[Any]:
-        """A pipeline: one connection on a single Redis; on a cluster, WAIT sent to the
-        primary of the write's slot, which the pipeline sends with the write on one
-        connection of that node. A script the server did not know ran nothing: the
-        write's is loaded and the whole sent again; a later call's (a read) is sent
-        again alone, through the client."""
+        """On a single Redis, when every lane is busy: the calls and WAIT in one pipeline,
+        one connection (on a cluster, ``_on_nodes`` sends WAIT to each primary written).
+        A script the server did not know ran nothing: the write's is loaded and the whole
+        sent again; a later call's (a read) is sent again alone, through the client."""
         replies = await self._pipeline_then_wait(calls, wait)
         if isinstance(replies[0], rexc.NoScriptError):
             for script, _, _ in calls:
@@ -1043,11 +1042,7 @@ class RedisStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            if isinstance(self.client, RedisCluster):
-                node = self.client.get_node_from_key(calls[0][1][0])
-                pipe.execute_command("WAIT", *wait, target_nodes=node)
-            else:
-                pipe.execute_command("WAIT", *wait)
+            pipe.execute_command("WAIT", *wait)
             return list(await pipe.execute(raise_on_error=False))
 
     # offers
