@@ -524,6 +524,7 @@ class RedisStore:
         ``save_then_load``."""
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
+        self._closed = False
         # on a cluster, the calls in flight wait for a place here (its pools do not wait)
         self._gate = asyncio.Semaphore(max_in_flight) if self.cluster else None
         self.timeout_s = timeout_s
@@ -604,7 +605,15 @@ class RedisStore:
 
     def _bounded(self) -> _guard:
         """The bound of one store call (``_guard``)."""
-        return _guard(self.timeout_s, self._gate)
+        return self._guarded(self.timeout_s)
+
+    def _guarded(self, timeout_s: float | None, *, gated: bool = True) -> _guard:
+        """``_guard`` for a call of this store, refused once the store is closed: redis-py's
+        clients open new connections for a call after ``aclose``, which nothing would
+        close again (a task still polling at shutdown, e.g. the catalogue's watch)."""
+        if self._closed:
+            raise BackendUnavailable("state store closed")
+        return _guard(timeout_s, self._gate if gated else None)
 
     def _bounded_unless_on_lane(self) -> _guard:
         """``_bounded``, but for a call a lane will take (``_scripts``): it is bounded
@@ -613,7 +622,7 @@ class RedisStore:
         costs a timer each flush). The lane is known free now, and nothing is awaited
         before ``_scripts`` takes it."""
         on_lane = self._lanes_bound and any(not lane.busy for lane in self._lanes)
-        return _guard(None if on_lane else self.timeout_s, self._gate)
+        return self._guarded(None if on_lane else self.timeout_s)
 
     async def check(self) -> None:
         async with self._bounded():
@@ -646,6 +655,8 @@ class RedisStore:
         return persistence_of(appendonly.get("appendonly"), save.get("save"))
 
     async def close(self) -> None:
+        """Close every connection; a call after this answers BackendUnavailable."""
+        self._closed = True
         for lane in self._lanes:
             await lane.close()
         await self.client.aclose()
@@ -756,7 +767,8 @@ class RedisStore:
 
     async def device_keys(self, ref: str) -> dict[str, float | None]:
         found: dict[str, float | None] = {}
-        async with _guard(None):  # a SCAN of the keyspace: each command under its own timeout
+        # a SCAN of the keyspace: each command under its own timeout
+        async with self._guarded(None, gated=False):
             async for key in self.client.scan_iter(match=_escape(self.keys.device(ref)) + ":*"):
                 ttl = await self.client.ttl(key)
                 name = key.decode() if isinstance(key, bytes) else str(key)

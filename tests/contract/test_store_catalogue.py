@@ -5,9 +5,15 @@ One contract, two stores: every test here runs on the memory store and on real R
 
 from __future__ import annotations
 
-from geofence.ports import CatalogueStore
+from typing import Any
+
+import pytest
+
+from geofence.domain.errors import BackendUnavailable
+from geofence.ports import CatalogueStore, StateWrite
 from tests.contract.store_builders import (
     fence,
+    visit_state,
 )
 
 
@@ -46,3 +52,18 @@ async def test_upsert_and_delete_one_fence(store: CatalogueStore) -> None:
     assert deleted > v
     assert await store.delete_fence("a") is None
     assert [f.id for f in (await store.load_catalogue()).fences] == ["b"]
+
+
+@pytest.mark.redis
+async def test_a_closed_redis_store_answers_unavailable(any_redis_factory: Any) -> None:
+    """A task still polling after the store closed (the catalogue's watch, at shutdown)
+    gets a 503, not a connection of the client's reopened that nothing would close."""
+    store = await any_redis_factory()
+    await store.replace_catalogue([fence("a")])
+    await store.close()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await store.catalogue_version()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await store.load_catalogue()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await store.save_states([StateWrite(ref="ref1", state=visit_state(), version=0)])
