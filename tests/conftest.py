@@ -131,6 +131,20 @@ async def cluster_store_factory() -> AsyncIterator[Callable[..., Any]]:
         yield make
 
 
+@pytest.fixture
+def aiohttp_client(
+    redis_store_factory: Any,  # noqa: ARG001 - asked for to be set up first
+    cluster_store_factory: Any,  # noqa: ARG001 - likewise
+    aiohttp_client: Any,
+) -> Any:
+    """pytest-aiohttp's, set up after the store factories whatever order a test names
+    them in, so torn down before them: every app (its catalogue watch, its dispatcher) is
+    stopped before its stores are closed. (Fixtures are torn down in the reverse order
+    of their set-up: a test that named ``aiohttp_client`` first had its stores closed
+    under its running app, whose catalogue watch then reopened connections.)"""
+    return aiohttp_client
+
+
 @pytest.fixture(
     params=[
         "memory",
