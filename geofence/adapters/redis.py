@@ -33,7 +33,7 @@ import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -88,6 +88,8 @@ SHARDS = 16  # on a single Redis: the layout of the first releases, key names un
 CLUSTER_SHARDS = 256  # on a cluster: 3 to 30 primaries each get an equal share (+-1)
 SLOTS = 16_384  # the hash slots of a Redis Cluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+CATALOGUE_PAGE = 1000  # fences a page of a catalogue's read asks for (HSCAN's COUNT)
+CATALOGUE_READS = 5  # reads of a catalogue that changed meanwhile, then a 503
 LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
 STEMS_KEPT = 16_384  # the key stems of as many devices, kept per process
 COUNTS_TTL_S = 400 * 86_400  # aggregate counters (GEOFENCE_STATS_RETENTION_DAYS)
@@ -667,15 +669,33 @@ class RedisStore:
             return int(await self.client.get(self.keys.catalogue_version) or 0)
 
     async def load_catalogue(self) -> Catalogue:
-        async with (
-            self._bounded(),
-            self.client.pipeline(transaction=True) as pipe,
-        ):
-            pipe.get(self.keys.catalogue_version)
-            pipe.hgetall(self.keys.fences)
-            version, raw = await pipe.execute()
-        fences = sorted((_decode(v, Fence) for v in raw.values()), key=lambda f: f.id)
-        return Catalogue(version=int(version or 0), fences=tuple(fences))
+        """One version of the catalogue, read a page at a time (``HSCAN``), each page a
+        call of its own within the store's bound: a catalogue of a million fences is over
+        a gigabyte, which one ``HGETALL`` could not bring within a Redis timeout (the
+        service could not start). Every change moves the version in the script that makes
+        it, so a read with the same version before and after it saw that one version;
+        after a change meanwhile the catalogue is read again."""
+        for _ in range(CATALOGUE_READS):
+            version = await self.catalogue_version()
+            fences = await self._fences()
+            if await self.catalogue_version() == version:
+                return Catalogue(version=version, fences=tuple(sorted(fences, key=_fence_id)))
+        raise BackendUnavailable("state store unavailable: the catalogue kept changing")
+
+    async def _fences(self) -> list[Fence]:
+        """Every stored fence, as ``HSCAN`` pages them (a field it gives twice, once)."""
+        found: dict[str, Fence] = {}
+        cursor = 0
+        while True:
+            async with self._bounded():
+                cursor, page = await self.client.hscan(
+                    self.keys.fences, cursor, count=CATALOGUE_PAGE
+                )
+            for raw in cast("dict[Any, bytes]", page).values():  # a list only with no_values
+                fence = _decode(raw, Fence)
+                found[fence.id] = fence
+            if not cursor:
+                return list(found.values())
 
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
         args: list[Arg] = []
@@ -1485,6 +1505,10 @@ def _change_of(record: list[Any]) -> CatalogueChange:
 
 def _whole_s(seconds: float) -> int:
     return max(1, int(seconds + 0.999))
+
+
+def _fence_id(fence: Fence) -> str:
+    return fence.id
 
 
 def _text(value: bytes | str) -> str:

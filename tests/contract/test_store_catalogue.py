@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from geofence.adapters.redis import RedisStore
 from geofence.domain.errors import BackendUnavailable
+from geofence.domain.model import Fence
 from geofence.ports import CatalogueStore, StateWrite
 from tests.contract.store_builders import (
     fence,
@@ -67,3 +69,49 @@ async def test_a_closed_redis_store_answers_unavailable(any_redis_factory: Any) 
         await store.load_catalogue()
     with pytest.raises(BackendUnavailable, match="closed"):
         await store.save_states([StateWrite(ref="ref1", state=visit_state(), version=0)])
+
+
+async def test_a_catalogue_of_many_pages_loads_whole_and_in_order(store: CatalogueStore) -> None:
+    ids = [f"store-{n:05d}" for n in range(2_500)]  # HSCAN pages of about 1,000
+    version = await store.replace_catalogue([fence(i) for i in reversed(ids)])
+    catalogue = await store.load_catalogue()
+    assert catalogue.version == version
+    assert [f.id for f in catalogue.fences] == ids
+
+
+@pytest.mark.redis
+async def test_a_change_during_a_paged_read_is_read_again(
+    any_redis_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: RedisStore = await any_redis_factory()
+    await store.replace_catalogue([fence("a"), fence("b")])
+    read = store._fences  # noqa: SLF001 - the pages' read, a change slipped in after it
+    changes = iter([[fence("c")]])
+
+    async def changed_meanwhile() -> list[Fence]:
+        fences = await read()
+        for change in changes:  # the first read only: a catalogue replaced under it
+            await store.replace_catalogue(change)
+        return fences
+
+    monkeypatch.setattr(store, "_fences", changed_meanwhile)
+    catalogue = await store.load_catalogue()
+    assert [f.id for f in catalogue.fences] == ["c"]
+    assert catalogue.version == await store.catalogue_version()
+
+
+@pytest.mark.redis
+async def test_a_catalogue_that_keeps_changing_is_unavailable(
+    any_redis_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: RedisStore = await any_redis_factory()
+    read = store._fences  # noqa: SLF001 - the pages' read, a change slipped in after it
+
+    async def always_changed() -> list[Fence]:
+        fences = await read()
+        await store.upsert_fence(fence("a"))
+        return fences
+
+    monkeypatch.setattr(store, "_fences", always_changed)
+    with pytest.raises(BackendUnavailable, match="kept changing"):
+        await store.load_catalogue()
