@@ -1,5 +1,6 @@
-"""The HTTP benchmark's harness, briefly, on a small town: every part runs and its
-report has the shape the benchmark's pages are made from. No rate is asserted."""
+"""The benchmarks' harnesses, briefly: the HTTP one on a small town, the catalogue load
+on a few hundred fences. Every part runs and its report has the shape the benchmark's
+pages are made from. No rate is asserted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks import http, run, workload
+from benchmarks import catalogue_load, http, run, workload
+from tests.conftest import REDIS_URL
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +61,12 @@ def test_the_report_renders_with_each_run_and_the_goals(report: dict[str, Any]) 
         "single pings",
         "… their p99 at 50 connections, median",
     ]
+
+
+@pytest.mark.redis
+def test_the_catalogue_is_loaded_as_serve_does_beside_the_table_build() -> None:
+    r = catalogue_load.measure(REDIS_URL, 300)
+    assert r["serve"]["fences"] == r["table"]["fences"] == 300
+    assert r["serve"]["peak_mb"] > 0
+    assert r["table"]["peak_mb"] > 0
+    assert catalogue_load.row(r).startswith("| 300 | ")
