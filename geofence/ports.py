@@ -118,6 +118,10 @@ class CatalogueStore(Protocol):
 
     async def load_catalogue(self) -> Catalogue: ...
 
+    async def load_fence(self, fence_id: str) -> Fence | None:
+        """One fence of the stored catalogue (None: no such fence), without reading the
+        rest: a catalogue may hold a million."""
+
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
         """Swap the whole catalogue in one step; returns the new version."""
 

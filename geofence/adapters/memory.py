@@ -125,6 +125,9 @@ class MemoryStore:
         fences = tuple(self._fences[k] for k in sorted(self._fences))
         return Catalogue(version=self._version, fences=fences)
 
+    async def load_fence(self, fence_id: str) -> Fence | None:
+        return self._fences.get(fence_id)
+
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
         return self._changed({f.id: f for f in fences})
 

@@ -682,6 +682,11 @@ class RedisStore:
                 return Catalogue(version=version, fences=tuple(sorted(fences, key=_fence_id)))
         raise BackendUnavailable("state store unavailable: the catalogue kept changing")
 
+    async def load_fence(self, fence_id: str) -> Fence | None:
+        async with self._bounded():
+            raw = await self.client.hget(self.keys.fences, fence_id)
+        return None if raw is None else _decode(raw, Fence)
+
     async def _fences(self) -> list[Fence]:
         """Every stored fence, as ``HSCAN`` pages them (a field it gives twice, once)."""
         found: dict[str, Fence] = {}

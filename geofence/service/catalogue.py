@@ -207,10 +207,10 @@ class CatalogueService:
         return (await self.fence(store_id)).to_feature()
 
     async def fence(self, store_id: str) -> Fence:
-        for fence in (await self.store.load_catalogue()).fences:
-            if fence.id == store_id:
-                return fence
-        raise NotFound(f"no store {store_id!r}")
+        fence = await self.store.load_fence(store_id)
+        if fence is None:
+            raise NotFound(f"no store {store_id!r}")
+        return fence
 
     async def versions(self) -> list[dict[str, Any]]:
         """The catalogue's last changes, newest first: version, time and counts."""

@@ -56,6 +56,14 @@ async def test_upsert_and_delete_one_fence(store: CatalogueStore) -> None:
     assert [f.id for f in (await store.load_catalogue()).fences] == ["b"]
 
 
+async def test_one_fence_is_read_alone(store: CatalogueStore) -> None:
+    await store.replace_catalogue([fence("a"), fence("b", tags=("food",))])
+    assert await store.load_fence("b") == fence("b", tags=("food",))
+    assert await store.load_fence("zz") is None
+    await store.delete_fence("b")
+    assert await store.load_fence("b") is None
+
+
 @pytest.mark.redis
 async def test_a_closed_redis_store_answers_unavailable(any_redis_factory: Any) -> None:
     """A task still polling after the store closed (the catalogue's watch, at shutdown)
