@@ -679,7 +679,7 @@ class RedisStore:
             version = await self.catalogue_version()
             fences = await self._fences()
             if await self.catalogue_version() == version:
-                return Catalogue(version=version, fences=tuple(sorted(fences, key=_fence_id)))
+                return Catalogue(version=version, fences=tuple(fences[k] for k in sorted(fences)))
         raise BackendUnavailable("state store unavailable: the catalogue kept changing")
 
     async def load_fence(self, fence_id: str) -> Fence | None:
@@ -687,8 +687,8 @@ class RedisStore:
             raw = await self.client.hget(self.keys.fences, fence_id)
         return None if raw is None else _decode(raw, Fence)
 
-    async def _fences(self) -> list[Fence]:
-        """Every stored fence, as ``HSCAN`` pages them (a field it gives twice, once)."""
+    async def _fences(self) -> dict[str, Fence]:
+        """Every stored fence by id, as ``HSCAN`` pages them (a field it gives twice, once)."""
         found: dict[str, Fence] = {}
         cursor = 0
         while True:
@@ -700,7 +700,7 @@ class RedisStore:
                 fence = _decode(raw, Fence)
                 found[fence.id] = fence
             if not cursor:
-                return list(found.values())
+                return found
 
     async def replace_catalogue(self, fences: Sequence[Fence]) -> int:
         args: list[Arg] = []
@@ -1510,10 +1510,6 @@ def _change_of(record: list[Any]) -> CatalogueChange:
 
 def _whole_s(seconds: float) -> int:
     return max(1, int(seconds + 0.999))
-
-
-def _fence_id(fence: Fence) -> str:
-    return fence.id
 
 
 def _text(value: bytes | str) -> str:

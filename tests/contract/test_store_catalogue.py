@@ -96,7 +96,7 @@ async def test_a_change_during_a_paged_read_is_read_again(
     read = store._fences  # noqa: SLF001 - the pages' read, a change slipped in after it
     changes = iter([[fence("c")]])
 
-    async def changed_meanwhile() -> list[Fence]:
+    async def changed_meanwhile() -> dict[str, Fence]:
         fences = await read()
         for change in changes:  # the first read only: a catalogue replaced under it
             await store.replace_catalogue(change)
@@ -115,7 +115,7 @@ async def test_a_catalogue_that_keeps_changing_is_unavailable(
     store: RedisStore = await any_redis_factory()
     read = store._fences  # noqa: SLF001 - the pages' read, a change slipped in after it
 
-    async def always_changed() -> list[Fence]:
+    async def always_changed() -> dict[str, Fence]:
         fences = await read()
         await store.upsert_fence(fence("a"))
         return fences
