@@ -1,7 +1,6 @@
 """A large catalogue through the state store, as ``geofence serve`` meets it at start.
 
-    python -m benchmarks.catalogue_load [--fences 10000,50000,100000]
-                                        [--redis-url redis://127.0.0.1:6379/14]
+    python -m benchmarks.catalogue_load [--fences 10000,50000,100000] [--redis-url URL]
 
 ``benchmarks.million`` builds its million fences straight into the index's table; this
 measures the way a real catalogue comes: the fences (the Helsinki footprints copied over
@@ -11,7 +10,8 @@ it forks its workers (``CatalogueService.start``: the store's ``load_catalogue``
 the index), with the service's default settings (its Redis timeout included). Beside
 it, the baseline: a fresh process that builds the index from the same fences' table, as
 ``benchmarks.million`` does. Reported for each size: seconds and peak RSS (VmHWM) of
-both, and their ratios. The keys are written under a prefix of their own and removed.
+both, and their ratios. The keys are written to GEOFENCE_BENCH_REDIS_URL (default
+redis://127.0.0.1:6379/14, as ``benchmarks.ingest``) under a prefix of their own, and removed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ingest import REDIS_URL, drop_prefix
 from geofence.adapters.redis import RedisStore
 from geofence.bootstrap import catalogue_service, make_store
 from geofence.config import Settings
@@ -54,16 +55,6 @@ async def store_fences(url: str, prefix: str, n: int) -> float:
         started = time.perf_counter()
         await store.replace_catalogue(fences)
         return time.perf_counter() - started
-    finally:
-        await store.close()
-
-
-async def drop(url: str, prefix: str) -> None:
-    store = RedisStore.from_url(url, prefix=prefix)
-    try:
-        keys = [k async for k in store.client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await store.client.delete(*keys)
     finally:
         await store.close()
 
@@ -112,7 +103,7 @@ def measure(url: str, n: int) -> dict[str, Any]:
         written_s = asyncio.run(store_fences(url, prefix, n))
         served = child("serve", url, prefix)
     finally:
-        asyncio.run(drop(url, prefix))
+        asyncio.run(drop_prefix(prefix, url))
     table = child("table", str(n))
     if "error" not in served and served["fences"] != n:
         raise AssertionError(f"{served['fences']} fences loaded of {n}")
@@ -134,7 +125,7 @@ def row(r: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fences", default="10000,50000,100000")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

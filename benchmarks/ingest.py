@@ -130,15 +130,19 @@ async def pipeline(
             refs,
         )
     finally:
-        await _drop(prefix)
+        await drop_prefix(prefix)
         await store.close()
 
 
-async def _drop(prefix: str) -> None:
-    client = aioredis.from_url(REDIS_URL)
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        await client.delete(key)
-    await client.aclose()
+async def drop_prefix(prefix: str, url: str = REDIS_URL) -> None:
+    """Every key under ``prefix`` removed: what a benchmark wrote to the Redis at ``url``."""
+    client = aioredis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def batches(w: workload.Workload, refs: list[str]) -> list[tuple[float, Groups]]:
