@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,6 +31,8 @@ CLUSTER_URL = os.environ.get(
 )
 CLUSTER_TIMEOUT_S = 5.0
 
+C = TypeVar("C", aioredis.Redis, RedisCluster)
+
 ADMIN_KEY = "test-admin-key"
 SDK_KEY = "test-sdk-key"
 INGEST_KEY = "test-ingest-key"
@@ -38,11 +40,23 @@ INGEST_KEY = "test-ingest-key"
 
 async def redis_client_or_skip() -> aioredis.Redis:
     client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return await answering(client, f"no Redis at {REDIS_URL}")
+
+
+async def cluster_client_or_skip() -> RedisCluster:
+    client = cluster_client(CLUSTER_URL, timeout_s=CLUSTER_TIMEOUT_S, max_connections=64)
+    return await answering(
+        client, f"no Redis Cluster at {CLUSTER_URL} (scripts/ensure-cluster.sh starts one)"
+    )
+
+
+async def answering(client: C, missing_message: str) -> C:
+    """``client`` once it answers a PING; else closed, and the test ``missing`` its server."""
     try:
         await client.ping()
-    except Exception as e:  # noqa: BLE001 - whatever the failure, there is no Redis to test with
+    except Exception as e:  # noqa: BLE001 - whatever the failure, there is no server to test with
         await client.aclose()
-        missing(f"no Redis at {REDIS_URL}: {e}")
+        missing(f"{missing_message}: {e}")
     return client
 
 
@@ -51,16 +65,6 @@ def missing(message: str) -> None:
     if os.environ.get("GEOFENCE_REQUIRE_REDIS") == "1":
         pytest.fail(message)
     pytest.skip(message)
-
-
-async def cluster_client_or_skip() -> RedisCluster:
-    client = cluster_client(CLUSTER_URL, timeout_s=CLUSTER_TIMEOUT_S, max_connections=64)
-    try:
-        await client.ping()
-    except Exception as e:  # noqa: BLE001 - whatever the failure, there is no cluster to test with
-        await client.aclose()
-        missing(f"no Redis Cluster at {CLUSTER_URL}: {e} (scripts/ensure-cluster.sh starts one)")
-    return client
 
 
 async def drop_prefix(client: aioredis.Redis | RedisCluster, prefix: str) -> None:
