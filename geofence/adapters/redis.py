@@ -908,17 +908,9 @@ class RedisStore:
         wait = self._wait_for(writes)
         waited = [n for n, own in enumerate(shard_writes) if any(w.outbox for w in own)]
         replies = await self._on_nodes(calls, writes=len(saves), wait=wait, waited=waited)
-        saved: list[Saved] = ["conflict"] * len(writes)
-        loaded: list[tuple[DeviceProfile | None, StoredState]] = [
-            (None, StoredState(state=DeviceState(), version=0))
-        ] * len(refs)
-        for group, reply in zip(saves, replies[: len(saves)], strict=True):
-            for i, verdict in zip(group, _saved(reply), strict=True):
-                saved[i] = verdict
-        for group, reply in zip(loads, replies[len(saves) :], strict=True):
-            for i, device in zip(group, _devices(reply), strict=True):
-                loaded[i] = device
-        return saved, loaded
+        saved = [_saved(reply) for reply in replies[: len(saves)]]
+        loaded = [_devices(reply) for reply in replies[len(saves) :]]
+        return _scattered(saves, saved, len(writes)), _scattered(loads, loaded, len(refs))
 
     async def _on_nodes(
         self,
