@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from geofence.adapters.memory import MemoryStore
 from geofence.adapters.push_http import HttpPush
 from geofence.adapters.push_stdout import StdoutPush
-from geofence.adapters.redis import RedisStore, is_cluster_url
+from geofence.adapters.redis import RedisStore
 from geofence.adapters.upload_files import read_upload
-from geofence.config import Settings
+from geofence.config import Settings, is_cluster_url
 from geofence.delivery import Dispatcher
 from geofence.domain.delivery import RetryPolicy
 from geofence.domain.model import Fence, Rules

@@ -369,6 +369,11 @@ def _validate_keys(settings: Settings) -> None:
             owner[key] = variable
 
 
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``CLUSTER_SCHEMES``), whatever its case."""
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
 def _validate_redis_url(url: str | None) -> None:
     """A URL redis-py can connect with; the message never repeats it (it may hold a password)."""
     if not url:

@@ -87,7 +87,6 @@ _REDIS_DOWN = (
 SHARDS = 16  # on a single Redis: the layout of the first releases, key names unchanged
 CLUSTER_SHARDS = 256  # on a cluster: 3 to 30 primaries each get an equal share (+-1)
 SLOTS = 16_384  # the hash slots of a Redis Cluster
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 CATALOGUE_PAGE = 1000  # fences a page of a catalogue's read asks for (HSCAN's COUNT)
 CATALOGUE_READS = 5  # reads of a catalogue that changed meanwhile, then a 503
 LANES = 2  # connections kept aside for the script calls (two batches in flight each get one)
@@ -1308,10 +1307,6 @@ class RedisStore:
                 pipe.zremrangebyscore(key, "-inf", taken.at)
                 removed, _ = await pipe.execute()
         return taken if removed else None  # 0: another conversion took it first
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def cluster_client(url: str, *, timeout_s: float, max_connections: int) -> RedisCluster:
